@@ -1,0 +1,112 @@
+"""All settings of charhub-ops in one pydantic-settings model.
+
+Read from the environment and ``.env`` (prefix ``CHARHUB_OPS_``; CharHub's own names such as
+``DATABASE_URL`` and ``R2_*`` are accepted as they are). Build it once at the entry point with
+:func:`load_settings`; pass explicit values to tasks, never the settings object itself.
+Every secret is a ``SecretStr``: its repr is ``**********``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from charhub_ops.errors import ConfigError
+
+__all__ = ["Settings", "load_settings", "env_name"]
+
+PREFIX = "CHARHUB_OPS_"
+
+
+def _aliases(name: str, *extra: str) -> AliasChoices:
+    return AliasChoices(PREFIX + name.upper(), *extra)
+
+
+class Settings(BaseSettings):
+    """Configuration table (the README lists the same fields)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    database_url: SecretStr | None = Field(
+        None, validation_alias=_aliases("database_url", "DATABASE_URL"),
+        description="PostgreSQL URL to back up (Prisma form accepted). With docker_container: as seen inside it.",
+    )
+    repository: str = Field(
+        "file://./backups", validation_alias=_aliases("repository"),
+        description="Where backups live: s3://bucket/prefix (S3 or R2) or file:///path.",
+    )
+    docker_container: str | None = Field(
+        None, validation_alias=_aliases("docker_container"),
+        description="Run pg_dump inside this container through the Docker API (CharHub: charhub-postgres-1).",
+    )
+    encrypt_to: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_aliases("encrypt_to"),
+        description="age public keys (age1…), comma-separated; backups are encrypted to all of them.",
+    )
+    age_identity_file: str | None = Field(
+        None, validation_alias=_aliases("age_identity_file"),
+        description="age identity file used to decrypt backups (restore/verify only).",
+    )
+    r2_account_id: str | None = Field(None, validation_alias=_aliases("r2_account_id", "R2_ACCOUNT_ID"))
+    r2_endpoint_url: str | None = Field(None, validation_alias=_aliases("r2_endpoint_url", "R2_ENDPOINT_URL"))
+    r2_access_key_id: SecretStr | None = Field(
+        None, validation_alias=_aliases("r2_access_key_id", "R2_ACCESS_KEY_ID"))
+    r2_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=_aliases("r2_secret_access_key", "R2_SECRET_ACCESS_KEY"))
+    s3_region: str | None = Field(
+        None, validation_alias=_aliases("s3_region"),
+        description="Region for S3; 'auto' is used for R2 when unset.")
+    part_size_mib: int = Field(
+        8, ge=5, le=5120, validation_alias=_aliases("part_size_mib"),
+        description="Smallest multipart part size; grown from the expected size so 10,000 parts suffice.")
+    upload_concurrency: int = Field(4, ge=1, le=32, validation_alias=_aliases("upload_concurrency"))
+    zstd_level: int = Field(3, ge=1, le=19, validation_alias=_aliases("zstd_level"))
+    zstd_threads: int = Field(
+        0, ge=0, le=64, validation_alias=_aliases("zstd_threads"),
+        description="zstd worker threads; 0 = one per CPU.")
+    parallel_databases: int = Field(
+        2, ge=1, le=16, validation_alias=_aliases("parallel_databases"),
+        description="With --all: size of the 'charhub-ops-backup' concurrency limit.")
+    anomaly_low: float = Field(0.5, gt=0, validation_alias=_aliases("anomaly_low"))
+    anomaly_high: float = Field(2.0, gt=1, validation_alias=_aliases("anomaly_high"))
+    notify_block: str | None = Field(
+        None, validation_alias=_aliases("notify_block"),
+        description="Name of a Prefect notification block (Slack, Discord, webhook) told about failures.")
+
+    @field_validator("encrypt_to", mode="before")
+    @classmethod
+    def _split_recipients(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("repository")
+    @classmethod
+    def _repository_scheme(cls, value: str) -> str:
+        if not value.startswith(("s3://", "file://")) and "://" in value:
+            raise ValueError(f"unsupported scheme in '{value}' (use s3://bucket/prefix or file:///path)")
+        return value
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets ``field`` (for error messages)."""
+    return PREFIX + field.upper()
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment/.env plus explicit overrides (None = not given).
+
+    Raises ConfigError naming the offending setting(s); never echoes a secret value.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "settings"
+            field = field.lower().removeprefix(PREFIX.lower())
+            problems.append(f"{field} ({env_name(field)}): {err['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None

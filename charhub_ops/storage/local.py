@@ -1,0 +1,128 @@
+"""Local-directory repository (``file:///path``; the embedded default is ``./backups``).
+
+Writes are atomic: temporary file → fsync → rename → fsync of the directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO
+
+from charhub_ops.errors import NotFoundError, StorageError
+from charhub_ops.storage.base import DeleteResult, ObjectInfo, Progress, PutResult, Storage
+
+__all__ = ["LocalStorage"]
+
+PARTIAL = ".partial-"
+CHUNK = 1024 * 1024
+
+
+@contextmanager
+def _errors(op: str, key: str):
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"file: {op} {key}: not found") from exc
+    except OSError as exc:
+        raise StorageError(f"file: {op} {key}: {exc.strerror or exc}") from exc
+
+
+class LocalStorage(Storage):
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).absolute()
+        self.url = f"file://{self.root}"
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents and path != self.root.resolve():
+            raise StorageError(f"file: key {key!r} escapes the repository")
+        return path
+
+    def put_stream(self, key: str, stream: BinaryIO, *, expected_size: int | None = None,
+                   progress: Progress | None = None) -> PutResult:
+        path = self._path(key)
+        tmp = path.with_name(f"{path.name}{PARTIAL}{uuid.uuid4().hex[:8]}")
+        size = 0
+        with _errors("put", key):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with open(tmp, "wb") as out:
+                    while chunk := stream.read(CHUNK):
+                        out.write(chunk)
+                        size += len(chunk)
+                        if progress:
+                            progress(len(chunk))
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            _fsync_dir(path.parent)
+        return PutResult(key=key, size=size)
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        import io
+
+        self.put_stream(key, io.BytesIO(data))
+
+    def open(self, key: str) -> BinaryIO:
+        with _errors("open", key):
+            return open(self._path(key), "rb")
+
+    def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        base = self.root
+        if not base.exists():
+            return
+        with _errors("list", prefix):
+            for dirpath, dirnames, filenames in os.walk(base):
+                dirnames.sort()
+                for name in sorted(filenames):
+                    if PARTIAL in name:
+                        continue
+                    full = Path(dirpath, name)
+                    key = full.relative_to(base).as_posix()
+                    if key.startswith(prefix):
+                        yield self._info(key, full)
+
+    def list_partial(self) -> Iterator[ObjectInfo]:
+        """Temporary files left by interrupted writes (for prune's orphan cleanup)."""
+        for full in self.root.rglob(f"*{PARTIAL}*"):
+            yield self._info(full.relative_to(self.root).as_posix(), full)
+
+    def stat(self, key: str) -> ObjectInfo:
+        with _errors("stat", key):
+            return self._info(key, self._path(key))
+
+    def delete_many(self, keys: Iterable[str]) -> DeleteResult:
+        result = DeleteResult()
+        for key in keys:
+            try:
+                self._path(key).unlink(missing_ok=True)
+                result.deleted.append(key)
+            except OSError as exc:
+                result.failed[key] = exc.strerror or str(exc)
+        return result
+
+    def remove_empty_dirs(self) -> None:
+        for dirpath, _dirs, _files in sorted(os.walk(self.root), reverse=True):
+            if Path(dirpath) != self.root and not os.listdir(dirpath):
+                shutil.rmtree(dirpath, ignore_errors=True)
+
+    @staticmethod
+    def _info(key: str, path: Path) -> ObjectInfo:
+        st = path.stat()
+        return ObjectInfo(key=key, size=st.st_size, modified=datetime.fromtimestamp(st.st_mtime, UTC))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
