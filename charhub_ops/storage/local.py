@@ -76,19 +76,18 @@ class LocalStorage(Storage):
             return open(self._path(key), "rb")
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        base = self.root
-        if not base.exists():
+        start = self.root / prefix.rpartition("/")[0]  # walk only below the prefix's directory
+        if not start.is_dir():
             return
+        found = []
         with _errors("list", prefix):
-            for dirpath, dirnames, filenames in os.walk(base):
-                dirnames.sort()
-                for name in sorted(filenames):
-                    if PARTIAL in name:
-                        continue
-                    full = Path(dirpath, name)
-                    key = full.relative_to(base).as_posix()
-                    if key.startswith(prefix):
-                        yield self._info(key, full)
+            for dirpath, _dirnames, filenames in os.walk(start):
+                for name in filenames:
+                    key = Path(dirpath, name).relative_to(self.root).as_posix()
+                    if PARTIAL not in name and key.startswith(prefix):
+                        found.append(key)
+            for key in sorted(found):
+                yield self._info(key, self.root / key)
 
     def list_partial(self) -> Iterator[ObjectInfo]:
         """Temporary files left by interrupted writes (for prune's orphan cleanup)."""

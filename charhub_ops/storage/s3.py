@@ -79,10 +79,10 @@ def _errors(op: str, key: str):
     except bce.ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code in ("NoSuchKey", "404", "NotFound") or status == 404:
-            raise NotFoundError(f"s3: {op} {key}: not found") from exc
         if code == "NoSuchBucket":
             raise StorageError(f"s3: {op} {key}: bucket does not exist (setting repository)") from exc
+        if code in ("NoSuchKey", "404", "NotFound") or status == 404:
+            raise NotFoundError(f"s3: {op} {key}: not found") from exc
         raise StorageError(f"s3: {op} {key}: {code or status}: {exc.response.get('Error', {}).get('Message', '')}") from exc
     except bce.NoCredentialsError as exc:
         raise ConfigError(NO_CREDENTIALS) from exc
