@@ -1,0 +1,74 @@
+"""Reading the repository: which backups exist (those with a manifest), newest first."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
+
+from pydantic import ValidationError
+
+from charhub_ops.errors import NotFoundError, StorageError
+from charhub_ops.manifest import Manifest, parse_manifest_key
+from charhub_ops.storage import Storage
+
+__all__ = ["list_backups", "latest_backup", "load_manifest", "backup_summary", "size_anomaly"]
+
+
+def load_manifest(storage: Storage, key: str) -> Manifest:
+    try:
+        return Manifest.model_validate_json(storage.get_bytes(key))
+    except ValidationError as exc:
+        raise StorageError(f"{storage.full_url(key)}: not a valid manifest: {exc.error_count()} errors") from exc
+
+
+def list_backups(storage: Storage, database: str | None = None, workers: int = 16) -> list[Manifest]:
+    """Every complete backup (one with a manifest), newest first; paginates through the whole listing."""
+    prefix = f"{quote(database, safe='')}/" if database else ""
+    keys = [o.key for o in storage.list(prefix) if parse_manifest_key(o.key)]
+    if not keys:
+        return []
+    with ThreadPoolExecutor(min(workers, len(keys))) as pool:
+        manifests = list(pool.map(lambda k: _load_or_none(storage, k), keys))
+    found = [m for m in manifests if m is not None]
+    return sorted(found, key=lambda m: (m.started_at, m.backup_id), reverse=True)
+
+
+def _load_or_none(storage: Storage, key: str) -> Manifest | None:
+    try:
+        return load_manifest(storage, key)
+    except NotFoundError:  # deleted between list and get (a concurrent prune)
+        return None
+
+
+def latest_backup(storage: Storage, database: str) -> Manifest | None:
+    backups = list_backups(storage, database)
+    return backups[0] if backups else None
+
+
+def backup_summary(storage: Storage, m: Manifest) -> dict:
+    """The JSON shape of one backup for `backups list --json` and `backup --json`."""
+    return {
+        "backup_id": m.backup_id,
+        "database": m.database,
+        "started_at": m.started_at.isoformat().replace("+00:00", "Z"),
+        "finished_at": m.finished_at.isoformat().replace("+00:00", "Z"),
+        "size_bytes": m.stored_size_bytes,
+        "raw_size_bytes": m.raw_size_bytes,
+        "sha256": m.sha256,
+        "key": storage.full_url(m.dump.key),
+        "encrypted": m.encrypted,
+        "tables": len(m.tables),
+        "rows": sum(t.rows for t in m.tables),
+    }
+
+
+def size_anomaly(current: int, previous: int | None, low: float = 0.5, high: float = 2.0) -> str | None:
+    """A warning text when ``current`` is below ``low``× or above ``high``× the previous size."""
+    if not previous:
+        return None
+    ratio = current / previous
+    if ratio < low:
+        return f"backup is {ratio:.0%} of the previous one ({current} vs {previous} bytes): below {low:.0%}"
+    if ratio > high:
+        return f"backup is {ratio:.0%} of the previous one ({current} vs {previous} bytes): above {high:.0%}"
+    return None

@@ -1,0 +1,349 @@
+"""Run commands inside a container through the Docker API: to completion, streamed, or as a psql session.
+
+Production dumps run *inside* CharHub's ``postgres`` container (its pg_dump matches the server's major
+version) and are streamed out over the engine's socket, never buffered whole.
+
+Contracts (every docker / requests / socket error is translated here and re-raised ``from exc``):
+
+``ContainerExec(container, client=None)``
+    Lazily builds ``docker.from_env()``. Every method raises ``DockerError`` when the engine is unreachable
+    (``docker: cannot reach the Docker engine: ...``), when the container does not exist
+    (``docker: container 'NAME' not found (setting docker_container)``) or is not running.
+``ContainerExec.run(cmd, env=None, user=None) -> bytes``
+    Runs ``cmd`` to completion and returns its stdout. Exit code != 0 raises
+    ``DatabaseError("<program>: exit <code>: <last ~500 chars of stderr>")``.
+``ContainerExec.stream(cmd, env=None, user=None) -> ExecStream``
+    Starts ``cmd`` and returns a binary, read-only raw stream of its stdout (bounded memory; stderr keeps
+    its last 64 KiB). At EOF the exit code is checked: ``read`` raises ``DatabaseError`` as above, so a
+    failed pg_dump never looks like a short successful dump. ``close()`` shuts the socket down and never
+    hangs; the engine then stops copying and the process dies of SIGPIPE on its next write.
+``ContainerExec.psql_session(dbname, user=None, env=None) -> ContainerPsqlSession``
+    Starts ``psql`` with stdin attached (``user`` is the PostgreSQL role, ``-U``), so one transaction can
+    span several queries (``pg_export_snapshot()`` held while pg_dump runs in another exec).
+``ContainerPsqlSession.query(sql) -> list[tuple[str | None, ...]]``
+    Sends one statement; returns its rows as text (NULL -> None; [] for BEGIN, COMMIT, DDL...). An SQL error
+    raises ``DatabaseError("psql: ERROR: ...")`` and the session stays usable; psql dying raises
+    ``DatabaseError`` with its exit code. ``close()`` (or leaving the ``with`` block) ends psql.
+
+Messages never contain environment values (PGPASSWORD...): they name the program, the exit code and stderr.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import struct
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import docker
+import requests
+
+from charhub_ops.errors import DatabaseError, DockerError
+
+__all__ = ["ContainerExec", "ContainerPsqlSession", "ExecStream"]
+
+_CHUNK = 1 << 20  # bytes asked from the socket per read
+_STDERR_KEEP = 64 * 1024
+_MESSAGE_TAIL = 500
+_FIELD_SEP, _RECORD_SEP, _NULL = "\x1f", "\x1e", "\x1d"
+_HEADER = struct.Struct(">BxxxL")  # docker's multiplexed frame header: stream id, payload size
+
+
+class _Demux:
+    """Reads docker's multiplexed frames (8-byte header + payload) from a hijacked exec connection."""
+
+    def __init__(self, raw_socket):
+        # docker-py's http.client may already have read frames past the HTTP headers into its buffered
+        # reader: read through it, not through the bare socket, or the first bytes get lost.
+        self.sock = getattr(raw_socket, "_sock", raw_socket)
+        try:
+            self._reader = raw_socket._response.raw._fp.fp
+        except AttributeError:
+            self._reader = raw_socket
+        self._buf = bytearray(_CHUNK)
+        self._view = memoryview(self._buf)
+        self._pos = self._end = self._left = self._stream = 0
+
+    def buffered(self) -> bool:
+        """True if the next chunk can be returned without blocking."""
+        avail = self._end - self._pos
+        return avail > 0 if self._left else avail >= _HEADER.size
+
+    def next_chunk(self, limit: int) -> tuple[int, memoryview] | None:
+        """(stream id, at most ``limit`` payload bytes, valid until the next call) or None at EOF."""
+        while self._left == 0:
+            while self._end - self._pos < _HEADER.size:
+                if not self._fill():
+                    return None
+            self._stream, self._left = _HEADER.unpack_from(self._buf, self._pos)
+            self._pos += _HEADER.size
+        if self._pos == self._end and not self._fill():
+            return None
+        n = min(self._left, self._end - self._pos, limit)
+        self._pos += n
+        self._left -= n
+        return self._stream, self._view[self._pos - n : self._pos]
+
+    def _fill(self) -> bool:
+        leftover = self._end - self._pos  # < 8 bytes of a split header, or 0
+        self._buf[:leftover] = self._buf[self._pos : self._end]
+        self._pos, self._end = 0, leftover
+        got = self._reader.readinto1(self._view[leftover:]) if hasattr(self._reader, "readinto1") else (
+            self._reader.readinto(self._view[leftover:]))
+        self._end += got or 0
+        return bool(got)
+
+    def close(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        for closable in (self._reader, self.sock):
+            try:
+                closable.close()
+            except OSError:
+                pass
+
+
+class _Exec:
+    """One started exec: its id, connection and the bits needed to report its failure."""
+
+    def __init__(self, api, exec_id: str, raw_socket, program: str, container: str):
+        self.api, self.exec_id, self.program, self.container = api, exec_id, program, container
+        self.demux = _Demux(raw_socket)
+        self.demux.sock.settimeout(None)  # pg_dump may wait on locks for minutes without output
+        self.stderr = bytearray()
+
+    def keep_stderr(self, data: memoryview) -> None:
+        self.stderr += data
+        if len(self.stderr) > _STDERR_KEEP:
+            del self.stderr[: len(self.stderr) - _STDERR_KEEP]
+
+    def exit_code(self, timeout: float = 10.0) -> int:
+        """The exit code, polling ``exec_inspect`` until the process is no longer running."""
+        deadline, delay = time.monotonic() + timeout, 0.002
+        with _translate(self.container, f"inspect exec of {self.program}"):
+            while True:
+                info = self.api.exec_inspect(self.exec_id)
+                if not info.get("Running") and info.get("ExitCode") is not None:
+                    return int(info["ExitCode"])
+                if time.monotonic() > deadline:
+                    raise DockerError(f"docker: {self.program} in '{self.container}' still running after its "
+                                      f"output ended ({timeout:.0f} s)")
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+
+    def failure(self, code: int) -> DatabaseError:
+        tail = bytes(self.stderr).decode("utf-8", "replace").strip()[-_MESSAGE_TAIL:]
+        return DatabaseError(f"{self.program}: exit {code}: {tail}")
+
+
+class ExecStream(io.RawIOBase):
+    """The stdout of a command running in a container, as a readable binary raw stream."""
+
+    def __init__(self, started: _Exec):
+        super().__init__()
+        self._exec = started
+        self._eof = False
+        self._error: DatabaseError | None = None
+
+    @property
+    def stderr(self) -> bytes:
+        """The last 64 KiB of the command's stderr read so far."""
+        return bytes(self._exec.stderr)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self.closed:
+            raise ValueError("I/O operation on closed ExecStream")
+        if self._eof:
+            return self._finish()
+        out = memoryview(b).cast("B")
+        total = 0
+        while total < len(out) and (total == 0 or self._exec.demux.buffered()):
+            try:
+                chunk = self._exec.demux.next_chunk(len(out) - total)
+            except OSError as exc:
+                raise DockerError(f"docker: reading the output of {self._exec.program}: {exc}") from exc
+            if chunk is None:
+                self._eof = True
+                return total if total else self._finish()
+            stream, data = chunk
+            if stream == 2:
+                self._exec.keep_stderr(data)
+            else:
+                out[total : total + len(data)] = data
+                total += len(data)
+        return total
+
+    def readall(self) -> bytes:
+        parts = []
+        while data := self.read(_CHUNK):
+            parts.append(data)
+        return b"".join(parts)
+
+    def _finish(self) -> int:
+        if self._error is None:
+            code = self._exec.exit_code()
+            if code == 0:
+                return 0
+            self._error = self._exec.failure(code)
+        raise self._error
+
+    def close(self) -> None:
+        if not self.closed:
+            self._exec.demux.close()
+        super().close()
+
+
+class ContainerPsqlSession:
+    """An interactive psql inside the container; one statement at a time, transactions may stay open."""
+
+    def __init__(self, started: _Exec):
+        self._exec = started
+        self._marker = f"__charhub_ops_{uuid.uuid4().hex}__"
+        self._closed = False
+
+    def __enter__(self) -> ContainerPsqlSession:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def query(self, sql: str) -> list[tuple[str | None, ...]]:
+        """Run one statement and return its rows; an SQL error raises DatabaseError, the session survives."""
+        if self._closed:
+            raise DatabaseError("psql: session is closed")
+        text = sql.strip()
+        if not text.endswith(";"):
+            text += ";"  # a backslash command would otherwise run before the unterminated statement
+        script = f"\\set ERROR false\n{text}\n\\echo {self._marker} :ERROR\n\\warn {self._marker}\n"
+        try:
+            self._exec.demux.sock.sendall(script.encode())
+        except OSError:
+            pass  # psql is gone: reading reports its exit code and stderr
+        out, err = self._read_until_markers()
+        rows, status = out.rsplit(f"{self._marker} ", 1)
+        if status.strip() == "true":
+            raise DatabaseError(f"psql: {_error_text(err)}")
+        return _parse_rows(rows)
+
+    def _read_until_markers(self) -> tuple[str, str]:
+        out, err = bytearray(), bytearray()
+        stdout_done = stderr_done = False
+        marker = self._marker.encode()
+        while not (stdout_done and stderr_done):
+            try:
+                chunk = self._exec.demux.next_chunk(_CHUNK)
+            except OSError as exc:
+                raise DockerError(f"docker: reading from psql in '{self._exec.container}': {exc}") from exc
+            if chunk is None:
+                self._exec.keep_stderr(memoryview(err))
+                self._closed = True
+                code = self._exec.exit_code()
+                raise self._exec.failure(code) if code else DatabaseError("psql: session ended unexpectedly")
+            stream, data = chunk
+            if stream == 2:
+                err += data
+                stderr_done = err.endswith(marker + b"\n")
+            else:
+                out += data
+                stdout_done = out.endswith(b"\n") and marker + b" " in out[-(len(marker) + 16) :]
+        return out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        """End psql (an open transaction is rolled back); never hangs."""
+        if self._closed:
+            return
+        self._closed = True
+        sock = self._exec.demux.sock
+        try:
+            sock.sendall(b"\\q\n")
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(5)
+            while self._exec.demux.next_chunk(_CHUNK) is not None:
+                pass
+        except OSError:
+            pass
+        finally:
+            self._exec.demux.close()
+
+
+class ContainerExec:
+    """Executes commands in one container of the Docker engine."""
+
+    def __init__(self, container: str, client: docker.DockerClient | None = None):
+        self.container = container
+        self._client = client
+
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            with _translate(self.container, "connect"):
+                self._client = docker.from_env()
+        return self._client
+
+    def run(self, cmd: list[str], env: dict[str, str] | None = None, user: str | None = None) -> bytes:
+        """Run ``cmd`` to completion and return its stdout; exit != 0 raises DatabaseError."""
+        with self.stream(cmd, env=env, user=user) as out:
+            return out.readall()
+
+    def stream(self, cmd: list[str], env: dict[str, str] | None = None, user: str | None = None) -> ExecStream:
+        """Start ``cmd``; return its stdout as a stream whose ``read`` raises DatabaseError at EOF on failure."""
+        return ExecStream(self._start(cmd, env, user, stdin=False))
+
+    def psql_session(self, dbname: str, user: str | None = None, env: dict | None = None) -> ContainerPsqlSession:
+        """Start an interactive psql on ``dbname`` as role ``user`` (default: the container's default)."""
+        cmd = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=0", "-F", _FIELD_SEP, "-R", _RECORD_SEP,
+               "-P", f"null={_NULL}", "-d", dbname]
+        if user:
+            cmd += ["-U", user]
+        return ContainerPsqlSession(self._start(cmd, {"PGCLIENTENCODING": "UTF8", **(env or {})}, None, stdin=True))
+
+    def _start(self, cmd: list[str], env: dict | None, user: str | None, stdin: bool) -> _Exec:
+        if not cmd:
+            raise ValueError("cmd must not be empty")
+        program = os.path.basename(cmd[0])
+        api = self.client.api
+        with _translate(self.container, f"start {program}"):
+            created = api.exec_create(self.container, cmd, stdout=True, stderr=True, stdin=stdin,
+                                      environment=env or None, user=user or "")
+            raw_socket = api.exec_start(created["Id"], socket=True)
+        return _Exec(api, created["Id"], raw_socket, program, self.container)
+
+
+def _parse_rows(text: str) -> list[tuple[str | None, ...]]:
+    if text.endswith("\n"):
+        text = text[:-1]
+    if not text:
+        return []
+    return [tuple(None if v == _NULL else v for v in rec.split(_FIELD_SEP)) for rec in text.split(_RECORD_SEP)]
+
+
+def _error_text(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if not line.startswith("__charhub_ops_")]
+    for i, line in enumerate(lines):
+        if "ERROR:" in line or "FATAL:" in line:
+            lines = lines[i:]
+            break
+    text = "\n".join(line.split(": ", 1)[1] if line.startswith("psql:") else line for line in lines).strip()
+    return text[:_MESSAGE_TAIL] or "the statement failed (no message)"
+
+
+@contextmanager
+def _translate(container: str, action: str) -> Iterator[None]:
+    """Turn docker SDK / requests errors into DockerError, raised ``from`` the original."""
+    try:
+        yield
+    except docker.errors.NotFound as exc:
+        raise DockerError(f"docker: container '{container}' not found (setting docker_container)") from exc
+    except docker.errors.APIError as exc:
+        raise DockerError(f"docker: {action} in container '{container}': {exc.explanation or exc}") from exc
+    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+        raise DockerError(f"docker: cannot reach the Docker engine: {exc}") from exc

@@ -1,0 +1,100 @@
+"""The backup manifest and the repository layout (the catalog).
+
+Layout under the repository root::
+
+    <database>/<backup_id>/dump.pgc.zst[.age]     pg_dump -Fc, zstd, optionally age
+    <database>/<backup_id>/globals.sql.zst[.age]  pg_dumpall --globals-only
+    <database>/<backup_id>/manifest.json          written LAST: a backup without it does not exist
+
+``backup_id`` is the UTC start time plus a random suffix (``20261126T023000Z-3f9a``), so ids sort by time.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Literal
+from urllib.parse import quote, unquote
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "TableStat", "ObjectRef", "Manifest", "new_backup_id", "backup_prefix", "manifest_key",
+    "parse_manifest_key", "backup_id_time", "MANIFEST", "FORMAT",
+]
+
+FORMAT = "charhub-ops/backup/v1"
+MANIFEST = "manifest.json"
+
+
+class TableStat(BaseModel):
+    schema_name: str
+    name: str
+    rows: int
+    size_bytes: int
+
+
+class ObjectRef(BaseModel):
+    key: str
+    size_bytes: int
+    sha256: str
+
+
+class Manifest(BaseModel):
+    format: Literal["charhub-ops/backup/v1"] = FORMAT
+    backup_id: str
+    database: str
+    server_version: str
+    server_version_num: int
+    pg_dump_version: str
+    dump_method: Literal["local", "docker"]
+    started_at: datetime
+    finished_at: datetime
+    database_size_bytes: int
+    raw_size_bytes: int = Field(description="pg_dump output before compression")
+    stored_size_bytes: int
+    sha256: str = Field(description="SHA-256 of the stored dump object (after compression/encryption)")
+    compression: dict = Field(default_factory=lambda: {"algorithm": "zstd"})
+    encryption: dict | None = Field(None, description="{'algorithm': 'age', 'recipients': [fingerprints]}")
+    dump: ObjectRef
+    globals: ObjectRef | None = None
+    globals_note: str | None = None
+    snapshot: str | None = None
+    tables: list[TableStat] = Field(default_factory=list)
+    tool_version: str
+
+    @property
+    def encrypted(self) -> bool:
+        return self.encryption is not None
+
+    @property
+    def duration_seconds(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+def new_backup_id(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+
+
+def backup_id_time(backup_id: str) -> datetime:
+    return datetime.strptime(backup_id.split("-")[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+def backup_prefix(database: str, backup_id: str) -> str:
+    return f"{quote(database, safe='')}/{backup_id}/"
+
+
+def manifest_key(database: str, backup_id: str) -> str:
+    return backup_prefix(database, backup_id) + MANIFEST
+
+
+def parse_manifest_key(key: str) -> tuple[str, str] | None:
+    """(database, backup_id) of a manifest key, or None for any other object."""
+    parts = key.split("/")
+    if len(parts) != 3 or parts[2] != MANIFEST:
+        return None
+    try:
+        backup_id_time(parts[1])
+    except ValueError:
+        return None
+    return unquote(parts[0]), parts[1]

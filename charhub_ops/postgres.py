@@ -1,0 +1,267 @@
+"""PostgreSQL access for the pipelines: a small SQL-session protocol with two implementations
+(psycopg on the host, psql inside a container), catalogue queries, and client-tool runners
+(local binaries or ``docker exec``) that stream their output.
+
+No password ever goes on a command line: tools get libpq ``PG*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+import shutil
+import subprocess
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+import psycopg
+from psycopg import sql
+
+from charhub_ops.errors import ConfigError, DatabaseError
+from charhub_ops.pgurl import PgUrl
+
+__all__ = [
+    "SqlSession", "PsycopgSession", "TableInfo", "ServerInfo", "ToolRunner", "LocalTools", "DockerTools",
+    "server_info", "list_tables", "list_databases", "count_rows", "find_local_tool", "tool_major",
+]
+
+TABLES_SQL = """
+SELECT n.nspname, c.relname, pg_total_relation_size(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+ORDER BY 1, 2"""
+
+
+class SqlSession(Protocol):
+    """One database session; ``query`` returns rows (values may be text), raises DatabaseError."""
+
+    def query(self, statement: str) -> list[tuple]: ...
+
+    def close(self) -> None: ...
+
+
+class PsycopgSession:
+    """A psycopg connection in autocommit mode (explicit BEGIN/COMMIT keep a snapshot open)."""
+
+    def __init__(self, url: PgUrl, connect_timeout: int = 10) -> None:
+        self.url = url
+        try:
+            self.conn = psycopg.connect(url.conninfo, autocommit=True, connect_timeout=connect_timeout,
+                                        application_name="charhub-ops")
+        except psycopg.OperationalError as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise DatabaseError(f"postgres: cannot connect to {url.redacted()} (setting {url.setting}): "
+                                f"{reason}") from exc
+
+    def query(self, statement: str) -> list[tuple]:
+        try:
+            cur = self.conn.execute(statement)
+            return cur.fetchall() if cur.description else []
+        except psycopg.Error as exc:
+            raise DatabaseError(f"postgres: {str(exc).strip().splitlines()[0]}") from exc
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> PsycopgSession:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    schema: str
+    name: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version: str
+    version_num: int
+    database: str
+    size_bytes: int
+
+    @property
+    def major(self) -> int:
+        return self.version_num // 10000
+
+
+def server_info(session: SqlSession) -> ServerInfo:
+    (row,) = session.query("SELECT current_setting('server_version'), current_setting('server_version_num'),"
+                           " current_database(), pg_database_size(current_database())")
+    return ServerInfo(version=str(row[0]).split()[0], version_num=int(row[1]), database=str(row[2]),
+                      size_bytes=int(row[3]))
+
+
+def list_tables(session: SqlSession) -> list[TableInfo]:
+    return [TableInfo(str(s), str(n), int(z)) for s, n, z in session.query(TABLES_SQL)]
+
+
+def list_databases(session: SqlSession) -> list[str]:
+    rows = session.query("SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY 1")
+    return [str(r[0]) for r in rows]
+
+
+def count_rows(session: SqlSession, tables: list[TableInfo]) -> dict[tuple[str, str], int]:
+    """Exact row counts of ``tables`` in one round trip (run inside the dump's snapshot)."""
+    if not tables:
+        return {}
+    parts = [
+        sql.SQL("SELECT {}::text, {}::text, count(*) FROM {}.{}").format(
+            sql.Literal(t.schema), sql.Literal(t.name), sql.Identifier(t.schema), sql.Identifier(t.name))
+        for t in tables
+    ]
+    statement = sql.SQL(" UNION ALL ").join(parts).as_string(None)
+    return {(str(s), str(n)): int(c) for s, n, c in session.query(statement)}
+
+
+# --- client tools (pg_dump, pg_dumpall, pg_restore, psql) -------------------------------------------
+
+_VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?")
+
+
+def tool_major(version_text: str) -> int:
+    match = _VERSION.search(version_text)
+    if not match:
+        raise DatabaseError(f"cannot read the version from {version_text.strip()[:80]!r}")
+    return int(match.group(1))
+
+
+def find_local_tool(name: str, min_major: int) -> tuple[str, str] | None:
+    """The newest local ``name`` binary whose major version ≥ ``min_major``: (path, version text)."""
+    candidates = [p for p in [shutil.which(name)] if p]
+    candidates += sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
+    best: tuple[int, str, str] | None = None
+    for path in dict.fromkeys(candidates):
+        try:
+            text = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+            major = tool_major(text)
+        except (OSError, subprocess.SubprocessError, DatabaseError):
+            continue
+        if major >= min_major and (best is None or major > best[0]):
+            best = (major, path, text.strip())
+    return (best[1], best[2]) if best else None
+
+
+class ToolRunner(Protocol):
+    """Runs PostgreSQL client tools somewhere (host or container) with libpq env."""
+
+    method: str
+
+    def run(self, cmd: list[str]) -> bytes: ...
+
+    def stream(self, cmd: list[str]) -> BinaryIO: ...
+
+    def version(self, tool: str) -> str: ...
+
+
+class _ProcessStream(BinaryIO):
+    """stdout of a local process; at EOF the exit status is checked (a failed pg_dump raises)."""
+
+    def __init__(self, proc: subprocess.Popen, program: str) -> None:
+        self.proc, self.program = proc, program
+        self.stderr: deque[bytes] = deque(maxlen=64)
+        self._drain = threading.Thread(target=self._read_stderr, daemon=True)
+        self._drain.start()
+
+    def _read_stderr(self) -> None:
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.proc.stdout.read(n)
+        if not data or n < 0:
+            self._check()
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def _check(self) -> None:
+        code = self.proc.wait()
+        self._drain.join(5)
+        if code != 0:
+            tail = b"".join(self.stderr).decode(errors="replace").strip()[-500:]
+            raise DatabaseError(f"{self.program}: exit {code}: {tail}")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LocalTools:
+    """Client tools on this host (``pg_dump`` must be ≥ the server's major version)."""
+
+    method = "local"
+
+    def __init__(self, url: PgUrl, bindir: str | None = None) -> None:
+        self.url = url
+        self.bindir = bindir
+
+    def _cmd(self, cmd: list[str]) -> list[str]:
+        return [f"{self.bindir}/{cmd[0]}" if self.bindir else cmd[0], *cmd[1:]]
+
+    def _env(self) -> dict[str, str]:
+        import os
+
+        return {**os.environ, **self.url.env()}
+
+    def run(self, cmd: list[str]) -> bytes:
+        try:
+            proc = subprocess.run(self._cmd(cmd), capture_output=True, env=self._env())
+        except OSError as exc:
+            raise ConfigError(f"{cmd[0]}: cannot run: {exc.strerror}") from exc
+        if proc.returncode != 0:
+            tail = proc.stderr.decode(errors="replace").strip()[-500:]
+            raise DatabaseError(f"{cmd[0]}: exit {proc.returncode}: {tail}")
+        return proc.stdout
+
+    def stream(self, cmd: list[str]) -> BinaryIO:
+        try:
+            proc = subprocess.Popen(self._cmd(cmd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env=self._env(), bufsize=1024 * 1024)
+        except OSError as exc:
+            raise ConfigError(f"{cmd[0]}: cannot run: {exc.strerror}") from exc
+        return _ProcessStream(proc, cmd[0])
+
+    def version(self, tool: str) -> str:
+        return self.run([tool, "--version"]).decode().strip()
+
+
+class DockerTools:
+    """Client tools inside a container through the Docker API (CharHub: ``charhub-postgres-1``)."""
+
+    method = "docker"
+
+    def __init__(self, url: PgUrl, container: str) -> None:
+        from charhub_ops.docker_exec import ContainerExec
+
+        self.url = url
+        self.container = container
+        self.exec = ContainerExec(container)
+
+    def run(self, cmd: list[str]) -> bytes:
+        return self.exec.run(cmd, env=self.url.env())
+
+    def stream(self, cmd: list[str]) -> BinaryIO:
+        return self.exec.stream(cmd, env=self.url.env())
+
+    def version(self, tool: str) -> str:
+        return self.run([tool, "--version"]).decode().strip()
+
+    def session(self) -> SqlSession:
+        return self.exec.psql_session(self.url.dbname, env=self.url.env())
