@@ -45,7 +45,7 @@ def latest_backup(storage: Storage, database: str) -> Manifest | None:
     return backups[0] if backups else None
 
 
-def backup_summary(storage: Storage, m: Manifest) -> dict:
+def backup_summary(repository_url: str, m: Manifest) -> dict:
     """The JSON shape of one backup for `backups list --json` and `backup --json`."""
     return {
         "backup_id": m.backup_id,
@@ -55,7 +55,7 @@ def backup_summary(storage: Storage, m: Manifest) -> dict:
         "size_bytes": m.stored_size_bytes,
         "raw_size_bytes": m.raw_size_bytes,
         "sha256": m.sha256,
-        "key": storage.full_url(m.dump.key),
+        "key": f"{repository_url.rstrip('/')}/{m.dump.key}",
         "encrypted": m.encrypted,
         "tables": len(m.tables),
         "rows": sum(t.rows for t in m.tables),

@@ -15,8 +15,10 @@ Contracts (every docker / requests / socket error is translated here and re-rais
 ``ContainerExec.stream(cmd, env=None, user=None) -> ExecStream``
     Starts ``cmd`` and returns a binary, read-only raw stream of its stdout (bounded memory; stderr keeps
     its last 64 KiB). At EOF the exit code is checked: ``read`` raises ``DatabaseError`` as above, so a
-    failed pg_dump never looks like a short successful dump. ``close()`` shuts the socket down and never
-    hangs; the engine then stops copying and the process dies of SIGPIPE on its next write.
+    failed pg_dump never looks like a short successful dump. ``close()`` before EOF shuts the socket down
+    and SIGTERMs the command's processes (the engine would otherwise leave them blocked on a full pipe
+    forever, e.g. a pg_dump holding its locks): every exec carries a ``CHARHUB_OPS_EXEC`` token in its
+    environment and a best-effort ``sh``/``grep``/``kill`` exec finds them by it. Never raises, never hangs.
 ``ContainerExec.psql_session(dbname, user=None, env=None) -> ContainerPsqlSession``
     Starts ``psql`` with stdin attached (``user`` is the PostgreSQL role, ``-U``), so one transaction can
     span several queries (``pg_export_snapshot()`` held while pg_dump runs in another exec).
@@ -38,6 +40,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Self
 
 import docker
 import requests
@@ -50,6 +53,7 @@ _CHUNK = 1 << 20  # bytes asked from the socket per read
 _STDERR_KEEP = 64 * 1024
 _MESSAGE_TAIL = 500
 _FIELD_SEP, _RECORD_SEP, _NULL = "\x1f", "\x1e", "\x1d"
+_TOKEN_VAR = "CHARHUB_OPS_EXEC"  # marks an exec's processes so that an early close can terminate them
 _HEADER = struct.Struct(">BxxxL")  # docker's multiplexed frame header: stream id, payload size
 
 
@@ -64,6 +68,8 @@ class _Demux:
             self._reader = raw_socket._response.raw._fp.fp
         except AttributeError:
             self._reader = raw_socket
+        self._readinto = next(getattr(self._reader, name) for name in ("readinto1", "readinto", "recv_into")
+                               if hasattr(self._reader, name))
         self._buf = bytearray(_CHUNK)
         self._view = memoryview(self._buf)
         self._pos = self._end = self._left = self._stream = 0
@@ -92,8 +98,7 @@ class _Demux:
         leftover = self._end - self._pos  # < 8 bytes of a split header, or 0
         self._buf[:leftover] = self._buf[self._pos : self._end]
         self._pos, self._end = 0, leftover
-        got = self._reader.readinto1(self._view[leftover:]) if hasattr(self._reader, "readinto1") else (
-            self._reader.readinto(self._view[leftover:]))
+        got = self._readinto(self._view[leftover:])  # one socket read of up to 1 MiB
         self._end += got or 0
         return bool(got)
 
@@ -112,8 +117,9 @@ class _Demux:
 class _Exec:
     """One started exec: its id, connection and the bits needed to report its failure."""
 
-    def __init__(self, api, exec_id: str, raw_socket, program: str, container: str):
+    def __init__(self, api, exec_id: str, raw_socket, program: str, container: str, token: str, user: str | None):
         self.api, self.exec_id, self.program, self.container = api, exec_id, program, container
+        self.token, self.user = token, user
         self.demux = _Demux(raw_socket)
         self.demux.sock.settimeout(None)  # pg_dump may wait on locks for minutes without output
         self.stderr = bytearray()
@@ -136,6 +142,17 @@ class _Exec:
                                       f"output ended ({timeout:.0f} s)")
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
+
+    def terminate(self) -> None:
+        """Best effort, never raises: SIGTERM every process whose environment carries this exec's token."""
+        script = ('for d in /proc/[0-9]*; do tr "\\0" "\\n" < "$d/environ" 2>/dev/null | grep -qxF "$1" '
+                  '&& kill "${d#/proc/}" 2>/dev/null; done; true')
+        try:
+            created = self.api.exec_create(self.container, ["sh", "-c", script, "sh", self.token],
+                                           user=self.user or "")
+            self.api.exec_start(created["Id"])
+        except (docker.errors.DockerException, requests.RequestException, OSError):
+            pass
 
     def failure(self, code: int) -> DatabaseError:
         tail = bytes(self.stderr).decode("utf-8", "replace").strip()[-_MESSAGE_TAIL:]
@@ -197,8 +214,11 @@ class ExecStream(io.RawIOBase):
         raise self._error
 
     def close(self) -> None:
+        """Close the connection; before EOF, also terminate the command (best effort, never hangs)."""
         if not self.closed:
             self._exec.demux.close()
+            if not self._eof:
+                self._exec.terminate()
         super().close()
 
 
@@ -210,7 +230,7 @@ class ContainerPsqlSession:
         self._marker = f"__charhub_ops_{uuid.uuid4().hex}__"
         self._closed = False
 
-    def __enter__(self) -> ContainerPsqlSession:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -269,8 +289,9 @@ class ContainerPsqlSession:
             sock.settimeout(5)
             while self._exec.demux.next_chunk(_CHUNK) is not None:
                 pass
-        except OSError:
-            pass
+        except OSError:  # psql still busy after 5 s (a long query): terminate it
+            self._exec.demux.close()
+            self._exec.terminate()
         finally:
             self._exec.demux.close()
 
@@ -310,17 +331,17 @@ class ContainerExec:
         if not cmd:
             raise ValueError("cmd must not be empty")
         program = os.path.basename(cmd[0])
+        token = uuid.uuid4().hex
         api = self.client.api
         with _translate(self.container, f"start {program}"):
             created = api.exec_create(self.container, cmd, stdout=True, stderr=True, stdin=stdin,
-                                      environment=env or None, user=user or "")
+                                      environment={**(env or {}), _TOKEN_VAR: token}, user=user or "")
             raw_socket = api.exec_start(created["Id"], socket=True)
-        return _Exec(api, created["Id"], raw_socket, program, self.container)
+        return _Exec(api, created["Id"], raw_socket, program, self.container, f"{_TOKEN_VAR}={token}", user)
 
 
 def _parse_rows(text: str) -> list[tuple[str | None, ...]]:
-    if text.endswith("\n"):
-        text = text[:-1]
+    text = text.removesuffix("\n")
     if not text:
         return []
     return [tuple(None if v == _NULL else v for v in rec.split(_FIELD_SEP)) for rec in text.split(_RECORD_SEP)]

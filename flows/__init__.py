@@ -1,0 +1,1 @@
+"""Prefect flows: each reads like a runbook (parameters → plan → preview → act → report)."""

@@ -1,0 +1,1 @@
+"""Prefect tasks, thin and typed, grouped by the system they touch; they call core (charhub_ops)."""

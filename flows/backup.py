@@ -1,0 +1,75 @@
+"""Nightly logical backup of CharHub's PostgreSQL to R2 (or any S3 / local repository).
+
+Runbook: resolve configuration → preflight (versions, sizes, where pg_dump runs) → for each database:
+previous backup (part size, anomaly baseline) → streamed dump → globals → manifest (last) → events
+→ one report artifact. A failure notifies through the notification block in settings.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+from pydantic import Field
+
+from charhub_ops.catalog import backup_summary, size_anomaly
+from charhub_ops.errors import OpsError
+from charhub_ops.manifest import Manifest
+from tasks.config import resolve_backup_config
+from tasks.notify import emit, ensure_concurrency_limit, notify_failure
+from tasks.postgres import BACKUP_LIMIT, dump_database, dump_globals, preflight
+from tasks.report import backup_report
+from tasks.storage import previous_backup, write_manifest
+
+__all__ = ["backup_flow"]
+
+COMPLETED = "charhub.backup.completed"
+ANOMALY = "charhub.backup.size-anomaly"
+
+
+@flow(name="backup", on_failure=[notify_failure])
+def backup_flow(
+    repository: str | None = Field(None, description="s3://bucket/prefix or file:///path; default from settings"),
+    all_databases: bool = Field(False, description="Back up every non-template database of the server"),
+    docker_container: str | None = Field(None, description="Run pg_dump inside this container (charhub-postgres-1)"),
+    encrypt_to: list[str] | None = Field(None, description="age public keys (age1…); default from settings"),
+    database_url_secret: str | None = Field(
+        None, description="Prefect Secret block holding the database URL; default DATABASE_URL"),
+) -> list[dict]:
+    """Back up one database (or all of a server) into the repository; returns one summary per backup."""
+    cfg = resolve_backup_config(repository, docker_container, encrypt_to, database_url_secret)
+    ensure_concurrency_limit(BACKUP_LIMIT, cfg.parallel)
+    pre = preflight(cfg.url, cfg.container, all_databases)
+
+    previous = {db: previous_backup.submit(cfg.repo, db) for db in pre.databases}
+    runs = {}
+    for db in pre.databases:
+        prev = previous[db].result()
+        expected = max(prev.stored_size_bytes if prev else 0, pre.database_sizes.get(db, 0)) or None
+        dump = dump_database.submit(cfg.repo, cfg.url, pre, db, recipients=cfg.recipients, level=cfg.zstd_level,
+                                    threads=cfg.zstd_threads, expected_size=expected)
+        globs = dump_globals.submit(cfg.repo, cfg.url, pre, dump, recipients=cfg.recipients, level=cfg.zstd_level)
+        runs[db] = (prev, write_manifest.submit(cfg.repo, pre, dump, globs, recipients=cfg.recipients,
+                                                level=cfg.zstd_level))
+
+    done: list[Manifest] = []
+    anomalies: dict[str, str] = {}
+    failures: list[OpsError | Exception] = []
+    for db, (prev, future) in runs.items():
+        try:
+            manifest = future.result()
+        except Exception as exc:  # noqa: BLE001 - every database gets its chance; the run fails below
+            failures.append(exc)
+            continue
+        done.append(manifest)
+        warning = size_anomaly(manifest.stored_size_bytes, prev.stored_size_bytes if prev else None,
+                               cfg.anomaly_low, cfg.anomaly_high)
+        if warning:
+            anomalies[db] = warning
+            get_run_logger().warning("%s: size anomaly: %s", db, warning)
+            emit(ANOMALY, f"charhub.database.{db}", {"backup_id": manifest.backup_id, "warning": warning})
+        emit(COMPLETED, f"charhub.database.{db}",
+             {"backup_id": manifest.backup_id, "repository": cfg.repo.url, "size_bytes": manifest.stored_size_bytes,
+              "sha256": manifest.sha256})
+    backup_report(cfg.repo.url, done, anomalies)
+    if failures:
+        raise failures[0]
+    return [backup_summary(cfg.repo.url, m) for m in done]

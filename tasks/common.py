@@ -1,0 +1,34 @@
+"""What every task module shares: retry policy and the repository spec passed between tasks."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+from charhub_ops.errors import ConfigError, NotFoundError, PolicyError, VerificationError
+from charhub_ops.storage import S3Options, Storage, open_storage
+
+__all__ = ["RepoSpec", "transient_only", "RETRY_DELAYS"]
+
+RETRY_DELAYS = [30, 120, 300]  # backoff between task retries (seconds)
+PERMANENT = (ConfigError, PolicyError, VerificationError, NotFoundError)
+
+
+class RepoSpec(BaseModel):
+    """A repository URL and its S3/R2 options (SecretStr inside): enough for any task to open it."""
+
+    url: str
+    s3: S3Options = S3Options()
+
+    def open(self) -> Storage:
+        return open_storage(self.url, self.s3)
+
+
+def transient_only(task, task_run, state) -> bool:
+    """retry_condition_fn: retry storage/database/docker failures, never bad input or failed checks."""
+    try:
+        state.result()
+    except PERMANENT:
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return False

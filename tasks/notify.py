@@ -1,0 +1,72 @@
+"""Tasks and hooks that tell the outside world: Prefect events, notification blocks, concurrency limits."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.logging import get_logger
+from prefect.blocks.core import Block
+from prefect.cache_policies import NONE
+from prefect.client.orchestration import get_client
+from prefect.events import emit_event
+
+from charhub_ops.settings import Settings, load_settings
+
+__all__ = ["emit", "ensure_concurrency_limit", "notify_failure", "scrub"]
+
+
+@task(name="emit-event", cache_policy=NONE)
+def emit(event: str, resource_id: str, payload: dict) -> None:
+    """Emit a Prefect event (e.g. ``charhub.backup.completed`` on ``charhub.database.<name>``)."""
+    emit_event(event=event, resource={"prefect.resource.id": resource_id}, payload=payload)
+
+
+@task(name="ensure-concurrency-limit", cache_policy=NONE)
+def ensure_concurrency_limit(name: str, limit: int) -> None:
+    """Create or resize a global concurrency limit (limits that don't exist are otherwise skipped)."""
+    with get_client(sync_client=True) as client:
+        client.upsert_global_concurrency_limit_by_name(name, limit)
+
+
+def scrub(text: str, settings: Settings | None = None) -> str:
+    """Remove every secret value the settings know of from ``text``."""
+    settings = settings or _settings_or_none()
+    if settings is None:
+        return text
+    for value in (settings.database_url, settings.r2_access_key_id, settings.r2_secret_access_key):
+        if value is not None:
+            secret = value.get_secret_value()
+            text = text.replace(secret, "**********") if secret else text
+            if settings.database_url is value:
+                text = _scrub_password(text, secret)
+    return text
+
+
+def _scrub_password(text: str, url: str) -> str:
+    from charhub_ops.errors import ConfigError
+    from charhub_ops.pgurl import parse_pg_url
+
+    try:
+        password = parse_pg_url(url).params.get("password")
+    except ConfigError:
+        return text
+    return text.replace(password, "**********") if password else text
+
+
+def _settings_or_none() -> Settings | None:
+    try:
+        return load_settings()
+    except Exception:  # noqa: BLE001 - a failure report must never fail on settings
+        return None
+
+
+def notify_failure(flow, flow_run, state) -> None:
+    """Flow on_failure hook: send a secret-free message through the notification block in settings."""
+    settings = _settings_or_none()
+    if settings is None or not settings.notify_block:
+        return
+    subject = f"charhub-ops: {flow.name} run {flow_run.name} failed"
+    body = scrub(f"{subject}\nstate: {state.name}\n{state.message or ''}", settings)
+    try:
+        Block.load(settings.notify_block).notify(body=body, subject=subject)
+    except Exception as exc:  # noqa: BLE001 - the failure being reported matters more
+        get_logger("charhub_ops.notify").error("notification block %r failed: %s", settings.notify_block, type(exc).__name__)

@@ -1,0 +1,83 @@
+"""Tasks that touch PostgreSQL (directly or through docker exec)."""
+
+from __future__ import annotations
+
+import time
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NONE
+from prefect.concurrency.sync import concurrency
+
+from charhub_ops import backup, progress
+from charhub_ops.manifest import ObjectRef, new_backup_id
+from charhub_ops.pgurl import PgUrl
+from tasks.common import RETRY_DELAYS, RepoSpec, transient_only
+
+__all__ = ["preflight", "dump_database", "dump_globals", "BACKUP_LIMIT"]
+
+BACKUP_LIMIT = "charhub-ops-backup"
+
+
+@task(name="preflight", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=transient_only)
+def preflight(url: PgUrl, container: str | None, all_databases: bool) -> backup.Preflight:
+    """Connect, read version/sizes/databases, choose where pg_dump runs."""
+    pre = backup.preflight(url, container, all_databases)
+    get_run_logger().info("PostgreSQL %s, %d database(s), pg_dump runs %s (%s)", pre.server_version,
+                          len(pre.databases), pre.method, pre.pg_dump_version)
+    return pre
+
+
+class _ProgressSink:
+    """Feeds dump progress to the CLI listeners and (throttled) to a Prefect progress artifact."""
+
+    def __init__(self, name: str, expected: int | None) -> None:
+        self.name, self.expected, self.done, self.last = name, expected, 0, 0.0
+        self.artifact = create_progress_artifact(0.0, key=None, description=f"Uploading {name}")
+
+    def __call__(self, n: int) -> None:
+        self.done += n
+        progress.report(self.name, n, self.expected)
+        now = time.monotonic()
+        if self.expected and now - self.last > 2:
+            self.last = now
+            update_progress_artifact(self.artifact, min(99.0, 100.0 * self.done / self.expected))
+
+    def finish(self) -> None:
+        update_progress_artifact(self.artifact, 100.0)
+
+
+@task(name="dump-database", cache_policy=NONE, retries=1, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=transient_only)
+def dump_database(repo: RepoSpec, url: PgUrl, pre: backup.Preflight, database: str, *,
+                  recipients: list[str], level: int, threads: int,
+                  expected_size: int | None) -> backup.DumpResult:
+    """pg_dump → zstd → age → SHA-256 → repository, under the backup concurrency limit."""
+    with concurrency(BACKUP_LIMIT, occupy=1, strict=True):
+        backup_id = new_backup_id(_now())
+        sink = _ProgressSink(database, expected_size)
+        result = backup.dump_database(repo.open(), url, pre, database, backup_id, recipients=recipients,
+                                      level=level, threads=threads, expected_size=expected_size, progress=sink)
+        sink.finish()
+    get_run_logger().info("%s: %d bytes stored (%d raw), sha256 %s", database, result.stored_size_bytes,
+                          result.raw_size_bytes, result.sha256[:16])
+    return result
+
+
+@task(name="dump-globals", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=transient_only)
+def dump_globals(repo: RepoSpec, url: PgUrl, pre: backup.Preflight, dump: backup.DumpResult, *,
+                 recipients: list[str], level: int) -> tuple[ObjectRef | None, str | None]:
+    """pg_dumpall --globals-only beside the dump (roles are needed to restore ownership)."""
+    ref, note = backup.dump_globals(repo.open(), url, pre, dump.database, dump.backup_id,
+                                    recipients=recipients, level=level)
+    if note:
+        get_run_logger().warning("%s: %s", dump.database, note)
+    return ref, note
+
+
+def _now():
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

@@ -1,0 +1,38 @@
+"""Tasks that touch the backup repository (S3/R2 or a local directory)."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NONE
+
+from charhub_ops import backup, catalog
+from charhub_ops.manifest import Manifest, ObjectRef
+from tasks.common import RETRY_DELAYS, RepoSpec, transient_only
+
+__all__ = ["previous_backup", "write_manifest", "list_backups"]
+
+
+@task(name="previous-backup", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=transient_only)
+def previous_backup(repo: RepoSpec, database: str) -> Manifest | None:
+    """The newest complete backup of ``database`` (sizes the upload parts, baseline for anomalies)."""
+    return catalog.latest_backup(repo.open(), database)
+
+
+@task(name="write-manifest", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=transient_only)
+def write_manifest(repo: RepoSpec, pre: backup.Preflight, dump: backup.DumpResult,
+                   globals_result: tuple[ObjectRef | None, str | None], *, recipients: list[str],
+                   level: int) -> Manifest:
+    """Write the manifest last: the backup exists from this moment on."""
+    manifest = backup.build_manifest(pre, dump, globals_result[0], globals_result[1], recipients, level)
+    key = backup.write_manifest(repo.open(), manifest)
+    get_run_logger().info("backup %s complete: %s", manifest.backup_id, key)
+    return manifest
+
+
+@task(name="list-backups", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=transient_only)
+def list_backups(repo: RepoSpec, database: str | None = None) -> list[dict]:
+    storage = repo.open()
+    return [catalog.backup_summary(storage.url, m) for m in catalog.list_backups(storage, database)]
