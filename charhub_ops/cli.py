@@ -178,5 +178,9 @@ def main() -> None:
     app()
 
 
+# Commands of the other pipelines register themselves on `app` / `backups_app`.
+from charhub_ops import cli_retention  # noqa: E402,F401
+
+
 if __name__ == "__main__":
     main()
