@@ -135,6 +135,7 @@ def start_postgres_container(client: docker.DockerClient, name: str) -> PgContai
         ["sleep", "infinity"],
         name=name,
         detach=True,
+        init=True,  # tini as PID 1 reaps the orphans of terminated execs
         user=f"{uid}:{gid}",
         tmpfs={"/tmp": "mode=1777", PG_SOCKET_DIR: "mode=1777"},
         volumes={path: {"bind": path, "mode": "ro"} for path in _READ_ONLY_MOUNTS if os.path.exists(path)},
