@@ -1,0 +1,68 @@
+"""prefect.yaml: Prefect ignores misspelled keys silently, so every key is checked here."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.cli.deploy._models import ConcurrencyLimitSpec, DeploymentConfig, PrefectYamlModel, WorkPoolConfig
+from prefect.client.schemas.actions import DeploymentScheduleCreate
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+from prefect.flows import load_flow_from_entrypoint
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = yaml.safe_load((ROOT / "prefect.yaml").read_text())
+DEPLOYMENTS = {d["name"]: d for d in SPEC["deployments"]}
+
+
+def aliases(model) -> set[str]:
+    return {f.alias or name for name, f in model.model_fields.items()} | set(model.model_fields)
+
+
+def test_top_level_keys_are_known():
+    assert set(SPEC) <= aliases(PrefectYamlModel)
+    PrefectYamlModel.model_validate(SPEC)
+
+
+@pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
+def test_deployment_keys_are_known(name):
+    dep = DEPLOYMENTS[name]
+    assert set(dep) <= aliases(DeploymentConfig), set(dep) - aliases(DeploymentConfig)
+    assert set(dep.get("work_pool", {})) <= aliases(WorkPoolConfig)
+    if isinstance(dep.get("concurrency_limit"), dict):
+        assert set(dep["concurrency_limit"]) <= aliases(ConcurrencyLimitSpec)
+    for schedule in dep.get("schedules", []):
+        assert set(schedule) <= aliases(DeploymentScheduleCreate) | aliases(CronSchedule)
+    for trigger in dep.get("triggers", []):
+        assert set(trigger) <= aliases(DeploymentEventTrigger), set(trigger) - aliases(DeploymentEventTrigger)
+        DeploymentEventTrigger.model_validate(trigger)
+
+
+@pytest.mark.parametrize("name", sorted(DEPLOYMENTS))
+def test_entrypoint_loads_and_parameters_exist(name):
+    dep = DEPLOYMENTS[name]
+    flow = load_flow_from_entrypoint(str(ROOT / dep["entrypoint"]))
+    params = set(inspect.signature(flow.fn).parameters)
+    assert set(dep.get("parameters") or {}) <= params
+    for trigger in dep.get("triggers", []):
+        assert set(trigger.get("parameters") or {}) <= params
+
+
+def test_nightly_backup_schedule_and_concurrency():
+    dep = DEPLOYMENTS["nightly-backup"]
+    (schedule,) = dep["schedules"]
+    assert schedule["cron"] == "30 2 * * *" and schedule["timezone"] == "UTC"
+    assert dep["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+    assert dep["work_pool"]["name"] == "charhub-ops"
+
+
+def test_serve_builds_every_deployment():
+    from deployments.serve import load_deployments
+
+    built = load_deployments()
+    assert sorted(d.name for d in built) == sorted(DEPLOYMENTS)
+    nightly = next(d for d in built if d.name == "nightly-backup")
+    assert nightly.concurrency_options.collision_strategy.value == "CANCEL_NEW"
