@@ -71,9 +71,36 @@ class Settings(BaseSettings):
         description="With --all: size of the 'charhub-ops-backup' concurrency limit.")
     anomaly_low: float = Field(0.5, gt=0, validation_alias=_aliases("anomaly_low"))
     anomaly_high: float = Field(2.0, gt=1, validation_alias=_aliases("anomaly_high"))
+    task_retries: int = Field(
+        2, ge=0, le=3, validation_alias=_aliases("task_retries"),
+        description="Retries of a task failing on a transient error (storage, database, docker), with backoff.")
     notify_block: str | None = Field(
         None, validation_alias=_aliases("notify_block"),
         description="Name of a Prefect notification block (Slack, Discord, webhook) told about failures.")
+    keep_last: int | None = Field(
+        None, ge=-1, validation_alias=_aliases("keep_last"),
+        description="Retention: keep the newest n backups (-1 = all, 0/unset = rule off).")
+    keep_hourly: int | None = Field(
+        None, ge=-1, validation_alias=_aliases("keep_hourly"),
+        description="Retention: keep the newest backup of each of the last n hours that have one.")
+    keep_daily: int | None = Field(
+        7, ge=-1, validation_alias=_aliases("keep_daily"),
+        description="Retention: keep the newest backup of each of the last n days that have one.")
+    keep_weekly: int | None = Field(
+        4, ge=-1, validation_alias=_aliases("keep_weekly"),
+        description="Retention: keep the newest backup of each of the last n ISO weeks that have one.")
+    keep_monthly: int | None = Field(
+        6, ge=-1, validation_alias=_aliases("keep_monthly"),
+        description="Retention: keep the newest backup of each of the last n months that have one.")
+    keep_yearly: int | None = Field(
+        None, ge=-1, validation_alias=_aliases("keep_yearly"),
+        description="Retention: keep the newest backup of each of the last n years that have one.")
+    keep_within: str | None = Field(
+        None, validation_alias=_aliases("keep_within"),
+        description="Retention: keep every backup within this duration of the newest (7d, 2w, 1y6m, 36h).")
+    min_keep: int = Field(
+        3, ge=0, validation_alias=_aliases("min_keep"),
+        description="Retention: never keep fewer complete backups of a database than this.")
 
     @field_validator("encrypt_to", mode="before")
     @classmethod

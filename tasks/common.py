@@ -5,12 +5,20 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from charhub_ops.errors import ConfigError, NotFoundError, PolicyError, VerificationError
+from charhub_ops.settings import load_settings
 from charhub_ops.storage import S3Options, Storage, open_storage
 
 __all__ = ["RepoSpec", "transient_only", "RETRY_DELAYS"]
 
 RETRY_DELAYS = [30, 120, 300]  # backoff between task retries (seconds)
 PERMANENT = (ConfigError, PolicyError, VerificationError, NotFoundError)
+
+
+def _max_retries() -> int:
+    try:
+        return load_settings().task_retries
+    except ConfigError:
+        return 0
 
 
 class RepoSpec(BaseModel):
@@ -24,7 +32,10 @@ class RepoSpec(BaseModel):
 
 
 def transient_only(task, task_run, state) -> bool:
-    """retry_condition_fn: retry storage/database/docker failures, never bad input or failed checks."""
+    """retry_condition_fn: retry storage/database/docker failures, never bad input or failed checks,
+    at most ``task_retries`` (setting) times."""
+    if task_run.run_count > _max_retries():
+        return False
     try:
         state.result()
     except PERMANENT:

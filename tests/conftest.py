@@ -8,10 +8,12 @@ import uuid
 import boto3
 import pytest
 
+from tests.harness.docker_pg import pg_container  # noqa: F401 - session fixture
 from tests.harness.services import start_pg_cluster, start_s3_server
 
 # S3 credentials for the moto server; set before any boto3 client is made.
-os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
+os.environ.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "CHARHUB_OPS_TASK_RETRIES": "0",
+                   "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
                    "AWS_DEFAULT_REGION": "us-east-1"})
 for var in ("DATABASE_URL", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "R2_ENDPOINT_URL", "R2_ACCOUNT_ID"):
     os.environ.pop(var, None)

@@ -1,4 +1,4 @@
-"""Table tests for the pure retention policy (restic 0.14 ``forget`` semantics). No I/O."""
+"""Table tests for the pure retention policy (restic 0.16+ ``forget`` semantics). No I/O."""
 
 from __future__ import annotations
 
@@ -64,25 +64,25 @@ COUNT_CASES = [
     pytest.param(
         ["2026-03-01T23:59:59", "2026-03-01T00:00:00"],
         {"keep_daily": 5},
-        {"2026-03-01T23:59:59": ["daily"]},
+        {"2026-03-01T23:59:59": ["daily"], "2026-03-01T00:00:00": ["oldest (daily)"]},
         id="daily-same-day-newest-wins",
     ),
     pytest.param(
         ["2026-03-01T11:00:00", "2026-03-01T10:59:59", "2026-03-01T10:00:00"],
-        {"keep_hourly": 5},
+        {"keep_hourly": 2},
         {"2026-03-01T11:00:00": ["hourly"], "2026-03-01T10:59:59": ["hourly"]},
         id="hourly-boundary",
     ),
     pytest.param(
         ["2026-02-01T00:00:00", "2026-01-31T23:59:59", "2026-01-01T00:00:00"],
-        {"keep_monthly": 5},
+        {"keep_monthly": 2},
         {"2026-02-01T00:00:00": ["monthly"], "2026-01-31T23:59:59": ["monthly"]},
         id="monthly-boundary",
     ),
     pytest.param(
         # 2026-12-31 (Thu) and 2027-01-01 (Fri) are both ISO 2026-W53; 2027-01-04 (Mon) is 2027-W01.
         ["2027-01-04T09:00:00", "2027-01-01T09:00:00", "2026-12-31T09:00:00"],
-        {"keep_weekly": 5},
+        {"keep_weekly": 2},
         {"2027-01-04T09:00:00": ["weekly"], "2027-01-01T09:00:00": ["weekly"]},
         id="iso-week-53-spans-new-year",
     ),
@@ -106,17 +106,14 @@ COUNT_CASES = [
         id="last",
     ),
     pytest.param(
-        # restic 0.14: a count that is not used up does NOT keep the oldest backup (0.16+ would).
-        ["2026-03-02T10:00:00", "2026-03-01T12:00:00", "2026-03-01T10:00:00"],
-        {"keep_daily": 10},
-        {"2026-03-02T10:00:00": ["daily"], "2026-03-01T12:00:00": ["daily"]},
-        id="oldest-not-kept-when-count-left",
-    ),
-    pytest.param(
         ["2026-03-02T10:00:00", "2026-03-01T12:00:00", "2026-03-01T10:00:00"],
         {"keep_daily": -1},
-        {"2026-03-02T10:00:00": ["daily"], "2026-03-01T12:00:00": ["daily"]},
-        id="unlimited-daily",
+        {
+            "2026-03-02T10:00:00": ["daily"],
+            "2026-03-01T12:00:00": ["daily"],
+            "2026-03-01T10:00:00": ["oldest (daily)"],
+        },
+        id="unlimited-daily-keeps-oldest-too",
     ),
     pytest.param(
         ["2026-03-02T10:00:00", "2026-03-01T12:00:00", "2026-02-20T10:00:00"],
@@ -131,7 +128,7 @@ COUNT_CASES = [
     pytest.param(
         # 01:30+02:00 is 23:30 UTC the day before: the same UTC day as 10:00Z.
         ["2026-03-02T01:30:00+02:00", "2026-03-01T10:00:00+00:00"],
-        {"keep_daily": 5},
+        {"keep_daily": 1},
         {"2026-03-02T01:30:00+02:00": ["daily"]},
         id="period-keys-use-utc",
     ),
@@ -141,6 +138,96 @@ COUNT_CASES = [
 @pytest.mark.parametrize(("times", "policy", "expected"), COUNT_CASES)
 def test_count_rules(times: list[str], policy: dict, expected: dict[str, list[str]]) -> None:
     assert run(backups(*times), **policy) == expected
+
+
+# --- the oldest backup: kept when a rule's count (or window) is not used up -----------------------
+
+OLDEST_CASES = [
+    pytest.param(
+        ["2026-03-02T10:00:00", "2026-03-01T12:00:00", "2026-03-01T10:00:00"],
+        {"keep_daily": 10},
+        {
+            "2026-03-02T10:00:00": ["daily"],
+            "2026-03-01T12:00:00": ["daily"],
+            "2026-03-01T10:00:00": ["oldest (daily)"],
+        },
+        id="count-left-keeps-oldest-of-a-kept-day",
+    ),
+    pytest.param(
+        ["2026-03-03T10:00:00", "2026-03-02T10:00:00", "2026-03-01T10:00:00"],
+        {"keep_daily": 10},
+        {d: ["daily"] for d in ["2026-03-03T10:00:00", "2026-03-02T10:00:00", "2026-03-01T10:00:00"]},
+        id="oldest-in-a-new-day-is-a-plain-daily",
+    ),
+    pytest.param(
+        ["2026-03-02T10:00:00", "2026-03-01T12:00:00", "2026-03-01T10:00:00"],
+        {"keep_daily": 2},
+        {"2026-03-02T10:00:00": ["daily"], "2026-03-01T12:00:00": ["daily"]},
+        id="count-used-up-exactly-before-oldest",
+    ),
+    pytest.param(
+        ["2026-03-03T10:00:00", "2026-03-02T10:00:00", "2026-03-01T12:00:00", "2026-03-01T10:00:00"],
+        {"keep_daily": 1},
+        {"2026-03-03T10:00:00": ["daily"]},
+        id="count-used-up-long-before-oldest",
+    ),
+    pytest.param(
+        ["2026-03-02T10:00:00"],
+        {"keep_daily": 3},
+        {"2026-03-02T10:00:00": ["daily"]},
+        id="single-backup-is-newest-not-oldest",
+    ),
+    pytest.param(
+        ["2026-03-02T10:00:00", "2026-03-02T09:00:00", "2026-03-02T08:00:00"],
+        {"keep_last": 5},
+        {d: ["last"] for d in ["2026-03-02T10:00:00", "2026-03-02T09:00:00", "2026-03-02T08:00:00"]},
+        id="last-never-says-oldest",
+    ),
+    pytest.param(
+        ["2026-03-09T10:00:00", "2026-03-08T10:00:00", "2026-03-08T09:00:00"],
+        {"keep_daily": 5, "keep_weekly": 1, "keep_monthly": 3},
+        {
+            "2026-03-09T10:00:00": ["daily", "weekly", "monthly"],
+            "2026-03-08T10:00:00": ["daily"],
+            "2026-03-08T09:00:00": ["oldest (daily)", "oldest (monthly)"],
+        },
+        id="only-rules-with-count-left-keep-oldest",
+    ),
+    pytest.param(
+        ["2026-05-10T12:00:00", "2026-05-09T20:00:00", "2026-05-09T10:00:00"],
+        {"keep_within_daily": "3d"},
+        {
+            "2026-05-10T12:00:00": ["daily within 3d"],
+            "2026-05-09T20:00:00": ["daily within 3d"],
+            "2026-05-09T10:00:00": ["oldest (daily within 3d)"],
+        },
+        id="window-containing-oldest-keeps-it",
+    ),
+    pytest.param(
+        ["2026-05-10T12:00:00", "2026-05-09T20:00:00", "2026-05-01T10:00:00"],
+        {"keep_within_daily": "3d"},
+        {"2026-05-10T12:00:00": ["daily within 3d"], "2026-05-09T20:00:00": ["daily within 3d"]},
+        id="oldest-outside-window-not-kept",
+    ),
+]
+
+
+@pytest.mark.parametrize(("times", "policy", "expected"), OLDEST_CASES)
+def test_oldest_rule(times: list[str], policy: dict, expected: dict[str, list[str]]) -> None:
+    assert run(backups(*times), **policy) == expected
+
+
+def test_oldest_rule_counts_only_complete_backups() -> None:
+    # The oldest *complete* backup is the one kept; an older failed run neither counts nor is kept.
+    candidates = backups(
+        "2026-03-02T10:00:00", "2026-03-01T12:00:00", "2026-03-01T10:00:00",
+        incomplete=("2026-02-20T10:00:00",),
+    )
+    assert run(candidates, keep_daily=5) == {
+        "2026-03-02T10:00:00": ["daily"],
+        "2026-03-01T12:00:00": ["daily"],
+        "2026-03-01T10:00:00": ["oldest (daily)"],
+    }
 
 
 # --- within rules: calendar arithmetic, strict boundary ------------------------------------------
@@ -443,6 +530,43 @@ def test_is_empty(kwargs: dict, empty: bool) -> None:
     assert RetentionPolicy.build(**kwargs).is_empty() is empty
 
 
+# --- policy from settings + overrides ------------------------------------------------------------
+
+
+class FakeSettings:
+    keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly = None, None, 7, 4, 6, None
+    keep_within, min_keep = None, 3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6, "min_keep": 3}),
+        ({"keep_daily": 2, "keep_last": None}, {"keep_daily": 2, "keep_weekly": 4, "keep_monthly": 6}),
+        ({"keep_monthly": 0, "keep_within": "2w", "min_keep": 0},
+         {"keep_monthly": 0, "keep_within": Duration(weeks=2), "min_keep": 0}),
+    ],
+)
+def test_policy_from_settings(overrides: dict, expected: dict) -> None:
+    policy = retention.policy_from_settings(FakeSettings(), **overrides)
+    for name, value in expected.items():
+        assert getattr(policy, name) == value
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"keep_daily": -2}, "retention policy: keep_daily: must be -1 (unlimited)"),
+        ({"keep_within": "soon"}, "retention policy: keep_within: cannot parse duration 'soon'"),
+        ({"keep_dayly": 2}, "keep_dayly: unknown option"),
+    ],
+)
+def test_policy_from_settings_errors(overrides: dict, message: str) -> None:
+    with pytest.raises(PolicyError) as info:
+        retention.policy_from_settings(FakeSettings(), **overrides)
+    assert message in str(info.value)
+
+
 # --- records in, JSON out -------------------------------------------------------------------------
 
 
@@ -453,7 +577,7 @@ def test_plan_from_records_and_json() -> None:
         {"id": "c", "time": "2026-03-02T09:00:00"},  # naive = UTC
         {"id": "d", "time": "2026-03-03T09:00:00Z", "complete": False},
     ]
-    plan = plan_from_records(records, RetentionPolicy.build(keep_daily=5, min_keep=0))
+    plan = plan_from_records(records, RetentionPolicy.build(keep_daily=2, min_keep=0))
     assert [k.time for k in plan.keep] == [at("2026-03-02T09:00:00"), at("2026-03-01T23:00:00")]
     assert [c.id for c in plan.ignored] == ["d"]
     assert plan_to_json(plan) == {
@@ -506,4 +630,5 @@ def test_public_api() -> None:
         "parse_duration",
         "plan_from_records",
         "plan_to_json",
+        "policy_from_settings",
     ]
