@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
@@ -23,14 +22,23 @@ from charhub_ops.errors import ConfigError, DatabaseError
 from charhub_ops.manifest import Manifest, ObjectRef, TableStat, backup_prefix, manifest_key
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import (
-    DockerTools, LocalTools, PsycopgSession, SqlSession, ToolRunner, count_rows, find_local_tool,
-    list_databases, list_tables, server_info, tool_major,
+    DockerTools,
+    LocalTools,
+    PsycopgSession,
+    SqlSession,
+    ToolRunner,
+    count_rows,
+    find_local_tool,
+    list_databases,
+    list_tables,
+    server_info,
+    tool_major,
 )
 from charhub_ops.storage import Storage
 from charhub_ops.streams import HashingReader, compress, encrypt, recipient_fingerprint
 
 __all__ = ["Preflight", "DumpResult", "preflight", "dump_database", "dump_globals", "build_manifest",
-           "write_manifest", "make_tools", "open_session"]
+           "write_manifest", "make_tools", "open_session", "choose_local_pg_dump"]
 
 Progress = Callable[[int], None]
 
@@ -84,22 +92,27 @@ def preflight(url: PgUrl, container: str | None, all_databases: bool = False) ->
     finally:
         session.close()
     if container:
-        version = DockerTools(url, container).version("pg_dump")
-        bindir = None
+        version, bindir = DockerTools(url, container).version("pg_dump"), None
     else:
-        found = find_local_tool("pg_dump", info.major)
-        if found is None:
-            have = find_local_tool("pg_dump", 0)
-            have_text = f"the local pg_dump is {tool_major(have[1])}" if have else "no local pg_dump was found"
-            raise ConfigError(
-                f"pg_dump: {have_text} but the server is PostgreSQL {info.major}: install pg_dump ≥ {info.major} "
-                f"or run it inside the database container with --docker-container NAME "
-                f"(setting CHARHUB_OPS_DOCKER_CONTAINER)")
-        path, version = found
+        path, version = choose_local_pg_dump(info.major)
         bindir = path.rsplit("/", 1)[0]
     return Preflight(server_version=info.version, server_version_num=info.version_num, databases=databases,
                      database_sizes=sizes, method="docker" if container else "local",
                      pg_dump_version=version, bindir=bindir, container=container)
+
+
+def choose_local_pg_dump(server_major: int) -> tuple[str, str]:
+    """The local pg_dump to use for a server of ``server_major``: (path, version text).
+    ConfigError suggesting --docker-container when every local pg_dump is older than the server."""
+    found = find_local_tool("pg_dump", server_major)
+    if found is None:
+        have = find_local_tool("pg_dump", 0)
+        have_text = f"the local pg_dump is {tool_major(have[1])}" if have else "no local pg_dump was found"
+        raise ConfigError(
+            f"pg_dump: {have_text} but the server is PostgreSQL {server_major}: install pg_dump ≥ {server_major} "
+            f"or run it inside the database container with --docker-container NAME "
+            f"(setting CHARHUB_OPS_DOCKER_CONTAINER)")
+    return found
 
 
 def _pipeline(source, recipients: list[str], level: int, threads: int) -> HashingReader:

@@ -51,7 +51,8 @@ def _print_json(data: Any) -> None:
 
 
 class _NoOpsTracebacks(logging.Filter):
-    """Keeps expected errors readable on the console: the message stays, the traceback goes."""
+    """Keeps expected errors readable in the CLI: the message stays, the traceback goes (logger
+    filters, so they hold whatever handlers Prefect configures later)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], OpsError):
@@ -62,12 +63,9 @@ class _NoOpsTracebacks(logging.Filter):
 def _prepare_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "false")
-    import prefect  # noqa: F401 - configures logging
-
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.engine"):
-        for handler in logging.getLogger(name).handlers:
-            if isinstance(handler, logging.StreamHandler):
-                handler.addFilter(_NoOpsTracebacks())
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine",
+                 "prefect.task_engine", "prefect.engine"):
+        logging.getLogger(name).addFilter(_NoOpsTracebacks())
 
 
 def _progress_bar(enabled: bool):
@@ -180,7 +178,6 @@ def main() -> None:
 
 # Commands of the other pipelines register themselves on `app` / `backups_app`.
 from charhub_ops import cli_retention  # noqa: E402,F401
-
 
 if __name__ == "__main__":
     main()

@@ -52,7 +52,8 @@ class PsycopgSession:
             self.conn = psycopg.connect(url.conninfo, autocommit=True, connect_timeout=connect_timeout,
                                         application_name="charhub-ops")
         except psycopg.OperationalError as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            reason = lines[0].removeprefix("connection failed: ")
             raise DatabaseError(f"postgres: cannot connect to {url.redacted()} (setting {url.setting}): "
                                 f"{reason}") from exc
 

@@ -80,7 +80,7 @@ def parse_recipients(recipients: list[str]) -> list:
     for text in recipients:
         try:
             parsed.append(pyrage.x25519.Recipient.from_str(text.strip()))
-        except Exception:  # pyrage raises a bare ValueError/RecipientError; the key itself is public
+        except (ValueError, pyrage.RecipientError):  # the key itself is public: safe to quote
             raise ConfigError(f"encrypt_to: '{text[:20]}…' is not an age public key (age1…)") from None
     return parsed
 

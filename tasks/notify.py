@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from prefect import task
-from prefect.logging import get_logger
 from prefect.blocks.core import Block
 from prefect.cache_policies import NONE
 from prefect.client.orchestration import get_client
 from prefect.events import emit_event
+from prefect.logging import get_logger
 
 from charhub_ops.settings import Settings, load_settings
 
@@ -69,4 +69,5 @@ def notify_failure(flow, flow_run, state) -> None:
     try:
         Block.load(settings.notify_block).notify(body=body, subject=subject)
     except Exception as exc:  # noqa: BLE001 - the failure being reported matters more
-        get_logger("charhub_ops.notify").error("notification block %r failed: %s", settings.notify_block, type(exc).__name__)
+        get_logger("charhub_ops.notify").error("notification block %r failed: %s", settings.notify_block,
+                                               type(exc).__name__)

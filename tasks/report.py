@@ -24,7 +24,8 @@ def backup_report(repository: str, manifests: list[Manifest], anomalies: dict[st
     """A markdown artifact: per database size, duration, throughput, checksum and anomaly flag."""
     lines = [
         f"# Backup to `{repository}`", "",
-        "| database | backup id | stored | raw | duration | throughput | tables | rows | sha256 | encrypted | anomaly |",
+        "| database | backup id | stored | raw | duration | throughput | tables | rows | sha256 | encrypted "
+        "| anomaly |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in manifests:

@@ -93,7 +93,7 @@ def test_size_anomaly_is_flagged_in_the_report(prefect_server, pg, database, tmp
 class _Hook(http.server.BaseHTTPRequestHandler):
     bodies: list[str] = []
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         _Hook.bodies.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
         self.send_response(200)
         self.end_headers()

@@ -9,7 +9,12 @@ import pytest
 
 from charhub_ops.errors import ConfigError, NotFoundError, StorageError
 from charhub_ops.storage import (
-    LocalStorage, MemoryStorage, S3Options, S3Storage, choose_part_size, open_storage,
+    LocalStorage,
+    MemoryStorage,
+    S3Options,
+    S3Storage,
+    choose_part_size,
+    open_storage,
 )
 from charhub_ops.storage.base import MIB
 

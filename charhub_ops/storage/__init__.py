@@ -5,7 +5,14 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from charhub_ops.errors import ConfigError
-from charhub_ops.storage.base import DeleteResult, ExactReader, ObjectInfo, PutResult, Storage, choose_part_size
+from charhub_ops.storage.base import (
+    DeleteResult,
+    ExactReader,
+    ObjectInfo,
+    PutResult,
+    Storage,
+    choose_part_size,
+)
 from charhub_ops.storage.local import LocalStorage
 from charhub_ops.storage.memory import MemoryStorage
 from charhub_ops.storage.s3 import S3Options, S3Storage

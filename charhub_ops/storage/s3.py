@@ -20,7 +20,14 @@ from pydantic import BaseModel, SecretStr
 
 from charhub_ops.errors import ConfigError, NotFoundError, StorageError
 from charhub_ops.storage.base import (
-    MIB, DeleteResult, ExactReader, ObjectInfo, Progress, PutResult, Storage, choose_part_size,
+    MIB,
+    DeleteResult,
+    ExactReader,
+    ObjectInfo,
+    Progress,
+    PutResult,
+    Storage,
+    choose_part_size,
 )
 
 __all__ = ["S3Options", "S3Storage", "make_s3_client"]
@@ -83,7 +90,8 @@ def _errors(op: str, key: str):
             raise StorageError(f"s3: {op} {key}: bucket does not exist (setting repository)") from exc
         if code in ("NoSuchKey", "404", "NotFound") or status == 404:
             raise NotFoundError(f"s3: {op} {key}: not found") from exc
-        raise StorageError(f"s3: {op} {key}: {code or status}: {exc.response.get('Error', {}).get('Message', '')}") from exc
+        message = exc.response.get("Error", {}).get("Message", "")
+        raise StorageError(f"s3: {op} {key}: {code or status}: {message}") from exc
     except bce.NoCredentialsError as exc:
         raise ConfigError(NO_CREDENTIALS) from exc
     except bce.EndpointConnectionError as exc:
