@@ -1,0 +1,52 @@
+"""The README stays true to the settings, and the public API of core is pinned."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from charhub_ops.settings import Settings
+
+README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+
+
+@pytest.mark.parametrize("field", sorted(Settings.model_fields))
+def test_every_setting_is_in_the_readme_table(field):
+    primary = Settings.model_fields[field].validation_alias.choices[0]
+    short = "_" + primary.removeprefix("CHARHUB_OPS_")
+    assert primary in README or f"`{short}`" in README or f"{short}`" in README, primary
+
+
+def test_readme_has_the_two_commands():
+    assert "uv run charhub-ops backup" in README
+    assert "bash scripts/test.sh" in README
+    assert "bash scripts/test.sh" in (Path(__file__).resolve().parent.parent / ".ci/run").read_text()
+
+
+@pytest.mark.parametrize(("module", "names"), [
+    ("charhub_ops.errors", {"OpsError", "ConfigError", "StorageError", "NotFoundError", "DatabaseError",
+                            "DockerError", "VerificationError", "PolicyError"}),
+    ("charhub_ops.storage", {"Storage", "ObjectInfo", "PutResult", "DeleteResult", "ExactReader",
+                             "choose_part_size", "LocalStorage", "MemoryStorage", "S3Storage", "S3Options",
+                             "open_storage"}),
+    ("charhub_ops.backup", {"Preflight", "DumpResult", "preflight", "dump_database", "dump_globals",
+                            "build_manifest", "write_manifest", "make_tools", "open_session",
+                            "choose_local_pg_dump"}),
+    ("charhub_ops.catalog", {"list_backups", "latest_backup", "load_manifest", "backup_summary", "size_anomaly"}),
+])
+def test_public_api_is_pinned(module, names):
+    mod = importlib.import_module(module)
+    assert set(mod.__all__) == names
+    assert all(hasattr(mod, n) for n in names)
+
+
+def test_core_never_imports_prefect():
+    import subprocess
+    import sys
+
+    code = ("import sys, charhub_ops.backup, charhub_ops.catalog, charhub_ops.storage, charhub_ops.settings; "
+            "print('prefect' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
