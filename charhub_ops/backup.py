@@ -27,7 +27,7 @@ from charhub_ops.postgres import (
     PsycopgSession,
     SqlSession,
     ToolRunner,
-    count_rows,
+    table_checks,
     find_local_tool,
     list_databases,
     list_tables,
@@ -142,8 +142,9 @@ class _Counter(io.RawIOBase):
 
 def dump_database(storage: Storage, url: PgUrl, pre: Preflight, database: str, backup_id: str, *,
                   recipients: list[str], level: int = 3, threads: int = 0, expected_size: int | None = None,
-                  progress: Progress | None = None) -> DumpResult:
-    """Stream a consistent ``pg_dump -Fc`` of ``database`` into ``storage``; count rows in its snapshot."""
+                  hash_limit: int = 0, progress: Progress | None = None) -> DumpResult:
+    """Stream a consistent ``pg_dump -Fc`` of ``database`` into ``storage``; count rows (and hash the
+    contents of tables up to ``hash_limit`` bytes) in the same snapshot."""
     db_url = url.with_dbname(database)
     tools = make_tools(db_url, pre.container, pre.bindir)
     key = backup_prefix(database, backup_id) + "dump.pgc.zst" + (".age" if recipients else "")
@@ -158,7 +159,7 @@ def dump_database(storage: Storage, url: PgUrl, pre: Preflight, database: str, b
 
         def count() -> None:
             try:
-                counts.update(count_rows(session, tables))
+                counts.update(table_checks(session, tables, hash_limit))
             except BaseException as exc:  # noqa: BLE001 - re-raised below in the calling thread
                 errors.append(exc)
 
@@ -176,8 +177,8 @@ def dump_database(storage: Storage, url: PgUrl, pre: Preflight, database: str, b
         session.query("COMMIT")
     finally:
         session.close()
-    stats = [TableStat(schema_name=t.schema, name=t.name, rows=counts[(t.schema, t.name)], size_bytes=t.size_bytes)
-             for t in tables]
+    stats = [TableStat(schema_name=t.schema, name=t.name, rows=counts[(t.schema, t.name)][0],
+                       content_hash=counts[(t.schema, t.name)][1], size_bytes=t.size_bytes) for t in tables]
     return DumpResult(database=database, backup_id=backup_id, key=key, raw_size_bytes=source.count,
                       stored_size_bytes=stored.count, sha256=stored.hexdigest(), part_size=put.part_size,
                       snapshot=snapshot, tables=stats, started_at=started, finished_at=datetime.now(UTC))

@@ -32,6 +32,7 @@ class TableStat(BaseModel):
     name: str
     rows: int
     size_bytes: int
+    content_hash: str | None = Field(None, description="md5 of all rows in text order (tables up to the limit)")
 
 
 class ObjectRef(BaseModel):

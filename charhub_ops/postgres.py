@@ -24,7 +24,7 @@ from charhub_ops.pgurl import PgUrl
 
 __all__ = [
     "SqlSession", "PsycopgSession", "TableInfo", "ServerInfo", "ToolRunner", "LocalTools", "DockerTools",
-    "server_info", "list_tables", "list_databases", "count_rows", "find_local_tool", "tool_major",
+    "server_info", "list_tables", "list_databases", "table_checks", "find_local_tool", "tool_major",
 ]
 
 TABLES_SQL = """
@@ -109,17 +109,20 @@ def list_databases(session: SqlSession) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def count_rows(session: SqlSession, tables: list[TableInfo]) -> dict[tuple[str, str], int]:
-    """Exact row counts of ``tables`` in one round trip (run inside the dump's snapshot)."""
+def table_checks(session: SqlSession, tables: list[TableInfo],
+                 hash_limit_bytes: int = 0) -> dict[tuple[str, str], tuple[int, str | None]]:
+    """Exact row count and, for tables up to ``hash_limit_bytes``, an md5 of all rows in a stable
+    order, in one round trip. Run inside the dump's snapshot at backup time, and on a restored copy."""
     if not tables:
         return {}
-    parts = [
-        sql.SQL("SELECT {}::text, {}::text, count(*) FROM {}.{}").format(
-            sql.Literal(t.schema), sql.Literal(t.name), sql.Identifier(t.schema), sql.Identifier(t.name))
-        for t in tables
-    ]
+    parts = []
+    for t in tables:
+        digest = (sql.SQL("md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), ''))")
+                  if t.size_bytes <= hash_limit_bytes else sql.SQL("NULL::text"))
+        parts.append(sql.SQL("(SELECT {}::text, {}::text, count(*), {} FROM {}.{} x)").format(
+            sql.Literal(t.schema), sql.Literal(t.name), digest, sql.Identifier(t.schema), sql.Identifier(t.name)))
     statement = sql.SQL(" UNION ALL ").join(parts).as_string(None)
-    return {(str(s), str(n)): int(c) for s, n, c in session.query(statement)}
+    return {(str(s), str(n)): (int(c), None if h is None else str(h)) for s, n, c, h in session.query(statement)}
 
 
 # --- client tools (pg_dump, pg_dumpall, pg_restore, psql) -------------------------------------------

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     zstd_threads: int = Field(
         0, ge=0, le=64, validation_alias=_aliases("zstd_threads"),
         description="zstd worker threads; 0 = one per CPU.")
+    hash_limit_mib: int = Field(
+        32, ge=0, le=1024, validation_alias=_aliases("hash_limit_mib"),
+        description="Tables up to this size get a content hash in the manifest (checked by restore drills).")
     parallel_databases: int = Field(
         2, ge=1, le=16, validation_alias=_aliases("parallel_databases"),
         description="With --all: size of the 'charhub-ops-backup' concurrency limit.")

@@ -45,7 +45,7 @@ def backup_flow(
         prev = previous[db].result()
         expected = max(prev.stored_size_bytes if prev else 0, pre.database_sizes.get(db, 0)) or None
         dump = dump_database.submit(cfg.repo, cfg.url, pre, db, recipients=cfg.recipients, level=cfg.zstd_level,
-                                    threads=cfg.zstd_threads, expected_size=expected)
+                                    threads=cfg.zstd_threads, hash_limit=cfg.hash_limit, expected_size=expected)
         globs = dump_globals.submit(cfg.repo, cfg.url, pre, dump, recipients=cfg.recipients, level=cfg.zstd_level)
         runs[db] = (prev, write_manifest.submit(cfg.repo, pre, dump, globs, recipients=cfg.recipients,
                                                 level=cfg.zstd_level))

@@ -51,14 +51,15 @@ class _ProgressSink:
 @task(name="dump-database", cache_policy=NONE, retries=1, retry_delay_seconds=RETRY_DELAYS,
       retry_condition_fn=transient_only)
 def dump_database(repo: RepoSpec, url: PgUrl, pre: backup.Preflight, database: str, *,
-                  recipients: list[str], level: int, threads: int,
+                  recipients: list[str], level: int, threads: int, hash_limit: int,
                   expected_size: int | None) -> backup.DumpResult:
     """pg_dump → zstd → age → SHA-256 → repository, under the backup concurrency limit."""
     with concurrency(BACKUP_LIMIT, occupy=1, strict=True):
         backup_id = new_backup_id(_now())
         sink = _ProgressSink(database, expected_size)
         result = backup.dump_database(repo.open(), url, pre, database, backup_id, recipients=recipients,
-                                      level=level, threads=threads, expected_size=expected_size, progress=sink)
+                                      level=level, threads=threads, expected_size=expected_size,
+                                      hash_limit=hash_limit, progress=sink)
         sink.finish()
     get_run_logger().info("%s: %d bytes stored (%d raw), sha256 %s", database, result.stored_size_bytes,
                           result.raw_size_bytes, result.sha256[:16])

@@ -38,8 +38,8 @@ def test_backup_to_s3_round_trip(prefect_server, varied_db, bucket, pg, tmp_path
     storage = S3Storage(bucket, "backups/prod")
     (manifest,) = list_backups(storage)
     assert manifest.backup_id == summary["backup_id"] and manifest.sha256 == summary["sha256"]
-    counts = {f"{t.schema_name}.{t.name}": t.rows for t in manifest.tables}
-    assert counts == {k: v[0] for k, v in table_hashes(varied_db).items() if not k.startswith(("sequence", "view"))}
+    source = {k: v for k, v in table_hashes(varied_db).items() if not k.startswith(("sequence", "view"))}
+    assert {f"{t.schema_name}.{t.name}": (t.rows, t.content_hash) for t in manifest.tables} == source
     assert manifest.globals is not None and storage.stat(manifest.globals.key).size == manifest.globals.size_bytes
     assert manifest.encryption is None and manifest.compression["algorithm"] == "zstd"
     _restore_and_compare(pg, storage, manifest, varied_db, tmp_path)
