@@ -27,11 +27,11 @@ from charhub_ops.postgres import (
     PsycopgSession,
     SqlSession,
     ToolRunner,
-    table_checks,
     find_local_tool,
     list_databases,
     list_tables,
     server_info,
+    table_checks,
     tool_major,
 )
 from charhub_ops.storage import Storage

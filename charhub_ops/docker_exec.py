@@ -19,6 +19,8 @@ Contracts (every docker / requests / socket error is translated here and re-rais
     and SIGTERMs the command's processes (the engine would otherwise leave them blocked on a full pipe
     forever, e.g. a pg_dump holding its locks): every exec carries a ``CHARHUB_OPS_EXEC`` token in its
     environment and a best-effort ``sh``/``grep``/``kill`` exec finds them by it. Never raises, never hangs.
+``ContainerExec.run_with_input(cmd, source, env=None, user=None) -> bytes``
+    Like ``run``, with ``source`` (a binary file) streamed to the command's stdin (``pg_restore`` of a local dump).
 ``ContainerExec.psql_session(dbname, user=None, env=None) -> ContainerPsqlSession``
     Starts ``psql`` with stdin attached (``user`` is the PostgreSQL role, ``-U``), so one transaction can
     span several queries (``pg_export_snapshot()`` held while pg_dump runs in another exec).
@@ -36,11 +38,12 @@ import io
 import os
 import socket
 import struct
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Self
+from typing import BinaryIO, Self
 
 import docker
 import requests
@@ -318,6 +321,28 @@ class ContainerExec:
     def stream(self, cmd: list[str], env: dict[str, str] | None = None, user: str | None = None) -> ExecStream:
         """Start ``cmd``; return its stdout as a stream whose ``read`` raises DatabaseError at EOF on failure."""
         return ExecStream(self._start(cmd, env, user, stdin=False))
+
+    def run_with_input(self, cmd: list[str], source: BinaryIO, env: dict[str, str] | None = None,
+                       user: str | None = None) -> bytes:
+        """Run ``cmd`` with ``source`` streamed to its stdin (e.g. ``pg_restore`` of a local file);
+        return its stdout. Exit != 0 raises DatabaseError; a command that stops reading early ends the copy."""
+        started = self._start(cmd, env, user, stdin=True)
+        sock = started.demux.sock
+
+        def feed() -> None:
+            try:
+                while chunk := source.read(_CHUNK):
+                    sock.sendall(chunk)
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # the command exited early: its exit code tells why
+
+        writer = threading.Thread(target=feed, name=f"stdin-{started.program}", daemon=True)
+        writer.start()
+        with ExecStream(started) as out:
+            data = out.readall()
+        writer.join()
+        return data
 
     def psql_session(self, dbname: str, user: str | None = None, env: dict | None = None) -> ContainerPsqlSession:
         """Start an interactive psql on ``dbname`` as role ``user`` (default: the container's default)."""

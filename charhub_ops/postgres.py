@@ -8,6 +8,7 @@ No password ever goes on a command line: tools get libpq ``PG*`` environment var
 from __future__ import annotations
 
 import glob
+import os
 import re
 import shutil
 import subprocess
@@ -162,6 +163,8 @@ class ToolRunner(Protocol):
 
     def stream(self, cmd: list[str]) -> BinaryIO: ...
 
+    def run_with_input(self, cmd: list[str], path: str) -> bytes: ...
+
     def version(self, tool: str) -> str: ...
 
 
@@ -220,13 +223,12 @@ class LocalTools:
         return [f"{self.bindir}/{cmd[0]}" if self.bindir else cmd[0], *cmd[1:]]
 
     def _env(self) -> dict[str, str]:
-        import os
-
         return {**os.environ, **self.url.env()}
 
-    def run(self, cmd: list[str]) -> bytes:
+    def run(self, cmd: list[str], stdin_path: str | None = None) -> bytes:
         try:
-            proc = subprocess.run(self._cmd(cmd), capture_output=True, env=self._env())
+            with open(stdin_path or os.devnull, "rb") as stdin:
+                proc = subprocess.run(self._cmd(cmd), stdin=stdin, capture_output=True, env=self._env(), check=False)
         except OSError as exc:
             raise ConfigError(f"{cmd[0]}: cannot run: {exc.strerror}") from exc
         if proc.returncode != 0:
@@ -241,6 +243,9 @@ class LocalTools:
         except OSError as exc:
             raise ConfigError(f"{cmd[0]}: cannot run: {exc.strerror}") from exc
         return _ProcessStream(proc, cmd[0])
+
+    def run_with_input(self, cmd: list[str], path: str) -> bytes:
+        return self.run(cmd, stdin_path=path)
 
     def version(self, tool: str) -> str:
         return self.run([tool, "--version"]).decode().strip()
@@ -263,6 +268,10 @@ class DockerTools:
 
     def stream(self, cmd: list[str]) -> BinaryIO:
         return self.exec.stream(cmd, env=self.url.env())
+
+    def run_with_input(self, cmd: list[str], path: str) -> bytes:
+        with open(path, "rb") as source:
+            return self.exec.run_with_input(cmd, source, env=self.url.env())
 
     def version(self, tool: str) -> str:
         return self.run([tool, "--version"]).decode().strip()

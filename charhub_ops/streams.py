@@ -15,7 +15,7 @@ from typing import BinaryIO
 import pyrage
 import zstandard
 
-from charhub_ops.errors import ConfigError, OpsError
+from charhub_ops.errors import ConfigError, OpsError, VerificationError
 
 __all__ = [
     "CountingReader", "HashingReader", "compress", "decompress", "encrypt", "decrypt",
@@ -66,7 +66,7 @@ class HashingReader(CountingReader):
 def compress(raw: BinaryIO, level: int = 3, threads: int = 0) -> BinaryIO:
     """zstd-compress a stream; ``threads=0`` uses one worker per CPU."""
     workers = threads or (os.cpu_count() or 1)
-    cctx = zstandard.ZstdCompressor(level=level, threads=workers)
+    cctx = zstandard.ZstdCompressor(level=level, threads=workers, write_checksum=True)
     return cctx.stream_reader(raw, read_size=CHUNK)
 
 
@@ -93,9 +93,10 @@ def recipient_fingerprint(recipient: str) -> str:
 class _PipeReader(io.RawIOBase):
     """The read end of a pipe fed by a worker thread; re-raises the worker's error at EOF."""
 
-    def __init__(self, fd: int, thread_errors: list[BaseException]) -> None:
+    def __init__(self, fd: int, thread_errors: list[BaseException], error: type[OpsError]) -> None:
         self._file = os.fdopen(fd, "rb", buffering=0)
         self._errors = thread_errors
+        self._error = error
         self.thread: threading.Thread | None = None
 
     def readable(self) -> bool:
@@ -108,7 +109,7 @@ class _PipeReader(io.RawIOBase):
                 self.thread.join()
             if self._errors:
                 err = self._errors[0]
-                raise err if isinstance(err, OpsError) else OpsError(f"age: {err}")
+                raise err if isinstance(err, OpsError) else self._error(f"age: {err}")
         return n
 
     def close(self) -> None:
@@ -116,10 +117,10 @@ class _PipeReader(io.RawIOBase):
         super().close()
 
 
-def _pump(func, source: BinaryIO, *args) -> BinaryIO:
+def _pump(func, source: BinaryIO, *args, error: type[OpsError] = OpsError) -> BinaryIO:
     rfd, wfd = os.pipe()
     errors: list[BaseException] = []
-    reader = _PipeReader(rfd, errors)
+    reader = _PipeReader(rfd, errors, error)
 
     def work() -> None:
         with os.fdopen(wfd, "wb") as sink:
@@ -139,7 +140,7 @@ def encrypt(raw: BinaryIO, recipients: list[str]) -> BinaryIO:
 
 
 def decrypt(raw: BinaryIO, identities: list) -> BinaryIO:
-    return _pump(pyrage.decrypt_io, io.BufferedReader(_Raw(raw), CHUNK), identities)
+    return _pump(pyrage.decrypt_io, io.BufferedReader(_Raw(raw), CHUNK), identities, error=VerificationError)
 
 
 class _Raw(io.RawIOBase):

@@ -1,0 +1,183 @@
+"""The restore engine (no Prefect): pick a backup, fetch and verify it before touching any database,
+restore into a NEW database, and check the copy against the manifest.
+
+Nothing existing is modified here: a target that exists is refused. Swapping a restored copy into
+the live name is a separate, guarded step (see :mod:`charhub_ops.swap`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyrage
+import zstandard
+from psycopg import sql
+
+from charhub_ops.errors import ConfigError, NotFoundError, OpsError, VerificationError
+from charhub_ops.manifest import Manifest
+from charhub_ops.postgres import SqlSession, TableInfo, table_checks
+from charhub_ops.storage import Storage
+from charhub_ops.streams import CountingReader, decompress, decrypt
+
+__all__ = [
+    "pick_backup", "load_identities", "fetch_verified", "restore_name", "database_exists", "create_database",
+    "drop_database", "pg_restore", "check_restored", "CheckResult",
+]
+
+CHUNK = 1024 * 1024
+Progress = Callable[[int], None]
+
+
+def pick_backup(manifests: list[Manifest], backup: str = "latest", before: datetime | None = None) -> Manifest:
+    """From backups newest first: ``latest``, an id, or the newest at or before ``before`` (UTC)."""
+    if backup not in ("latest", "", None):
+        for m in manifests:
+            if m.backup_id == backup:
+                return m
+        raise NotFoundError(f"backup '{backup}' not found")
+    for m in manifests:
+        if before is None or m.started_at <= before.astimezone(UTC):
+            return m
+    when = f" at or before {before.isoformat()}" if before else ""
+    raise NotFoundError(f"no complete backup{when}")
+
+
+def load_identities(path: str | None = None, text: str | None = None, setting: str = "identity") -> list:
+    """age identities from a file (or the text of a Prefect Secret block); ConfigError naming ``setting``."""
+    if text is None:
+        if not path:
+            raise ConfigError(f"{setting}: the backup is encrypted: pass --identity FILE "
+                              "(or set CHARHUB_OPS_AGE_IDENTITY_FILE)")
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from exc
+    keys = [line.strip() for line in text.splitlines() if line.strip().startswith("AGE-SECRET-KEY-")]
+    try:
+        identities = [pyrage.x25519.Identity.from_str(k) for k in keys]
+    except (ValueError, pyrage.IdentityError):
+        raise ConfigError(f"{setting}: not a valid age identity file") from None
+    if not identities:
+        raise ConfigError(f"{setting}: no AGE-SECRET-KEY line found")
+    return identities
+
+
+def fetch_verified(storage: Storage, manifest: Manifest, dest: Path, identities: list | None = None,
+                   progress: Progress | None = None) -> Path:
+    """Download the dump, check size and SHA-256 of the stored bytes, decrypt, decompress into ``dest``.
+
+    Raises VerificationError (mismatch, truncation, wrong key, corrupt data); ``dest`` is removed then."""
+    if manifest.encrypted and not identities:
+        load_identities(None)  # raises the ConfigError that asks for --identity
+    try:
+        with storage.open(manifest.dump.key) as raw:
+            hashed = CountingReader(_Progress(raw, progress), "sha256")
+            stream = decrypt(hashed, identities) if manifest.encrypted else hashed
+            with open(dest, "wb") as out:
+                shutil.copyfileobj(decompress(stream), out, CHUNK)
+            while hashed.read(CHUNK):  # the rest of the object (zstd may stop at its frame end)
+                pass
+    except (zstandard.ZstdError, pyrage.DecryptError) as exc:
+        dest.unlink(missing_ok=True)
+        raise VerificationError(f"{manifest.backup_id}: cannot read the dump: {exc}") from exc
+    except VerificationError as exc:
+        dest.unlink(missing_ok=True)
+        raise VerificationError(f"{manifest.backup_id}: cannot decrypt (wrong identity?): {exc}") from exc
+    except OpsError:
+        dest.unlink(missing_ok=True)
+        raise
+    if hashed.count != manifest.stored_size_bytes or hashed.hexdigest() != manifest.sha256:
+        dest.unlink(missing_ok=True)
+        raise VerificationError(
+            f"{manifest.backup_id}: checksum mismatch: got {hashed.count} bytes sha256 {hashed.hexdigest()[:16]}…, "
+            f"manifest says {manifest.stored_size_bytes} bytes sha256 {manifest.sha256[:16]}…")
+    return dest
+
+
+class _Progress:
+    def __init__(self, raw, progress: Progress | None) -> None:
+        self.raw, self.progress = raw, progress
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        if self.progress and data:
+            self.progress(len(data))
+        return data
+
+
+def restore_name(database: str, now: datetime) -> str:
+    return f"{database}_restore_{now.astimezone(UTC):%Y%m%d%H%M%S}"[:63]
+
+
+def database_exists(session: SqlSession, name: str) -> bool:
+    statement = sql.SQL("SELECT 1 FROM pg_database WHERE datname = {}").format(sql.Literal(name)).as_string(None)
+    return bool(session.query(statement))
+
+
+def create_database(session: SqlSession, name: str) -> None:
+    """CREATE DATABASE ``name``; refuses (ConfigError) when it exists: nothing existing is overwritten."""
+    if database_exists(session, name):
+        raise ConfigError(f"database_url: database '{name}' already exists; restore never overwrites "
+                          "(choose a new name, or use --replace to swap a verified copy in)")
+    session.query(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)).as_string(None))
+
+
+def drop_database(session: SqlSession, name: str) -> None:
+    session.query(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)).as_string(None))
+
+
+def pg_restore(tools, dump: Path, jobs: int = 0, no_owner: bool = False) -> None:
+    """Restore ``dump`` into the database of ``tools``' URL; ``-j`` when the file is local to pg_restore."""
+    cmd = ["pg_restore", "--exit-on-error", "--no-password", "-d", tools.url.dbname]
+    if no_owner:
+        cmd += ["--no-owner", "--no-privileges"]
+    if tools.method == "local":
+        workers = jobs or min(4, os.cpu_count() or 1)
+        tools.run([*cmd, "-j", str(workers), str(dump)])
+    else:
+        tools.run_with_input(cmd, str(dump))  # streamed into the container: no -j from a pipe
+
+
+@dataclass
+class CheckResult:
+    tables: int = 0
+    rows: int = 0
+    hashed: int = 0
+    mismatches: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+def check_restored(session: SqlSession, manifest: Manifest, with_hashes: bool = True) -> CheckResult:
+    """Compare row counts (and content hashes, where the manifest has them) of a restored copy."""
+    infos = [TableInfo(t.schema_name, t.name, 0 if (with_hashes and t.content_hash) else 1)
+             for t in manifest.tables]
+    result = CheckResult(tables=len(infos))
+    try:
+        found = table_checks(session, infos, hash_limit_bytes=0)
+    except OpsError as exc:
+        result.mismatches.append(f"cannot read the restored tables: {exc}")
+        return result
+    for t in manifest.tables:
+        rows, digest = found.get((t.schema_name, t.name), (None, None))
+        name = f"{t.schema_name}.{t.name}"
+        if rows is None:
+            result.mismatches.append(f"{name}: missing")
+            continue
+        result.rows += rows
+        if rows != t.rows:
+            result.mismatches.append(f"{name}: {rows} rows, manifest says {t.rows}")
+        elif with_hashes and t.content_hash:
+            result.hashed += 1
+            if digest != t.content_hash:
+                result.mismatches.append(f"{name}: content hash differs from the manifest")
+    return result
+
+
