@@ -8,10 +8,11 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from charhub_ops.errors import NotFoundError, StorageError
-from charhub_ops.manifest import Manifest, parse_manifest_key
+from charhub_ops.manifest import VERIFICATION, Manifest, Verification, parse_manifest_key, verification_key
 from charhub_ops.storage import Storage
 
-__all__ = ["list_backups", "latest_backup", "load_manifest", "backup_summary", "size_anomaly"]
+__all__ = ["list_backups", "list_backups_verified", "latest_backup", "load_manifest", "backup_summary",
+           "size_anomaly", "write_verification"]
 
 
 def load_manifest(storage: Storage, key: str) -> Manifest:
@@ -23,14 +24,45 @@ def load_manifest(storage: Storage, key: str) -> Manifest:
 
 def list_backups(storage: Storage, database: str | None = None, workers: int = 16) -> list[Manifest]:
     """Every complete backup (one with a manifest), newest first; paginates through the whole listing."""
+    return [m for m, _ in list_backups_verified(storage, database, workers, with_verifications=False)]
+
+
+def list_backups_verified(storage: Storage, database: str | None = None, workers: int = 16,
+                          with_verifications: bool = True) -> list[tuple[Manifest, Verification | None]]:
+    """Complete backups newest first, each with its latest restore-drill verdict (or None)."""
     prefix = f"{quote(database, safe='')}/" if database else ""
-    keys = [o.key for o in storage.list(prefix) if parse_manifest_key(o.key)]
-    if not keys:
+    manifests, verified = [], set()
+    for obj in storage.list(prefix):
+        if parse_manifest_key(obj.key):
+            manifests.append(obj.key)
+        elif obj.key.endswith("/" + VERIFICATION):
+            verified.add(obj.key.rsplit("/", 1)[0])
+    if not manifests:
         return []
-    with ThreadPoolExecutor(min(workers, len(keys))) as pool:
-        manifests = list(pool.map(lambda k: _load_or_none(storage, k), keys))
-    found = [m for m in manifests if m is not None]
-    return sorted(found, key=lambda m: (m.started_at, m.backup_id), reverse=True)
+    with ThreadPoolExecutor(min(workers, len(manifests))) as pool:
+        found = [m for m in pool.map(lambda k: _load_or_none(storage, k), manifests) if m is not None]
+        wanted = [m for m in found if with_verifications and _dir(m) in verified]
+        verdicts = dict(zip([m.backup_id for m in wanted], pool.map(lambda m: _verification(storage, m), wanted),
+                            strict=True))
+    found.sort(key=lambda m: (m.started_at, m.backup_id), reverse=True)
+    return [(m, verdicts.get(m.backup_id)) for m in found]
+
+
+def _dir(m: Manifest) -> str:
+    return verification_key(m.database, m.backup_id).rsplit("/", 1)[0]
+
+
+def _verification(storage: Storage, m: Manifest) -> Verification | None:
+    try:
+        return Verification.model_validate_json(storage.get_bytes(verification_key(m.database, m.backup_id)))
+    except (NotFoundError, ValidationError):
+        return None
+
+
+def write_verification(storage: Storage, database: str, verification: Verification) -> str:
+    key = verification_key(database, verification.backup_id)
+    storage.put_bytes(key, verification.model_dump_json(indent=2).encode())
+    return key
 
 
 def _load_or_none(storage: Storage, key: str) -> Manifest | None:
@@ -45,7 +77,7 @@ def latest_backup(storage: Storage, database: str) -> Manifest | None:
     return backups[0] if backups else None
 
 
-def backup_summary(repository_url: str, m: Manifest) -> dict:
+def backup_summary(repository_url: str, m: Manifest, verification: Verification | None = None) -> dict:
     """The JSON shape of one backup for `backups list --json` and `backup --json`."""
     return {
         "backup_id": m.backup_id,
@@ -59,7 +91,13 @@ def backup_summary(repository_url: str, m: Manifest) -> dict:
         "encrypted": m.encrypted,
         "tables": len(m.tables),
         "rows": sum(t.rows for t in m.tables),
+        "verified_at": _iso(verification.verified_at) if verification else None,
+        "verified_ok": verification.ok if verification else None,
     }
+
+
+def _iso(when) -> str:
+    return when.isoformat().replace("+00:00", "Z")
 
 
 def size_anomaly(current: int, previous: int | None, low: float = 0.5, high: float = 2.0) -> str | None:

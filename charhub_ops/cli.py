@@ -145,11 +145,11 @@ def backup(
 def backups_list(repository: RepoOpt = None, database: Annotated[str | None, typer.Option(
         help="Only this database.")] = None, as_json: JsonOpt = False) -> None:
     """List complete backups, newest first."""
-    from charhub_ops.catalog import backup_summary, list_backups
+    from charhub_ops.catalog import backup_summary, list_backups_verified
 
     def work() -> list[dict]:
         storage = _open_repo(repository)
-        return [backup_summary(storage.url, m) for m in list_backups(storage, database)]
+        return [backup_summary(storage.url, m, v) for m, v in list_backups_verified(storage, database)]
 
     rows = run_guarded(work)
     if as_json:
@@ -157,10 +157,16 @@ def backups_list(repository: RepoOpt = None, database: Annotated[str | None, typ
         return
     from rich.table import Table
 
-    table = Table("backup id", "database", "finished (UTC)", "size", "tables", "rows", "encrypted")
+    from charhub_ops.fmt import human_bytes
+
+    table = Table("backup id", "database", "finished UTC", "size", "tables", "rows", "age", "verified")
+    for column in table.columns[:3]:
+        column.no_wrap = True
     for r in rows:
-        table.add_row(r["backup_id"], r["database"], r["finished_at"], str(r["size_bytes"]), str(r["tables"]),
-                      str(r["rows"]), "age" if r["encrypted"] else "no")
+        verified = "—" if r["verified_ok"] is None else ("ok" if r["verified_ok"] else "FAILED")
+        table.add_row(r["backup_id"], r["database"], r["finished_at"][:16].replace("T", " "),
+                      human_bytes(r["size_bytes"]), str(r["tables"]), str(r["rows"]),
+                      "age" if r["encrypted"] else "no", verified)
     Console().print(table)
 
 

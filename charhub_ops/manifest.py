@@ -20,11 +20,13 @@ from pydantic import BaseModel, Field
 
 __all__ = [
     "TableStat", "ObjectRef", "Manifest", "new_backup_id", "backup_prefix", "manifest_key",
-    "parse_manifest_key", "backup_id_time", "MANIFEST", "FORMAT",
+    "parse_manifest_key", "backup_id_time", "MANIFEST", "FORMAT", "Verification", "verification_key",
+    "VERIFICATION",
 ]
 
 FORMAT = "charhub-ops/backup/v1"
 MANIFEST = "manifest.json"
+VERIFICATION = "verification.json"
 
 
 class TableStat(BaseModel):
@@ -71,6 +73,23 @@ class Manifest(BaseModel):
     @property
     def duration_seconds(self) -> float:
         return (self.finished_at - self.started_at).total_seconds()
+
+
+class Verification(BaseModel):
+    """The verdict of a restore drill, stored as ``verification.json`` beside the manifest."""
+
+    backup_id: str
+    verified_at: datetime
+    ok: bool
+    tables: int
+    rows: int
+    hashed_tables: int
+    mismatches: list[str] = Field(default_factory=list)
+    duration_seconds: float
+
+
+def verification_key(database: str, backup_id: str) -> str:
+    return backup_prefix(database, backup_id) + VERIFICATION
 
 
 def new_backup_id(now: datetime) -> str:

@@ -62,7 +62,8 @@ def resolve_backup_config(repository: str | None, docker_container: str | None, 
     return BackupConfig(
         repo=repo_spec(settings), url=database_url(settings, database_url_secret),
         container=settings.docker_container, recipients=settings.encrypt_to, zstd_level=settings.zstd_level,
-        zstd_threads=settings.zstd_threads, hash_limit=settings.hash_limit_mib * 1024 * 1024, parallel=settings.parallel_databases,
+        zstd_threads=settings.zstd_threads, hash_limit=settings.hash_limit_mib * 1024 * 1024,
+        parallel=settings.parallel_databases,
         anomaly_low=settings.anomaly_low, anomaly_high=settings.anomaly_high,
     )
 

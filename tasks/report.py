@@ -6,17 +6,10 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
+from charhub_ops.fmt import human_bytes
 from charhub_ops.manifest import Manifest
 
-__all__ = ["backup_report", "human_bytes"]
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1024
-    return f"{n:.1f} TiB"
+__all__ = ["backup_report"]
 
 
 @task(name="backup-report", cache_policy=NONE)

@@ -34,7 +34,8 @@ def test_readme_has_the_two_commands():
     ("charhub_ops.backup", {"Preflight", "DumpResult", "preflight", "dump_database", "dump_globals",
                             "build_manifest", "write_manifest", "make_tools", "open_session",
                             "choose_local_pg_dump"}),
-    ("charhub_ops.catalog", {"list_backups", "latest_backup", "load_manifest", "backup_summary", "size_anomaly"}),
+    ("charhub_ops.catalog", {"list_backups", "list_backups_verified", "latest_backup", "load_manifest",
+                             "backup_summary", "size_anomaly", "write_verification"}),
 ])
 def test_public_api_is_pinned(module, names):
     mod = importlib.import_module(module)
