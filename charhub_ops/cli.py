@@ -117,12 +117,9 @@ def backup(
         if database_url is not None:
             os.environ["CHARHUB_OPS_DATABASE_URL"] = database_url
         settings = load_settings(repository=to, docker_container=docker_container, encrypt_to=encrypt_to or None)
-        from charhub_ops.pgurl import parse_pg_url
         from charhub_ops.streams import parse_recipients
 
-        if settings.database_url is None:
-            raise OpsError("database_url: not set (pass --database-url or set DATABASE_URL)")
-        parse_pg_url(settings.database_url.get_secret_value())
+        use_database_url(None, settings)
         parse_recipients(settings.encrypt_to)
         open_storage(settings.repository, S3Options.from_settings(settings))
 
@@ -170,6 +167,20 @@ def backups_list(repository: RepoOpt = None, database: Annotated[str | None, typ
     Console().print(table)
 
 
+def use_database_url(url: str | None, settings=None):
+    """Put ``--database-url`` in this process's environment (never in flow parameters) and parse it."""
+    from charhub_ops.pgurl import parse_pg_url
+    from charhub_ops.settings import load_settings
+
+    if url is not None:
+        os.environ["CHARHUB_OPS_DATABASE_URL"] = url
+        settings = None
+    settings = settings or load_settings()
+    if settings.database_url is None:
+        raise OpsError("database_url: not set (pass --database-url or set DATABASE_URL)")
+    return parse_pg_url(settings.database_url.get_secret_value())
+
+
 def _open_repo(repository: str | None):
     from charhub_ops.settings import load_settings
     from charhub_ops.storage import S3Options, open_storage
@@ -183,7 +194,7 @@ def main() -> None:
 
 
 # Commands of the other pipelines register themselves on `app` / `backups_app`.
-from charhub_ops import cli_retention  # noqa: E402,F401
+from charhub_ops import cli_restore, cli_retention  # noqa: E402,F401
 
 if __name__ == "__main__":
     main()

@@ -54,7 +54,11 @@ class DockerError(OpsError):
 
 
 class VerificationError(OpsError):
-    """A checksum, row count or content hash did not match."""
+    """A checksum, row count or content hash did not match. ``details`` carries the verdict (if any)."""
+
+    def __init__(self, message: str, details: dict | None = None) -> None:
+        super().__init__(message)
+        self.details = details
 
 
 class PolicyError(OpsError):

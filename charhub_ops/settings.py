@@ -77,6 +77,18 @@ class Settings(BaseSettings):
     task_retries: int = Field(
         2, ge=0, le=3, validation_alias=_aliases("task_retries"),
         description="Retries of a task failing on a transient error (storage, database, docker), with backoff.")
+    restore_jobs: int = Field(
+        0, ge=0, le=32, validation_alias=_aliases("restore_jobs"),
+        description="pg_restore -j workers for a local dump file; 0 = min(4, CPUs).")
+    work_dir: str | None = Field(
+        None, validation_alias=_aliases("work_dir"),
+        description="Where restores download and decompress a dump (default: the system temp dir).")
+    app_containers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_aliases("app_containers"),
+        description="Containers stopped during restore --replace, comma-separated (CharHub: charhub-backend-1).")
+    production: bool = Field(
+        False, validation_alias=_aliases("production"),
+        description="The target is production: --replace needs approval in the UI (or --yes on the CLI).")
     notify_block: str | None = Field(
         None, validation_alias=_aliases("notify_block"),
         description="Name of a Prefect notification block (Slack, Discord, webhook) told about failures.")
@@ -105,7 +117,7 @@ class Settings(BaseSettings):
         3, ge=0, validation_alias=_aliases("min_keep"),
         description="Retention: never keep fewer complete backups of a database than this.")
 
-    @field_validator("encrypt_to", mode="before")
+    @field_validator("encrypt_to", "app_containers", mode="before")
     @classmethod
     def _split_recipients(cls, value: object) -> object:
         if isinstance(value, str):

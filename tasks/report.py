@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
@@ -9,7 +11,7 @@ from prefect.cache_policies import NONE
 from charhub_ops.fmt import human_bytes
 from charhub_ops.manifest import Manifest
 
-__all__ = ["backup_report"]
+__all__ = ["backup_report", "restore_plan", "check_report"]
 
 
 @task(name="backup-report", cache_policy=NONE)
@@ -30,4 +32,41 @@ def backup_report(repository: str, manifests: list[Manifest], anomalies: dict[st
             f"| {'⚠ ' + anomalies[m.database] if m.database in anomalies else '—'} |")
     markdown = "\n".join(lines)
     create_markdown_artifact(markdown, key="backup-report", description="charhub-ops backup")
+    return markdown
+
+
+@task(name="restore-plan", cache_policy=NONE)
+def restore_plan(manifest: Manifest, target: str, server: str, replace: bool, live: str | None,
+                 stop: list[str], now: datetime) -> str:
+    """The preview of a restore: what will be restored where, and what will be stopped."""
+    age = now - manifest.finished_at
+    lines = [
+        f"# Restore plan: `{manifest.backup_id}` → `{target}`", "",
+        "| item | value |", "|---|---|",
+        f"| backup | `{manifest.backup_id}` of `{manifest.database}` |",
+        f"| finished | {manifest.finished_at:%Y-%m-%d %H:%M:%S} UTC ({age.total_seconds() / 3600:.1f} h ago) |",
+        f"| size | {human_bytes(manifest.stored_size_bytes)} stored, {human_bytes(manifest.raw_size_bytes)} raw |",
+        f"| tables / rows | {len(manifest.tables)} / {sum(t.rows for t in manifest.tables)} |",
+        f"| server | `{server}` |",
+        f"| new database | `{target}` (created; must not exist) |",
+    ]
+    if replace:
+        lines += [f"| swap | `{live}` → `{live}_pre_restore_…` (kept), `{target}` → `{live}` |",
+                  f"| safety backup | of `{live}` first |",
+                  f"| containers stopped | {', '.join(f'`{c}`' for c in stop) or 'none'} |"]
+    markdown = "\n".join(lines)
+    create_markdown_artifact(markdown, key="restore-plan", description="charhub-ops restore plan")
+    return markdown
+
+
+@task(name="check-report", cache_policy=NONE)
+def check_report(kind: str, manifest: Manifest, target: str, ok: bool, tables: int, rows: int, hashed: int,
+                 mismatches: list[str]) -> str:
+    """The result of a restore or a verification drill."""
+    lines = [f"# {kind} of `{manifest.backup_id}` ({manifest.database}) into `{target}`: "
+             f"{'OK' if ok else 'FAILED'}", "",
+             f"{tables} tables, {rows} rows compared with the manifest; {hashed} content hashes compared.", ""]
+    lines += [f"- ✗ {m}" for m in mismatches]
+    markdown = "\n".join(lines)
+    create_markdown_artifact(markdown, key=f"{kind.lower()}-report", description=f"charhub-ops {kind.lower()}")
     return markdown

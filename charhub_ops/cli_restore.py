@@ -1,0 +1,115 @@
+"""CLI commands of the restore pipeline: `restore` and `verify` (each runs its Prefect flow)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+
+from charhub_ops.cli import (
+    JsonOpt,
+    RepoOpt,
+    _prepare_prefect,
+    _print_json,
+    _progress_bar,
+    app,
+    err,
+    run_guarded,
+    use_database_url,
+)
+from charhub_ops.errors import ConfigError, VerificationError
+
+BackupOpt = Annotated[str, typer.Option("--backup", help="'latest' or a backup id.")]
+IdentityOpt = Annotated[str | None, typer.Option("--identity", help="age identity file for encrypted backups.")]
+ContainerOpt = Annotated[str | None, typer.Option(
+    "--docker-container", help="Run pg_restore/psql inside this container through the Docker API.")]
+SourceOpt = Annotated[str | None, typer.Option(
+    "--source", help="Whose backups to use (default: the only database in the repository, else the URL's).")]
+UrlOpt = Annotated[str | None, typer.Option("--database-url", help="Target server and database (also DATABASE_URL).")]
+
+
+def parse_time(text: str | None, option: str) -> datetime | None:
+    """ISO 8601 (naive means UTC); ConfigError naming ``option``."""
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(f"{option}: cannot parse '{text}' (use ISO 8601, e.g. 2026-11-20T03:00:00Z)") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@app.command()
+def restore(
+    database_url: UrlOpt = None,
+    repository: RepoOpt = None,
+    backup: BackupOpt = "latest",
+    before: Annotated[str | None, typer.Option(help="Newest complete backup at or before this time (UTC).")] = None,
+    source: SourceOpt = None,
+    replace: Annotated[bool, typer.Option(
+        help="Restore into a new database, then swap it into the URL's database (safety backup first).")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm --replace on a production target.")] = False,
+    identity: IdentityOpt = None,
+    docker_container: ContainerOpt = None,
+    no_owner: Annotated[bool, typer.Option(help="Skip ownership and privileges (roles may not exist).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore a backup into a new database (the URL's, which must not exist), verified against its manifest."""
+    from charhub_ops.settings import load_settings
+
+    def check():
+        url = use_database_url(database_url)
+        when = parse_time(before, "--before")
+        if replace and load_settings().production and not yes:
+            raise ConfigError("--replace on a production target (CHARHUB_OPS_PRODUCTION) needs --yes")
+        return url, when
+
+    url, when = run_guarded(check)
+    _prepare_prefect()
+    from flows.restore import restore_flow
+
+    with _progress_bar(not as_json):
+        result = run_guarded(lambda: restore_flow(
+            repository=repository, source_database=source, backup=backup, before=when,
+            target_database=None if replace else url.dbname, replace=replace, docker_container=docker_container,
+            identity_file=identity, no_owner=no_owner))
+    if as_json:
+        _print_json(result)
+    else:
+        err.print(f"[green]✓[/] backup {result['backup_id']} restored into {result['database']}: "
+                  f"{result['tables']} tables, {result['rows']} rows match the manifest", highlight=False)
+
+
+@app.command()
+def verify(
+    database_url: Annotated[str | None, typer.Option(
+        "--database-url", help="Server (and maintenance database) for the scratch database.")] = None,
+    repository: RepoOpt = None,
+    backup: Annotated[str, typer.Option("--backup", help="'latest' (newest never verified) or an id.")] = "latest",
+    source: SourceOpt = None,
+    identity: IdentityOpt = None,
+    docker_container: ContainerOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restore drill: restore a backup into a scratch database, compare it with the manifest, drop it."""
+    run_guarded(lambda: use_database_url(database_url))
+    _prepare_prefect()
+    from flows.verify import verify_flow
+
+    def run() -> dict:
+        try:
+            with _progress_bar(not as_json):
+                return verify_flow(repository=repository, source_database=source, backup=backup,
+                                   docker_container=docker_container, identity_file=identity)
+        except VerificationError as exc:  # the verdict still goes to stdout, then one error line
+            if as_json and exc.details:
+                _print_json(exc.details)
+            raise
+
+    result = run_guarded(run)
+    if as_json:
+        _print_json(result)
+    else:
+        err.print(f"[green]✓[/] backup {result['backup_id']} verified: {result['tables']} tables, "
+                  f"{result['rows']} rows, {result['hashed_tables']} content hashes match", highlight=False)

@@ -1,0 +1,165 @@
+"""Tasks of the restore and verification pipelines (they touch the repository and PostgreSQL)."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.blocks.system import Secret
+from prefect.cache_policies import NONE
+from pydantic import BaseModel
+
+from charhub_ops import catalog, progress, restore
+from charhub_ops.backup import make_tools, open_session
+from charhub_ops.errors import ConfigError
+from charhub_ops.manifest import Manifest, Verification
+from charhub_ops.pgurl import PgUrl
+from charhub_ops.postgres import find_local_tool, tool_major
+from charhub_ops.settings import load_settings
+from tasks.common import RETRY_DELAYS, RepoSpec, transient_only
+from tasks.config import database_url, repo_spec
+
+__all__ = ["RestoreConfig", "resolve_restore_config", "select_backup", "fetch_backup", "create_target",
+           "restore_dump", "check_copy", "drop_database", "record_verification", "ensure_absent"]
+
+
+class RestoreConfig(BaseModel):
+    model_config = {"arbitrary_types_allowed": True}
+
+    repo: RepoSpec
+    url: PgUrl
+    container: str | None
+    identity_file: str | None
+    identity_secret: str | None
+    jobs: int
+    work_dir: str
+    app_containers: list[str]
+    production: bool
+
+
+@task(name="resolve-config", cache_policy=NONE)
+def resolve_restore_config(repository: str | None, docker_container: str | None, identity_file: str | None,
+                           identity_secret: str | None, database_url_secret: str | None) -> RestoreConfig:
+    settings = load_settings(repository=repository, docker_container=docker_container,
+                             age_identity_file=identity_file)
+    return RestoreConfig(
+        repo=repo_spec(settings), url=database_url(settings, database_url_secret),
+        container=settings.docker_container, identity_file=settings.age_identity_file,
+        identity_secret=identity_secret, jobs=settings.restore_jobs,
+        work_dir=settings.work_dir or tempfile.gettempdir(), app_containers=settings.app_containers,
+        production=settings.production)
+
+
+@task(name="select-backup", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=transient_only)
+def select_backup(repo: RepoSpec, source: str | None, fallback: str, backup: str, before: datetime | None,
+                  unverified_first: bool = False) -> Manifest:
+    """The backup to restore: ``latest``, an id, or the newest at/before ``before`` — of ``source`` (default:
+    the only database in the repository, else ``fallback``). With ``unverified_first``: the newest never verified."""
+    storage = repo.open()
+    entries = catalog.list_backups_verified(storage)
+    databases = sorted({m.database for m, _ in entries})
+    if source is None:
+        source = databases[0] if len(databases) == 1 else fallback
+    if source not in databases:
+        raise ConfigError(f"source database: no backups of '{source}' in {storage.url} "
+                          f"(it has: {', '.join(databases) or 'none'})")
+    mine = [(m, v) for m, v in entries if m.database == source]
+    if unverified_first and backup == "latest" and before is None:
+        never = [m for m, v in mine if v is None]
+        if never:
+            return never[0]
+    return restore.pick_backup([m for m, _ in mine], backup, before)
+
+
+@task(name="fetch-and-verify", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=transient_only)
+def fetch_backup(cfg: RestoreConfig, manifest: Manifest) -> str:
+    """Download, check size + SHA-256, decrypt, decompress into the work dir — before any database write."""
+    identities = None
+    if manifest.encrypted:
+        text = Secret.load(cfg.identity_secret).get() if cfg.identity_secret else None
+        identities = restore.load_identities(cfg.identity_file, text)
+    dest = Path(cfg.work_dir) / f"charhub-ops-{manifest.backup_id}.pgc"
+    restore.fetch_verified(cfg.repo.open(), manifest, dest, identities,
+                           progress=lambda n: progress.report(f"fetch {manifest.backup_id}", n,
+                                                              manifest.stored_size_bytes))
+    get_run_logger().info("%s: %d bytes verified (sha256 %s…)", manifest.backup_id, manifest.stored_size_bytes,
+                          manifest.sha256[:16])
+    return str(dest)
+
+
+@task(name="check-target-absent", cache_policy=NONE)
+def ensure_absent(url: PgUrl, container: str | None, name: str) -> None:
+    """Refuse early (before any download) when the new database's name is taken."""
+    session = open_session(url.with_dbname("postgres"), container)
+    try:
+        if restore.database_exists(session, name):
+            raise ConfigError(f"database_url: database '{name}' already exists; restore never overwrites "
+                              "(choose a new name, or use --replace to swap a verified copy in)")
+    finally:
+        session.close()
+
+
+@task(name="create-target", cache_policy=NONE)
+def create_target(url: PgUrl, container: str | None, name: str) -> None:
+    """CREATE DATABASE; an existing database is refused, never overwritten."""
+    session = open_session(url.with_dbname("postgres"), container)
+    try:
+        restore.create_database(session, name)
+    finally:
+        session.close()
+
+
+@task(name="pg-restore", cache_policy=NONE)
+def restore_dump(url: PgUrl, container: str | None, manifest: Manifest, dump: str, target: str, jobs: int,
+                 no_owner: bool) -> None:
+    """pg_restore the verified dump into ``target`` (a new database)."""
+    bindir = None
+    if not container:
+        need = tool_major(manifest.pg_dump_version)
+        found = find_local_tool("pg_restore", need)
+        if found is None:
+            raise ConfigError(f"pg_restore: no local pg_restore ≥ {need} (the dump was made by pg_dump {need}): "
+                              "install it or pass --docker-container NAME")
+        bindir = found[0].rsplit("/", 1)[0]
+    restore.pg_restore(make_tools(url.with_dbname(target), container, bindir), Path(dump), jobs, no_owner)
+
+
+@task(name="check-copy", cache_policy=NONE)
+def check_copy(url: PgUrl, container: str | None, target: str, manifest: Manifest,
+               with_hashes: bool) -> restore.CheckResult:
+    """Row counts (and content hashes) of the restored copy against the manifest."""
+    session = open_session(url.with_dbname(target), container)
+    try:
+        result = restore.check_restored(session, manifest, with_hashes)
+    finally:
+        session.close()
+    log = get_run_logger()
+    log.info("%s: %d tables, %d rows, %d content hashes compared", target, result.tables, result.rows, result.hashed)
+    for problem in result.mismatches:
+        log.error("%s: %s", target, problem)
+    return result
+
+
+@task(name="drop-scratch-database", cache_policy=NONE)
+def drop_database(url: PgUrl, container: str | None, name: str) -> None:
+    session = open_session(url.with_dbname("postgres"), container)
+    try:
+        restore.drop_database(session, name)
+    finally:
+        session.close()
+
+
+@task(name="record-verification", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=transient_only)
+def record_verification(repo: RepoSpec, manifest: Manifest, result: restore.CheckResult,
+                        started: datetime) -> Verification:
+    now = datetime.now(UTC)
+    verdict = Verification(backup_id=manifest.backup_id, verified_at=now, ok=result.ok, tables=result.tables,
+                           rows=result.rows, hashed_tables=result.hashed, mismatches=result.mismatches,
+                           duration_seconds=(now - started).total_seconds())
+    catalog.write_verification(repo.open(), manifest.database, verdict)
+    return verdict
