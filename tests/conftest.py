@@ -8,6 +8,7 @@ import uuid
 import boto3
 import pytest
 
+from tests.harness.app import app_container  # noqa: F401 - fixture
 from tests.harness.docker_pg import pg_container  # noqa: F401 - session fixture
 from tests.harness.services import start_pg_cluster, start_s3_server
 

@@ -17,7 +17,6 @@ from charhub_ops.errors import ConfigError, NotFoundError, VerificationError
 from charhub_ops.manifest import Manifest, ObjectRef
 from charhub_ops.restore import fetch_verified, pick_backup
 from charhub_ops.storage import LocalStorage, S3Storage
-from tests.harness.app import app_container  # noqa: F401 - fixture
 from tests.harness.schema import create_varied_schema, table_hashes
 
 
