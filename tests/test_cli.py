@@ -110,3 +110,34 @@ def test_killed_mid_upload_leaves_no_backup(prefect_server, pg, database, bucket
     listed = run_cli("backups", "list", "--from", f"s3://{bucket}/db", "--json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
     assert len(list(storage.list_incomplete_uploads())) == 1  # left for prune to abort after 24 h
+
+
+def test_restore_and_verify_json(prefect_server, pg, database, tmp_path):
+    from tests.harness.schema import create_varied_schema
+
+    create_varied_schema(database, rows=30)
+    runner = CliRunner()
+    repo = f"file://{tmp_path}/repo"
+    backup = json.loads(runner.invoke(app, ["backup", "--database-url", database, "--to", repo, "--json"]).stdout)
+    target = pg.url("cli_restored_" + backup["backup_id"][-4:])
+    result = runner.invoke(app, ["restore", "--from", repo, "--database-url", target, "--json"])
+    assert result.exit_code == 0, result.output
+    restored = json.loads(result.stdout)
+    assert {"backup_id", "database", "tables", "rows"} <= set(restored)
+    assert restored["backup_id"] == backup["backup_id"] and restored["rows"] == 30 + 90 + 30
+    again = runner.invoke(app, ["restore", "--from", repo, "--database-url", target])
+    assert again.exit_code == 1 and "already exists" in again.output
+    result = runner.invoke(app, ["verify", "--from", repo, "--database-url", pg.url("postgres"), "--json"])
+    assert result.exit_code == 0, result.output
+    verdict = json.loads(result.stdout)
+    assert verdict["ok"] is True and verdict["mismatches"] == [] and verdict["tables"] == 3
+    listed = json.loads(runner.invoke(app, ["backups", "list", "--from", repo, "--json"]).stdout)
+    assert listed[0]["verified_ok"] is True and listed[0]["verified_at"].endswith("Z")
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    (["restore", "--database-url", "postgresql://u@h/db", "--before", "yesterday"], ["--before"]),
+    (["restore", "--database-url", "postgresql://u@h/db", "--replace"], ["production", "--yes"]),
+], ids=["bad-time", "production-needs-yes"])
+def test_restore_bad_input(args, needles):
+    assert_one_line_error(run_cli(*args, env={"CHARHUB_OPS_PRODUCTION": "true"}), *needles)

@@ -241,3 +241,27 @@ def _hold_connection_to_restored_copy(pg, live: str, stop: threading.Event) -> N
         time.sleep(0.02)
     if conn is not None:
         conn.close()
+
+
+@pytest.mark.docker
+def test_restore_and_verify_through_a_postgres_container(prefect_server, pg_container, tmp_path, monkeypatch):
+    from flows.backup import backup_flow
+    from flows.restore import restore_flow
+    from flows.verify import verify_flow
+    from tests.harness.schema import VARIED_SCHEMA, fill_sql
+
+    src = "src_" + uuid.uuid4().hex[:6]
+    pg_container.psql(f"CREATE DATABASE {src}")
+    pg_container.psql(VARIED_SCHEMA + fill_sql(50), dbname=src)
+    socket_url = "postgresql://postgres@/{}?host=/var/run/postgresql"
+    monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", socket_url.format(src))
+    repo = f"file://{tmp_path}/repo"
+    backup_flow(repository=repo, docker_container=pg_container.name)
+    target = "dst_" + uuid.uuid4().hex[:6]
+    monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", socket_url.format(target))
+    result = restore_flow(repository=repo, target_database=target, docker_container=pg_container.name)
+    assert result["ok"] and result["rows"] == 50 + 150 + 50 and result["hashed_tables"] == 3
+    count = 'SELECT count(*) FROM "UsageLog"'
+    assert pg_container.psql(count, dbname=target).strip() == pg_container.psql(count, dbname=src).strip() == "150"
+    monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", socket_url.format("postgres"))
+    assert verify_flow(repository=repo, docker_container=pg_container.name)["ok"]
