@@ -67,7 +67,8 @@ def backup_flow(
             get_run_logger().warning("%s: size anomaly: %s", db, warning)
             emit(ANOMALY, f"charhub.database.{db}", {"backup_id": manifest.backup_id, "warning": warning})
         emit(COMPLETED, f"charhub.database.{db}",
-             {"backup_id": manifest.backup_id, "repository": cfg.repo.url, "size_bytes": manifest.stored_size_bytes,
+             {"backup_id": manifest.backup_id, "database": db, "repository": cfg.repo.url,
+              "size_bytes": manifest.stored_size_bytes,
               "sha256": manifest.sha256})
     backup_report(cfg.repo.url, done, anomalies)
     if failures:
