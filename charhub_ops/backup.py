@@ -23,13 +23,11 @@ from charhub_ops.manifest import Manifest, ObjectRef, TableStat, backup_prefix, 
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import (
     DockerTools,
-    LocalTools,
-    PsycopgSession,
-    SqlSession,
-    ToolRunner,
     find_local_tool,
     list_databases,
     list_tables,
+    make_tools,
+    open_session,
     server_info,
     table_checks,
     tool_major,
@@ -66,14 +64,6 @@ class DumpResult(BaseModel):
     tables: list[TableStat]
     started_at: datetime
     finished_at: datetime
-
-
-def make_tools(url: PgUrl, container: str | None, bindir: str | None = None) -> ToolRunner:
-    return DockerTools(url, container) if container else LocalTools(url, bindir)
-
-
-def open_session(url: PgUrl, container: str | None) -> SqlSession:
-    return DockerTools(url, container).session() if container else PsycopgSession(url)
 
 
 def preflight(url: PgUrl, container: str | None, all_databases: bool = False) -> Preflight:

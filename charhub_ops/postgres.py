@@ -25,7 +25,8 @@ from charhub_ops.pgurl import PgUrl
 
 __all__ = [
     "SqlSession", "PsycopgSession", "TableInfo", "ServerInfo", "ToolRunner", "LocalTools", "DockerTools",
-    "server_info", "list_tables", "list_databases", "table_checks", "find_local_tool", "tool_major",
+    "server_info", "list_tables", "list_databases",
+    "make_tools", "open_session", "admin_session", "table_checks", "find_local_tool", "tool_major",
 ]
 
 TABLES_SQL = """
@@ -278,3 +279,18 @@ class DockerTools:
 
     def session(self) -> SqlSession:
         return self.exec.psql_session(self.url.dbname, env=self.url.env())
+
+
+def make_tools(url: PgUrl, container: str | None, bindir: str | None = None) -> ToolRunner:
+    """Client tools in ``container`` (Docker API) or on this host (``bindir``)."""
+    return DockerTools(url, container) if container else LocalTools(url, bindir)
+
+
+def open_session(url: PgUrl, container: str | None) -> SqlSession:
+    """A session on ``url``'s database: psycopg from here, or psql inside ``container``. A context manager."""
+    return DockerTools(url, container).session() if container else PsycopgSession(url)
+
+
+def admin_session(url: PgUrl, container: str | None) -> SqlSession:
+    """A session on the server's maintenance database (``postgres``), for CREATE/ALTER/DROP DATABASE."""
+    return open_session(url.with_dbname("postgres"), container)

@@ -25,7 +25,8 @@ from charhub_ops.storage import Storage
 from charhub_ops.streams import CountingReader, decompress, decrypt
 
 __all__ = [
-    "pick_backup", "load_identities", "fetch_verified", "restore_name", "database_exists", "create_database",
+    "pick_backup", "load_identities", "fetch_verified", "restore_name", "database_exists", "ensure_absent",
+    "create_database",
     "drop_database", "pg_restore", "check_restored", "CheckResult",
 ]
 
@@ -119,11 +120,16 @@ def database_exists(session: SqlSession, name: str) -> bool:
     return bool(session.query(statement))
 
 
-def create_database(session: SqlSession, name: str) -> None:
-    """CREATE DATABASE ``name``; refuses (ConfigError) when it exists: nothing existing is overwritten."""
+def ensure_absent(session: SqlSession, name: str) -> None:
+    """ConfigError when database ``name`` exists: a restore never overwrites anything."""
     if database_exists(session, name):
         raise ConfigError(f"database_url: database '{name}' already exists; restore never overwrites "
                           "(choose a new name, or use --replace to swap a verified copy in)")
+
+
+def create_database(session: SqlSession, name: str) -> None:
+    """CREATE DATABASE ``name``; refuses (ConfigError) when it exists: nothing existing is overwritten."""
+    ensure_absent(session, name)
     session.query(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)).as_string(None))
 
 

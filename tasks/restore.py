@@ -12,11 +12,10 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
 from charhub_ops import catalog, progress, restore
-from charhub_ops.backup import make_tools, open_session
 from charhub_ops.errors import ConfigError
 from charhub_ops.manifest import Manifest, Verification
 from charhub_ops.pgurl import PgUrl
-from charhub_ops.postgres import find_local_tool, tool_major
+from charhub_ops.postgres import admin_session, find_local_tool, make_tools, open_session, tool_major
 from charhub_ops.settings import load_settings
 from tasks.common import RETRY_DELAYS, RepoSpec, transient_only
 from tasks.config import database_url, repo_spec
@@ -94,23 +93,15 @@ def fetch_backup(cfg: RestoreConfig, manifest: Manifest) -> str:
 @task(name="check-target-absent", cache_policy=NONE)
 def ensure_absent(url: PgUrl, container: str | None, name: str) -> None:
     """Refuse early (before any download) when the new database's name is taken."""
-    session = open_session(url.with_dbname("postgres"), container)
-    try:
-        if restore.database_exists(session, name):
-            raise ConfigError(f"database_url: database '{name}' already exists; restore never overwrites "
-                              "(choose a new name, or use --replace to swap a verified copy in)")
-    finally:
-        session.close()
+    with admin_session(url, container) as session:
+        restore.ensure_absent(session, name)
 
 
 @task(name="create-target", cache_policy=NONE)
 def create_target(url: PgUrl, container: str | None, name: str) -> None:
     """CREATE DATABASE; an existing database is refused, never overwritten."""
-    session = open_session(url.with_dbname("postgres"), container)
-    try:
+    with admin_session(url, container) as session:
         restore.create_database(session, name)
-    finally:
-        session.close()
 
 
 @task(name="pg-restore", cache_policy=NONE)
@@ -132,11 +123,8 @@ def restore_dump(url: PgUrl, container: str | None, manifest: Manifest, dump: st
 def check_copy(url: PgUrl, container: str | None, target: str, manifest: Manifest,
                with_hashes: bool) -> restore.CheckResult:
     """Row counts (and content hashes) of the restored copy against the manifest."""
-    session = open_session(url.with_dbname(target), container)
-    try:
+    with open_session(url.with_dbname(target), container) as session:
         result = restore.check_restored(session, manifest, with_hashes)
-    finally:
-        session.close()
     log = get_run_logger()
     log.info("%s: %d tables, %d rows, %d content hashes compared", target, result.tables, result.rows, result.hashed)
     for problem in result.mismatches:
@@ -146,11 +134,8 @@ def check_copy(url: PgUrl, container: str | None, target: str, manifest: Manifes
 
 @task(name="drop-scratch-database", cache_policy=NONE)
 def drop_database(url: PgUrl, container: str | None, name: str) -> None:
-    session = open_session(url.with_dbname("postgres"), container)
-    try:
+    with admin_session(url, container) as session:
         restore.drop_database(session, name)
-    finally:
-        session.close()
 
 
 @task(name="record-verification", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,

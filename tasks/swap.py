@@ -8,14 +8,10 @@ from prefect.cache_policies import NONE
 from prefect.transactions import Transaction, get_transaction
 
 from charhub_ops import swap
-from charhub_ops.backup import open_session
 from charhub_ops.pgurl import PgUrl
+from charhub_ops.postgres import admin_session
 
 __all__ = ["stop_apps", "block_live", "rename", "start_apps", "allow"]
-
-
-def _admin(url: PgUrl, container: str | None):
-    return open_session(url.with_dbname("postgres"), container)
 
 
 @task(name="stop-app-containers", cache_policy=NONE)
@@ -34,11 +30,8 @@ def _start_again(txn: Transaction) -> None:
 @task(name="block-connections", cache_policy=NONE)
 def block_live(url: PgUrl, container: str | None, database: str) -> int:
     """No new connections to ``database``; the existing ones are terminated."""
-    session = _admin(url, container)
-    try:
+    with admin_session(url, container) as session:
         killed = swap.block_connections(session, database)
-    finally:
-        session.close()
     get_transaction().set("blocked", (url, container, database))
     get_run_logger().info("%s: connections blocked, %d terminated", database, killed)
     return killed
@@ -47,20 +40,14 @@ def block_live(url: PgUrl, container: str | None, database: str) -> int:
 @block_live.on_rollback
 def _unblock(txn: Transaction) -> None:
     url, container, database = txn.get("blocked")
-    session = _admin(url, container)
-    try:
+    with admin_session(url, container) as session:
         swap.allow_connections(session, database)
-    finally:
-        session.close()
 
 
 @task(name="rename-database", cache_policy=NONE)
 def rename(url: PgUrl, container: str | None, old: str, new: str) -> None:
-    session = _admin(url, container)
-    try:
+    with admin_session(url, container) as session:
         swap.rename_database(session, old, new)
-    finally:
-        session.close()
     get_transaction().set("renamed", (url, container, old, new))
     get_run_logger().info("renamed %s → %s", old, new)
 
@@ -68,22 +55,16 @@ def rename(url: PgUrl, container: str | None, old: str, new: str) -> None:
 @rename.on_rollback
 def _rename_back(txn: Transaction) -> None:
     url, container, old, new = txn.get("renamed")
-    session = _admin(url, container)
-    try:
+    with admin_session(url, container) as session:
         swap.block_connections(session, new)
         swap.rename_database(session, new, old)
         swap.allow_connections(session, old)
-    finally:
-        session.close()
 
 
 @task(name="allow-connections", cache_policy=NONE)
 def allow(url: PgUrl, container: str | None, database: str) -> None:
-    session = _admin(url, container)
-    try:
+    with admin_session(url, container) as session:
         swap.allow_connections(session, database)
-    finally:
-        session.close()
 
 
 @task(name="start-app-containers", cache_policy=NONE)
