@@ -1,18 +1,20 @@
 """Retention policy: which backups to keep, which to remove, and why (restic ``forget`` semantics).
 
-Pure: no I/O, no clock, no logging. The model is restic's ``internal/restic/snapshot_policy.go``: a policy
-struct plus one function that returns keep, remove *and* the reasons. The differential reference is
-restic 0.14 (``tests/test_retention_restic.py`` runs the real binary), so this module matches 0.14:
+Pure: no I/O, no clock, no logging. The model is restic's ``internal/data/snapshot_policy.go``: a policy
+struct plus one function that returns keep, remove *and* the reasons. Semantics are restic 0.16+'s
+(``tests/test_retention_restic.py`` compares with the real binary):
 
 * Backups are sorted newest first (ties by id). A count rule (last, hourly, daily, weekly, monthly,
   yearly) keeps a backup when its UTC period key (``YYYYMMDDHH``, ``YYYYMMDD``, ISO ``YYYYWW``,
-  ``YYYYMM``, ``YYYY``) differs from the last key that rule kept, until its count is used up.
+  ``YYYYMM``, ``YYYY``) differs from the last key that rule kept, until its count is used up;
+  ``-1`` means unlimited. If the count is not used up when the oldest backup is reached, the oldest
+  is kept too (reason ``oldest (daily)`` when its period already had a kept backup): the longest
+  history the counts allow.
 * ``within D`` keeps every backup strictly newer than ``newest - D``; ``within_<period> D`` is the
-  period rule without a count, limited to that window. ``newest - D`` is Go's
-  ``AddDate(-y, -m, -d).Add(-h)``: Mar 31 minus 1 month is "Feb 31", normalised to Mar 3.
-* restic 0.14 does NOT keep the oldest backup when a count is not used up (that rule arrived in
-  0.16), and treats ``-1`` as "rule off" (0.15+ reads it as unlimited). Here ``-1`` means unlimited,
-  which for a walk that never keeps the oldest is the same as a count larger than the list.
+  period rule without a count, limited to that window (its oldest rule: ``oldest (daily within 3d)``).
+  ``newest - D`` is Go's ``AddDate(-y, -m, -d).Add(-h)``: Mar 31 minus 1 month is "Feb 31" = Mar 3.
+* restic 0.14 (the packaged binary here) lacks the oldest rule and reads ``-1`` as "rule off"; the
+  differential test leaves the oldest backup out of the comparison and passes a huge count for -1.
 
 Additions on top of restic: incomplete backups are ignored (never counted, never removed), an empty
 policy keeps everything, ``min_keep`` rescues the newest removed backups, and a plan that would
@@ -32,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from charhub_ops.errors import PolicyError
 
 __all__ = [
+    "SETTINGS_FIELDS",
     "Candidate",
     "Duration",
     "Kept",
@@ -41,6 +44,7 @@ __all__ = [
     "parse_duration",
     "plan_from_records",
     "plan_to_json",
+    "policy_from_settings",
 ]
 
 _DURATION_HINT = "use e.g. 7d, 2w, 1y6m, 36h"
@@ -160,6 +164,19 @@ class RetentionPolicy(BaseModel):
         return all(c in (None, 0) for c in counts) and all(getattr(self, n) is None for n in _WITHIN_FIELDS)
 
 
+# The policy fields that have a setting (CHARHUB_OPS_KEEP_DAILY …), a CLI option and a flow parameter.
+SETTINGS_FIELDS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
+                   "keep_within", "min_keep")
+
+
+def policy_from_settings(settings: object, **overrides: Any) -> RetentionPolicy:
+    """The policy of the settings' ``keep_*``/``min_keep`` fields, each replaced by an override that is
+    not None (a CLI option or flow parameter). Raises :class:`PolicyError` like :meth:`RetentionPolicy.build`."""
+    values = {name: getattr(settings, name) for name in SETTINGS_FIELDS}
+    values.update({name: value for name, value in overrides.items() if value is not None})
+    return RetentionPolicy.build(**values)
+
+
 def _describe(error: Any) -> str:
     where = ".".join(str(part) for part in error["loc"]) or "policy"
     if error["type"] == "extra_forbidden":
@@ -232,36 +249,41 @@ def _active(count: int | None) -> bool:
     return count is not None and (count > 0 or count == -1)
 
 
-def _count_rule(keys: list[int], count: int) -> list[int]:
-    """Indexes kept by a count rule: each new key, newest first, until ``count`` (-1: never) runs out.
-
-    restic 0.14 stops here; 0.16+ would also keep the last index when the count is not used up.
-    """
-    kept: list[int] = []
+def _count_rule(keys: list[int], count: int) -> list[tuple[int, bool]]:
+    """(index, is_oldest_extra) kept by a count rule: each new key, newest first, until ``count``
+    (-1: never) runs out; plus the oldest index when the count is not used up by then."""
+    kept: list[tuple[int, bool]] = []
     last: int | None = None
     left = count
     for index, key in enumerate(keys):
         if left == 0:
             break
-        if key != last:
-            kept.append(index)
+        oldest = index == len(keys) - 1
+        if key != last or oldest:
+            kept.append((index, key == last))
             last = key
             if left > 0:
                 left -= 1
     return kept
 
 
-def _window_rule(keys: list[int], times: list[datetime], cutoff: datetime) -> list[int]:
-    """Indexes kept by a ``within_<period>`` rule: each new key among backups newer than ``cutoff``."""
-    kept: list[int] = []
+def _window_rule(keys: list[int], times: list[datetime], cutoff: datetime) -> list[tuple[int, bool]]:
+    """(index, is_oldest_extra) kept by a ``within_<period>`` rule: each new key among backups newer
+    than ``cutoff``, plus the oldest backup when it is inside the window."""
+    kept: list[tuple[int, bool]] = []
     last: int | None = None
     for index, (key, t) in enumerate(zip(keys, times, strict=True)):
         if t <= cutoff:
             break
-        if key != last:
-            kept.append(index)
+        if key != last or index == len(keys) - 1:
+            kept.append((index, key == last))
             last = key
     return kept
+
+
+def _add(reasons: list[list[str]], kept: list[tuple[int, bool]], reason: str) -> None:
+    for index, oldest in kept:
+        reasons[index].append(f"oldest ({reason})" if oldest else reason)
 
 
 def _rule_reasons(times: list[datetime], policy: RetentionPolicy) -> list[list[str]]:
@@ -277,18 +299,16 @@ def _rule_reasons(times: list[datetime], policy: RetentionPolicy) -> list[list[s
             if t > cutoff:
                 reasons[index].append(f"within {policy.keep_within}")
     if _active(policy.keep_last):
-        for index in _count_rule(list(range(len(times))), policy.keep_last or 0):
-            reasons[index].append("last")
+        _add(reasons, _count_rule(list(range(len(times))), policy.keep_last or 0), "last")
     for period, key in _PERIOD_KEYS.items():
         count = getattr(policy, f"keep_{period}")
         if _active(count):
-            for index in _count_rule([key(t) for t in times], count):
-                reasons[index].append(period)
+            _add(reasons, _count_rule([key(t) for t in times], count), period)
     for period, key in _PERIOD_KEYS.items():
         window: Duration | None = getattr(policy, f"keep_within_{period}")
         if window is not None:
-            for index in _window_rule([key(t) for t in times], times, window.before(newest)):
-                reasons[index].append(f"{period} within {window}")
+            _add(reasons, _window_rule([key(t) for t in times], times, window.before(newest)),
+                 f"{period} within {window}")
     return reasons
 
 

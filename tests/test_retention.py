@@ -621,6 +621,7 @@ def test_plan_from_records_bad_input(records: object, message: str) -> None:
 
 def test_public_api() -> None:
     assert retention.__all__ == [
+        "SETTINGS_FIELDS",
         "Candidate",
         "Duration",
         "Kept",
