@@ -22,7 +22,8 @@ def test_backup_completed_event_starts_verify_with_the_event_parameters(prefect_
     deadline = time.monotonic() + 60
     with get_client(sync_client=True) as client:
         while True:
-            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+            only_verify = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+            runs = client.read_flow_runs(deployment_filter=only_verify)
             triggered = [r for r in runs if r.parameters.get("backup") == backup_id]
             if triggered or time.monotonic() > deadline:
                 break
