@@ -43,6 +43,25 @@ def test_backup_to_s3_round_trip(prefect_server, varied_db, bucket, pg, tmp_path
     assert manifest.globals is not None and storage.stat(manifest.globals.key).size == manifest.globals.size_bytes
     assert manifest.encryption is None and manifest.compression["algorithm"] == "zstd"
     _restore_and_compare(pg, storage, manifest, varied_db, tmp_path)
+    event = _wait_for_event(prefect_server, "charhub.backup.completed", f"charhub.database.{manifest.database}")
+    assert event["payload"]["backup_id"] == manifest.backup_id and event["payload"]["database"] == manifest.database
+
+
+def _wait_for_event(api: str, name: str, resource: str) -> dict:
+    """The newest event ``name`` about ``resource`` from the server's event store (written asynchronously)."""
+    import time
+
+    import httpx
+
+    body = {"filter": {"event": {"name": [name]}, "resource": {"id": [resource]}, "order": "DESC"}, "limit": 5}
+    deadline = time.monotonic() + 30
+    while True:
+        events = httpx.post(f"{api}/events/filter", json=body, timeout=10).raise_for_status().json()["events"]
+        if events or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert events, f"no {name} event for {resource}"
+    return events[0]
 
 
 def test_encrypted_backup_needs_the_identity(prefect_server, varied_db, pg, tmp_path):
