@@ -1,4 +1,4 @@
-"""Event chaining on a real Prefect server: charhub.backup.completed starts the restore drill."""
+"""Event chaining on a real Prefect server: charhub.backup.completed starts the restore drill and prune."""
 
 from __future__ import annotations
 
@@ -10,25 +10,29 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.events import emit_event
 
 
-def test_backup_completed_event_starts_verify_with_the_event_parameters(prefect_server):
+def test_backup_completed_event_starts_verify_and_prune_with_the_event_parameters(prefect_server):
     from deployments.serve import load_deployments
 
-    (verify,) = [d for d in load_deployments() if d.name == "verify-after-backup"]
-    deployment_id = verify.apply()
+    chained = {d.name: d.apply() for d in load_deployments() if d.name in ("verify-after-backup", "prune-after-backup")}
     backup_id = f"20261126T023000Z-{uuid.uuid4().hex[:4]}"
     time.sleep(1)  # the automation is loaded by the trigger service
     emit_event(event="charhub.backup.completed", resource={"prefect.resource.id": "charhub.database.charhub_db"},
                payload={"backup_id": backup_id, "database": "charhub_db", "repository": "s3://backups/pg"})
+    verify = _wait_for_run(chained["verify-after-backup"], lambda p: p.get("backup") == backup_id)
+    assert verify.parameters == {"backup": backup_id, "source_database": "charhub_db",
+                                 "repository": "s3://backups/pg", "database_url_secret": "charhub-ops-scratch-url"}
+    prune = _wait_for_run(chained["prune-after-backup"], lambda p: p.get("repository") == "s3://backups/pg")
+    assert prune.parameters == {"repository": "s3://backups/pg", "database": "charhub_db"}
+
+
+def _wait_for_run(deployment_id, wanted):
     deadline = time.monotonic() + 60
     with get_client(sync_client=True) as client:
         while True:
-            only_verify = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
-            runs = client.read_flow_runs(deployment_filter=only_verify)
-            triggered = [r for r in runs if r.parameters.get("backup") == backup_id]
-            if triggered or time.monotonic() > deadline:
+            only = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+            runs = [r for r in client.read_flow_runs(deployment_filter=only) if wanted(r.parameters)]
+            if runs or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-    assert triggered, "no verify run was created by the event"
-    assert triggered[0].parameters == {"backup": backup_id, "source_database": "charhub_db",
-                                       "repository": "s3://backups/pg",
-                                       "database_url_secret": "charhub-ops-scratch-url"}
+    assert runs, f"no run of deployment {deployment_id} was created by the event"
+    return runs[0]
