@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import quote
 
 from pydantic import ValidationError
 
 from charhub_ops.errors import NotFoundError, StorageError
-from charhub_ops.manifest import VERIFICATION, Manifest, Verification, parse_manifest_key, verification_key
+from charhub_ops.manifest import (
+    VERIFICATION,
+    Manifest,
+    Verification,
+    database_prefix,
+    parse_manifest_key,
+    verification_key,
+)
 from charhub_ops.storage import Storage
 
 __all__ = ["list_backups", "list_backups_verified", "latest_backup", "load_manifest", "backup_summary",
@@ -30,7 +36,7 @@ def list_backups(storage: Storage, database: str | None = None, workers: int = 1
 def list_backups_verified(storage: Storage, database: str | None = None, workers: int = 16,
                           with_verifications: bool = True) -> list[tuple[Manifest, Verification | None]]:
     """Complete backups newest first, each with its latest restore-drill verdict (or None)."""
-    prefix = f"{quote(database, safe='')}/" if database else ""
+    prefix = database_prefix(database)
     manifests, verified = [], set()
     for obj in storage.list(prefix):
         if parse_manifest_key(obj.key):

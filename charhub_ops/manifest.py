@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Literal
 from urllib.parse import quote, unquote
 
@@ -21,7 +22,7 @@ from pydantic import BaseModel, Field
 __all__ = [
     "TableStat", "ObjectRef", "Manifest", "new_backup_id", "backup_prefix", "manifest_key",
     "parse_manifest_key", "backup_id_time", "MANIFEST", "FORMAT", "Verification", "verification_key",
-    "VERIFICATION",
+    "VERIFICATION", "database_prefix", "split_backup_key",
 ]
 
 FORMAT = "charhub-ops/backup/v1"
@@ -96,8 +97,27 @@ def new_backup_id(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
 
 
+@lru_cache(maxsize=65536)
 def backup_id_time(backup_id: str) -> datetime:
+    """The UTC start time encoded in a backup id; ValueError for anything else."""
     return datetime.strptime(backup_id.split("-")[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+
+
+def database_prefix(database: str | None) -> str:
+    """The key prefix of one database's backups ('' = the whole repository)."""
+    return f"{quote(database, safe='')}/" if database else ""
+
+
+def split_backup_key(key: str) -> tuple[str, str, str] | None:
+    """(database, backup_id, file) of a key in the layout above, or None for any other key."""
+    parts = key.split("/", 2)
+    if len(parts) != 3 or not parts[2]:
+        return None
+    try:
+        backup_id_time(parts[1])
+    except ValueError:
+        return None
+    return unquote(parts[0]), parts[1], parts[2]
 
 
 def backup_prefix(database: str, backup_id: str) -> str:
@@ -110,11 +130,5 @@ def manifest_key(database: str, backup_id: str) -> str:
 
 def parse_manifest_key(key: str) -> tuple[str, str] | None:
     """(database, backup_id) of a manifest key, or None for any other object."""
-    parts = key.split("/")
-    if len(parts) != 3 or parts[2] != MANIFEST:
-        return None
-    try:
-        backup_id_time(parts[1])
-    except ValueError:
-        return None
-    return unquote(parts[0]), parts[1]
+    parts = split_backup_key(key)
+    return (parts[0], parts[1]) if parts and parts[2] == MANIFEST else None

@@ -30,12 +30,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from urllib.parse import quote, unquote
 
 from pydantic import BaseModel
 
 from charhub_ops.errors import NotFoundError, PolicyError, StorageError
-from charhub_ops.manifest import MANIFEST, backup_id_time
+from charhub_ops.manifest import MANIFEST, backup_id_time, database_prefix, split_backup_key
 from charhub_ops.retention import Candidate, RetentionPolicy, apply_policy
 from charhub_ops.storage import DeleteResult, LocalStorage, S3Storage, Storage
 
@@ -137,38 +136,14 @@ class PruneResult(BaseModel):
 # --- scanning (I/O) ------------------------------------------------------------------------------
 
 
-def _database_prefix(database: str | None) -> str:
-    return f"{quote(database, safe='')}/" if database else ""
-
-
-class _Layout:
-    """Splits keys into (database, backup_id, rest); caches the id check (one strptime per backup)."""
-
-    def __init__(self) -> None:
-        self.times: dict[str, datetime | None] = {}
-
-    def split(self, key: str) -> tuple[str, str, str] | None:
-        parts = key.split("/", 2)
-        if len(parts) != 3 or not parts[2]:
-            return None
-        backup_id = parts[1]
-        if backup_id not in self.times:
-            try:
-                self.times[backup_id] = backup_id_time(backup_id)
-            except ValueError:
-                self.times[backup_id] = None
-        return (unquote(parts[0]), backup_id, parts[2]) if self.times[backup_id] else None
-
-
 def scan_repository(storage: Storage, database: str | None = None) -> Inventory:
     """List the repository (or one database's prefix) once: backups, stale-candidate uploads and
     temporary files. Reads no object. Raises StorageError."""
-    prefix = _database_prefix(database)
-    layout = _Layout()
+    prefix = database_prefix(database)
     groups: dict[tuple[str, str], dict] = {}
     unknown = 0
     for info in storage.list(prefix):
-        parts = layout.split(info.key)
+        parts = split_backup_key(info.key)
         if parts is None:
             unknown += 1
             continue
@@ -179,16 +154,16 @@ def scan_repository(storage: Storage, database: str | None = None) -> Inventory:
         else:
             group["data"].append(info.key)
         group["modified"] = max(group["modified"], info.modified)
-    backups = [BackupObjects(database=db, backup_id=bid, time=layout.times[bid], **g)
+    backups = [BackupObjects(database=db, backup_id=bid, time=backup_id_time(bid), **g)
                for (db, bid), g in groups.items()]
     uploads: list[Upload] = []
     if isinstance(storage, S3Storage):
         uploads = [Upload(key=k, upload_id=u, initiated=t) for k, u, t in storage.list_incomplete_uploads(prefix)
-                   if layout.split(k)]
+                   if split_backup_key(k)]
     partials: dict[str, datetime] = {}
     if isinstance(storage, LocalStorage):
         partials = {o.key: o.modified for o in storage.list_partial()
-                    if o.key.startswith(prefix) and layout.split(o.key)}
+                    if o.key.startswith(prefix) and split_backup_key(o.key)}
     return Inventory(repository=storage.url, backups=backups, uploads=uploads, partials=partials,
                      unknown=unknown)
 

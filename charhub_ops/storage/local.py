@@ -36,11 +36,12 @@ def _errors(op: str, key: str):
 class LocalStorage(Storage):
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).absolute()
+        self._resolved = self.root.resolve()
         self.url = f"file://{self.root}"
 
     def _path(self, key: str) -> Path:
         path = (self.root / key).resolve()
-        if self.root.resolve() not in path.parents and path != self.root.resolve():
+        if self._resolved not in path.parents and path != self._resolved:
             raise StorageError(f"file: key {key!r} escapes the repository")
         return path
 
