@@ -33,7 +33,7 @@ from charhub_ops.postgres import (
     tool_major,
 )
 from charhub_ops.storage import Storage
-from charhub_ops.streams import HashingReader, compress, encrypt, recipient_fingerprint
+from charhub_ops.streams import CountingReader, HashingReader, compress, encrypt, recipient_fingerprint
 
 __all__ = ["Preflight", "DumpResult", "preflight", "dump_database", "dump_globals", "build_manifest",
            "write_manifest", "make_tools", "open_session", "choose_local_pg_dump"]
@@ -112,24 +112,6 @@ def _pipeline(source, recipients: list[str], level: int, threads: int) -> Hashin
     return HashingReader(stream)
 
 
-class _Counter(io.RawIOBase):
-    def __init__(self, raw) -> None:
-        self.raw, self.count = raw, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.count += len(data)
-        return data
-
-    def readinto(self, buf) -> int:
-        data = self.read(len(buf))
-        buf[:len(data)] = data
-        return len(data)
-
-
 def dump_database(storage: Storage, url: PgUrl, pre: Preflight, database: str, backup_id: str, *,
                   recipients: list[str], level: int = 3, threads: int = 0, expected_size: int | None = None,
                   hash_limit: int = 0, progress: Progress | None = None) -> DumpResult:
@@ -153,7 +135,8 @@ def dump_database(storage: Storage, url: PgUrl, pre: Preflight, database: str, b
             except BaseException as exc:  # noqa: BLE001 - re-raised below in the calling thread
                 errors.append(exc)
 
-        source = _Counter(tools.stream(["pg_dump", "-Fc", "-Z0", f"--snapshot={snapshot}", "--no-password"]))
+        dump = tools.stream(["pg_dump", "-Fc", "-Z0", f"--snapshot={snapshot}", "--no-password"])
+        source = CountingReader(dump)
         counter = threading.Thread(target=count, name="row-count", daemon=True)
         counter.start()
         try:
@@ -161,7 +144,7 @@ def dump_database(storage: Storage, url: PgUrl, pre: Preflight, database: str, b
             put = storage.put_stream(key, stored, expected_size=expected_size, progress=progress)
         finally:
             counter.join()
-            source.raw.close()
+            dump.close()
         if errors:
             raise errors[0]
         session.query("COMMIT")
