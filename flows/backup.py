@@ -36,8 +36,10 @@ def backup_flow(
 ) -> list[dict]:
     """Back up one database (or all of a server) into the repository; returns one summary per backup."""
     cfg = resolve_backup_config(repository, docker_container, encrypt_to, database_url_secret)
-    ensure_concurrency_limit(BACKUP_LIMIT, cfg.parallel)
     pre = preflight(cfg.url, cfg.container, all_databases)
+    limit = BACKUP_LIMIT if len(pre.databases) > 1 else None  # one database: the deployment's limit suffices
+    if limit:
+        ensure_concurrency_limit(limit, cfg.parallel)
 
     previous = {db: previous_backup.submit(cfg.repo, db) for db in pre.databases}
     runs = {}
@@ -45,7 +47,8 @@ def backup_flow(
         prev = previous[db].result()
         expected = max(prev.stored_size_bytes if prev else 0, pre.database_sizes.get(db, 0)) or None
         dump = dump_database.submit(cfg.repo, cfg.url, pre, db, recipients=cfg.recipients, level=cfg.zstd_level,
-                                    threads=cfg.zstd_threads, hash_limit=cfg.hash_limit, expected_size=expected)
+                                    threads=cfg.zstd_threads, hash_limit=cfg.hash_limit, expected_size=expected,
+                                    limit=limit)
         globs = dump_globals.submit(cfg.repo, cfg.url, pre, dump, recipients=cfg.recipients, level=cfg.zstd_level)
         runs[db] = (prev, write_manifest.submit(cfg.repo, pre, dump, globs, recipients=cfg.recipients,
                                                 level=cfg.zstd_level))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from pydantic import BaseModel
 
 from charhub_ops.errors import ConfigError, NotFoundError, PolicyError, VerificationError
@@ -28,7 +30,21 @@ class RepoSpec(BaseModel):
     s3: S3Options = S3Options()
 
     def open(self) -> Storage:
-        return open_storage(self.url, self.s3)
+        """The repository; one client per process and repository (a boto3 client costs 60–270 ms)."""
+        key = (self.url, self.s3.model_dump_json(), _secret(self.s3.access_key_id),
+               _secret(self.s3.secret_access_key))
+        with _LOCK:
+            if key not in _OPEN:
+                _OPEN[key] = open_storage(self.url, self.s3)
+            return _OPEN[key]
+
+
+_OPEN: dict[tuple, Storage] = {}
+_LOCK = threading.Lock()
+
+
+def _secret(value) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 def transient_only(task, task_run, state) -> bool:

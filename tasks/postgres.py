@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -52,9 +53,9 @@ class _ProgressSink:
       retry_condition_fn=transient_only)
 def dump_database(repo: RepoSpec, url: PgUrl, pre: backup.Preflight, database: str, *,
                   recipients: list[str], level: int, threads: int, hash_limit: int,
-                  expected_size: int | None) -> backup.DumpResult:
-    """pg_dump → zstd → age → SHA-256 → repository, under the backup concurrency limit."""
-    with concurrency(BACKUP_LIMIT, occupy=1, strict=True):
+                  expected_size: int | None, limit: str | None = None) -> backup.DumpResult:
+    """pg_dump → zstd → age → SHA-256 → repository, under the global concurrency limit ``limit`` if given."""
+    with concurrency(limit, occupy=1, strict=True) if limit else nullcontext():
         backup_id = new_backup_id(_now())
         sink = _ProgressSink(database, expected_size)
         result = backup.dump_database(repo.open(), url, pre, database, backup_id, recipients=recipients,

@@ -118,8 +118,8 @@ class S3Storage(Storage):
         part = choose_part_size(expected_size, self.opts.min_part_size)
         config = TransferConfig(multipart_threshold=part, multipart_chunksize=part,
                                 max_concurrency=self.opts.concurrency, use_threads=True)
-        # bounded memory: at most concurrency + 1 parts buffered for a non-seekable stream
-        config.max_in_memory_upload_chunks = self.opts.concurrency + 1
+        # bounded memory: at most ``concurrency`` parts buffered for a non-seekable stream
+        config.max_in_memory_upload_chunks = self.opts.concurrency
         return config
 
     def put_stream(self, key: str, stream: BinaryIO, *, expected_size: int | None = None,
