@@ -53,6 +53,8 @@ def restore(
     identity: IdentityOpt = None,
     docker_container: ContainerOpt = None,
     no_owner: Annotated[bool, typer.Option(help="Skip ownership and privileges (roles may not exist).")] = False,
+    with_globals: Annotated[bool, typer.Option(
+        help="Create the backup's roles that the server lacks (existing roles are never altered).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Restore a backup into a new database (the URL's, which must not exist), verified against its manifest."""
@@ -73,7 +75,7 @@ def restore(
         result = run_guarded(lambda: restore_flow(
             repository=repository, source_database=source, backup=backup, before=when,
             target_database=None if replace else url.dbname, replace=replace, docker_container=docker_container,
-            identity_file=identity, no_owner=no_owner))
+            identity_file=identity, no_owner=no_owner, with_globals=with_globals))
     if as_json:
         _print_json(result)
     else:

@@ -8,6 +8,7 @@ the live name is a separate, guarded step (see :mod:`charhub_ops.swap`).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ import zstandard
 from psycopg import sql
 
 from charhub_ops.errors import ConfigError, NotFoundError, OpsError, VerificationError
-from charhub_ops.manifest import Manifest
+from charhub_ops.manifest import Manifest, ObjectRef
 from charhub_ops.postgres import SqlSession, TableInfo, table_checks
 from charhub_ops.storage import Storage
 from charhub_ops.streams import CountingReader, decompress, decrypt
@@ -27,7 +28,8 @@ from charhub_ops.streams import CountingReader, decompress, decrypt
 __all__ = [
     "pick_backup", "load_identities", "fetch_verified", "restore_name", "database_exists", "ensure_absent",
     "create_database",
-    "drop_database", "pg_restore", "check_restored", "CheckResult",
+    "drop_database", "pg_restore", "check_restored", "CheckResult", "missing_roles_sql", "existing_roles",
+    "run_sql_file",
 ]
 
 CHUNK = 1024 * 1024
@@ -69,14 +71,16 @@ def load_identities(path: str | None = None, text: str | None = None, setting: s
 
 
 def fetch_verified(storage: Storage, manifest: Manifest, dest: Path, identities: list | None = None,
-                   progress: Progress | None = None) -> Path:
-    """Download the dump, check size and SHA-256 of the stored bytes, decrypt, decompress into ``dest``.
+                   progress: Progress | None = None, ref: ObjectRef | None = None) -> Path:
+    """Download the dump (or another object ``ref`` of the backup, e.g. its globals), check size and SHA-256
+    of the stored bytes, decrypt, decompress into ``dest``.
 
     Raises VerificationError (mismatch, truncation, wrong key, corrupt data); ``dest`` is removed then."""
+    ref = ref or manifest.dump
     if manifest.encrypted and not identities:
         load_identities(None)  # raises the ConfigError that asks for --identity
     try:
-        with storage.open(manifest.dump.key) as raw:
+        with storage.open(ref.key) as raw:
             hashed = CountingReader(_Progress(raw, progress), "sha256")
             stream = decrypt(hashed, identities) if manifest.encrypted else hashed
             with open(dest, "wb") as out:
@@ -92,12 +96,32 @@ def fetch_verified(storage: Storage, manifest: Manifest, dest: Path, identities:
     except OpsError:
         dest.unlink(missing_ok=True)
         raise
-    if hashed.count != manifest.stored_size_bytes or hashed.hexdigest() != manifest.sha256:
+    if hashed.count != ref.size_bytes or hashed.hexdigest() != ref.sha256:
         dest.unlink(missing_ok=True)
         raise VerificationError(
-            f"{manifest.backup_id}: checksum mismatch: got {hashed.count} bytes sha256 {hashed.hexdigest()[:16]}…, "
-            f"manifest says {manifest.stored_size_bytes} bytes sha256 {manifest.sha256[:16]}…")
+            f"{manifest.backup_id}: checksum mismatch of {ref.key.rsplit('/', 1)[-1]}: got {hashed.count} bytes "
+            f"sha256 {hashed.hexdigest()[:16]}…, manifest says {ref.size_bytes} bytes sha256 {ref.sha256[:16]}…")
     return dest
+
+
+_ROLE = re.compile(r'^(?:CREATE|ALTER) ROLE ("(?:[^"]|"")+"|[^\s;"]+)[\s;]')
+
+
+def missing_roles_sql(globals_sql: str, existing: set[str]) -> tuple[str, list[str]]:
+    """From ``pg_dumpall --globals-only`` output keep only CREATE/ALTER ROLE of roles that do not exist
+    (an existing role's password or attributes are never changed by a restore). Returns (sql, roles)."""
+    keep, roles = [], []
+    for line in globals_sql.splitlines():
+        match = _ROLE.match(line)
+        if not match:
+            continue
+        name = match.group(1)
+        name = name[1:-1].replace('""', '"') if name.startswith('"') else name
+        if name not in existing:
+            keep.append(line)
+            if line.startswith("CREATE ROLE"):
+                roles.append(name)
+    return "\n".join(keep) + ("\n" if keep else ""), roles
 
 
 class _Progress:
@@ -109,6 +133,10 @@ class _Progress:
         if self.progress and data:
             self.progress(len(data))
         return data
+
+
+def existing_roles(session: SqlSession) -> set[str]:
+    return {str(r[0]) for r in session.query("SELECT rolname FROM pg_roles")}
 
 
 def restore_name(database: str, now: datetime) -> str:
@@ -147,6 +175,15 @@ def pg_restore(tools, dump: Path, jobs: int = 0, no_owner: bool = False) -> None
         tools.run([*cmd, "-j", str(workers), str(dump)])
     else:
         tools.run_with_input(cmd, str(dump))  # streamed into the container: no -j from a pipe
+
+
+def run_sql_file(tools, path: Path) -> None:
+    """psql -f ``path`` on ``tools``' database, stopping at the first error (streamed into a container)."""
+    cmd = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-d", tools.url.dbname]
+    if tools.method == "local":
+        tools.run([*cmd, "-f", str(path)])
+    else:
+        tools.run_with_input([*cmd, "-f", "-"], str(path))
 
 
 @dataclass

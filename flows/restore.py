@@ -16,13 +16,16 @@ from pydantic import Field
 
 from charhub_ops.errors import VerificationError
 from charhub_ops.restore import restore_name
+from flows.swap import approve, swap_flow
 from tasks.notify import notify_failure
 from tasks.report import check_report, restore_plan
 from tasks.restore import (
     check_copy,
+    create_missing_roles,
     create_target,
     ensure_absent,
     fetch_backup,
+    fetch_globals,
     resolve_restore_config,
     restore_dump,
     select_backup,
@@ -44,20 +47,28 @@ def restore_flow(
     identity_secret: str | None = Field(None, description="Prefect Secret block holding the age identity"),
     database_url_secret: str | None = Field(None, description="Prefect Secret block with the server URL"),
     no_owner: bool = Field(False, description="Restore without ownership/privileges (roles may not exist)"),
+    with_globals: bool = Field(False, description="Create the backup's roles the server lacks (existing roles "
+                                                  "are never altered)"),
 ) -> dict:
     """Restore one backup; returns backup_id, database, tables, rows, ok."""
     now = datetime.now(UTC)
     cfg = resolve_restore_config(repository, docker_container, identity_file, identity_secret, database_url_secret)
     manifest = select_backup(cfg.repo, source_database, cfg.url.dbname, backup, before)
     target = target_database or restore_name(manifest.database, now)
-    restore_plan(manifest, target, cfg.url.redacted(), replace, cfg.url.dbname, cfg.app_containers, now)
+    plan = restore_plan(manifest, target, cfg.url.redacted(), replace, cfg.url.dbname, cfg.app_containers, now)
+    if replace and cfg.production:
+        approve(plan)
     ensure_absent(cfg.url, cfg.container, target)
-    dump = fetch_backup(cfg, manifest)
+    dump, roles = fetch_backup(cfg, manifest), None
     try:
+        roles = fetch_globals(cfg, manifest) if with_globals else None
+        create_missing_roles(cfg.url, cfg.container, roles)
         create_target(cfg.url, cfg.container, target)
         restore_dump(cfg.url, cfg.container, manifest, dump, target, cfg.jobs, no_owner)
     finally:
-        Path(dump).unlink(missing_ok=True)
+        for path in (dump, roles):
+            if path:
+                Path(path).unlink(missing_ok=True)
     result = check_copy(cfg.url, cfg.container, target, manifest, with_hashes=True)
     check_report("Restore", manifest, target, result.ok, result.tables, result.rows, result.hashed, result.mismatches)
     if not result.ok:
@@ -68,8 +79,7 @@ def restore_flow(
                "tables": result.tables, "rows": result.rows, "hashed_tables": result.hashed, "ok": result.ok,
                "replaced": False}
     if replace:
-        from flows.swap import swap_flow
-
         summary.update(swap_flow(live=cfg.url.dbname, restored=target, repository=cfg.repo.url,
-                                 docker_container=docker_container, database_url_secret=database_url_secret))
+                                 docker_container=docker_container, database_url_secret=database_url_secret,
+                                 approved=True))
     return summary

@@ -23,7 +23,7 @@ from tasks.notify import notify_failure
 from tasks.restore import resolve_restore_config
 from tasks.swap import allow, block_live, rename, start_apps, stop_apps
 
-__all__ = ["swap_flow", "Approval"]
+__all__ = ["swap_flow", "Approval", "approve"]
 
 
 class Approval(RunInput):
@@ -39,11 +39,13 @@ def swap_flow(
     docker_container: str | None = Field(None, description="Database container for psql/pg_dump"),
     database_url_secret: str | None = Field(None, description="Prefect Secret block with the server URL"),
     health_timeout: float = Field(120, description="Seconds to wait for the app containers' health checks"),
+    approved: bool = Field(False, description="Already approved (the restore flow asked with the full plan)"),
 ) -> dict:
     """Swap ``restored`` into ``live``; returns the names used."""
     cfg = resolve_restore_config(repository, docker_container, None, None, database_url_secret)
-    if cfg.production:
-        _approve(live, restored, cfg.app_containers)
+    if cfg.production and not approved:
+        approve(f"Swap `{restored}` into `{live}`? The live database is renamed (kept); containers stopped: "
+                f"{', '.join(cfg.app_containers) or 'none'}.")
     safety = backup_flow(repository=repository, docker_container=docker_container,
                          database_url_secret=database_url_secret)
     old = pre_restore_name(live, datetime.now(UTC).strftime("%Y%m%d%H%M%S"))
@@ -60,14 +62,12 @@ def swap_flow(
             "safety_backup_id": safety[0]["backup_id"] if safety else None}
 
 
-def _approve(live: str, restored: str, containers: list[str]) -> None:
-    """Production: a deployment run pauses for a human; anything else needs the CLI's --yes (checked there)."""
+def approve(plan: str) -> None:
+    """Production: a run from a deployment pauses until a human approves ``plan`` in the UI (a RunInput
+    form; refused or 1 h without answer: the run fails, nothing touched). Elsewhere the CLI's --yes has
+    been required already."""
     if runtime.deployment.id is None:
         return
-    answer = pause_flow_run(
-        wait_for_input=Approval.with_initial_data(
-            description=f"Swap `{restored}` into `{live}`? The live database is renamed (kept), "
-                        f"containers stopped: {', '.join(containers) or 'none'}."),
-        timeout=3600)
+    answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=plan), timeout=3600)
     if not answer.approve:
-        raise ConfigError(f"swap of {restored} into {live} was not approved: {answer.reason or 'no reason'}")
+        raise ConfigError(f"restore not approved: {answer.reason or 'no reason given'}")

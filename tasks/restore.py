@@ -21,7 +21,8 @@ from tasks.common import RETRY_DELAYS, RepoSpec, transient_only
 from tasks.config import database_url, repo_spec
 
 __all__ = ["RestoreConfig", "resolve_restore_config", "select_backup", "fetch_backup", "create_target",
-           "restore_dump", "check_copy", "drop_database", "record_verification", "ensure_absent"]
+           "restore_dump", "check_copy", "drop_database", "record_verification", "ensure_absent", "fetch_globals",
+           "create_missing_roles"]
 
 
 class RestoreConfig(BaseModel):
@@ -77,10 +78,7 @@ def select_backup(repo: RepoSpec, source: str | None, fallback: str, backup: str
       retry_condition_fn=transient_only)
 def fetch_backup(cfg: RestoreConfig, manifest: Manifest) -> str:
     """Download, check size + SHA-256, decrypt, decompress into the work dir — before any database write."""
-    identities = None
-    if manifest.encrypted:
-        text = Secret.load(cfg.identity_secret).get() if cfg.identity_secret else None
-        identities = restore.load_identities(cfg.identity_file, text)
+    identities = _identities(cfg) if manifest.encrypted else None
     dest = Path(cfg.work_dir) / f"charhub-ops-{manifest.backup_id}.pgc"
     restore.fetch_verified(cfg.repo.open(), manifest, dest, identities,
                            progress=lambda n: progress.report(f"fetch {manifest.backup_id}", n,
@@ -90,11 +88,47 @@ def fetch_backup(cfg: RestoreConfig, manifest: Manifest) -> str:
     return str(dest)
 
 
+@task(name="fetch-globals", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
+      retry_condition_fn=transient_only)
+def fetch_globals(cfg: RestoreConfig, manifest: Manifest) -> str | None:
+    """The backup's roles (pg_dumpall --globals-only), verified like the dump; None if it has none."""
+    if manifest.globals is None:
+        get_run_logger().warning("%s has no globals (%s)", manifest.backup_id, manifest.globals_note or "none saved")
+        return None
+    identities = _identities(cfg) if manifest.encrypted else None
+    dest = Path(cfg.work_dir) / f"charhub-ops-{manifest.backup_id}-globals.sql"
+    restore.fetch_verified(cfg.repo.open(), manifest, dest, identities, ref=manifest.globals)
+    return str(dest)
+
+
+@task(name="create-missing-roles", cache_policy=NONE)
+def create_missing_roles(url: PgUrl, container: str | None, globals_file: str | None) -> list[str]:
+    """Create the backup's roles that the server lacks; existing roles are never altered."""
+    if globals_file is None:
+        return []
+    with admin_session(url, container) as session:
+        statements, roles = restore.missing_roles_sql(Path(globals_file).read_text(), restore.existing_roles(session))
+    if roles:
+        script = Path(globals_file).with_suffix(".roles.sql")
+        script.write_text(statements)
+        try:
+            restore.run_sql_file(make_tools(url.with_dbname("postgres"), container), script)
+        finally:
+            script.unlink(missing_ok=True)
+    get_run_logger().info("roles created: %s", ", ".join(roles) or "none (all exist)")
+    return roles
+
+
 @task(name="check-target-absent", cache_policy=NONE)
 def ensure_absent(url: PgUrl, container: str | None, name: str) -> None:
     """Refuse early (before any download) when the new database's name is taken."""
     with admin_session(url, container) as session:
         restore.ensure_absent(session, name)
+
+
+def _identities(cfg: RestoreConfig) -> list:
+    text = Secret.load(cfg.identity_secret).get() if cfg.identity_secret else None
+    return restore.load_identities(cfg.identity_file, text)
 
 
 @task(name="create-target", cache_policy=NONE)

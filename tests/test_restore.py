@@ -265,3 +265,43 @@ def test_restore_and_verify_through_a_postgres_container(prefect_server, pg_cont
     assert pg_container.psql(count, dbname=target).strip() == pg_container.psql(count, dbname=src).strip() == "150"
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", socket_url.format("postgres"))
     assert verify_flow(repository=repo, docker_container=pg_container.name)["ok"]
+
+
+@pytest.mark.parametrize(("existing", "expected_roles"), [
+    (set(), ["charhub", "Read Only"]),
+    ({"charhub"}, ["Read Only"]),
+    ({"charhub", "Read Only"}, []),
+])
+def test_missing_roles_sql_never_alters_existing_roles(existing, expected_roles):
+    from charhub_ops.restore import missing_roles_sql
+
+    dumped = "\n".join([
+        "--", "-- Roles", "--", "", "CREATE ROLE charhub;",
+        "ALTER ROLE charhub WITH SUPERUSER INHERIT LOGIN PASSWORD 'SCRAM-SHA-256$4096:x';",
+        'CREATE ROLE "Read Only";', 'ALTER ROLE "Read Only" WITH NOSUPERUSER LOGIN;',
+        'GRANT "Read Only" TO charhub GRANTED BY postgres;', ""])
+    script, roles = missing_roles_sql(dumped, existing)
+    assert roles == expected_roles
+    for name in ("charhub", '"Read Only"'):
+        touched = f"ROLE {name};" in script or f"ROLE {name} " in script
+        assert touched == (name.strip('"') in expected_roles)
+    assert "GRANT" not in script
+
+
+def test_with_globals_recreates_a_missing_owner_role(prefect_server, pg, database, tmp_path, monkeypatch):
+    from flows.backup import backup_flow
+    from flows.restore import restore_flow
+
+    role = "owner_" + uuid.uuid4().hex[:6]
+    with pg.connect(database.rsplit("/", 1)[1]) as conn:
+        conn.execute(f"CREATE ROLE {role}; CREATE TABLE owned (x int); ALTER TABLE owned OWNER TO {role}")
+    monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", database)
+    backup_flow(repository=f"file://{tmp_path}/repo")
+    with pg.connect(database.rsplit("/", 1)[1]) as conn:
+        conn.execute(f"REASSIGN OWNED BY {role} TO postgres; DROP OWNED BY {role}; DROP ROLE {role}")
+    target = "roles_" + uuid.uuid4().hex[:6]
+    monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", pg.url(target))
+    restore_flow(repository=f"file://{tmp_path}/repo", target_database=target, with_globals=True)
+    with pg.connect(target) as conn:
+        owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'owned'").fetchone()[0]
+    assert owner == role
