@@ -14,19 +14,19 @@ import pytest
 from charhub_ops import docker_exec
 from charhub_ops.docker_exec import ContainerExec
 from charhub_ops.errors import DatabaseError, DockerError
-from tests.harness.docker_pg import PG_SOCKET_DIR, PgContainer, pg_container  # noqa: F401
+from tests.harness.docker_pg import PG_SOCKET_DIR, PgContainer
 
 pytestmark = pytest.mark.docker
 PG = ["-h", PG_SOCKET_DIR, "-U", "postgres"]
 
 
 @pytest.fixture(scope="module")
-def ex(pg_container: PgContainer) -> ContainerExec:  # noqa: F811
+def ex(pg_container: PgContainer) -> ContainerExec:
     return ContainerExec(pg_container.name, client=pg_container.client)
 
 
 @pytest.fixture(scope="module")
-def shopdb(pg_container: PgContainer) -> str:  # noqa: F811
+def shopdb(pg_container: PgContainer) -> str:
     pg_container.psql("DROP DATABASE IF EXISTS shop")
     pg_container.psql("CREATE DATABASE shop")
     pg_container.psql("CREATE TABLE items (id int PRIMARY KEY, name text, note text); "
@@ -67,7 +67,7 @@ def test_failure_message_keeps_only_the_stderr_tail(ex: ContainerExec) -> None:
     assert len(message) < 600
 
 
-def test_missing_container_raises_docker_error_naming_it(pg_container: PgContainer) -> None:  # noqa: F811
+def test_missing_container_raises_docker_error_naming_it(pg_container: PgContainer) -> None:
     missing = ContainerExec("charhub-ops-no-such-container", client=pg_container.client)
     with pytest.raises(DockerError, match=r"container 'charhub-ops-no-such-container' not found") as info:
         missing.run(["true"], env={"PGPASSWORD": "s3cret"})
@@ -82,7 +82,7 @@ def test_unreachable_engine_raises_docker_error(tmp_path) -> None:
     assert info.value.__cause__ is not None
 
 
-def test_stopped_container_raises_docker_error(pg_container: PgContainer) -> None:  # noqa: F811
+def test_stopped_container_raises_docker_error(pg_container: PgContainer) -> None:
     client = pg_container.client
     stopped = client.containers.create("charhub-ops-busybox:test", ["true"], name=f"{pg_container.name}-stopped")
     try:
@@ -190,7 +190,7 @@ def test_psql_session_sql_error_then_still_usable(ex: ContainerExec, shopdb: str
 
 
 def test_psql_session_exported_snapshot_is_held_for_pg_dump(
-    ex: ContainerExec, pg_container: PgContainer, shopdb: str  # noqa: F811
+    ex: ContainerExec, pg_container: PgContainer, shopdb: str
 ) -> None:
     pg_container.psql("CREATE TABLE IF NOT EXISTS snap (id int); TRUNCATE snap; "
                       "INSERT INTO snap SELECT generate_series(1, 10)", shopdb)
