@@ -1,0 +1,493 @@
+"""Restore benchmark: the restore and verify flows (CLI) vs a raw download | zstd -d | pg_restore, one S3 server.
+
+    .venv/bin/python bench/restore_bench.py [--size-gb 0.75] [--repeat 1] [--profile] [--keep]
+
+One run (see bench/README.md):
+
+1. builds a throwaway PostgreSQL cluster with a database of ~``--size-gb`` GB (the generator of
+   bench/backup_bench.py: chat text, jsonb events, random bytea, btree indexes), starts a moto S3 server
+   and a real ``prefect server``, and backs the database up once with ``charhub-ops backup --to s3://bench/r``
+   (not timed);
+2. times, against the same S3 object, in rounds (best of ``--repeat``):
+   * ``raw pipe``: ``createdb`` + ``download | zstd -d | pg_restore -d`` (a pipe: pg_restore cannot use -j);
+   * ``raw file``: the raw equivalent of what the flow does: download to a file (boto3 ``download_fileobj``),
+     ``zstd -d`` to a file, ``createdb``, ``pg_restore -j <min(4, CPUs)>``;
+   * ``flow restore``: ``charhub-ops restore --from s3://bench/r --database-url …/restored_N --json``;
+   * ``flow verify``: ``charhub-ops verify --from s3://bench/r --database-url …/postgres --backup <id> --json``
+     (restore into a scratch database, compare with the manifest, drop it, record the verdict);
+   restored databases are dropped (and a CHECKPOINT taken) after each method, untimed;
+3. prints seconds, ratios (flow vs both raw variants, verify vs restore), peak RSS of the CLI process and of its
+   pg_restore, CPU seconds by component, the flows' task run times from the Prefect API and the raw steps;
+4. with ``--profile``: calls the engine functions (``charhub_ops.restore.fetch_verified``, ``pg_restore``,
+   ``check_restored``) directly under cProfile, next to a plain single-GET read of the object;
+5. stops everything it started (servers, cluster, temp dirs, downloaded files), also on failure or Ctrl-C.
+
+Measurement (wall time, VmHWM polling, wait4 rusage, CPU of the service process trees, the private bytecode
+cache) is bench/backup_bench.py's, imported from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import backup_bench as bb  # also puts the repository root on sys.path
+import boto3
+from botocore.config import Config
+
+from tests.harness.services import PgCluster, start_pg_cluster, start_s3_server
+
+ROOT, GB, MIB, CLI, BUCKET, log = bb.ROOT, bb.GB, bb.MIB, bb.CLI, bb.BUCKET, bb.log
+REPO = f"s3://{BUCKET}/r"
+JOBS = min(4, os.cpu_count() or 1)  # what the flow's pg_restore uses (restore_jobs = 0)
+STEP_TIMEOUT = 1800  # seconds; a stalled step fails the run instead of hanging it
+
+# the same client settings as the flow's storage (R2-safe checksums) and backup_bench's uploader.
+# "get": one streaming GET (what the flow's storage.open does); "transfer": s3transfer download_fileobj (8 MiB
+# ranged GETs on 4 threads) -- only into a file: into a pipe (non-seekable) it stalled after 80 MiB of a 250 MB
+# object here and never finished (s3transfer 0.19.3 + moto 5.2.5, reproduced outside this script), so the pipe
+# variant uses "get".
+DOWNLOADER = '''\
+import shutil, sys, boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+bucket, key, mode = sys.argv[1:4]
+client = boto3.client("s3", config=Config(request_checksum_calculation="when_required",
+                                          response_checksum_validation="when_required", max_pool_connections=10))
+out = open(sys.argv[4], "wb") if len(sys.argv) > 4 else sys.stdout.buffer
+if mode == "transfer":
+    cfg = TransferConfig(multipart_threshold=8 << 20, multipart_chunksize=8 << 20, max_concurrency=4)
+    client.download_fileobj(bucket, key, out, Config=cfg)
+else:
+    shutil.copyfileobj(client.get_object(Bucket=bucket, Key=key)["Body"], out, 1 << 20)
+out.flush()
+'''
+
+RAW_PIPE = "raw   GET|zstd -d|pg_restore"
+RAW_FILE = f"raw   file: dl, zstd -d, pg_restore -j{JOBS}"
+RAW_FILE_GET = f"raw   file: GET, zstd -d, pg_restore -j{JOBS}"
+FLOW = "flow  restore CLI"
+VERIFY = "flow  verify CLI"
+
+
+@dataclass
+class Row:
+    method: str
+    runs: list[bb.Run]
+
+    @property
+    def best(self) -> bb.Run:
+        return min(self.runs, key=lambda r: r.seconds)
+
+
+def chain(steps: list[tuple[str, list[tuple[str, list[str]]], dict[str, str]]], watch: dict[str, int]) -> bb.Run:
+    """Run ``steps`` (name, pipe stages, env) one after the other; one Run with the sums and the step times."""
+    runs = [(name, bb.run_measured(stages, env, watch=watch, timeout=STEP_TIMEOUT)) for name, stages, env in steps]
+    peak: dict[str, int] = {}
+    maxrss: dict[str, int] = {}
+    services: dict[str, float] = {}
+    for _, r in runs:
+        for k, v in r.peak_kib.items():
+            peak[k] = max(peak.get(k, 0), v)
+        for k, v in r.maxrss_kib.items():
+            maxrss[k] = max(maxrss.get(k, 0), v)
+        for k, v in r.services_cpu.items():
+            services[k] = services.get(k, 0.0) + v
+    return bb.Run(seconds=sum(r.seconds for _, r in runs), peak_kib=peak, maxrss_kib=maxrss,
+                  cpu=sum(r.cpu for _, r in runs), machine_busy=sum(r.machine_busy for _, r in runs),
+                  services_cpu=services, extra={"steps": [(name, r.seconds) for name, r in runs]})
+
+
+def user_databases(cluster: PgCluster) -> list[str]:
+    with cluster.connect() as conn:
+        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE NOT datistemplate "
+                                           "AND datname NOT IN ('postgres', 'bench') ORDER BY 1")]
+
+
+def drop_and_checkpoint(cluster: PgCluster, names: list[str]) -> None:
+    with cluster.connect() as conn:
+        for name in names:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute("CHECKPOINT")
+
+
+def profile_engine(cluster: PgCluster, backup_id: str, work: Path, top: int = 10) -> list[str]:
+    """The engine functions of the restore pipeline called directly (no Prefect), each under cProfile."""
+    from charhub_ops import catalog, restore
+    from charhub_ops.pgurl import parse_pg_url
+    from charhub_ops.postgres import make_tools, open_session
+    from charhub_ops.storage import S3Options, open_storage
+
+    storage = open_storage(REPO, S3Options())  # endpoint and credentials from the environment, as the CLI's
+    manifest = next(m for m in catalog.list_backups(storage) if m.backup_id == backup_id)
+    dest = work / "engine.pgc"
+    target = "restored_engine"
+    url = parse_pg_url(cluster.url(target))
+    out: list[str] = []
+
+    def profiled(name: str, fn) -> float:
+        prof = cProfile.Profile()
+        started = time.perf_counter()
+        prof.enable()
+        try:
+            fn()
+        finally:
+            prof.disable()
+        seconds = time.perf_counter() - started
+        text = io.StringIO()
+        pstats.Stats(prof, stream=text).sort_stats("tottime").print_stats(top)
+        lines = [ln for ln in text.getvalue().splitlines() if ln.strip()]
+        start = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith("ncalls")), 0)
+        out.append(f"  {name}: {seconds:.2f} s wall, profile by tottime:")
+        out.extend("    " + ln[:150] for ln in lines[start:start + top + 1])
+        return seconds
+
+    def plain_get() -> None:  # the same single GET the flow makes, bytes thrown away
+        with storage.open(manifest.dump.key) as raw:
+            while raw.read(restore.CHUNK):
+                pass
+
+    def check() -> None:
+        with open_session(url, None) as session:
+            result = restore.check_restored(session, manifest, with_hashes=True)
+        if not result.ok:
+            raise RuntimeError(f"check_restored: {result.mismatches[:3]}")
+        out.append(f"  check_restored: {result.tables} tables, {result.rows:,} rows, {result.hashed} content hashes")
+
+    try:
+        drop_and_checkpoint(cluster, [target])
+        profiled("plain GET of the object (storage.open + read 1 MiB)", plain_get)
+        profiled("fetch_verified (GET + sha256 + zstd → file)", lambda: restore.fetch_verified(storage, manifest, dest))
+        with cluster.connect() as conn:
+            conn.execute(f'CREATE DATABASE "{target}"')
+        profiled(f"pg_restore (engine, -j{JOBS})", lambda: restore.pg_restore(
+            make_tools(url, None, str(cluster.bin)), dest, 0, False))
+        profiled("check_restored (row counts + content hashes)", check)
+    finally:
+        dest.unlink(missing_ok=True)
+        drop_and_checkpoint(cluster, [target])
+    return out
+
+
+def cli_profile(path: Path, seconds: float) -> list[str]:
+    """Where the restore CLI's wall time goes, from a cProfile of its main thread (cumulative times)."""
+    st = pstats.Stats(str(path))
+
+    def cum(suffix: str, func: str) -> float:
+        return max((v[3] for (file, _, name), v in st.stats.items() if file.endswith(suffix) and name == func),
+                   default=0.0)
+
+    imports = cum("flows/restore.py", "<module>")
+    call = cum("prefect/flows.py", "__call__")
+    body = cum("flows/restore.py", "restore_flow")
+    tasks = cum("prefect/task_engine.py", "run_task_sync")
+    engine = {k: cum("charhub_ops/restore.py", k) for k in ("fetch_verified", "pg_restore", "check_restored")}
+    return [
+        f"  the restore CLI under cProfile: {seconds:.2f} s wall (profiler overhead included), of which the main "
+        f"thread's Python {st.total_tt:.2f} s:",
+        f"    import flows.restore (Prefect, pydantic models, …)  {imports:5.2f} s",
+        f"    restore_flow(...) call                             {call:5.2f} s = flow body {body:.2f} s (task runs "
+        f"{tasks:.2f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in engine.items())
+        + f", the rest is Prefect's task engine and the other tasks) + engine around the body {call - body:.2f} s",
+        f"    rest of the main thread (typer, CLI checks, …)     {st.total_tt - imports - call:5.2f} s",
+        f"    outside the profiled main thread (interpreter start; at exit: thread shutdown, atexit, interpreter "
+        f"finalization) {seconds - st.total_tt:.2f} s",
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-gb", type=float, default=0.75, help="size of the generated database (GB, 10^9)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of the four methods (best is kept)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel sessions for generation")
+    parser.add_argument("--profile", action="store_true",
+                        help="also run the engine functions directly under cProfile (one more restore)")
+    parser.add_argument("--keep", action="store_true", help="save the generated cluster in --cache-dir and reuse it")
+    parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "charhub-ops-restore-bench")
+    parser.add_argument("--no-bytecode-cache", action="store_true",
+                        help="run the python processes with PYTHONDONTWRITEBYTECODE=1 as this environment does")
+    args = parser.parse_args()
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    uptime_before, commit_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), \
+        bb.git_state()
+    print(f"restore benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, commit "
+          f"{commit_before}; uptime before: {uptime_before}", flush=True)
+    with ExitStack() as stack:
+        tmp = Path(tempfile.mkdtemp(prefix="charhub-ops-restore-bench-"))
+        stack.callback(shutil.rmtree, tmp, True)
+        work = tmp / "work"  # the flow's CHARHUB_OPS_WORK_DIR and the raw file variant's downloads
+        work.mkdir()
+
+        server_home = tmp / "prefect-server"
+        server_home.mkdir()
+        server, api = bb.start_prefect_server(server_home)
+        stack.callback(bb.stop_group, server)
+        s3 = start_s3_server()
+        stack.callback(s3.stop)
+        s3client = boto3.client("s3", endpoint_url=s3.endpoint, config=Config(
+            request_checksum_calculation="when_required", response_checksum_validation="when_required"))
+        s3client.create_bucket(Bucket=BUCKET)
+
+        stamp = {"size_gb": args.size_gb}
+        cache = args.cache_dir / f"{args.size_gb:g}gb"
+        if args.keep and (cache / "bench.json").exists() and json.loads((cache / "bench.json").read_text()) == stamp:
+            cluster = bb.start_cached(cache)
+            stack.callback(bb.pg_ctl, cluster, "-m", "fast", "stop")
+            drop_and_checkpoint(cluster, user_databases(cluster))  # leftovers of an interrupted run
+            warmed = bb.warm_page_cache(cluster.datadir)
+            log(f"reusing the cached cluster {cache} (page cache warmed in {warmed:.1f} s)")
+        else:
+            cluster = start_pg_cluster()
+            generated = [False]
+
+            def finish_cluster() -> None:
+                if not (args.keep and generated[0]):
+                    cluster.stop()
+                    return
+                drop_and_checkpoint(cluster, user_databases(cluster))
+                bb.pg_ctl(cluster, "-m", "fast", "stop")
+                shutil.rmtree(cache, ignore_errors=True)
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(cluster.datadir.parent), str(cache))
+                (cache / "bench.json").write_text(json.dumps(stamp))
+                print(f"cluster saved in {cache} (reused by --keep with the same size)", flush=True)
+
+            stack.callback(finish_cluster)
+            with cluster.connect() as conn:
+                conn.execute("ALTER SYSTEM SET max_wal_size = '16GB'")
+                conn.execute("ALTER SYSTEM SET checkpoint_timeout = '30min'")
+                conn.execute("SELECT pg_reload_conf()")
+            log(f"generating ~{args.size_gb:g} GB with {args.jobs} sessions …")
+            secs = bb.generate(cluster, "bench", int(args.size_gb * GB), args.jobs)
+            generated[0] = True
+            log(f"generated in {secs:.1f} s")
+        size = bb.db_size(cluster, "bench")
+        log(f"pg_database_size(bench) = {size:,} bytes")
+        log(f"waiting for the Prefect server … healthy after {bb.wait_prefect(server, api, server_home):.1f} s more")
+
+        client_home = tmp / "prefect-client"
+        client_home.mkdir()
+        base_env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("R2_", "CHARHUB_OPS_", "PREFECT_")) and k != "DATABASE_URL"}
+        base_env.update(bb.CREDS)
+        base_env["AWS_ENDPOINT_URL_S3"] = s3.endpoint
+        os.environ["AWS_ENDPOINT_URL_S3"] = s3.endpoint  # for --profile (in this process)
+        if not args.no_bytecode_cache:
+            base_env.pop("PYTHONDONTWRITEBYTECODE", None)
+            base_env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+        cli_env = {**base_env, "PREFECT_API_URL": api, "PREFECT_HOME": str(client_home),
+                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "CHARHUB_OPS_WORK_DIR": str(work)}
+        pg_env = {**base_env, "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "postgres"}
+        downloader = tmp / "download.py"
+        downloader.write_text(DOWNLOADER)
+        postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
+        watch = {"postgres": postmaster, "s3 server": s3.process.pid, "prefect server": server.pid}
+        if not args.no_bytecode_cache:
+            warm = bb.run_measured([("py", [sys.executable, "-c", "import flows.restore, flows.verify, flows.backup, "
+                                                                  "boto3"])], cli_env, cwd=ROOT)
+            log(f"bytecode cache filled ({warm.seconds:.1f} s, not timed below)")
+
+        # ---------------------------------------------------------------------------- the backup (untimed)
+        backup = bb.run_measured([("cli", [CLI, "backup", "--database-url", cluster.url("bench"), "--to", REPO,
+                                           "--json"])], cli_env, cwd=ROOT)
+        meta = json.loads(backup.stdout)
+        backup_id = meta["backup_id"]
+        bucket, key = meta["key"].removeprefix("s3://").split("/", 1)
+        log(f"backup {backup_id}: {meta['size_bytes']:,} bytes stored ({meta['raw_size_bytes']:,} raw dump), "
+            f"{meta['tables']} tables, {meta['rows']:,} rows, in {backup.seconds:.1f} s (not timed)")
+
+        seen_503s = [0]
+
+        def server_503s() -> int:
+            return (server_home / "server.log").read_text(errors="replace").count("Encountered retryable exception")
+
+        def cli(argv: list[str]) -> bb.Run:
+            run = bb.run_measured([("cli", [CLI, *argv, "--json"])], cli_env, cwd=ROOT, watch=watch,
+                                  timeout=STEP_TIMEOUT)
+            in_flow, tasks = bb.last_flow_run(api)
+            locked = server_503s()
+            run.extra = {"result": json.loads(run.stdout), "in_flow": in_flow, "tasks": tasks,
+                         "503s": locked - seen_503s[0]}
+            seen_503s[0] = locked
+            return run
+
+        pg_restore = str(cluster.bin / "pg_restore")
+        restore_flags = ["--exit-on-error", "--no-password"]
+        dl = [sys.executable, str(downloader), bucket, key]  # + "get" / "transfer" [+ file]
+        rows = {m: Row(m, []) for m in (RAW_PIPE, RAW_FILE, RAW_FILE_GET, FLOW, VERIFY)}
+        restored_sizes: dict[str, int] = {}
+
+        def record(method: str, fn, dbname: str | None) -> None:
+            try:
+                run = fn()
+                if dbname:
+                    restored_sizes[method] = bb.db_size(cluster, dbname)
+            finally:
+                for f in work.iterdir():
+                    f.unlink()
+                drop_and_checkpoint(cluster, user_databases(cluster))
+            rows[method].runs.append(run)
+            peak = run.peak_kib.get("cli", run.peak_kib.get("download", 0))
+            pgr = max((v for k, v in run.peak_kib.items() if k.endswith("pg_restore")), default=0)
+            log(f"  {method:<40} {run.seconds:7.2f} s  py peak {peak / 1024:4.0f} MB  pg_restore {pgr / 1024:3.0f} MB"
+                f"  cpu {run.cpu:5.1f} s  other users {run.other_cpu:5.1f} cpu-s  load {bb.loadavg()}")
+
+        def raw_pipe(db: str) -> bb.Run:
+            return chain([
+                ("createdb", [("createdb", [str(cluster.bin / "createdb"), db])], pg_env),
+                ("GET|zstd -d|pg_restore", [("download", [*dl, "get"]), ("zstd", ["zstd", "-d", "-q", "-c"]),
+                                           ("pg_restore", [pg_restore, *restore_flags, "-d", db])], pg_env),
+            ], watch)
+
+        def raw_file(db: str, mode: str) -> bb.Run:
+            zst, pgc = work / "dump.pgc.zst", work / "dump.pgc"
+            return chain([
+                ("download_fileobj" if mode == "transfer" else "GET", [("download", [*dl, mode, str(zst)])], pg_env),
+                ("zstd -d", [("zstd", ["zstd", "-d", "-q", "-f", str(zst), "-o", str(pgc)])], pg_env),
+                ("createdb", [("createdb", [str(cluster.bin / "createdb"), db])], pg_env),
+                (f"pg_restore -j{JOBS}", [("pg_restore", [pg_restore, *restore_flags, "-j", str(JOBS), "-d", db,
+                                                          str(pgc)])], pg_env),
+            ], watch)
+
+        for n in range(1, args.repeat + 1):
+            log(f"round {n}/{args.repeat}: raw pipe, flow restore, raw file (download_fileobj), raw file (GET), "
+                "flow verify …")
+            record(RAW_PIPE, partial(raw_pipe, f"restored_raw_{n}"), f"restored_raw_{n}")
+            record(FLOW, partial(cli, ["restore", "--from", REPO, "--database-url", cluster.url(f"restored_{n}")]),
+                   f"restored_{n}")
+            record(RAW_FILE, partial(raw_file, f"restored_rawfile_{n}", "transfer"), f"restored_rawfile_{n}")
+            record(RAW_FILE_GET, partial(raw_file, f"restored_rawget_{n}", "get"), f"restored_rawget_{n}")
+            record(VERIFY, partial(cli, ["verify", "--from", REPO, "--database-url", cluster.url("postgres"),
+                                         "--backup", backup_id]), None)
+
+        log("download alone, into a file (best of 2 each) …")
+        download_only: dict[str, float] = {}
+        for mode in ("transfer", "get"):
+            times = []
+            for _ in range(2):
+                times.append(bb.run_measured([("download", [*dl, mode, str(work / "dl.bin")])], pg_env,
+                                             timeout=STEP_TIMEOUT).seconds)
+                (work / "dl.bin").unlink()
+            download_only[mode] = min(times)
+        startup = {label: min(bb.run_measured([("py", [sys.executable, "-c", code])], cli_env, cwd=ROOT).seconds
+                              for _ in range(3))
+                   for label, code in (("python -c pass", "pass"), ("import flows.restore", "import flows.restore"))}
+
+        profile_lines: list[str] = []
+        if args.profile:
+            log("engine functions under cProfile …")
+            profile_lines = profile_engine(cluster, backup_id, work)
+            log("the restore CLI under cProfile …")
+            prof_out = tmp / "cli.prof"
+            run = bb.run_measured([("cli", [sys.executable, "-m", "cProfile", "-o", str(prof_out), CLI, "restore",
+                                            "--from", REPO, "--database-url", cluster.url("restored_prof"), "--json"])],
+                                  cli_env, cwd=ROOT, timeout=STEP_TIMEOUT)
+            drop_and_checkpoint(cluster, user_databases(cluster))
+            profile_lines += cli_profile(prof_out, run.seconds)
+
+        # ------------------------------------------------------------------------------------ report
+        pipe, file_, fget, flow, verify = (rows[m].best for m in (RAW_PIPE, RAW_FILE, RAW_FILE_GET, FLOW, VERIFY))
+        uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        print()
+        print(f"results — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, commit {bb.git_state()}; "
+              f"database {size / GB:.2f} GB (pg_database_size), backup {meta['size_bytes'] / 1e6:.0f} MB stored "
+              f"(zstd) / {meta['raw_size_bytes'] / 1e6:.0f} MB dump; best of {args.repeat}; "
+              + ("no bytecode cache" if args.no_bytecode_cache else "with a bytecode cache"))
+        head = (f"{'method':<41}{'seconds':>8}{'t/pipe':>7}{'t/file':>7}{'t/fGET':>7}{'py RSS MB':>10}"
+                f"{'pg_restore MB':>14}{'ours':>6}{'postgres':>9}{'s3 srv':>7}{'prefect':>8}{'others':>7}"
+                f"{'in flow s':>10}{'503s':>5}")
+        print(head)
+        print("-" * len(head))
+        for row in rows.values():
+            b = row.best
+            sc = b.services_cpu
+            py = b.peak_kib.get("cli", b.peak_kib.get("download", 0))
+            pgr = max((v for k, v in b.peak_kib.items() if k.endswith("pg_restore")), default=0)
+            in_flow = f"{b.extra['in_flow']:.2f}" if "in_flow" in b.extra else "-"
+            locked = str(b.extra["503s"]) if "503s" in b.extra else "-"
+            print(f"{row.method:<41}{b.seconds:>8.2f}{b.seconds / pipe.seconds:>7.2f}{b.seconds / file_.seconds:>7.2f}"
+                  f"{b.seconds / fget.seconds:>7.2f}"
+                  f"{bb.fmt_mb(py):>10}{bb.fmt_mb(pgr):>14}{b.cpu:>6.1f}{sc.get('postgres', 0):>9.1f}"
+                  f"{sc.get('s3 server', 0):>7.1f}{sc.get('prefect server', 0):>8.1f}{b.other_cpu:>7.1f}{in_flow:>10}"
+                  f"{locked:>5}")
+        print("t/pipe, t/file, t/fGET: against the raw pipe, the raw file variant (download_fileobj) and the raw file "
+              "variant with one streaming GET. py RSS: peak (VmHWM) of the CLI's python "
+              "process (of the downloader for raw); pg_restore MB: of the pg_restore leader. CPU seconds: ours = the "
+              "measured processes with their children (pg_restore and its workers), others = the rest of the machine; "
+              "in flow: the flow run's run time on the Prefect server; 503s: API requests answered 503.")
+        for row in rows.values():
+            if len(row.runs) > 1:
+                print(f"  all runs of {row.method.strip()}: " + ", ".join(f"{r.seconds:.2f}" for r in row.runs))
+        for label, b in (("raw pipe", pipe), ("raw file", file_), ("raw file (GET)", fget)):
+            print(f"  steps of the best {label}: " + ", ".join(f"{n} {s:.2f}" for n, s in b.extra["steps"]))
+        for label, b in (("restore", flow), ("verify", verify)):
+            print(f"  task run times of the best {label} flow: "
+                  + ", ".join(f"{name} {secs:.2f}" for name, secs in b.extra["tasks"]))
+        for label, b in (("restore", flow), ("verify", verify)):
+            tasks = dict(b.extra["tasks"])
+            data = {k: tasks.get(k, 0.0) for k in ("fetch-and-verify", "pg-restore", "check-copy")}
+            other = sum(tasks.values()) - sum(data.values())
+            print(f"  where the best {label} flow's {b.seconds:.2f} s went: outside the flow run (process start, "
+                  f"imports, CLI checks, flow-run setup/teardown, exit) {b.seconds - b.extra['in_flow']:.2f} s; "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in data.items())
+                  + f"; other tasks {other:.2f}; between tasks {b.extra['in_flow'] - sum(tasks.values()):.2f}")
+        print("  wait4 ru_maxrss of the CLI (python and its reaped children, i.e. pg_restore): "
+              + ", ".join(f"{row.method.strip()} {row.best.maxrss_kib['cli'] / 1024:.0f} MB"
+                          for row in rows.values() if "cli" in row.best.maxrss_kib))
+        print("  restored database sizes (pg_database_size): "
+              + ", ".join(f"{m.strip()} {s / GB:.3f} GB" for m, s in restored_sizes.items())
+              + f"; source {size / GB:.3f} GB")
+        print(f"  download alone into a file (python start included): download_fileobj (8 MiB ranges × 4 threads) "
+              f"{download_only['transfer']:.2f} s, one streaming GET {download_only['get']:.2f} s")
+        print("  startup (best of 3): " + ", ".join(f"{k} {v:.2f} s" for k, v in startup.items()))
+        if profile_lines:
+            print("engine functions called directly (no Prefect), cProfile:")
+            print("\n".join(profile_lines))
+
+        def verdict(ok: bool) -> str:
+            return "PASS" if ok else "FAIL"
+
+        print()
+        print("targets of the issue:")
+        print(f"  restore flow ≤ 1.15 × raw GET|zstd -d|pg_restore:       {flow.seconds / pipe.seconds:.2f}×  "
+              f"{verdict(flow.seconds <= 1.15 * pipe.seconds)}   (vs the raw file variant with -j{JOBS}: "
+              f"{flow.seconds / file_.seconds:.2f}×, with one GET: {flow.seconds / fget.seconds:.2f}×)")
+        print(f"  verify ≤ 1.3 × a plain restore (the restore flow):      {verify.seconds / flow.seconds:.2f}×  "
+              f"{verdict(verify.seconds <= 1.3 * flow.seconds)}   (vs raw pipe {verify.seconds / pipe.seconds:.2f}×, "
+              f"vs raw file {verify.seconds / file_.seconds:.2f}× / {verify.seconds / fget.seconds:.2f}×)")
+        print("  peak RSS of the CLI python process: "
+              + ", ".join(f"{m.strip()} {rows[m].best.peak_kib['cli'] / 1024:.0f} MB" for m in (FLOW, VERIFY)))
+        print(f"uptime before: {uptime_before}")
+        print(f"uptime after:  {uptime_after}")
+        if bb.git_state() != commit_before:
+            print(f"NOTE: the checkout changed during the run ({commit_before} → {bb.git_state()})")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: everything started was stopped", file=sys.stderr)
+        sys.exit(130)
