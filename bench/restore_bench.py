@@ -12,6 +12,8 @@ One run (see bench/README.md):
    * ``raw pipe``: ``createdb`` + ``download | zstd -d | pg_restore -d`` (a pipe: pg_restore cannot use -j);
    * ``raw file``: the raw equivalent of what the flow does: download to a file (boto3 ``download_fileobj``),
      ``zstd -d`` to a file, ``createdb``, ``pg_restore -j <min(4, CPUs)>``;
+   * ``raw file (GET)``: the same with one streaming GET instead of ``download_fileobj`` (whose 8 MiB ranged GETs
+     are slow on moto, see DOWNLOADER);
    * ``flow restore``: ``charhub-ops restore --from s3://bench/r --database-url …/restored_N --json``;
    * ``flow verify``: ``charhub-ops verify --from s3://bench/r --database-url …/postgres --backup <id> --json``
      (restore into a scratch database, compare with the manifest, drop it, record the verdict);
@@ -19,7 +21,8 @@ One run (see bench/README.md):
 3. prints seconds, ratios (flow vs both raw variants, verify vs restore), peak RSS of the CLI process and of its
    pg_restore, CPU seconds by component, the flows' task run times from the Prefect API and the raw steps;
 4. with ``--profile``: calls the engine functions (``charhub_ops.restore.fetch_verified``, ``pg_restore``,
-   ``check_restored``) directly under cProfile, next to a plain single-GET read of the object;
+   ``check_restored``) directly under cProfile, next to a plain single-GET read of the object, then runs the restore
+   CLI once more under ``python -m cProfile`` (imports / flow call / rest / outside the profiled main thread);
 5. stops everything it started (servers, cluster, temp dirs, downloaded files), also on failure or Ctrl-C.
 
 Measurement (wall time, VmHWM polling, wait4 rusage, CPU of the service process trees, the private bytecode
