@@ -141,3 +141,20 @@ def test_restore_and_verify_json(prefect_server, pg, database, tmp_path):
 ], ids=["bad-time", "production-needs-yes"])
 def test_restore_bad_input(args, needles):
     assert_one_line_error(run_cli(*args, env={"CHARHUB_OPS_PRODUCTION": "true"}), *needles)
+
+
+def test_progress_bar_only_on_a_terminal(prefect_server, database, tmp_path):
+    name = database.rsplit("/", 1)[1]
+    import psycopg
+
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t AS SELECT md5(g::text) AS x FROM generate_series(1, 200000) g")
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "COLUMNS": "120"}
+    command = f"{EXE} backup --database-url {database} --to file://{tmp_path}/tty"
+    on_tty = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, text=True, env=env,
+                            timeout=120, check=False)
+    assert on_tty.returncode == 0, on_tty.stdout
+    assert f"{name}" in on_tty.stdout and "B/s" in on_tty.stdout  # the bar's transfer-speed column
+    piped = run_cli("backup", "--database-url", database, "--to", f"file://{tmp_path}/pipe",
+                    env={"PREFECT_API_URL": prefect_server})
+    assert piped.returncode == 0 and "B/s" not in piped.stderr + piped.stdout
