@@ -55,6 +55,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -63,7 +64,14 @@ import boto3  # noqa: E402
 import psycopg  # noqa: E402
 from botocore.config import Config  # noqa: E402
 
-from tests.harness.services import PgCluster, _as_postgres, free_port, start_pg_cluster, start_s3_server  # noqa: E402
+from tests.harness.services import (  # noqa: E402
+    PgCluster,
+    S3Server,
+    _as_postgres,
+    free_port,
+    start_pg_cluster,
+    start_s3_server,
+)
 
 GB = 1_000_000_000
 MIB = 1024 * 1024
@@ -338,6 +346,51 @@ def warm_page_cache(datadir: Path) -> float:
     return time.perf_counter() - started
 
 
+def open_cluster(stack: ExitStack, args: argparse.Namespace, stamp: dict, fill: Callable[[PgCluster], None],
+                 tidy: Callable[[PgCluster], None] | None = None) -> PgCluster:
+    """The benchmark's cluster (``args``: size_gb, jobs, keep, cache_dir), stopped when ``stack`` closes.
+
+    With ``--keep``, the cluster saved in ``<cache-dir>/<size>gb`` is started again if its bench.json is ``stamp``
+    (and the page cache warmed by reading its data dir). Otherwise a new one (tests/harness) gets WAL settings
+    for bulk loading and ``fill`` generates its data; with ``--keep`` and a complete ``fill``, it is moved into
+    the cache (bench.json = ``stamp``) when ``stack`` closes. ``tidy`` runs on a reused cluster (leftovers of an
+    interrupted run) and before one is saved."""
+    cache = args.cache_dir / f"{args.size_gb:g}gb"
+    if args.keep and (cache / "bench.json").exists() and json.loads((cache / "bench.json").read_text()) == stamp:
+        cluster = start_cached(cache)
+        stack.callback(pg_ctl, cluster, "-m", "fast", "stop")
+        if tidy:
+            tidy(cluster)
+        log(f"reusing the cached cluster {cache} (page cache warmed in {warm_page_cache(cluster.datadir):.1f} s)")
+        return cluster
+    cluster = start_pg_cluster()
+    generated = False
+
+    def finish_cluster() -> None:
+        if not (args.keep and generated):
+            cluster.stop()
+            return
+        if tidy:
+            tidy(cluster)
+        pg_ctl(cluster, "-m", "fast", "stop")
+        shutil.rmtree(cache, ignore_errors=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(cluster.datadir.parent), str(cache))
+        (cache / "bench.json").write_text(json.dumps(stamp))
+        sizes = "sizes" if len(stamp) > 1 else "size"
+        print(f"cluster saved in {cache} (reused by --keep with the same {sizes})", flush=True)
+
+    stack.callback(finish_cluster)
+    with cluster.connect() as conn:
+        conn.execute("ALTER SYSTEM SET max_wal_size = '16GB'")
+        conn.execute("ALTER SYSTEM SET checkpoint_timeout = '30min'")
+        conn.execute("SELECT pg_reload_conf()")
+    log(f"generating ~{args.size_gb:g} GB with {args.jobs} sessions …")
+    fill(cluster)
+    generated = True
+    return cluster
+
+
 # ------------------------------------------------------------------------------------ measurement
 
 def _vm_hwm_kib(pid: int) -> int:
@@ -506,6 +559,47 @@ def wait_prefect(proc: subprocess.Popen, api: str, home: Path, timeout: float = 
     raise RuntimeError("prefect server not healthy in time:\n" + (home / "server.log").read_text()[-2000:])
 
 
+def start_services(stack: ExitStack, tmp: Path) -> tuple[subprocess.Popen, str, Path, S3Server, Any]:
+    """A Prefect server (home in ``tmp``; it needs ~15 s: wait_prefect later) and an S3 server with the bucket,
+    stopped when ``stack`` closes: (server process, its API URL, its home, the S3 server, an S3 client)."""
+    server_home = tmp / "prefect-server"
+    server_home.mkdir()
+    server, api = start_prefect_server(server_home)
+    stack.callback(stop_group, server)
+    s3 = start_s3_server()
+    stack.callback(s3.stop)
+    s3client = boto3.client("s3", endpoint_url=s3.endpoint, config=Config(
+        request_checksum_calculation="when_required", response_checksum_validation="when_required"))
+    s3client.create_bucket(Bucket=BUCKET)
+    return server, api, server_home, s3, s3client
+
+
+def bench_envs(tmp: Path, s3: S3Server, api: str, cluster: PgCluster, no_bytecode_cache: bool,
+               **cli_extra: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(cli_env, pg_env) of the measured processes: this environment without R2_/CHARHUB_OPS_/PREFECT_ settings,
+    with the S3 server, a private bytecode cache (unless ``no_bytecode_cache``), for the CLI the Prefect server
+    (client home in ``tmp``) and ``cli_extra``, for the PostgreSQL tools the cluster."""
+    client_home = tmp / "prefect-client"
+    client_home.mkdir()
+    base_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("R2_", "CHARHUB_OPS_", "PREFECT_")) and k != "DATABASE_URL"}
+    base_env.update(CREDS)
+    base_env["AWS_ENDPOINT_URL_S3"] = s3.endpoint
+    if not no_bytecode_cache:  # like an installed package: modules compiled once, not at every start
+        base_env.pop("PYTHONDONTWRITEBYTECODE", None)
+        base_env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
+    cli_env = {**base_env, "PREFECT_API_URL": api, "PREFECT_HOME": str(client_home),
+               "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **cli_extra}
+    pg_env = {**base_env, "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "postgres"}
+    return cli_env, pg_env
+
+
+def service_pids(cluster: PgCluster, s3: S3Server, server: subprocess.Popen) -> dict[str, int]:
+    """The service process trees whose CPU run_measured counts apart."""
+    postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
+    return {"postgres": postmaster, "s3 server": s3.process.pid, "prefect server": server.pid}
+
+
 def stop_group(proc: subprocess.Popen) -> None:
     """Stop a process we started in its own session, and its children (by its process group id)."""
     if proc.poll() is None:
@@ -541,6 +635,38 @@ def last_flow_run(api: str) -> tuple[float, list[tuple[str, float]]]:
     return float(run["total_run_time"]), [(t["name"].rsplit("-", 1)[0], float(t["total_run_time"])) for t in tasks]
 
 
+def flow_run_stats(api: str, server_home: Path) -> Callable[[], dict]:
+    """A function that returns {"in_flow", "tasks"} of the newest flow run (last_flow_run) and "503s", the
+    requests the Prefect server answered 503 since the previous call."""
+    seen = 0
+
+    def stats() -> dict:
+        nonlocal seen
+        in_flow, tasks = last_flow_run(api)
+        locked = (server_home / "server.log").read_text(errors="replace").count("Encountered retryable exception")
+        out = {"in_flow": in_flow, "tasks": tasks, "503s": locked - seen}
+        seen = locked
+        return out
+
+    return stats
+
+
+def interrupt_on_sigterm() -> None:
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """sys.exit(main()); Ctrl-C or SIGTERM (interrupt_on_sigterm): a note and exit status 130."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: everything started was stopped", file=sys.stderr)
+        sys.exit(130)
+
+
 def git_state() -> str:
     try:
         head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -569,6 +695,17 @@ def fmt_mb(kib: int) -> str:
     return f"{kib / 1024:.0f}" if kib else "-"
 
 
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def flow_cells(run: Run) -> tuple[str, str]:
+    """The report's "in flow s" and "503s" cells of ``run`` ("-" for a run without a flow)."""
+    in_flow = f"{run.extra['in_flow']:.2f}" if "in_flow" in run.extra else "-"
+    locked = str(run.extra["503s"]) if "503s" in run.extra else "-"
+    return in_flow, locked
+
+
 RAW1, RAW3, FLOW1, FLOW3, NAIVE = ("raw   pg_dump|zstd -1", "raw   pg_dump|zstd -3", "flow  CLI, zstd 1",
                                    "flow  CLI, zstd 3 (dflt)", "naive pg_dump -Fc (gzip)")
 SMALL, TINY = "flow  small DB, zstd 3", "flow  tiny DB, zstd 3"
@@ -588,10 +725,7 @@ def main() -> int:
                              "start compiles Prefect again) instead of with a private bytecode cache")
     args = parser.parse_args()
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    interrupt_on_sigterm()
     load_before, commit_before = loadavg(), git_state()
     print(f"backup benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
           f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.0f} GiB RAM, commit {commit_before}, "
@@ -600,54 +734,21 @@ def main() -> int:
         tmp = Path(tempfile.mkdtemp(prefix="charhub-ops-bench-"))
         stack.callback(shutil.rmtree, tmp, True)
 
-        # 1. Prefect server first (it needs ~15 s: it starts while the data is generated)
-        server_home = tmp / "prefect-server"
-        server_home.mkdir()
-        server, api = start_prefect_server(server_home)
-        stack.callback(stop_group, server)
-        # 2. S3 server
-        s3 = start_s3_server()
-        stack.callback(s3.stop)
-        s3client = boto3.client("s3", endpoint_url=s3.endpoint, config=Config(
-            request_checksum_calculation="when_required", response_checksum_validation="when_required"))
-        s3client.create_bucket(Bucket=BUCKET)
+        # 1. Prefect server first (it needs ~15 s: it starts while the data is generated), 2. S3 server
+        server, api, server_home, s3, s3client = start_services(stack, tmp)
 
         # 3. database(s)
         small = args.small_gb if 0 < args.small_gb < args.size_gb else 0
-        stamp = {"size_gb": args.size_gb, "small_gb": small}
-        cache = args.cache_dir / f"{args.size_gb:g}gb"
         gen_seconds: dict[str, float] = {}
-        if args.keep and (cache / "bench.json").exists() and json.loads((cache / "bench.json").read_text()) == stamp:
-            cluster = start_cached(cache)
-            stack.callback(pg_ctl, cluster, "-m", "fast", "stop")
-            log(f"reusing the cached cluster {cache} (page cache warmed in {warm_page_cache(cluster.datadir):.1f} s)")
-        else:
-            cluster = start_pg_cluster()
-            generated = [False]
 
-            def finish_cluster() -> None:
-                if not (args.keep and generated[0]):
-                    cluster.stop()
-                    return
-                pg_ctl(cluster, "-m", "fast", "stop")
-                shutil.rmtree(cache, ignore_errors=True)
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(cluster.datadir.parent), str(cache))
-                (cache / "bench.json").write_text(json.dumps(stamp))
-                print(f"cluster saved in {cache} (reused by --keep with the same sizes)", flush=True)
-
-            stack.callback(finish_cluster)
-            with cluster.connect() as conn:
-                conn.execute("ALTER SYSTEM SET max_wal_size = '16GB'")
-                conn.execute("ALTER SYSTEM SET checkpoint_timeout = '30min'")
-                conn.execute("SELECT pg_reload_conf()")
-            log(f"generating ~{args.size_gb:g} GB with {args.jobs} sessions …")
+        def fill(cluster: PgCluster) -> None:
             gen_seconds["bench"] = generate(cluster, "bench", int(args.size_gb * GB), args.jobs)
             if small:
                 log(f"generating ~{small:g} GB (small database) …")
                 gen_seconds["bench_small"] = generate(cluster, "bench_small", int(small * GB), args.jobs)
             make_tiny(cluster, "bench_tiny")
-            generated[0] = True
+
+        cluster = open_cluster(stack, args, {"size_gb": args.size_gb, "small_gb": small}, fill)
         dbs = ["bench", "bench_tiny"] + (["bench_small"] if small else [])
         sizes = {db: db_size(cluster, db) for db in dbs}
         for db, secs in gen_seconds.items():
@@ -658,23 +759,11 @@ def main() -> int:
 
         log(f"waiting for the Prefect server … healthy after {wait_prefect(server, api, server_home):.1f} s more")
 
-        client_home = tmp / "prefect-client"
-        client_home.mkdir()
-        base_env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("R2_", "CHARHUB_OPS_", "PREFECT_")) and k != "DATABASE_URL"}
-        base_env.update(CREDS)
-        base_env["AWS_ENDPOINT_URL_S3"] = s3.endpoint
-        if not args.no_bytecode_cache:  # like an installed package: modules compiled once, not at every start
-            base_env.pop("PYTHONDONTWRITEBYTECODE", None)
-            base_env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
-        cli_env = {**base_env, "PREFECT_API_URL": api, "PREFECT_HOME": str(client_home),
-                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        cli_env, pg_env = bench_envs(tmp, s3, api, cluster, args.no_bytecode_cache)
         uploader = tmp / "uploader.py"
         uploader.write_text(UPLOADER)
-        pg_env = {**base_env, "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "postgres"}
         pg_dump = str(cluster.bin / "pg_dump")
-        postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
-        watch = {"postgres": postmaster, "s3 server": s3.process.pid, "prefect server": server.pid}
+        watch = service_pids(cluster, s3, server)
         if not args.no_bytecode_cache:
             warm = run_measured([("py", [sys.executable, "-c", "import flows.backup, boto3"])], cli_env, cwd=ROOT)
             log(f"bytecode cache filled ({warm.seconds:.1f} s, not timed below)")
@@ -692,10 +781,7 @@ def main() -> int:
             return dump[0]
 
         counter = [0]
-        seen_503s = [0]
-
-        def server_503s() -> int:
-            return (server_home / "server.log").read_text(errors="replace").count("Encountered retryable exception")
+        run_stats = flow_run_stats(api, server_home)
 
         def flow(db: str, level: int) -> tuple[Run, int]:
             counter[0] += 1
@@ -704,11 +790,7 @@ def main() -> int:
                                          f"s3://{BUCKET}/{prefix}", "--json"])],
                                {**cli_env, "CHARHUB_OPS_ZSTD_LEVEL": str(level)}, cwd=ROOT, watch=watch)
             result = json.loads(run.stdout)
-            in_flow, tasks = last_flow_run(api)
-            locked = server_503s()
-            run.extra = {"raw_bytes": result.get("raw_size_bytes"), "in_flow": in_flow, "tasks": tasks,
-                         "503s": locked - seen_503s[0]}
-            seen_503s[0] = locked
+            run.extra = {"raw_bytes": result.get("raw_size_bytes"), **run_stats()}
             return run, stored_and_clean(prefix)
 
         def pipe(name: str, level: int | None) -> tuple[Run, int]:
@@ -792,8 +874,7 @@ def main() -> int:
         for row in rows.values():
             b = row.best
             sc = b.services_cpu
-            in_flow = f"{b.extra['in_flow']:.2f}" if "in_flow" in b.extra else "-"
-            locked = str(b.extra["503s"]) if "503s" in b.extra else "-"
+            in_flow, locked = flow_cells(b)
             print(f"{row.method:<26}{b.cpu:>7.1f}{sc.get('postgres', 0):>9.1f}{sc.get('s3 server', 0):>8.1f}"
                   f"{sc.get('prefect server', 0):>8.1f}{b.other_cpu:>8.1f}{b.machine_busy:>8.1f}{in_flow:>10}"
                   f"{locked:>9}")
@@ -818,9 +899,6 @@ def main() -> int:
         flow1, flow3, tiny = rows[FLOW1].best, rows[FLOW3].best, rows[TINY].best
         peaks = {r.method.strip(): r.best.peak_kib["cli"] / 1024 for r in rows.values() if "cli" in r.best.peak_kib}
 
-        def verdict(ok: bool) -> str:
-            return "PASS" if ok else "FAIL"
-
         print()
         print("targets of the issue:")
         print(f"  flow@1 ≤ 1.10 × raw@1 (pg_dump -Z0 | zstd -1 -T0):  {flow1.seconds / raw['1']:.2f}×  "
@@ -844,8 +922,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted: everything started was stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

@@ -38,7 +38,6 @@ import json
 import os
 import pstats
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -52,10 +51,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import backup_bench as bb  # also puts the repository root on sys.path
-import boto3
-from botocore.config import Config
 
-from tests.harness.services import PgCluster, start_pg_cluster, start_s3_server
+from tests.harness.services import PgCluster
 
 ROOT, GB, MIB, CLI, BUCKET, log = bb.ROOT, bb.GB, bb.MIB, bb.CLI, bb.BUCKET, bb.log
 REPO = f"s3://{BUCKET}/r"
@@ -129,6 +126,11 @@ def drop_and_checkpoint(cluster: PgCluster, names: list[str]) -> None:
         for name in names:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute("CHECKPOINT")
+
+
+def drop_restored(cluster: PgCluster) -> None:
+    """Drop every database but postgres and bench (restored ones, leftovers of an interrupted run)."""
+    drop_and_checkpoint(cluster, user_databases(cluster))
 
 
 def profile_engine(cluster: PgCluster, backup_id: str, work: Path, top: int = 10) -> list[str]:
@@ -228,10 +230,7 @@ def main() -> int:
                         help="run the python processes with PYTHONDONTWRITEBYTECODE=1 as this environment does")
     args = parser.parse_args()
 
-    def on_term(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    bb.interrupt_on_sigterm()
     uptime_before, commit_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), \
         bb.git_state()
     print(f"restore benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, commit "
@@ -242,70 +241,22 @@ def main() -> int:
         work = tmp / "work"  # the flow's CHARHUB_OPS_WORK_DIR and the raw file variant's downloads
         work.mkdir()
 
-        server_home = tmp / "prefect-server"
-        server_home.mkdir()
-        server, api = bb.start_prefect_server(server_home)
-        stack.callback(bb.stop_group, server)
-        s3 = start_s3_server()
-        stack.callback(s3.stop)
-        s3client = boto3.client("s3", endpoint_url=s3.endpoint, config=Config(
-            request_checksum_calculation="when_required", response_checksum_validation="when_required"))
-        s3client.create_bucket(Bucket=BUCKET)
+        server, api, server_home, s3, _ = bb.start_services(stack, tmp)
 
-        stamp = {"size_gb": args.size_gb}
-        cache = args.cache_dir / f"{args.size_gb:g}gb"
-        if args.keep and (cache / "bench.json").exists() and json.loads((cache / "bench.json").read_text()) == stamp:
-            cluster = bb.start_cached(cache)
-            stack.callback(bb.pg_ctl, cluster, "-m", "fast", "stop")
-            drop_and_checkpoint(cluster, user_databases(cluster))  # leftovers of an interrupted run
-            warmed = bb.warm_page_cache(cluster.datadir)
-            log(f"reusing the cached cluster {cache} (page cache warmed in {warmed:.1f} s)")
-        else:
-            cluster = start_pg_cluster()
-            generated = [False]
-
-            def finish_cluster() -> None:
-                if not (args.keep and generated[0]):
-                    cluster.stop()
-                    return
-                drop_and_checkpoint(cluster, user_databases(cluster))
-                bb.pg_ctl(cluster, "-m", "fast", "stop")
-                shutil.rmtree(cache, ignore_errors=True)
-                cache.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(cluster.datadir.parent), str(cache))
-                (cache / "bench.json").write_text(json.dumps(stamp))
-                print(f"cluster saved in {cache} (reused by --keep with the same size)", flush=True)
-
-            stack.callback(finish_cluster)
-            with cluster.connect() as conn:
-                conn.execute("ALTER SYSTEM SET max_wal_size = '16GB'")
-                conn.execute("ALTER SYSTEM SET checkpoint_timeout = '30min'")
-                conn.execute("SELECT pg_reload_conf()")
-            log(f"generating ~{args.size_gb:g} GB with {args.jobs} sessions …")
+        def fill(cluster: PgCluster) -> None:
             secs = bb.generate(cluster, "bench", int(args.size_gb * GB), args.jobs)
-            generated[0] = True
             log(f"generated in {secs:.1f} s")
+
+        cluster = bb.open_cluster(stack, args, {"size_gb": args.size_gb}, fill, tidy=drop_restored)
         size = bb.db_size(cluster, "bench")
         log(f"pg_database_size(bench) = {size:,} bytes")
         log(f"waiting for the Prefect server … healthy after {bb.wait_prefect(server, api, server_home):.1f} s more")
 
-        client_home = tmp / "prefect-client"
-        client_home.mkdir()
-        base_env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("R2_", "CHARHUB_OPS_", "PREFECT_")) and k != "DATABASE_URL"}
-        base_env.update(bb.CREDS)
-        base_env["AWS_ENDPOINT_URL_S3"] = s3.endpoint
+        cli_env, pg_env = bb.bench_envs(tmp, s3, api, cluster, args.no_bytecode_cache, CHARHUB_OPS_WORK_DIR=str(work))
         os.environ["AWS_ENDPOINT_URL_S3"] = s3.endpoint  # for --profile (in this process)
-        if not args.no_bytecode_cache:
-            base_env.pop("PYTHONDONTWRITEBYTECODE", None)
-            base_env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
-        cli_env = {**base_env, "PREFECT_API_URL": api, "PREFECT_HOME": str(client_home),
-                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "CHARHUB_OPS_WORK_DIR": str(work)}
-        pg_env = {**base_env, "PGHOST": "127.0.0.1", "PGPORT": str(cluster.port), "PGUSER": "postgres"}
         downloader = tmp / "download.py"
         downloader.write_text(DOWNLOADER)
-        postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
-        watch = {"postgres": postmaster, "s3 server": s3.process.pid, "prefect server": server.pid}
+        watch = bb.service_pids(cluster, s3, server)
         if not args.no_bytecode_cache:
             warm = bb.run_measured([("py", [sys.executable, "-c", "import flows.restore, flows.verify, flows.backup, "
                                                                   "boto3"])], cli_env, cwd=ROOT)
@@ -320,19 +271,13 @@ def main() -> int:
         log(f"backup {backup_id}: {meta['size_bytes']:,} bytes stored ({meta['raw_size_bytes']:,} raw dump), "
             f"{meta['tables']} tables, {meta['rows']:,} rows, in {backup.seconds:.1f} s (not timed)")
 
-        seen_503s = [0]
-
-        def server_503s() -> int:
-            return (server_home / "server.log").read_text(errors="replace").count("Encountered retryable exception")
+        run_stats = bb.flow_run_stats(api, server_home)
 
         def cli(argv: list[str]) -> bb.Run:
             run = bb.run_measured([("cli", [CLI, *argv, "--json"])], cli_env, cwd=ROOT, watch=watch,
                                   timeout=STEP_TIMEOUT)
-            in_flow, tasks = bb.last_flow_run(api)
-            locked = server_503s()
-            run.extra = {"result": json.loads(run.stdout), "in_flow": in_flow, "tasks": tasks,
-                         "503s": locked - seen_503s[0]}
-            seen_503s[0] = locked
+            stats = run_stats()
+            run.extra = {"result": json.loads(run.stdout), **stats}
             return run
 
         pg_restore = str(cluster.bin / "pg_restore")
@@ -349,7 +294,7 @@ def main() -> int:
             finally:
                 for f in work.iterdir():
                     f.unlink()
-                drop_and_checkpoint(cluster, user_databases(cluster))
+                drop_restored(cluster)
             rows[method].runs.append(run)
             peak = run.peak_kib.get("cli", run.peak_kib.get("download", 0))
             pgr = max((v for k, v in run.peak_kib.items() if k.endswith("pg_restore")), default=0)
@@ -406,7 +351,7 @@ def main() -> int:
             run = bb.run_measured([("cli", [sys.executable, "-m", "cProfile", "-o", str(prof_out), CLI, "restore",
                                             "--from", REPO, "--database-url", cluster.url("restored_prof"), "--json"])],
                                   cli_env, cwd=ROOT, timeout=STEP_TIMEOUT)
-            drop_and_checkpoint(cluster, user_databases(cluster))
+            drop_restored(cluster)
             profile_lines += cli_profile(prof_out, run.seconds)
 
         # ------------------------------------------------------------------------------------ report
@@ -427,8 +372,7 @@ def main() -> int:
             sc = b.services_cpu
             py = b.peak_kib.get("cli", b.peak_kib.get("download", 0))
             pgr = max((v for k, v in b.peak_kib.items() if k.endswith("pg_restore")), default=0)
-            in_flow = f"{b.extra['in_flow']:.2f}" if "in_flow" in b.extra else "-"
-            locked = str(b.extra["503s"]) if "503s" in b.extra else "-"
+            in_flow, locked = bb.flow_cells(b)
             print(f"{row.method:<41}{b.seconds:>8.2f}{b.seconds / pipe.seconds:>7.2f}{b.seconds / file_.seconds:>7.2f}"
                   f"{b.seconds / fget.seconds:>7.2f}"
                   f"{bb.fmt_mb(py):>10}{bb.fmt_mb(pgr):>14}{b.cpu:>6.1f}{sc.get('postgres', 0):>9.1f}"
@@ -468,16 +412,14 @@ def main() -> int:
             print("engine functions called directly (no Prefect), cProfile:")
             print("\n".join(profile_lines))
 
-        def verdict(ok: bool) -> str:
-            return "PASS" if ok else "FAIL"
-
         print()
         print("targets of the issue:")
         print(f"  restore flow ≤ 1.15 × raw GET|zstd -d|pg_restore:       {flow.seconds / pipe.seconds:.2f}×  "
-              f"{verdict(flow.seconds <= 1.15 * pipe.seconds)}   (vs the raw file variant with -j{JOBS}: "
+              f"{bb.verdict(flow.seconds <= 1.15 * pipe.seconds)}   (vs the raw file variant with -j{JOBS}: "
               f"{flow.seconds / file_.seconds:.2f}×, with one GET: {flow.seconds / fget.seconds:.2f}×)")
         print(f"  verify ≤ 1.3 × a plain restore (the restore flow):      {verify.seconds / flow.seconds:.2f}×  "
-              f"{verdict(verify.seconds <= 1.3 * flow.seconds)}   (vs raw pipe {verify.seconds / pipe.seconds:.2f}×, "
+              f"{bb.verdict(verify.seconds <= 1.3 * flow.seconds)}   "
+              f"(vs raw pipe {verify.seconds / pipe.seconds:.2f}×, "
               f"vs raw file {verify.seconds / file_.seconds:.2f}× / {verify.seconds / fget.seconds:.2f}×)")
         print("  peak RSS of the CLI python process: "
               + ", ".join(f"{m.strip()} {rows[m].best.peak_kib['cli'] / 1024:.0f} MB" for m in (FLOW, VERIFY)))
@@ -489,8 +431,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted: everything started was stopped", file=sys.stderr)
-        sys.exit(130)
+    bb.run_main(main)
