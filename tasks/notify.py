@@ -9,6 +9,8 @@ from prefect.client.orchestration import get_client
 from prefect.events import emit_event
 from prefect.logging import get_logger
 
+from charhub_ops.errors import ConfigError
+from charhub_ops.pgurl import parse_pg_url
 from charhub_ops.settings import Settings, load_settings
 
 __all__ = ["emit", "ensure_concurrency_limit", "notify_failure", "scrub"]
@@ -30,26 +32,21 @@ def ensure_concurrency_limit(name: str, limit: int) -> None:
 def scrub(text: str, settings: Settings | None = None) -> str:
     """Remove every secret value the settings know of from ``text``."""
     settings = settings or _settings_or_none()
-    if settings is None:
-        return text
-    for value in (settings.database_url, settings.r2_access_key_id, settings.r2_secret_access_key):
-        if value is not None:
-            secret = value.get_secret_value()
-            text = text.replace(secret, "**********") if secret else text
-            if settings.database_url is value:
-                text = _scrub_password(text, secret)
+    for secret in _secret_values(settings) if settings else []:
+        text = text.replace(secret, "**********")
     return text
 
 
-def _scrub_password(text: str, url: str) -> str:
-    from charhub_ops.errors import ConfigError
-    from charhub_ops.pgurl import parse_pg_url
-
-    try:
-        password = parse_pg_url(url).params.get("password")
-    except ConfigError:
-        return text
-    return text.replace(password, "**********") if password else text
+def _secret_values(settings: Settings) -> list[str]:
+    """The secrets, plus the database password alone (messages show it decoded, outside its URL)."""
+    values = [v.get_secret_value() for v in (settings.database_url, settings.r2_access_key_id,
+                                              settings.r2_secret_access_key) if v is not None]
+    if settings.database_url is not None:
+        try:
+            values.append(parse_pg_url(settings.database_url.get_secret_value()).params.get("password", ""))
+        except ConfigError:
+            pass
+    return [v for v in values if v]
 
 
 def _settings_or_none() -> Settings | None:

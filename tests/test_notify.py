@@ -1,0 +1,21 @@
+"""Secrets never leave in a notification: scrub() removes every secret value the settings know of."""
+
+from __future__ import annotations
+
+from charhub_ops.settings import Settings
+from tasks.notify import scrub
+
+
+def test_scrub_removes_url_password_and_r2_keys():
+    settings = Settings(database_url="postgresql://charhub:p%40ss-W0rd@db:5432/charhub_db?schema=public",
+                        r2_access_key_id="AKIA-R2-ID", r2_secret_access_key="r2-secret-value")
+    text = ("failed: postgresql://charhub:p%40ss-W0rd@db:5432/charhub_db?schema=public, password p@ss-W0rd, "
+            "key AKIA-R2-ID / r2-secret-value")
+    clean = scrub(text, settings)
+    for secret in ("p%40ss-W0rd", "p@ss-W0rd", "AKIA-R2-ID", "r2-secret-value"):
+        assert secret not in clean
+    assert clean.startswith("failed: ") and "**********" in clean
+
+
+def test_scrub_without_secrets_changes_nothing():
+    assert scrub("backup failed", Settings()) == "backup failed"
