@@ -5,8 +5,8 @@ artifact → act, unless ``dry_run`` (data objects first, manifests last) → re
 Deletes the store refuses (an R2 bucket lock) are warnings in the report, not failures. A policy that
 would remove every complete backup of a database fails the run before anything is deleted.
 
-Run it after each backup with :func:`backup_completed_trigger` on the deployment: the
-``charhub.backup.completed`` event of ``flows.backup`` carries the repository and the database.
+It runs after each backup through the trigger of the ``prune-after-backup`` deployment in prefect.yaml:
+the ``charhub.backup.completed`` event of ``flows.backup`` carries the repository and the database.
 """
 
 from __future__ import annotations
@@ -14,17 +14,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from prefect import flow
-from prefect.events import DeploymentEventTrigger
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from charhub_ops.prune import prune_to_json
 from charhub_ops.retention import SETTINGS_FIELDS
-from flows.backup import COMPLETED
 from tasks.notify import notify_failure
 from tasks.retention import delete_backups, plan_prune, prune_preview, prune_report, resolve_prune_config
 
-__all__ = ["prune_flow", "backup_completed_trigger"]
+__all__ = ["prune_flow"]
 
 @flow(name="prune", on_failure=[notify_failure])
 def prune_flow(
@@ -51,18 +49,3 @@ def prune_flow(
     result = delete_backups(cfg.repo, quote(plan))
     prune_report(quote(plan), result)
     return prune_to_json(plan, result)
-
-
-def backup_completed_trigger(**parameters: object) -> DeploymentEventTrigger:
-    """A deployment trigger: prune the database (and repository) of each ``charhub.backup.completed``
-    event; extra ``parameters`` (e.g. ``keep_daily=14``) are passed to every run as given."""
-    return DeploymentEventTrigger(
-        name="prune-after-backup",
-        expect={COMPLETED},
-        match={"prefect.resource.id": "charhub.database.*"},
-        parameters={
-            "repository": "{{ event.payload.repository }}",
-            "database": "{{ event.payload.database }}",
-            **parameters,
-        },
-    )

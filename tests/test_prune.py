@@ -382,22 +382,26 @@ def test_prune_flow_fails_on_a_bad_policy_before_listing(prefect_server, tmp_pat
         prune_flow(repository=f"file://{tmp_path}", keep_within="soon")
 
 
-def test_backup_completed_trigger_passes_repository_and_database() -> None:
+def test_prune_after_backup_trigger_passes_repository_and_database() -> None:
+    """The trigger in prefect.yaml (the one source), rendered against the event flows/backup.py emits."""
+    from pathlib import Path
+
+    import yaml
     from prefect.events import Event
     from prefect.server.utilities.user_templates import render_user_template_sync
 
     from flows.backup import COMPLETED
-    from flows.prune import backup_completed_trigger, prune_flow
+    from flows.prune import prune_flow
 
-    trigger = backup_completed_trigger(keep_daily=14)
-    assert trigger.expect == {COMPLETED} and trigger.match.model_dump() == {
-        "prefect.resource.id": "charhub.database.*"}
-    # the event flows/backup.py emits after each database
+    spec = yaml.safe_load((Path(__file__).resolve().parent.parent / "prefect.yaml").read_text())
+    (deployment,) = [d for d in spec["deployments"] if d["name"] == "prune-after-backup"]
+    (trigger,) = deployment["triggers"]
+    assert trigger["expect"] == [COMPLETED] and trigger["match"] == {"prefect.resource.id": "charhub.database.*"}
     event = Event(event=COMPLETED, resource={"prefect.resource.id": "charhub.database.charhub_db"},
                   payload={"backup_id": "x", "database": "charhub_db", "repository": "s3://charhub-backups/prod",
                            "size_bytes": 1})
     rendered = {name: render_user_template_sync(value, {"event": event}) if isinstance(value, str) else value
-                for name, value in trigger.parameters.items()}
+                for name, value in {**trigger["parameters"], "keep_daily": 14}.items()}
     assert rendered == {"repository": "s3://charhub-backups/prod", "database": "charhub_db", "keep_daily": 14}
     validated = prune_flow.validate_parameters(rendered)
     assert {k: validated[k] for k in rendered} == rendered
