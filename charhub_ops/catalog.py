@@ -11,6 +11,7 @@ from charhub_ops.manifest import (
     VERIFICATION,
     Manifest,
     Verification,
+    backup_id_time,
     database_prefix,
     parse_manifest_key,
     verification_key,
@@ -79,8 +80,17 @@ def _load_or_none(storage: Storage, key: str) -> Manifest | None:
 
 
 def latest_backup(storage: Storage, database: str) -> Manifest | None:
-    backups = list_backups(storage, database)
-    return backups[0] if backups else None
+    """The newest complete backup of ``database``. Ids start with the UTC start second, so only the
+    manifests of the newest second are read (not every manifest of the database)."""
+    keys = [(backup_id_time(parsed[1]), o.key) for o in storage.list(database_prefix(database))
+            if (parsed := parse_manifest_key(o.key))]
+    while keys:
+        newest = max(t for t, _ in keys)
+        found = [m for t, k in keys if t == newest and (m := _load_or_none(storage, k)) is not None]
+        if found:
+            return max(found, key=lambda m: (m.started_at, m.backup_id))
+        keys = [(t, k) for t, k in keys if t != newest]  # deleted meanwhile by a prune: try the next second
+    return None
 
 
 def backup_summary(repository_url: str, m: Manifest, verification: Verification | None = None) -> dict:
