@@ -5,6 +5,11 @@ the core package and re-raised ``from exc``; nothing raw escapes core. Messages 
 system, the operation and the object, e.g. ``s3: put backups/x.dump.zst: AccessDenied``,
 and never contain a secret (URLs are redacted before they are put in a message).
 
+Every error is permanent unless the site that raised it knows better and says ``transient=True``
+(a network error, an HTTP 5xx or throttling answer, a serialization failure, a lock timeout, a
+backend terminated by the server). Only transient errors are retried (``tasks.common.RETRY``);
+a disk-full, a missing container, bad input or a programming error fails at once.
+
     OpsError                      base; the CLI turns it into one red line and exit code 1
     ├── ConfigError               a setting or argument is wrong (names the setting)
     ├── StorageError              a repository operation failed
@@ -30,7 +35,14 @@ __all__ = [
 
 
 class OpsError(Exception):
-    """Base of every expected charhub-ops error."""
+    """Base of every expected charhub-ops error. ``transient``: retrying the same step may succeed."""
+
+    transient: bool = False
+
+    def __init__(self, message: str = "", *, transient: bool | None = None) -> None:
+        super().__init__(message)
+        if transient is not None:
+            self.transient = transient
 
 
 class ConfigError(OpsError):
@@ -57,7 +69,7 @@ class VerificationError(OpsError):
     """A checksum, row count or content hash did not match. ``details`` carries the verdict (if any)."""
 
     def __init__(self, message: str, details: dict | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, transient=False)
         self.details = details
 
 

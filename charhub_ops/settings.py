@@ -76,7 +76,11 @@ class Settings(BaseSettings):
     anomaly_high: float = Field(2.0, gt=1, validation_alias=_aliases("anomaly_high"))
     task_retries: int = Field(
         2, ge=0, le=3, validation_alias=_aliases("task_retries"),
-        description="Retries of a task failing on a transient error (storage, database, docker), with backoff.")
+        description="Retries of a task failing on a transient error (network, 5xx, throttling, "
+                    "serialization failure, lock timeout), with backoff.")
+    task_retry_delay: float = Field(
+        30.0, ge=0, le=3600, validation_alias=_aliases("task_retry_delay"),
+        description="Seconds before the first retry; later retries wait 4x and 10x as long.")
     restore_jobs: int = Field(
         0, ge=0, le=32, validation_alias=_aliases("restore_jobs"),
         description="pg_restore -j workers for a local dump file; 0 = min(4, CPUs).")

@@ -1,4 +1,11 @@
-"""What every task module shares: retry policy and the repository spec passed between tasks."""
+"""What every task module shares: the retry policy and the repository spec passed between tasks.
+
+Retry policy (``RETRY``, spread into ``@task(...)``): only errors that say they are transient
+(``OpsError.transient``: network, 5xx, throttling, serialization failures, lock timeouts) are
+retried, as many times as the setting ``task_retries`` says (read when the task fails, so the
+environment of the run decides), after ``task_retry_delay`` seconds, then 4x and 10x as long.
+Bad input, failed checks, a full disk, a missing container or a programming error fail at once.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +13,51 @@ import threading
 
 from pydantic import BaseModel
 
-from charhub_ops.errors import ConfigError, NotFoundError, PolicyError, VerificationError
+from charhub_ops.errors import ConfigError, OpsError
 from charhub_ops.settings import load_settings
 from charhub_ops.storage import S3Options, Storage, open_storage
 
-__all__ = ["RepoSpec", "transient_only", "RETRY_DELAYS"]
+__all__ = ["RepoSpec", "transient_only", "RETRY", "RETRY_DELAYS", "MAX_RETRIES", "is_transient"]
 
-RETRY_DELAYS = [30, 120, 300]  # backoff between task retries (seconds)
-PERMANENT = (ConfigError, PolicyError, VerificationError, NotFoundError)
+MAX_RETRIES = 3  # the setting's upper bound; the decorator allows that many, the condition stops earlier
+_FACTORS = (1, 4, 10)
 
 
-def _max_retries() -> int:
+class _Delays(list):
+    """Backoff read from the settings when Prefect asks for it (decorators are built at import time)."""
+
+    def __getitem__(self, index):  # type: ignore[override]
+        factor = super().__getitem__(index)
+        return factor * _setting("task_retry_delay", 30.0)
+
+
+RETRY_DELAYS = _Delays(_FACTORS)
+
+
+def _setting(name: str, default):
     try:
-        return load_settings().task_retries
+        return getattr(load_settings(), name)
     except ConfigError:
-        return 0
+        return default
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True only for errors known to be transient (they say so); everything else is permanent."""
+    return isinstance(exc, OpsError) and exc.transient
+
+
+def transient_only(task, task_run, state) -> bool:
+    """retry_condition_fn: retry a transient failure, at most ``task_retries`` (setting) times."""
+    if task_run.run_count > _setting("task_retries", 0):
+        return False
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - classified, not swallowed: the state keeps the error
+        return is_transient(exc)
+    return False
+
+
+RETRY = {"retries": MAX_RETRIES, "retry_delay_seconds": RETRY_DELAYS, "retry_condition_fn": transient_only}
 
 
 class RepoSpec(BaseModel):
@@ -45,17 +82,3 @@ _LOCK = threading.Lock()
 
 def _secret(value) -> str | None:
     return value.get_secret_value() if value is not None else None
-
-
-def transient_only(task, task_run, state) -> bool:
-    """retry_condition_fn: retry storage/database/docker failures, never bad input or failed checks,
-    at most ``task_retries`` (setting) times."""
-    if task_run.run_count > _max_retries():
-        return False
-    try:
-        state.result()
-    except PERMANENT:
-        return False
-    except Exception:  # noqa: BLE001 - anything else may be transient
-        return True
-    return False

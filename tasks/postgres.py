@@ -13,15 +13,14 @@ from prefect.concurrency.sync import concurrency
 from charhub_ops import backup, progress
 from charhub_ops.manifest import ObjectRef, new_backup_id
 from charhub_ops.pgurl import PgUrl
-from tasks.common import RETRY_DELAYS, RepoSpec, transient_only
+from tasks.common import RETRY, RepoSpec
 
 __all__ = ["preflight", "dump_database", "dump_globals", "BACKUP_LIMIT"]
 
 BACKUP_LIMIT = "charhub-ops-backup"
 
 
-@task(name="preflight", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=transient_only)
+@task(name="preflight", cache_policy=NONE, **RETRY)
 def preflight(url: PgUrl, container: str | None, all_databases: bool) -> backup.Preflight:
     """Connect, read version/sizes/databases, choose where pg_dump runs."""
     pre = backup.preflight(url, container, all_databases)
@@ -49,8 +48,7 @@ class _ProgressSink:
         update_progress_artifact(self.artifact, 100.0)
 
 
-@task(name="dump-database", cache_policy=NONE, retries=1, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=transient_only)
+@task(name="dump-database", cache_policy=NONE, **RETRY)
 def dump_database(repo: RepoSpec, url: PgUrl, pre: backup.Preflight, database: str, *,
                   recipients: list[str], level: int, threads: int, hash_limit: int,
                   expected_size: int | None, limit: str | None = None) -> backup.DumpResult:
@@ -67,8 +65,7 @@ def dump_database(repo: RepoSpec, url: PgUrl, pre: backup.Preflight, database: s
     return result
 
 
-@task(name="dump-globals", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=transient_only)
+@task(name="dump-globals", cache_policy=NONE, **RETRY)
 def dump_globals(repo: RepoSpec, url: PgUrl, pre: backup.Preflight, dump: backup.DumpResult, *,
                  recipients: list[str], level: int) -> tuple[ObjectRef | None, str | None]:
     """pg_dumpall --globals-only beside the dump (roles are needed to restore ownership)."""

@@ -17,7 +17,7 @@ from charhub_ops.manifest import Manifest, Verification
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import admin_session, find_local_tool, make_tools, open_session, tool_major
 from charhub_ops.settings import load_settings
-from tasks.common import RETRY_DELAYS, RepoSpec, transient_only
+from tasks.common import RETRY, RepoSpec
 from tasks.config import database_url, repo_spec
 
 __all__ = ["RestoreConfig", "resolve_restore_config", "select_backup", "fetch_backup", "create_target",
@@ -52,8 +52,7 @@ def resolve_restore_config(repository: str | None, docker_container: str | None,
         production=settings.production)
 
 
-@task(name="select-backup", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=transient_only)
+@task(name="select-backup", cache_policy=NONE, **RETRY)
 def select_backup(repo: RepoSpec, source: str | None, fallback: str, backup: str, before: datetime | None,
                   unverified_first: bool = False) -> Manifest:
     """The backup to restore: ``latest``, an id, or the newest at/before ``before`` — of ``source`` (default:
@@ -74,8 +73,7 @@ def select_backup(repo: RepoSpec, source: str | None, fallback: str, backup: str
     return restore.pick_backup([m for m, _ in mine], backup, before)
 
 
-@task(name="fetch-and-verify", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=transient_only)
+@task(name="fetch-and-verify", cache_policy=NONE, **RETRY)
 def fetch_backup(cfg: RestoreConfig, manifest: Manifest) -> str:
     """Download, check size + SHA-256, decrypt, decompress into the work dir — before any database write."""
     identities = _identities(cfg) if manifest.encrypted else None
@@ -88,8 +86,7 @@ def fetch_backup(cfg: RestoreConfig, manifest: Manifest) -> str:
     return str(dest)
 
 
-@task(name="fetch-globals", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=transient_only)
+@task(name="fetch-globals", cache_policy=NONE, **RETRY)
 def fetch_globals(cfg: RestoreConfig, manifest: Manifest) -> str | None:
     """The backup's roles (pg_dumpall --globals-only), verified like the dump; None if it has none."""
     if manifest.globals is None:
@@ -172,8 +169,7 @@ def drop_database(url: PgUrl, container: str | None, name: str) -> None:
         restore.drop_database(session, name)
 
 
-@task(name="record-verification", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=transient_only)
+@task(name="record-verification", cache_policy=NONE, **RETRY)
 def record_verification(repo: RepoSpec, manifest: Manifest, result: restore.CheckResult,
                         started: datetime) -> Verification:
     now = datetime.now(UTC)

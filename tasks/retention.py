@@ -17,7 +17,7 @@ from charhub_ops import prune
 from charhub_ops.prune import PrunePlan, PruneResult
 from charhub_ops.retention import RetentionPolicy, policy_from_settings
 from charhub_ops.settings import load_settings
-from tasks.common import RETRY_DELAYS, RepoSpec, transient_only
+from tasks.common import RETRY, RepoSpec
 from tasks.config import repo_spec
 
 __all__ = ["PruneConfig", "resolve_prune_config", "plan_prune", "prune_preview", "delete_backups",
@@ -39,8 +39,7 @@ def resolve_prune_config(repository: str | None, overrides: dict[str, int | str 
     return PruneConfig(repo=repo_spec(settings), policy=policy_from_settings(settings, **overrides))
 
 
-@task(name="plan-prune", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=transient_only)
+@task(name="plan-prune", cache_policy=NONE, **RETRY)
 def plan_prune(repo: RepoSpec, policy: RetentionPolicy, now: datetime, database: str | None) -> PrunePlan:
     """List the repository once and plan (pure); PolicyError if a database would lose every backup."""
     plan = prune.plan_prune(prune.scan_repository(repo.open(), database), policy, now)
@@ -54,8 +53,7 @@ def plan_prune(repo: RepoSpec, policy: RetentionPolicy, now: datetime, database:
     return plan
 
 
-@task(name="delete-backups", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=transient_only)
+@task(name="delete-backups", cache_policy=NONE, **RETRY)
 def delete_backups(repo: RepoSpec, plan: PrunePlan) -> PruneResult:
     """Data objects first, manifests last; refusals come back as warnings (logged here)."""
     result = prune.execute_prune(repo.open(), plan)

@@ -7,20 +7,18 @@ from prefect.cache_policies import NONE
 
 from charhub_ops import backup, catalog
 from charhub_ops.manifest import Manifest, ObjectRef
-from tasks.common import RETRY_DELAYS, RepoSpec, transient_only
+from tasks.common import RETRY, RepoSpec
 
 __all__ = ["previous_backup", "write_manifest", "list_backups"]
 
 
-@task(name="previous-backup", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=transient_only)
+@task(name="previous-backup", cache_policy=NONE, **RETRY)
 def previous_backup(repo: RepoSpec, database: str) -> Manifest | None:
     """The newest complete backup of ``database`` (sizes the upload parts, baseline for anomalies)."""
     return catalog.latest_backup(repo.open(), database)
 
 
-@task(name="write-manifest", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=transient_only)
+@task(name="write-manifest", cache_policy=NONE, **RETRY)
 def write_manifest(repo: RepoSpec, pre: backup.Preflight, dump: backup.DumpResult,
                    globals_result: tuple[ObjectRef | None, str | None], *, recipients: list[str],
                    level: int) -> Manifest:
@@ -31,8 +29,7 @@ def write_manifest(repo: RepoSpec, pre: backup.Preflight, dump: backup.DumpResul
     return manifest
 
 
-@task(name="list-backups", cache_policy=NONE, retries=2, retry_delay_seconds=RETRY_DELAYS,
-      retry_condition_fn=transient_only)
+@task(name="list-backups", cache_policy=NONE, **RETRY)
 def list_backups(repo: RepoSpec, database: str | None = None) -> list[dict]:
     storage = repo.open()
     return [catalog.backup_summary(storage.url, m) for m in catalog.list_backups(storage, database)]

@@ -12,6 +12,8 @@ from tests.harness.app import app_container  # noqa: F401 - fixture
 from tests.harness.docker_pg import pg_container  # noqa: F401 - session fixture
 from tests.harness.services import start_pg_cluster, start_s3_server
 
+pytest_plugins = ["tests.harness.ci_guard"]
+
 # S3 credentials for the moto server; set before any boto3 client is made.
 os.environ.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "CHARHUB_OPS_TASK_RETRIES": "0",
                    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
