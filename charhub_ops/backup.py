@@ -39,7 +39,7 @@ from charhub_ops.storage import Storage
 from charhub_ops.streams import CountingReader, HashingReader, compress, encrypt, recipient_fingerprint
 
 __all__ = ["Preflight", "DumpResult", "preflight", "dump_database", "dump_globals", "build_manifest",
-           "write_manifest", "make_tools", "open_session", "choose_local_pg_dump", "database_locale"]
+           "write_manifest", "make_tools", "open_session", "choose_local_pg_dump"]
 
 Progress = Callable[[int], None]
 
@@ -115,7 +115,7 @@ def choose_local_pg_dump(server_major: int) -> tuple[str, str]:
     return found
 
 
-def database_locale(session: SqlSession) -> DatabaseLocale:
+def _database_locale(session: SqlSession) -> DatabaseLocale:
     """Encoding and collation of the session's database. The provider columns exist from PostgreSQL 15
     (``daticulocale``, renamed ``datlocale`` in 17): read through ``to_jsonb`` so older servers give NULL."""
     ((encoding, collate, ctype, provider, locale),) = session.query(_LOCALE_SQL)
@@ -145,7 +145,7 @@ def dump_database(storage: Storage, url: PgUrl, pre: Preflight, database: str, b
         session.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = str(session.query("SELECT pg_export_snapshot()")[0][0])
         tables = list_tables(session)
-        locale = database_locale(session)
+        locale = _database_locale(session)
         counts: dict = {}
         errors: list[BaseException] = []
 

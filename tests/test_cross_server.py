@@ -13,30 +13,30 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from psycopg import sql
 
 from charhub_ops.errors import ConfigError
 from charhub_ops.manifest import DatabaseLocale, Manifest, ObjectRef
 from charhub_ops.pgurl import parse_pg_url
 from charhub_ops.postgres import PsycopgSession, TableInfo, list_databases, table_checks
 from charhub_ops.restore import create_database, create_database_sql, database_exists
-from tests.harness.docker_pg import pg_other_settings, pg_sql_ascii  # noqa: F401 - session fixtures
 
 SOURCE_SQL = r"""
-CREATE TABLE typed (
-    id int PRIMARY KEY, at timestamptz, local_at timestamp, day date, span interval, f4 real, f8 double precision,
-    amount numeric(20, 6), label text, doc jsonb, tags text[], blob bytea, price money
-);
-INSERT INTO typed VALUES
- (1, '2026-03-01 12:34:56.789+00', '2026-03-01 23:59:59.5', '2026-12-31', '1 year 2 mons 3 days 04:05:06.5',
-  0.1, 0.1, 12345.678901, 'Äpfel', '{"b": 1, "a": [1, 2.50, null]}', '{Apple,apple,"a b"}', '\x00ff10', 12.34),
- (2, '1999-12-31 23:00:00-05', '1999-12-31 19:00', '0044-03-15 BC', '-3 days 00:00:01', 3.4028235e38,
-  1::float8 / 3, -0.000001, 'éclair 😀', '[]', '{}', '\x', -1),
- (3, 'infinity', '-infinity', '2000-02-29', '0', 'NaN', pi(), 'NaN', '', 'null', ARRAY[NULL, 'Zebra'], NULL, 0),
- (4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 CREATE TABLE words (word text, note text);  -- no primary key; the row text starts with the word
 INSERT INTO words VALUES ('apple', 'lower'), ('Apple', 'upper'), ('Äpfel', 'umlaut'), ('éclair', 'accent'),
  ('eclair', NULL), ('zebra', 'z'), ('Zebra', 'Z'), ('😀 smile', 'emoji'), ('a b', 'space'), ('ab', ''),
  ('a-b', 'dash'), (NULL, 'null word'), ('apple', 'lower');
+CREATE TABLE typed (
+    id int PRIMARY KEY, at timestamptz, local_at timestamp, day date, span interval, f4 real, f8 double precision,
+    amount numeric(20, 6), label text, doc jsonb, tags text[], blob bytea, price money, rel regclass
+);
+INSERT INTO typed VALUES
+ (1, '2026-03-01 12:34:56.789+00', '2026-03-01 23:59:59.5', '2026-12-31', '1 year 2 mons 3 days 04:05:06.5',
+  0.1, 0.1, 12345.678901, 'Äpfel', '{"b": 1, "a": [1, 2.50, null]}', '{Apple,apple,"a b"}', '\x00ff10', 12.34, 'typed'),
+ (2, '1999-12-31 23:00:00-05', '1999-12-31 19:00', '0044-03-15 BC', '-3 days 00:00:01', 3.4028235e38,
+  1::float8 / 3, -0.000001, 'éclair 😀', '[]', '{}', '\x', -1, 'words'),
+ (3, 'infinity', '-infinity', '2000-02-29', '0', 'NaN', pi(), 'NaN', '', 'null', ARRAY[NULL, 'Zebra'], NULL, 0, NULL),
+ (4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 """
 ICU_SOURCE = DatabaseLocale(encoding="UTF8", collate="C.UTF-8", ctype="C.UTF-8", provider="icu",
                             provider_locale="en-US")
@@ -44,23 +44,66 @@ SOCKET_URL = "postgresql://postgres@/{}?host=/var/run/postgresql"
 
 
 @pytest.fixture(scope="module")
-def icu_backup(prefect_server, pg, tmp_path_factory):
-    """The source database backed up with the backup flow into a file repository: (repository, manifest)."""
-    from flows.backup import backup_flow
-    from charhub_ops.catalog import list_backups
-    from charhub_ops.storage import LocalStorage
-
+def icu_source(pg) -> str:
+    """The source database on the host cluster (ICU en-US collation); returns its name."""
     name = "xsrc_" + uuid.uuid4().hex[:8]
     with pg.connect() as conn:
         conn.execute(f"CREATE DATABASE {name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'")
     with pg.connect(name) as conn:
         conn.execute(SOURCE_SQL)
+    return name
+
+
+@pytest.fixture(scope="module")
+def icu_backup(prefect_server, pg, icu_source, tmp_path_factory):
+    """The source database backed up with the backup flow into a file repository: (repository, manifest)."""
+    from charhub_ops.catalog import list_backups
+    from charhub_ops.storage import LocalStorage
+    from flows.backup import backup_flow
+
     root = tmp_path_factory.mktemp("xrepo")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CHARHUB_OPS_DATABASE_URL", pg.url(name))
+        mp.setenv("CHARHUB_OPS_DATABASE_URL", pg.url(icu_source))
         backup_flow(repository=f"file://{root}")
     (manifest,) = list_backups(LocalStorage(root))
     return f"file://{root}", manifest
+
+
+def _hashes(pg, database: str, hash_format: int = 2, **session_settings) -> dict:
+    """table_checks of ``database`` in a transaction of a session whose own settings are ``session_settings``."""
+    with PsycopgSession(parse_pg_url(pg.url(database))) as session:
+        for key, value in session_settings.items():
+            session.query(sql.SQL("SELECT set_config({}, {}, false)").format(
+                sql.Literal(key), sql.Literal(value)).as_string(None))
+        tables = [TableInfo("public", name, 0) for name in ("typed", "words")]
+        session.query("BEGIN")
+        return table_checks(session, tables, hash_limit_bytes=1, hash_format=hash_format)
+
+
+@pytest.mark.parametrize("settings", [
+    {"TimeZone": "America/St_Johns"}, {"DateStyle": "German, DMY"}, {"DateStyle": "Postgres, MDY"},
+    {"IntervalStyle": "iso_8601"}, {"IntervalStyle": "sql_standard"}, {"extra_float_digits": "-15"},
+    {"bytea_output": "escape"}, {"search_path": "pg_catalog"},
+    {"lc_monetary": "C.UTF-8", "TimeZone": "Pacific/Chatham", "DateStyle": "SQL, YMD", "extra_float_digits": "0"},
+])
+def test_hashes_ignore_the_session_output_settings(pg, icu_source, settings):
+    baseline = _hashes(pg, icu_source)
+    assert _hashes(pg, icu_source, **settings) == baseline
+    # each setting does change the text: the unpinned hashes of the old format differ
+    assert _hashes(pg, icu_source, hash_format=1, **settings) != _hashes(pg, icu_source, hash_format=1)
+
+
+def test_old_manifests_are_checked_with_their_own_hash_format(pg, icu_source):
+    from charhub_ops.manifest import TableStat
+    from charhub_ops.restore import check_restored
+
+    old = _hashes(pg, icu_source, hash_format=1)
+    assert old != _hashes(pg, icu_source)  # en-US order vs byte order
+    manifest = _manifest(tables=[TableStat(schema_name=s, name=n, rows=rows, size_bytes=0, content_hash=digest)
+                                 for (s, n), (rows, digest) in old.items()])
+    with PsycopgSession(parse_pg_url(pg.url(icu_source))) as session:
+        result = check_restored(session, manifest)
+    assert result.ok and result.hashed == 2
 
 
 def test_backup_records_the_locale_and_the_hash_format(icu_backup):
