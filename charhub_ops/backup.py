@@ -45,7 +45,7 @@ Progress = Callable[[int], None]
 
 _LOCALE_SQL = """
 SELECT pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, to_jsonb(d) ->> 'datlocprovider',
-       coalesce(to_jsonb(d) ->> 'datlocale', to_jsonb(d) ->> 'daticulocale')
+       coalesce(to_jsonb(d) ->> 'datlocale', to_jsonb(d) ->> 'daticulocale'), to_jsonb(d) ->> 'daticurules'
 FROM pg_database d WHERE d.datname = current_database()"""
 _PROVIDERS = {"c": "libc", "i": "icu", "b": "builtin"}
 
@@ -117,11 +117,16 @@ def choose_local_pg_dump(server_major: int) -> tuple[str, str]:
 
 def _database_locale(session: SqlSession) -> DatabaseLocale:
     """Encoding and collation of the session's database. The provider columns exist from PostgreSQL 15
-    (``daticulocale``, renamed ``datlocale`` in 17): read through ``to_jsonb`` so older servers give NULL."""
-    ((encoding, collate, ctype, provider, locale),) = session.query(_LOCALE_SQL)
+    (``daticulocale``, renamed ``datlocale`` in 17; ``daticurules`` from 16): read through ``to_jsonb``
+    so that a server without them gives NULL."""
+    ((encoding, collate, ctype, provider, locale, rules),) = session.query(_LOCALE_SQL)
     return DatabaseLocale(encoding=str(encoding), collate=str(collate), ctype=str(ctype),
-                          provider=_PROVIDERS[str(provider or "c")],
-                          provider_locale=None if locale is None else str(locale))
+                          provider=_PROVIDERS[str(provider)] if provider else None,
+                          provider_locale=_text(locale), icu_rules=_text(rules))
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
 
 
 def _pipeline(source, recipients: list[str], level: int, threads: int) -> HashingReader:

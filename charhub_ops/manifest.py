@@ -50,8 +50,10 @@ class DatabaseLocale(BaseModel):
     encoding: str = Field(description="pg_database.encoding, e.g. UTF8")
     collate: str = Field(description="datcollate (LC_COLLATE)")
     ctype: str = Field(description="datctype (LC_CTYPE)")
-    provider: Literal["libc", "icu", "builtin"] = Field("libc", description="datlocprovider (PostgreSQL ≥ 15)")
+    provider: Literal["libc", "icu", "builtin"] | None = Field(
+        None, description="datlocprovider; None: the server (< 15) had no locale providers")
     provider_locale: str | None = Field(None, description="the ICU (daticulocale) or builtin (datlocale) locale")
+    icu_rules: str | None = Field(None, description="daticurules (PostgreSQL ≥ 16)")
 
 
 class Manifest(BaseModel):

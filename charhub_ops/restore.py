@@ -155,21 +155,24 @@ def ensure_absent(session: SqlSession, name: str) -> None:
                           "(choose a new name, or use --replace to swap a verified copy in)")
 
 
-_PROVIDER_OPTION = {"icu": sql.SQL(" LOCALE_PROVIDER icu ICU_LOCALE {}"),
+_PROVIDER_OPTION = {"libc": sql.SQL(" LOCALE_PROVIDER libc"), "icu": sql.SQL(" LOCALE_PROVIDER icu ICU_LOCALE {}"),
                     "builtin": sql.SQL(" LOCALE_PROVIDER builtin BUILTIN_LOCALE {}")}
 _LOCALE_ERROR = re.compile(r"locale|encoding|collation|\bICU\b", re.IGNORECASE)
 
 
 def create_database_sql(name: str, locale: DatabaseLocale | None) -> sql.Composed:
     """CREATE DATABASE ``name``, from template0 with the backup's encoding and collation when it recorded
-    them (old manifests: the server's defaults)."""
+    them (old manifests: the server's defaults). The provider is always named when known: left out, it
+    would be template0's, which may differ from the backup's."""
     statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
     if locale is None:
         return statement
     statement += sql.SQL(" TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
         sql.Literal(locale.encoding), sql.Literal(locale.collate), sql.Literal(locale.ctype))
-    if locale.provider in _PROVIDER_OPTION:
+    if locale.provider:
         statement += _PROVIDER_OPTION[locale.provider].format(sql.Literal(locale.provider_locale))
+    if locale.icu_rules:
+        statement += sql.SQL(" ICU_RULES {}").format(sql.Literal(locale.icu_rules))
     return statement
 
 
@@ -184,7 +187,7 @@ def create_database(session: SqlSession, name: str, locale: DatabaseLocale | Non
         if locale is None or not _LOCALE_ERROR.search(str(exc)):
             raise
         wanted = f"encoding {locale.encoding}, LC_COLLATE {locale.collate}, LC_CTYPE {locale.ctype}"
-        if locale.provider != "libc":
+        if locale.provider_locale:
             wanted += f", {locale.provider} locale {locale.provider_locale}"
         raise ConfigError(f"database_url: this server cannot create '{name}' with the backup's locale ({wanted}): "
                           f"{exc}; install that locale on the server or restore to one that has it") from exc

@@ -190,10 +190,16 @@ def test_the_locale_round_trips_through_the_manifest():
 
 @pytest.mark.parametrize(("locale", "expected"), [
     (None, 'CREATE DATABASE "x y"'),
-    (DatabaseLocale(encoding="UTF8", collate="en_US.utf8", ctype="en_US.utf8"),
+    (DatabaseLocale(encoding="UTF8", collate="en_US.utf8", ctype="en_US.utf8"),  # from PostgreSQL < 15
      """CREATE DATABASE "x y" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'en_US.utf8' LC_CTYPE 'en_US.utf8'"""),
+    (DatabaseLocale(encoding="LATIN1", collate="de_DE", ctype="de_DE", provider="libc"),
+     """CREATE DATABASE "x y" TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'de_DE' LC_CTYPE 'de_DE' """
+     """LOCALE_PROVIDER libc"""),
     (ICU_SOURCE, """CREATE DATABASE "x y" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' """
                  """LC_CTYPE 'C.UTF-8' LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"""),
+    (ICU_SOURCE.model_copy(update={"icu_rules": "&a < b"}),
+     """CREATE DATABASE "x y" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C.UTF-8' """
+     """LC_CTYPE 'C.UTF-8' LOCALE_PROVIDER icu ICU_LOCALE 'en-US' ICU_RULES '&a < b'"""),
     (DatabaseLocale(encoding="UTF8", collate="C", ctype="C", provider="builtin", provider_locale="C.UTF-8"),
      """CREATE DATABASE "x y" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' """
      """LOCALE_PROVIDER builtin BUILTIN_LOCALE 'C.UTF-8'"""),
