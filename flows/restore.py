@@ -63,7 +63,7 @@ def restore_flow(
     try:
         roles = fetch_globals(cfg, manifest) if with_globals else None
         create_missing_roles(cfg.url, cfg.container, roles)
-        create_target(cfg.url, cfg.container, target)
+        create_target(cfg.url, cfg.container, target, manifest)
         restore_dump(cfg.url, cfg.container, manifest, dump, target, cfg.jobs, no_owner)
     finally:
         for path in (dump, roles):

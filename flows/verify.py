@@ -56,7 +56,7 @@ def verify_flow(
         result = CheckResult(tables=len(manifest.tables), mismatches=[str(exc)])
     else:
         try:
-            create_target(cfg.url, cfg.container, scratch)
+            create_target(cfg.url, cfg.container, scratch, manifest)
             restore_dump(cfg.url, cfg.container, manifest, dump, scratch, cfg.jobs, no_owner=True)
             result = check_copy(cfg.url, cfg.container, scratch, manifest, with_hashes=True)
         finally:

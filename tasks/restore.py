@@ -129,10 +129,11 @@ def _identities(cfg: RestoreConfig) -> list:
 
 
 @task(name="create-target", cache_policy=NONE)
-def create_target(url: PgUrl, container: str | None, name: str) -> None:
-    """CREATE DATABASE; an existing database is refused, never overwritten."""
+def create_target(url: PgUrl, container: str | None, name: str, manifest: Manifest) -> None:
+    """CREATE DATABASE with the backup's encoding and collation; an existing database is refused, never
+    overwritten."""
     with admin_session(url, container) as session:
-        restore.create_database(session, name)
+        restore.create_database(session, name, manifest.locale)
 
 
 @task(name="pg-restore", cache_policy=NONE)
