@@ -45,7 +45,7 @@ class S3Options(BaseModel):
     min_part_size: int = 8 * MIB
     concurrency: int = 4
     timeout: float = 60.0  # seconds to connect, and to wait for each answer / body chunk
-    max_attempts: int = 5  # botocore's own retries of one request (standard mode)
+    max_attempts: int = 5  # attempts per request, the first included (botocore standard-mode retries)
 
     @classmethod
     def from_settings(cls, settings) -> S3Options:
@@ -75,7 +75,7 @@ def make_s3_client(opts: S3Options):
     config = Config(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        retries={"max_attempts": opts.max_attempts, "mode": "standard"},
+        retries={"total_max_attempts": opts.max_attempts, "mode": "standard"},
         connect_timeout=opts.timeout,
         read_timeout=opts.timeout,
         s3={"addressing_style": "path"} if opts.endpoint_url else None,
@@ -109,6 +109,8 @@ class S3Storage(Storage):
 
     def put_stream(self, key: str, stream: BinaryIO, *, expected_size: int | None = None,
                    progress: Progress | None = None) -> PutResult:
+        """Multipart for large streams. On failure s3transfer aborts the multipart upload; if the store
+        cannot be reached to abort it, prune aborts it once it is stale (``list_incomplete_uploads``)."""
         config = self.transfer_config(expected_size)
         counter = _Counter(progress)
         with _errors("put", self._key(key)):

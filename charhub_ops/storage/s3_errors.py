@@ -80,6 +80,5 @@ def s3_errors(op: str, key: str):
         yield
     except OpsError:
         raise
-    except (bce.BotoCoreError, bce.ClientError, S3UploadFailedError, URLLib3Error, ConnectionError,
-            TimeoutError) as exc:
+    except (bce.BotoCoreError, bce.ClientError, S3UploadFailedError, URLLib3Error) as exc:
         raise translate(op, key, exc) from exc
