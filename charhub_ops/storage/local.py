@@ -137,7 +137,7 @@ class LocalStorage(Storage):
 
 
 def _raise_unless_vanished(exc: OSError) -> None:
-    if not isinstance(exc, FileNotFoundError):
+    if not isinstance(exc, FileNotFoundError | NotADirectoryError):  # nothing (left) below that path
         raise exc
 
 
