@@ -1,0 +1,139 @@
+"""What every command shares: shared options, the one error guard, JSON printing, the progress bar.
+
+:func:`run_guarded` is the one place that turns expected errors into one red ``error:`` line and exit
+code 1, without a traceback: every ``OpsError``, Ctrl-C, and the Prefect API being unreachable (or going
+away mid-run) when ``PREFECT_API_URL`` names a server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from charhub_ops.errors import OpsError
+
+__all__ = ["RepoOpt", "JsonOpt", "err", "fail", "run_guarded", "print_json", "prepare_prefect", "progress_bar",
+           "use_database_url", "open_repo"]
+
+err = Console(stderr=True)
+
+RepoOpt = Annotated[str | None, typer.Option("--from", help="Repository: s3://bucket/prefix or file:///path "
+                                                            "(default: CHARHUB_OPS_REPOSITORY, then ./backups)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table.")]
+
+
+def fail(message: str) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+def _prefect_api_error(exc: BaseException) -> str | None:
+    """A message when ``exc`` (or what caused it) says the Prefect API could not be reached or answered with
+    a server error; None for anything else. Prefect and httpx are only imported once a flow ran."""
+    httpx = sys.modules.get("httpx")
+    if httpx is None or "prefect" not in sys.modules:
+        return None
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, httpx.TransportError | httpx.HTTPStatusError):
+            api = os.environ.get("PREFECT_API_URL") or "the Prefect API"
+            return (f"prefect: the API at {api} (PREFECT_API_URL) failed during the run: "
+                    f"{type(exc).__name__}: {exc}".rstrip(": ").replace("\n", " "))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def run_guarded(func: Callable[[], Any]) -> Any:
+    """Run ``func``; an OpsError, Ctrl-C or an unreachable Prefect API becomes one clear line and exit code 1."""
+    try:
+        return func()
+    except OpsError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        fail("interrupted")
+    except Exception as exc:  # only Prefect API failures are expected here; anything else re-raises
+        message = _prefect_api_error(exc)
+        if message is None:
+            raise
+        fail(message)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+class _NoOpsTracebacks(logging.Filter):
+    """Keeps expected errors readable in the CLI: the message stays, the traceback goes (logger
+    filters, so they hold whatever handlers Prefect configures later)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], OpsError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def prepare_prefect() -> None:
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "false")
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine",
+                 "prefect.task_engine", "prefect.engine"):
+        logging.getLogger(name).addFilter(_NoOpsTracebacks())
+
+
+def progress_bar(enabled: bool) -> AbstractContextManager[None]:
+    """A Rich progress bar fed by charhub_ops.progress; a no-op context when stderr is not a TTY."""
+    if not enabled or not err.is_terminal:
+        return nullcontext()
+    return _bar()
+
+
+@contextmanager
+def _bar() -> Iterator[None]:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from charhub_ops import progress
+
+    tasks: dict[str, Any] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=err, transient=True) as prog:
+        def listener(name: str, n: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = prog.add_task(name, total=total)
+            prog.advance(tasks[name], n)
+
+        progress.subscribe(listener)
+        try:
+            yield
+        finally:
+            progress.unsubscribe(listener)
+
+
+def use_database_url(url: str | None, settings=None):
+    """Put ``--database-url`` in this process's environment (never in flow parameters) and parse it."""
+    from charhub_ops.pgurl import parse_pg_url
+    from charhub_ops.settings import load_settings
+
+    if url is not None:
+        os.environ["CHARHUB_OPS_DATABASE_URL"] = url
+        settings = None
+    settings = settings or load_settings()
+    if settings.database_url is None:
+        raise OpsError("database_url: not set (pass --database-url or set DATABASE_URL)")
+    return parse_pg_url(settings.database_url.get_secret_value())
+
+
+def open_repo(repository: str | None):
+    from charhub_ops.settings import load_settings
+    from charhub_ops.storage import S3Options, open_storage
+
+    settings = load_settings(repository=repository)
+    return open_storage(settings.repository, S3Options.from_settings(settings))
