@@ -16,6 +16,7 @@ from __future__ import annotations
 import typer
 
 from charhub_ops.cli import backup, backups, restore, retention
+from charhub_ops.cli.app import exit_now_if_api_gone
 
 __all__ = ["app", "main"]
 
@@ -29,4 +30,8 @@ app.command()(restore.verify)
 
 
 def main() -> None:
-    app(prog_name="charhub-ops")
+    try:
+        app(prog_name="charhub-ops")
+    except SystemExit as exc:
+        exit_now_if_api_gone(exc.code)
+        raise

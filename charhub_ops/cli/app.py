@@ -20,8 +20,8 @@ from rich.console import Console
 
 from charhub_ops.errors import OpsError
 
-__all__ = ["RepoOpt", "JsonOpt", "err", "fail", "run_guarded", "print_json", "prepare_prefect", "progress_bar",
-           "use_database_url", "open_repo"]
+__all__ = ["RepoOpt", "JsonOpt", "err", "fail", "run_guarded", "exit_now_if_api_gone", "print_json",
+           "prepare_prefect", "progress_bar", "use_database_url", "open_repo"]
 
 err = Console(stderr=True)
 
@@ -35,48 +35,65 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _prefect_api_error(exc: BaseException) -> str | None:
-    """A message when ``exc`` (or what caused it) says the Prefect API could not be reached or answered with
-    a server error; None for anything else. Prefect and httpx are only imported once a flow ran."""
+def _prefect_api_error(exc: BaseException | None) -> str | None:
+    """A message when ``exc`` (or what caused it) says the Prefect API could not be reached or failed (httpx
+    transport or HTTP status errors: Prefect's client raises those); None for anything else."""
     httpx = sys.modules.get("httpx")
-    if httpx is None or "prefect" not in sys.modules:
+    if httpx is None or "prefect" not in sys.modules:  # both are imported once a flow ran
         return None
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, httpx.TransportError | httpx.HTTPStatusError):
-            api = os.environ.get("PREFECT_API_URL") or "the Prefect API"
-            return (f"prefect: the API at {api} (PREFECT_API_URL) failed during the run: "
-                    f"{type(exc).__name__}: {exc}".rstrip(": ").replace("\n", " "))
+            from prefect.settings import PREFECT_API_URL
+
+            cause = f"{type(exc).__name__}: {exc}".strip().rstrip(":").replace("\n", " ")
+            return f"prefect: API at {PREFECT_API_URL.value()} (PREFECT_API_URL) unavailable: {cause}"
         exc = exc.__cause__ or exc.__context__
     return None
 
 
+_api_gone = False  # set once the Prefect API failed: see exit_now()
+
+
 def run_guarded(func: Callable[[], Any]) -> Any:
-    """Run ``func``; an OpsError, Ctrl-C or an unreachable Prefect API becomes one clear line and exit code 1."""
+    """Run ``func``; an OpsError, Ctrl-C or an unavailable Prefect API becomes one clear line and exit code 1.
+    Anything else is a bug and keeps its traceback."""
+    global _api_gone
     try:
         return func()
     except OpsError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         fail("interrupted")
-    except Exception as exc:  # only Prefect API failures are expected here; anything else re-raises
+    except Exception as exc:
         message = _prefect_api_error(exc)
         if message is None:
             raise
+        _api_gone = True
         fail(message)
+
+
+def exit_now_if_api_gone(code: int | str | None) -> None:
+    """After the Prefect API failed, leave at once with ``code``: at interpreter exit Prefect's events and
+    log workers would retry the dead API for each queued item (~7 s each, 35 s+ seen) to no avail."""
+    if _api_gone:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else 1)
 
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-class _NoOpsTracebacks(logging.Filter):
-    """Keeps expected errors readable in the CLI: the message stays, the traceback goes (logger
-    filters, so they hold whatever handlers Prefect configures later)."""
+class _NoExpectedTracebacks(logging.Filter):
+    """Keeps expected errors (OpsError, the Prefect API unavailable) readable in the CLI: the message stays,
+    the traceback goes (logger filters, so they hold whatever handlers Prefect configures later)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], OpsError):
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, OpsError) or _prefect_api_error(exc):
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -84,9 +101,12 @@ class _NoOpsTracebacks(logging.Filter):
 def prepare_prefect() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "false")
+    # Prefect's API log handler writes "--- Error logging to API ---" on stderr for every batch it cannot
+    # send when this is True (the standard library's development default); run_guarded says it once.
+    logging.raiseExceptions = False
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine",
                  "prefect.task_engine", "prefect.engine"):
-        logging.getLogger(name).addFilter(_NoOpsTracebacks())
+        logging.getLogger(name).addFilter(_NoExpectedTracebacks())
 
 
 def progress_bar(enabled: bool) -> AbstractContextManager[None]:
