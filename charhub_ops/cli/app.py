@@ -36,7 +36,7 @@ def fail(message: str) -> NoReturn:
 
 
 def _prefect_api_error(exc: BaseException | None) -> str | None:
-    """A message when ``exc`` (or what caused it) says the Prefect API could not be reached or failed (httpx
+    """A message when ``exc`` (or its ``__cause__`` chain) says the Prefect API could not be reached or failed (httpx
     transport or HTTP status errors: Prefect's client raises those); None for anything else."""
     httpx = sys.modules.get("httpx")
     if httpx is None or "prefect" not in sys.modules:  # both are imported once a flow ran
@@ -47,13 +47,14 @@ def _prefect_api_error(exc: BaseException | None) -> str | None:
         if isinstance(exc, httpx.TransportError | httpx.HTTPStatusError):
             from prefect.settings import PREFECT_API_URL
 
+            what = "unreachable" if isinstance(exc, httpx.TransportError) else "answered with an error"
             cause = f"{type(exc).__name__}: {exc}".strip().rstrip(":").replace("\n", " ")
-            return f"prefect: API at {PREFECT_API_URL.value()} (PREFECT_API_URL) unavailable: {cause}"
-        exc = exc.__cause__ or exc.__context__
+            return f"prefect: API at {PREFECT_API_URL.value()} (PREFECT_API_URL) {what}: {cause}"
+        exc = exc.__cause__
     return None
 
 
-_api_gone = False  # set once the Prefect API failed: see exit_now()
+_api_gone = False  # set once the Prefect API failed: see exit_now_if_api_gone()
 
 
 def run_guarded(func: Callable[[], Any]) -> Any:
