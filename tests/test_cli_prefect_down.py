@@ -81,9 +81,9 @@ def assert_complete_or_nothing(repo: str) -> list[dict]:
 
 def test_prefect_api_killed_mid_backup(prefect_process, pg, database, tmp_path) -> None:
     server, api = prefect_process
-    with pg.connect(database.rsplit("/", 1)[1]) as conn:  # ~70 MB of text: the dump streams for a while
+    with pg.connect(database.rsplit("/", 1)[1]) as conn:  # ~30 MB of text: the dump streams for a while
         conn.execute("CREATE TABLE blob AS SELECT md5(g::text) || md5((g * 7)::text) AS x "
-                     "FROM generate_series(1, 1000000) g")
+                     "FROM generate_series(1, 400000) g")
     repo_dir = tmp_path / "repo"
     proc = subprocess.Popen([EXE, "backup", "--database-url", database, "--to", f"file://{repo_dir}"],
                             env={**os.environ, **client_env(api, tmp_path / "client")},

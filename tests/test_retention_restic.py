@@ -9,6 +9,10 @@ of the file). restic verifies MAC and name when it loads them, and every case ch
 ``--keep-within-<period>`` window) is not used up. The packaged restic here is 0.14, which lacks that
 rule: on 0.14 the oldest snapshot is left out of the comparison (everything else must match); on 0.16+
 the whole plan is compared, its ``oldest daily snapshot`` reasons read as our ``oldest (daily)``.
+
+The second half runs ``charhub-ops retention plan`` with 12 random sets of ``--keep-*`` options (and
+``--min-keep 0``: restic has no such floor) and compares with ``restic forget`` given the same options:
+the options given are the whole policy, the settings' defaults must not fill in.
 """
 
 from __future__ import annotations
