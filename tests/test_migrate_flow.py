@@ -39,7 +39,7 @@ def errors(result) -> list[str]:  # a CliRunner result or a CompletedProcess
 @pytest.fixture
 def health_server():
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's name
+        def do_GET(self):
             ok = self.path == "/api/v1/health"
             self.send_response(200 if ok else 503)
             self.end_headers()
@@ -119,7 +119,8 @@ def test_lint_blocks_a_big_table_until_accepted(prefect_server, env, tmp_path, m
     root = write_migrations(tmp_path / "m", CHARHUB)
     assert cli("--migrations", str(root), "--no-backup").exit_code == 0
     with psycopg.connect(env, autocommit=True) as conn:
-        conn.execute("INSERT INTO \"UsageLog\" (id, \"characterId\") SELECT 'l' || g, 'c' FROM generate_series(1, 500) g")
+        conn.execute("INSERT INTO \"UsageLog\" (id, \"characterId\") "
+                     "SELECT 'l' || g, 'c' FROM generate_series(1, 500) g")
     monkeypatch.setenv("CHARHUB_OPS_MIGRATE_BIG_TABLE_ROWS", "100")
     write_migrations(root, {"20250401000000_processed_idx": BIG_INDEX})
     blocked = cli("--migrations", str(root), "--no-backup", "--dry-run", "--json")
