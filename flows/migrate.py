@@ -71,6 +71,8 @@ def migrate_flow(
                                                       "settings (migrate_lock_wait)"),
     restore_on_failure: bool = Field(False, description="If the run fails, restore the backup taken before it "
                                                         "(restore --replace)"),
+    prisma_container: str | None = Field(None, description="Apply with the app's `npx prisma migrate deploy` in "
+                                                           "this container instead of natively"),
     repository: str | None = Field(None, description="Backup repository; default from settings"),
     docker_container: str | None = Field(None, description="Run pg_dump (backup) inside this container"),
     database_url_secret: str | None = Field(None, description="Prefect Secret block with the database URL"),
@@ -86,7 +88,7 @@ def migrate_flow(
                "pending": plan["pending"], "failed": plan["failed"], "failed_logs": plan["failed_logs"],
                "drift": plan["drift"], "lint": lint, "backup_id": None, "no_backup": no_backup,
                "allow_drift": allow_drift, "accept": accept, "lock_wait": cfg.options.lock_wait,
-               "run_id": None, "checks": [], "error": None, "restored": None}
+               "run_id": None, "checks": [], "error": None, "restored": None, "prisma_container": prisma_container}
     blockers = _blockers(summary)
     if blockers:
         summary["outcome"] = "blocked"
@@ -100,12 +102,13 @@ def migrate_flow(
         summary.update(kind="report", outcome="up-to-date")
         migration_report(summary)
         return summary
-    return _act(cfg, migrations_dir, summary, restore_on_failure, repository, docker_container,
+    return _act(cfg, migrations_dir, summary, restore_on_failure, prisma_container, repository, docker_container,
                 database_url_secret, operator)
 
 
-def _act(cfg, migrations_dir: str, summary: dict, restore_on_failure: bool, repository: str | None,
-         docker_container: str | None, database_url_secret: str | None, operator: str | None) -> dict:
+def _act(cfg, migrations_dir: str, summary: dict, restore_on_failure: bool, prisma_container: str | None,
+         repository: str | None, docker_container: str | None, database_url_secret: str | None,
+         operator: str | None) -> dict:
     """Backup → history → lock + apply → checks → report; any failure is recorded, reported and raised."""
     summary.update(kind="report", run_id=str(flow_run.get_id() or uuid.uuid4()))
     if not summary["no_backup"]:
@@ -118,11 +121,12 @@ def _act(cfg, migrations_dir: str, summary: dict, restore_on_failure: bool, repo
                  {k: summary[k] for k in ("applied_before", "planned", "failed", "drift")},
                  summary["accept"], summary["no_backup"], summary["allow_drift"], summary["backup_id"])
     try:
-        result = apply_migrations(cfg.url, migrations_dir, cfg.options, summary["allow_drift"])
+        result = apply_migrations(cfg.url, migrations_dir, cfg.options, summary["allow_drift"], prisma_container)
         summary["applied"] = [a["migration"] for a in result["applied"]]
         summary["pending"] = [p for p in summary["planned"] if p not in summary["applied"] and p != result["failed"]]
-        if result["failed"]:
-            summary.update(outcome="failed", failed=[result["failed"]], error=result["error"])
+        if result["error"]:
+            summary.update(outcome="failed", failed=[result["failed"]] if result["failed"] else [],
+                           error=result["error"])
             raise DatabaseError(result["error"])
         summary["checks"] = check_health(cfg.health_urls, cfg.health_timeout) if cfg.health_urls else []
         if not all(c["ok"] for c in summary["checks"]):

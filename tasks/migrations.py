@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
-from charhub_ops.migrations import ledger, lint, runner
+from charhub_ops.migrations import ledger, lint, prisma, runner
 from charhub_ops.migrations.checks import check_urls
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import PsycopgSession, server_info
@@ -64,10 +64,15 @@ def lint_migrations(url: PgUrl, directory: str, pending: list[str], major: int, 
 
 
 @task(name="apply-migrations", cache_policy=NONE, **RETRY)
-def apply_migrations(url: PgUrl, directory: str, options: runner.RunnerOptions, allow_drift: bool) -> dict:
-    """Lock, re-plan, apply. Returns applied (name, seconds, attempts) and the failure (name, error) if any."""
+def apply_migrations(url: PgUrl, directory: str, options: runner.RunnerOptions, allow_drift: bool,
+                     prisma_container: str | None = None) -> dict:
+    """Lock, re-plan, apply natively — or run Prisma's own deploy in ``prisma_container``. Returns applied
+    (name, seconds, attempts) and the failure (name, error) if any."""
     files, paths = ledger.read_migrations(directory)
-    result = runner.migrate_locked(url, files, paths, options, allow_drift=allow_drift)
+    if prisma_container:
+        result = prisma.deploy_in_container(url, prisma_container, files, options)
+    else:
+        result = runner.migrate_locked(url, files, paths, options, allow_drift=allow_drift)
     return {"applied": [{"migration": a.name, "seconds": a.seconds, "attempts": a.attempts} for a in result.applied],
             "failed": result.failed, "error": str(result.error) if result.error else None}
 
@@ -111,6 +116,8 @@ def _headline(summary: dict) -> list[str]:
             f"- applied before: {len(summary['applied_before'])}; failed: {', '.join(summary['failed']) or 'none'}",
             f"- drift: {drift}", f"- backup: {backup}",
             f"- lock: pg_advisory_lock 72707369, waiting up to {summary['lock_wait']:g} s",
+            "- apply: " + (f"`npx prisma migrate deploy` in container `{summary['prisma_container']}`"
+                           if summary.get("prisma_container") else "natively, one transaction per migration"),
             f"- accepted: {', '.join(summary['accept']) or 'none'}"]
 
 

@@ -49,8 +49,6 @@ def _run(database_url, migrations, dry_run, no_backup, accept, allow_drift, lock
     def check():
         if migrations is None:
             raise ConfigError("--migrations: required (the Prisma migrations directory)")
-        if prisma_container:
-            raise ConfigError("--prisma-container: not supported yet; omit it to apply natively")
         use_database_url(database_url)
         parse_accepts(accept)
         read_migrations(migrations)
@@ -62,7 +60,8 @@ def _run(database_url, migrations, dry_run, no_backup, accept, allow_drift, lock
     def run() -> dict:
         try:
             return migrate_flow(migrations_dir=migrations, dry_run=dry_run, no_backup=no_backup, accept=accept,
-                                allow_drift=allow_drift, lock_wait=lock_wait, restore_on_failure=restore_on_failure)
+                                allow_drift=allow_drift, lock_wait=lock_wait, restore_on_failure=restore_on_failure,
+                                prisma_container=prisma_container)
         except OpsError as exc:  # the summary still goes out, then one error line
             details = getattr(exc, "details", None)
             if details:
