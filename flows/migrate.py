@@ -88,7 +88,8 @@ def migrate_flow(
                "pending": plan["pending"], "failed": plan["failed"], "failed_logs": plan["failed_logs"],
                "drift": plan["drift"], "lint": lint, "backup_id": None, "no_backup": no_backup,
                "allow_drift": allow_drift, "accept": accept, "lock_wait": cfg.options.lock_wait,
-               "run_id": None, "checks": [], "error": None, "restored": None, "prisma_container": prisma_container}
+               "run_id": None, "checks": [], "error": None, "restored": None, "previous_database": None,
+               "prisma_container": prisma_container}
     blockers = _blockers(summary)
     if blockers:
         summary["outcome"] = "blocked"
@@ -117,9 +118,8 @@ def _act(cfg, migrations_dir: str, summary: dict, restore_on_failure: bool, pris
         (backup,) = backup_flow(repository=repository, docker_container=docker_container,
                                 database_url_secret=database_url_secret)
         summary["backup_id"] = backup["backup_id"]
-    record_start(cfg.url, summary["run_id"], operator or getpass.getuser(),
-                 {k: summary[k] for k in ("applied_before", "planned", "failed", "drift")},
-                 summary["accept"], summary["no_backup"], summary["allow_drift"], summary["backup_id"])
+    summary["operator"] = operator or getpass.getuser()
+    _record_start(cfg, summary)
     try:
         result = apply_migrations(cfg.url, migrations_dir, cfg.options, summary["allow_drift"], prisma_container)
         summary["applied"] = [a["migration"] for a in result["applied"]]
@@ -144,18 +144,32 @@ def _act(cfg, migrations_dir: str, summary: dict, restore_on_failure: bool, pris
 
 
 def _event(summary: dict) -> dict:
-    return {k: summary[k] for k in ("database", "run_id", "backup_id", "applied", "failed", "outcome", "error")}
+    return {k: summary[k] for k in ("database", "run_id", "backup_id", "applied", "failed", "outcome", "error",
+                                    "restored")}
+
+
+def _record_start(cfg, summary: dict) -> None:
+    record_start(cfg.url, summary["run_id"], summary["operator"],
+                 {k: summary[k] for k in ("applied_before", "planned", "failed", "drift")},
+                 summary["accept"], summary["no_backup"], summary["allow_drift"], summary["backup_id"])
+
+
+def _record_outcome(cfg, summary: dict) -> None:
+    try:
+        record_outcome(cfg.url, summary["run_id"], summary["outcome"], summary["applied"], summary["error"])
+    except OpsError as exc:  # the database may be what failed: the report and the event still go out
+        get_run_logger().error("could not record the outcome in charhub_ops.migration_runs: %s", exc)
 
 
 def _on_failure(cfg, summary: dict, exc: OpsError, restore_on_failure: bool, repository: str | None,
                 docker_container: str | None, database_url_secret: str | None) -> None:
+    """Record the failure; with ``restore_on_failure``, restore the backup taken before the run (the failed
+    database is kept under ``<db>_pre_restore_<ts>`` with its history) and record the run again in the
+    restored database (its history predates the run); then report and emit ``charhub.migration.failed``."""
     if summary["outcome"] not in ("failed", "unhealthy"):
         summary.update(outcome="failed", error=str(exc))
     summary["error"] = summary["error"] or str(exc)
-    try:
-        record_outcome(cfg.url, summary["run_id"], summary["outcome"], summary["applied"], summary["error"])
-    except OpsError as record_exc:  # the database may be what failed: the report and the event still go out
-        get_run_logger().error("could not record the outcome in charhub_ops.migration_runs: %s", record_exc)
+    _record_outcome(cfg, summary)
     if restore_on_failure and summary["backup_id"]:
         from flows.restore import restore_flow
 
@@ -163,7 +177,10 @@ def _on_failure(cfg, summary: dict, exc: OpsError, restore_on_failure: bool, rep
             restored = restore_flow(repository=repository, source_database=cfg.url.dbname,
                                     backup=summary["backup_id"], replace=True, docker_container=docker_container,
                                     database_url_secret=database_url_secret)
-            summary["restored"] = restored["backup_id"]
+            summary.update(restored=restored["backup_id"], outcome=summary["outcome"] + ", restored",
+                           previous_database=restored.get("previous_database"))
+            _record_start(cfg, summary)
+            _record_outcome(cfg, summary)
         except OpsError as restore_exc:
             summary["error"] += f"; restoring backup {summary['backup_id']} failed too: {restore_exc}"
     migration_report(summary)

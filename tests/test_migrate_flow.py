@@ -159,3 +159,24 @@ def test_unhealthy_after_migrating_fails_the_run(prefect_server, env, tmp_path, 
 def test_bad_input_is_one_clear_error(env, args, needle):
     result = cli(*args)
     assert result.exit_code == 1 and needle in errors(result)[0], result.output
+
+
+def test_restore_on_failure_puts_the_pre_migration_database_back(prefect_server, env, pg, tmp_path):
+    root = write_migrations(tmp_path / "m", {"1_init": CHARHUB["20250101000000_init"]})
+    assert cli("--migrations", str(root), "--no-backup").exit_code == 0
+    with psycopg.connect(env, autocommit=True) as conn:
+        conn.execute("INSERT INTO \"User\" VALUES ('u1', 'a@example.com')")
+    write_migrations(root, {"2_ok": 'CREATE TABLE "Ok" ("id" TEXT);\n', "3_bad": "SELECT 1/0;\n"})
+    result = cli("--migrations", str(root), "--restore-on-failure", "--json")
+    assert result.exit_code == 1
+    summary = json.loads(result.stdout)
+    assert summary["applied"] == ["2_ok"] and summary["failed"] == ["3_bad"]
+    assert summary["restored"] == summary["backup_id"] and summary["outcome"] == "failed, restored"
+    with psycopg.connect(env) as conn:  # the live name holds the pre-migration copy again
+        assert conn.execute("SELECT to_regclass('\"Ok\"')").fetchone() == (None,)
+        assert conn.execute('SELECT email FROM "User"').fetchall() == [("a@example.com",)]
+        names = conn.execute("SELECT migration_name FROM _prisma_migrations").fetchall()
+        (history,) = [h for h in read_history(conn) if str(h["run_id"]) == summary["run_id"]]
+    assert names == [("1_init",)] and history["outcome"] == "failed, restored"
+    with psycopg.connect(pg.url(summary["previous_database"])) as conn:  # the failed database is kept
+        assert conn.execute("SELECT to_regclass('\"Ok\"') IS NOT NULL").fetchone() == (True,)
