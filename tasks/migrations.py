@@ -63,7 +63,7 @@ def lint_migrations(url: PgUrl, directory: str, pending: list[str], major: int, 
     return [i.as_dict() for i in items]
 
 
-@task(name="apply-migrations", cache_policy=NONE, **RETRY)
+@task(name="apply-migrations", cache_policy=NONE)  # no retries: --lock-wait is the wait, a failure is recorded
 def apply_migrations(url: PgUrl, directory: str, options: runner.RunnerOptions, allow_drift: bool,
                      prisma_container: str | None = None) -> dict:
     """Lock, re-plan, apply natively — or run Prisma's own deploy in ``prisma_container``. Returns applied

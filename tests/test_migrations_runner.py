@@ -192,3 +192,22 @@ def test_create_index_concurrently_runs_outside_a_transaction(database, tmp_path
     write_migrations(root, {"3_mixed": 'CREATE INDEX CONCURRENTLY "a" ON "User"("id");\nSELECT 1;\n'})
     with pytest.raises(ConfigError, match="3_mixed: a migration using CONCURRENTLY must contain only"):
         read_migrations(root)
+
+
+def test_files_with_their_own_begin_commit_and_percent_signs(database, tmp_path):
+    own_tx = "BEGIN;\nCREATE TABLE \"Own\" (\"id\" TEXT);\nINSERT INTO \"Own\" VALUES ('100%');\nCOMMIT;\n"
+    broken_tx = "BEGIN;\nCREATE TABLE \"Half\" (\"id\" TEXT);\nSELECT 1/0;\nCOMMIT;\n"
+    root = write_migrations(tmp_path / "m", {"1_own": own_tx, "2_broken": broken_tx})
+    result = run(database, root)
+    assert [a.name for a in result.applied] == ["1_own"] and result.failed == "2_broken"
+    assert "division by zero" in rows(database)[-1]["logs"]  # recorded although the file's BEGIN aborted
+    with psycopg.connect(database) as conn:
+        assert conn.execute('SELECT * FROM "Own"').fetchall() == [("100%",)]
+        assert conn.execute("SELECT to_regclass('\"Half\"')").fetchone() == (None,)
+
+
+def test_non_utf8_file_is_refused_before_anything_runs(tmp_path):
+    root = write_migrations(tmp_path / "m", {"1_x": "SELECT 1;\n"})
+    (root / "1_x" / "migration.sql").write_bytes(b"SELECT '\xff';\n")
+    with pytest.raises(ConfigError, match="1_x: migration.sql is not UTF-8"):
+        read_migrations(root)

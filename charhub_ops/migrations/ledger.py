@@ -204,7 +204,11 @@ def read_migrations(directory: str | Path) -> tuple[list[MigrationFile], dict[st
     files, paths = [], {}
     for path in sorted(root.glob("*/migration.sql")):
         data = path.read_bytes()
-        text = data.decode("utf-8", errors="replace")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path.parent.name}: migration.sql is not UTF-8 ({exc.reason} at byte {exc.start})"
+                              ) from None
         concurrent = has_concurrently(text)
         if concurrent and len(split_statements(text)) != 1:
             raise ConfigError(f"{path.parent.name}: a migration using CONCURRENTLY must contain only that one "

@@ -116,11 +116,22 @@ def _error_text(exc: psycopg.Error) -> str:
     return "\n".join(lines)
 
 
+def _end_transaction(conn: psycopg.Connection) -> None:
+    """After a failure: a file with its own BEGIN leaves an aborted transaction open; roll it back."""
+    if not conn.closed and conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.execute("ROLLBACK")
+
+
 def _run_in_transaction(conn: psycopg.Connection, script: str, lock_timeout: float, statement_timeout: float) -> None:
-    """One simple-protocol query, as Prisma sends it: one implicit transaction, timeouts SET LOCAL first."""
+    """One simple-protocol query, as Prisma sends it (psycopg uses the simple protocol for a query without
+    parameters): one implicit transaction, timeouts SET LOCAL first. A failure leaves nothing behind."""
     prefix = (f"SET LOCAL lock_timeout = '{_ms(lock_timeout)}ms';\n"
               f"SET LOCAL statement_timeout = '{_ms(statement_timeout)}ms';\n")
-    conn.execute(prefix + script)
+    try:
+        conn.execute(prefix + script)
+    except psycopg.Error:
+        _end_transaction(conn)
+        raise
 
 
 def _run_concurrently(conn: psycopg.Connection, script: str, lock_timeout: float, statement_timeout: float) -> None:
@@ -161,7 +172,10 @@ def apply_one(conn: psycopg.Connection, file: MigrationFile, path: Path, opts: R
     try:
         _attempts(file, script, conn, opts, sleep, applied)
     except psycopg.Error as exc:
-        ledger.record_failed(conn, row_id, _error_text(exc), schema)
+        try:
+            ledger.record_failed(conn, row_id, _error_text(exc), schema)
+        except DatabaseError:  # the connection died with the migration: the row stays as it is, as with Prisma
+            pass
         raise _failure(file, exc, applied) from exc
     ledger.record_finished(conn, row_id, schema)
     applied.seconds = round(time.monotonic() - started, 3)
@@ -173,8 +187,9 @@ def _failure(file: MigrationFile, exc: psycopg.Error, applied: Applied) -> Datab
     retried = f" after {applied.attempts} attempts (lock timeouts {applied.lock_timeouts[0]:g}–" \
               f"{applied.lock_timeouts[-1]:g} s)" if isinstance(exc, psycopg.errors.LockNotAvailable) else ""
     extra = " An INVALID index may remain: drop it (DROP INDEX CONCURRENTLY) first." if file.concurrent else ""
+    state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
     return DatabaseError(
-        f"migrate: {file.name} failed{retried}: {first} (SQLSTATE {exc.sqlstate}). Its transaction was rolled "
+        f"migrate: {file.name} failed{retried}: {first}{state}. Its transaction was rolled "
         f"back and its row in _prisma_migrations is marked failed (Prisma P3018).{extra} Fix it, then "
         f"`charhub-ops migrate resolve --rolled-back {file.name}` and run again.")
 
