@@ -180,3 +180,18 @@ def test_restore_on_failure_puts_the_pre_migration_database_back(prefect_server,
     assert names == [("1_init",)] and history["outcome"] == "failed, restored"
     with psycopg.connect(pg.url(summary["previous_database"])) as conn:  # the failed database is kept
         assert conn.execute("SELECT to_regclass('\"Ok\"') IS NOT NULL").fetchone() == (True,)
+
+
+def test_drift_stops_the_run_unless_allowed_and_recorded(prefect_server, env, tmp_path):
+    root = write_migrations(tmp_path / "m", {"1_init": CHARHUB["20250101000000_init"]})
+    assert cli("--migrations", str(root), "--no-backup").exit_code == 0
+    (root / "1_init" / "migration.sql").write_text(CHARHUB["20250101000000_init"] + "-- edited later\n")
+    write_migrations(root, {"2_next": 'CREATE TABLE "Next" ("id" TEXT);\n'})
+    drifted = cli("--migrations", str(root), "--no-backup", "--json")
+    assert drifted.exit_code == 1 and "1_init (changed)" in errors(drifted)[0]
+    assert json.loads(drifted.stdout)["drift"] == [{"migration": "1_init", "reason": "changed"}]
+    allowed = cli("--migrations", str(root), "--no-backup", "--allow-drift", "--json")
+    assert allowed.exit_code == 0 and json.loads(allowed.stdout)["applied"] == ["2_next"]
+    with psycopg.connect(env) as conn:
+        history = read_history(conn)[-1]
+    assert history["allow_drift"] is True and history["plan"]["drift"] == [{"migration": "1_init", "reason": "changed"}]
