@@ -128,3 +128,13 @@ def test_named_table(statement, table):
 def test_concurrently_ignores_comments():
     assert has_concurrently('CREATE INDEX CONCURRENTLY "i" ON "A"("x");')
     assert not has_concurrently('-- not CONCURRENTLY here\nCREATE INDEX "i" ON "A"("x");')
+
+
+def test_core_never_imports_prefect():
+    import subprocess
+    import sys
+
+    code = ("import sys, charhub_ops.migrations.ledger, charhub_ops.migrations.lint, charhub_ops.migrations.runner, "
+            "charhub_ops.migrations.prisma, charhub_ops.migrations.checks; print('prefect' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
