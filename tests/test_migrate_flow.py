@@ -36,6 +36,14 @@ def errors(result) -> list[str]:  # a CliRunner result or a CompletedProcess
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
 
 
+def _latest_artifact(api: str, key: str) -> str:
+    import httpx
+
+    body = {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1}
+    (artifact,) = httpx.post(f"{api}/artifacts/filter", json=body, timeout=10).raise_for_status().json()
+    return artifact["data"]
+
+
 @pytest.fixture
 def health_server():
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -63,6 +71,8 @@ def test_dry_run_then_apply_then_noop(prefect_server, env, tmp_path, monkeypatch
     assert preview["outcome"] == "dry-run" and preview["pending"] == sorted(CHARHUB) and preview["applied"] == []
     assert {"migration", "rule", "level", "line", "message", "table", "table_rows"} <= set(preview["lint"][0])
     assert preview["backup_id"] is None
+    markdown = _latest_artifact(prefect_server, "migration-preview")
+    assert "20250301000000_character_tagline" in markdown and "## Lint (squawk + live table sizes)" in markdown
     with psycopg.connect(env) as conn:  # a dry run changes nothing
         assert conn.execute("SELECT to_regclass('_prisma_migrations'), to_regclass('charhub_ops.migration_runs')"
                             ).fetchone() == (None, None)
