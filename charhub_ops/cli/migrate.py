@@ -128,7 +128,8 @@ def status(database_url: UrlOpt = None, migrations: DirOpt = None, as_json: Json
         for name in plan.pending:
             err.print(f"  · pending {name}", highlight=False)
         for name in plan.failed:
-            err.print(f"  [red]✗ failed[/] {name}: {plan.logs.get(name, '').splitlines()[0:1]}", highlight=False)
+            first = next(iter(plan.logs.get(name, "").splitlines()), "")
+            err.print(f"  [red]✗ failed[/] {name}: {first}", highlight=False)
         for d in plan.drift:
             err.print(f"  [yellow]drift[/] {d.name} ({d.reason})", highlight=False)
     if plan.failed or plan.drift:
