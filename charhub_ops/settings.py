@@ -128,6 +128,38 @@ class Settings(BaseSettings):
         3, ge=0, validation_alias=_aliases("min_keep"),
         description="Retention: never keep fewer complete backups of a database than this.")
 
+    # --- migrations (charhub-ops migrate) ---
+    migrate_lock_wait: float = Field(
+        60.0, ge=0, le=3600, validation_alias=_aliases("migrate_lock_wait"),
+        description="Migrate: seconds to wait for Prisma's migration lock (advisory lock 72707369).")
+    migrate_lock_timeout: float = Field(
+        5.0, gt=0, le=600, validation_alias=_aliases("migrate_lock_timeout"),
+        description="Migrate: longest lock_timeout (s) of a migration; attempts start at 0.1 s and grow to it.")
+    migrate_lock_retries: int = Field(
+        10, ge=1, le=100, validation_alias=_aliases("migrate_lock_retries"),
+        description="Migrate: attempts of a migration that hits lock timeouts (rolled back each time).")
+    migrate_statement_timeout: float = Field(
+        900.0, ge=0, validation_alias=_aliases("migrate_statement_timeout"),
+        description="Migrate: statement_timeout (s) of each migration; 0 = none.")
+    migrate_big_table_rows: int = Field(
+        100_000, ge=0, validation_alias=_aliases("migrate_big_table_rows"),
+        description="Migrate lint: lock/rewrite rules on tables with at least this many rows block the run "
+                    "unless accepted (--accept RULE[:migration]).")
+    migrate_health_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_aliases("migrate_health_urls"),
+        description="Migrate: URLs that must answer 2xx after the migrations, comma-separated "
+                    "(CharHub: http://backend:3000/api/v1/health).")
+    migrate_health_timeout: float = Field(
+        60.0, gt=0, le=3600, validation_alias=_aliases("migrate_health_timeout"),
+        description="Migrate: seconds the health URLs get to answer 2xx.")
+
+    @field_validator("migrate_health_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("encrypt_to", "app_containers", mode="before")
     @classmethod
     def _split_recipients(cls, value: object) -> object:
