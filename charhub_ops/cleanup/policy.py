@@ -1,0 +1,182 @@
+"""Row-retention policies: the YAML file's model, the safe ``where`` vocabulary, checks against the catalog.
+
+A policy names a table, its timestamp column and an age (``older_than``, the retention duration syntax:
+``90d``, ``2w``, ``1y6m``, ``36h``); an optional ``where`` is a mapping ``column: value | [values] | null |
+"not null"`` — never SQL text. :func:`check_policies` validates every policy against the live catalog
+(:mod:`.schema`) before anything runs and returns one :class:`TablePlan` per policy; a bad policy raises
+one :class:`PolicyError` naming it. Pure but for the catalog read.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from charhub_ops.cleanup.schema import TableShape
+from charhub_ops.errors import PolicyError
+from charhub_ops.retention import Duration, parse_duration
+
+__all__ = ["ALWAYS_PROTECTED", "RowPolicy", "PolicyFile", "TablePlan", "load_policy_file", "check_policy",
+           "index_hint"]
+
+ALWAYS_PROTECTED = frozenset({"CreditTransaction", "_prisma_migrations"})
+NOT_NULL = "not null"
+Scalar = bool | int | float | str
+_SQLISH = re.compile(r"[;'\"()=<>*\\]|--|/\*|\b(select|union|drop|delete|insert|update|or|and|exec)\b", re.I)
+_TIME_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
+_NUMERIC = ("smallint", "integer", "bigint", "numeric", "real", "double precision")
+_TEXTUAL = ("text", "character varying", "character", "uuid", "citext")
+
+
+class RowPolicy(BaseModel):
+    """One table's retention rule (more keys are allowed in the file and ignored)."""
+
+    model_config = ConfigDict(extra="ignore", arbitrary_types_allowed=True)
+
+    table: str = Field(min_length=1)
+    schema_name: str = Field("public", alias="schema")
+    timestamp_column: str = Field(min_length=1)
+    older_than: Duration
+    where: dict[str, Scalar | list[Scalar] | None] = {}
+    batch_size: int = Field(5000, ge=1, le=100_000)
+    max_rows: int | None = Field(None, ge=1)
+    max_seconds: float | None = Field(None, gt=0)
+    cascade: str | None = None  # "allowed": rows elsewhere may be deleted/changed by foreign keys
+
+    @field_validator("older_than", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> Duration:
+        if isinstance(value, Duration):
+            return value
+        try:
+            return parse_duration(value if isinstance(value, str) else repr(value))
+        except PolicyError as exc:  # pydantic reports ValueErrors with the field's location
+            raise ValueError(str(exc).removeprefix("duration: ")) from None
+
+    @field_validator("cascade")
+    @classmethod
+    def _cascade(cls, value: str | None) -> str | None:
+        if value is not None and value != "allowed":
+            raise ValueError("cascade: the only value is 'allowed'")
+        return value
+
+    @property
+    def name(self) -> str:
+        return self.table if self.schema_name == "public" else f"{self.schema_name}.{self.table}"
+
+
+class PolicyFile(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    policies: list[RowPolicy] = Field(min_length=1)
+    protected_tables: list[str] = []
+
+    def protected(self) -> set[str]:
+        return set(self.protected_tables) | ALWAYS_PROTECTED
+
+
+class TablePlan(BaseModel):
+    """A checked policy plus what the catalog says about its table (the plan shows all of it)."""
+
+    policy: RowPolicy
+    key: list[str]  # primary key columns, or ["ctid"] for a plain table without one
+    cascades: list[str]  # "Other.col ON DELETE CASCADE" references that a delete here would follow
+    restricts: list[str]  # references that would make a delete fail while a referencing row exists
+    index_warning: str | None = None
+    estimated_rows: int = 0
+
+
+def _problem(error: dict[str, Any]) -> str:
+    where = ".".join(str(p) for p in error["loc"][2:]) or "policy"
+    return f"{where}: {error['msg'].removeprefix('Value error, ')}"
+
+
+def load_policy_file(path: str | Path) -> PolicyFile:
+    """Read and validate the YAML file's shape; PolicyError names the file and the policy."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PolicyError(f"--policy: cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"--policy: {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise PolicyError(f"--policy: {path}: expected a mapping with a 'policies' list")
+    try:
+        return PolicyFile.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = first["loc"]
+        label = f"policy #{loc[1] + 1}" if loc[:1] == ("policies",) and len(loc) > 1 else str(loc[0])
+        table = _table_of(raw, loc)
+        raise PolicyError(f"{path}: {label}{table}: {_problem(first)}") from None
+
+
+def _table_of(raw: dict, loc: tuple) -> str:
+    try:
+        return f" ({raw['policies'][loc[1]]['table']})"
+    except (KeyError, IndexError, TypeError):
+        return ""
+
+
+def _check_value(policy: RowPolicy, column: str, col_type: str, value: Scalar) -> None:
+    fail = f"policy {policy.name}: where.{column}"
+    if isinstance(value, str) and _SQLISH.search(value):
+        raise PolicyError(f"{fail}: {value!r} looks like SQL; conditions are values only")
+    if isinstance(value, bool):
+        ok = col_type == "boolean"
+    elif isinstance(value, int | float):
+        ok = col_type in _NUMERIC
+    else:
+        ok = col_type in _TEXTUAL or col_type.startswith(("character", "USER-DEFINED"))
+    if not ok:
+        raise PolicyError(f"{fail}: {value!r} does not fit the column's type ({col_type})")
+
+
+def _check_where(policy: RowPolicy, shape: TableShape) -> None:
+    for column, value in policy.where.items():
+        if column not in shape.columns:
+            raise PolicyError(f"policy {policy.name}: where: unknown column {column!r} (a condition is "
+                              f"{{column: value | [values] | null | \"not null\"}}, never SQL)")
+        if value is None or value == NOT_NULL:
+            continue
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise PolicyError(f"policy {policy.name}: where.{column}: an empty list matches nothing")
+        for item in values:
+            _check_value(policy, column, shape.columns[column], item)
+
+
+def index_hint(policy: RowPolicy, shape: TableShape) -> str | None:
+    """A warning when no index starts with the timestamp column (every batch would scan the table)."""
+    if policy.timestamp_column in shape.leading_index_columns:
+        return None
+    return (f"{policy.name}: no index starts with {policy.timestamp_column!r}: every batch scans the table; "
+            f"would help: CREATE INDEX CONCURRENTLY ON \"{policy.table}\" (\"{policy.timestamp_column}\")")
+
+
+def check_policy(policy: RowPolicy, shape: TableShape | None, protected: set[str]) -> TablePlan:
+    """Validate one policy against its table's shape (None = no such table). Raises PolicyError."""
+    if policy.table in protected or policy.name in protected:
+        raise PolicyError(f"policy {policy.name}: the table is protected (protected_tables"
+                          f"{'; financial records' if policy.table == 'CreditTransaction' else ''}): refused")
+    if shape is None:
+        raise PolicyError(f"policy {policy.name}: no such table")
+    col_type = shape.columns.get(policy.timestamp_column)
+    if col_type is None:
+        raise PolicyError(f"policy {policy.name}: timestamp_column: unknown column {policy.timestamp_column!r}")
+    if col_type not in _TIME_TYPES:
+        raise PolicyError(f"policy {policy.name}: timestamp_column {policy.timestamp_column!r} is {col_type}, "
+                          f"not a timestamp or date")
+    _check_where(policy, shape)
+    if shape.cascades and policy.cascade != "allowed":
+        raise PolicyError(f"policy {policy.name}: deleting here also changes rows elsewhere "
+                          f"({'; '.join(shape.cascades)}); add `cascade: allowed` to the policy if intended")
+    if not shape.key:
+        raise PolicyError(f"policy {policy.name}: no primary key on a partitioned table")
+    return TablePlan(policy=policy, key=shape.key, cascades=shape.cascades, restricts=shape.restricts,
+                     index_warning=index_hint(policy, shape), estimated_rows=shape.estimated_rows)

@@ -1,0 +1,140 @@
+"""Cleanup policies: the pure batch policy (table tests) and the checks against a CharHub-shaped catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+
+from charhub_ops.cleanup.batches import BatchSizer, Budget, stop_reason
+from charhub_ops.cleanup.policy import PolicyFile, load_policy_file
+from charhub_ops.cleanup.run import plan_policies
+from charhub_ops.errors import PolicyError
+from tests.harness.charhub_schema import create_charhub_schema
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "cleanup-policy.example.yaml"
+
+
+@pytest.mark.parametrize(("start", "floor", "timeouts", "sizes"), [
+    (5000, 100, 1, [3750]),
+    (5000, 100, 3, [3750, 2813, 2110]),
+    (400, 100, 6, [300, 225, 169, 127, 100, 100]),
+    (100, 100, 2, [100, 100]),
+    (3, 1, 3, [2, 1, 1]),  # a quarter of 3 is 0: still shrinks by one
+])
+def test_batch_shrinks_by_a_quarter_down_to_the_floor(start, floor, timeouts, sizes):
+    sizer = BatchSizer(start, floor=floor)
+    seen = []
+    for _ in range(timeouts):
+        sizer.shrink()
+        seen.append(sizer.size)
+    assert seen == sizes
+
+
+def test_the_floor_gives_up_after_repeated_timeouts():
+    sizer = BatchSizer(100, floor=100, max_failures_at_floor=3)
+    assert [sizer.shrink() for _ in range(3)] == [True, True, False]
+
+
+@pytest.mark.parametrize(("size", "deleted", "max_rows", "limit"), [
+    (5000, 0, None, 5000), (5000, 0, 1200, 1200), (5000, 1000, 1200, 200), (5000, 1200, 1200, 0),
+])
+def test_next_size_respects_max_rows(size, deleted, max_rows, limit):
+    assert BatchSizer(size).next_size(deleted, max_rows) == limit
+
+
+@pytest.mark.parametrize(("budget", "deleted", "elapsed", "last", "reason"), [
+    (Budget(), 10, 1.0, 0, "done"),
+    (Budget(), 10, 1.0, 3, None),  # a short batch (rows skipped as locked) is not the end
+    (Budget(max_rows=10), 10, 1.0, 5, "max_rows"),
+    (Budget(max_seconds=2), 5, 2.5, 5, "max_seconds"),
+    (Budget(max_rows=100, max_seconds=60), 50, 1.0, 5, None),
+])
+def test_stop_reason(budget, deleted, elapsed, last, reason):
+    assert stop_reason(budget, deleted, elapsed, last) == reason
+
+
+@pytest.fixture
+def charhub_db(database):
+    create_charhub_schema(database)
+    with psycopg.connect(database, autocommit=True) as conn:
+        yield conn
+
+
+def _file(*policies, **extra) -> PolicyFile:
+    return PolicyFile.model_validate({"policies": list(policies), **extra})
+
+
+def test_the_example_policy_file_is_valid_against_charhub(charhub_db):
+    plans = plan_policies(charhub_db, load_policy_file(EXAMPLE))
+    assert [p.policy.table for p in plans] == ["UsageLog", "LLMUsageLog", "CorrectionJobLog", "BatchGenerationLog",
+                                               "MessageTranslation", "ContentTranslation", "CuratedImage"]
+    by_table = {p.policy.table: p for p in plans}
+    assert by_table["UsageLog"].index_warning is None
+    warning = by_table["CorrectionJobLog"].index_warning
+    assert 'CREATE INDEX CONCURRENTLY ON "CorrectionJobLog" ("startedAt")' in warning
+    assert all(p.key == ["id"] and not p.cascades for p in plans)
+
+
+BAD = [
+    ({"table": "NoSuchLog", "timestamp_column": "createdAt", "older_than": "30d"}, "NoSuchLog: no such table"),
+    ({"table": "UsageLog", "timestamp_column": "createdAt", "older_than": "30d"}, "unknown column 'createdAt'"),
+    ({"table": "UsageLog", "timestamp_column": "tokens", "older_than": "30d"}, "is integer, not a timestamp"),
+    ({"table": "CreditTransaction", "timestamp_column": "timestamp", "older_than": "1y"}, "protected"),
+    ({"table": "Conversation", "timestamp_column": "createdAt", "older_than": "1y"},
+     '"Message"(conversationId) ON DELETE CASCADE'),
+    ({"table": "UsageLog", "timestamp_column": "timestamp", "older_than": "30d",
+      "where": {"processed = true OR 1": True}}, "unknown column 'processed = true OR 1'"),
+    ({"table": "ContentTranslation", "timestamp_column": "updatedAt", "older_than": "30d",
+      "where": {"status": "FAILED' OR '1'='1"}}, "looks like SQL"),
+    ({"table": "ContentTranslation", "timestamp_column": "updatedAt", "older_than": "30d",
+      "where": {"status": "x; DROP TABLE \"User\""}}, "looks like SQL"),
+    ({"table": "UsageLog", "timestamp_column": "timestamp", "older_than": "30d", "where": {"processed": "yes"}},
+     "does not fit the column's type (boolean)"),
+]
+
+
+@pytest.mark.parametrize(("policy", "message"), BAD, ids=[m for _, m in BAD])
+def test_bad_policies_are_refused_naming_the_policy(charhub_db, policy, message):
+    good = {"table": "LLMUsageLog", "timestamp_column": "createdAt", "older_than": "90d"}
+    with pytest.raises(PolicyError) as caught:
+        plan_policies(charhub_db, _file(good, policy))
+    assert message in str(caught.value)
+    assert f"policy {policy['table']}" in str(caught.value)
+
+
+def test_credit_transaction_is_protected_without_the_key(charhub_db):
+    with pytest.raises(PolicyError, match="policy CreditTransaction: the table is protected"):
+        plan_policies(charhub_db, _file({"table": "CreditTransaction", "timestamp_column": "timestamp",
+                                         "older_than": "1y"}, protected_tables=[]))
+
+
+def test_protected_tables_from_the_file(charhub_db):
+    with pytest.raises(PolicyError, match="policy LLMUsageLog: the table is protected"):
+        plan_policies(charhub_db, _file({"table": "LLMUsageLog", "timestamp_column": "createdAt",
+                                         "older_than": "1y"}, protected_tables=["LLMUsageLog"]))
+
+
+def test_an_allowed_cascade_is_shown_in_the_plan(charhub_db):
+    (plan,) = plan_policies(charhub_db, _file({"table": "Conversation", "timestamp_column": "createdAt",
+                                               "older_than": "1y", "cascade": "allowed"}))
+    assert plan.cascades == ['"Message"(conversationId) ON DELETE CASCADE']
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ({"policies": [{"table": "UsageLog", "timestamp_column": "timestamp", "older_than": "90 days"}]},
+     "policy #1 (UsageLog): older_than: cannot parse duration"),
+    ({"policies": [{"table": "UsageLog", "timestamp_column": "timestamp", "older_than": "90d",
+                    "where": "processed = true"}]}, "policy #1 (UsageLog): where"),
+    ({"policies": [{"table": "UsageLog", "timestamp_column": "timestamp", "older_than": "90d",
+                    "cascade": "yes"}]}, "cascade: the only value is 'allowed'"),
+    ({"policies": []}, "policies"),
+])
+def test_the_file_shape_is_checked(tmp_path, content, message):
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(content))
+    with pytest.raises(PolicyError) as caught:
+        load_policy_file(path)
+    assert message in str(caught.value)
