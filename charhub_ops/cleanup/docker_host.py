@@ -1,0 +1,202 @@
+"""Docker host cleanup: dangling images, old stopped containers, build cache — never volumes.
+
+CharHub's worst disk incident was dangling images and build cache (76 %); its worst data loss came from
+volumes. So: volumes are never listed, never removed (containers are removed with ``v=False``: even their
+anonymous volumes stay); an image that any container uses (running or stopped) is never a candidate; a
+container carrying the keep label (``charhub.keep``, any value but false/0/no) is never removed.
+Disk usage before and after comes from the engine (``GET /system/df``).
+
+:func:`plan_docker` is pure (the engine's listings in, a :class:`DockerPlan` out); :func:`scan_docker`
+and :func:`execute_docker` talk to the engine. ``scope_label`` (``key=value``) limits candidates to
+resources carrying that label (tests on a shared engine; a host with several projects).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+
+import docker
+import requests
+from pydantic import BaseModel
+
+from charhub_ops.errors import DockerError
+
+__all__ = ["DockerInventory", "DockerPlan", "DockerResult", "DiskUsage", "scan_docker", "plan_docker",
+           "execute_docker", "disk_usage", "KEEP_LABEL"]
+
+KEEP_LABEL = "charhub.keep"
+_STOPPED = ("exited", "created", "dead")
+_FALSE = ("0", "false", "no")  # a keep label with any other value (even empty) keeps
+
+
+class DiskUsage(BaseModel):
+    images: int = 0
+    containers: int = 0
+    volumes: int = 0  # reported, never touched
+    build_cache: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.images + self.containers + self.volumes + self.build_cache
+
+
+class Container(BaseModel):
+    id: str
+    name: str
+    state: str
+    image_id: str
+    finished: datetime | None
+    labels: dict[str, str] = {}
+
+
+class Image(BaseModel):
+    id: str
+    size: int
+    labels: dict[str, str] = {}
+
+
+class DockerInventory(BaseModel):
+    containers: list[Container]
+    dangling: list[Image]
+    usage: DiskUsage
+
+
+class DockerPlan(BaseModel):
+    containers: list[Container]
+    images: list[Image]
+    kept: list[str]  # why a candidate stays ("image sha256:… used by container x")
+    build_cache: bool
+    usage_before: DiskUsage
+
+
+class DockerResult(BaseModel):
+    removed_containers: list[str] = []
+    removed_images: list[str] = []
+    build_cache_freed: int = 0
+    warnings: list[str] = []
+    usage_after: DiskUsage | None = None
+
+    def freed(self, before: DiskUsage) -> int:
+        return max(0, before.total - self.usage_after.total) if self.usage_after else 0
+
+
+@contextmanager
+def _engine(action: str) -> Iterator[None]:
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        raise DockerError(f"docker: {action}: {exc.explanation or exc}",
+                          transient=exc.status_code is not None and exc.status_code >= 500) from exc
+    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
+        raise DockerError(f"docker: cannot reach the Docker engine: {exc}", transient=True) from exc
+
+
+def _client(client: docker.DockerClient | None) -> docker.DockerClient:
+    with _engine("connect"):
+        return client or docker.from_env(timeout=60)
+
+
+def disk_usage(client: docker.DockerClient) -> DiskUsage:
+    with _engine("read disk usage"):
+        df = client.df()
+    return DiskUsage(images=int(df.get("LayersSize") or 0),
+                     containers=sum(int(c.get("SizeRw") or 0) for c in df.get("Containers") or []),
+                     volumes=sum(int((v.get("UsageData") or {}).get("Size") or 0) for v in df.get("Volumes") or []
+                                 if int((v.get("UsageData") or {}).get("Size") or 0) > 0),
+                     build_cache=sum(int(b.get("Size") or 0) for b in df.get("BuildCache") or []))
+
+
+def _parse_time(text: str | None) -> datetime | None:
+    if not text or text.startswith("0001-"):
+        return None
+    text = re.sub(r"(\.\d{1,6})\d*", r"\1", text)  # the engine gives nanoseconds
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _container(api, summary: dict) -> Container:
+    state = summary.get("State", "")
+    finished = None
+    if state in _STOPPED:
+        info = api.inspect_container(summary["Id"])
+        finished = _parse_time(info["State"].get("FinishedAt")) or _parse_time(info.get("Created"))
+    return Container(id=summary["Id"], name=(summary.get("Names") or ["?"])[0].lstrip("/"), state=state,
+                     image_id=summary.get("ImageID", ""), finished=finished, labels=summary.get("Labels") or {})
+
+
+def scan_docker(client: docker.DockerClient | None = None) -> DockerInventory:
+    """Every container (running or not), the dangling images and the disk usage. Lists no volume."""
+    client = _client(client)
+    with _engine("list containers and images"):
+        containers = [_container(client.api, c) for c in client.api.containers(all=True)]
+        dangling = [Image(id=i["Id"], size=int(i.get("Size") or 0), labels=i.get("Labels") or {})
+                    for i in client.api.images(filters={"dangling": True})]
+    return DockerInventory(containers=containers, dangling=dangling, usage=disk_usage(client))
+
+
+def _in_scope(labels: dict[str, str], scope_label: str | None) -> bool:
+    if not scope_label:
+        return True
+    key, _, value = scope_label.partition("=")
+    return labels.get(key) == value
+
+
+def plan_docker(inventory: DockerInventory, now: datetime, min_age: timedelta, *, build_cache: bool = True,
+                scope_label: str | None = None, keep_label: str = KEEP_LABEL) -> DockerPlan:
+    """Pure: stopped containers finished before ``now - min_age`` without the keep label; dangling images
+    no container uses. Build cache is engine-wide (not scoped)."""
+    kept: list[str] = []
+    containers = []
+    for c in inventory.containers:
+        if c.state not in _STOPPED or not _in_scope(c.labels, scope_label):
+            continue
+        if keep_label in c.labels and c.labels[keep_label].lower() not in _FALSE:
+            kept.append(f"container {c.name}: label {keep_label}")
+        elif c.finished is None or c.finished > now - min_age:
+            kept.append(f"container {c.name}: stopped less than {min_age} ago")
+        else:
+            containers.append(c)
+    used = {c.image_id: c.name for c in inventory.containers}
+    images = []
+    for image in inventory.dangling:
+        if not _in_scope(image.labels, scope_label):
+            continue
+        if image.id in used:
+            kept.append(f"image {image.id[:19]}: used by container {used[image.id]}")
+        else:
+            images.append(image)
+    return DockerPlan(containers=containers, images=images, kept=kept, build_cache=build_cache,
+                      usage_before=inventory.usage)
+
+
+def execute_docker(plan: DockerPlan, client: docker.DockerClient | None = None) -> DockerResult:
+    """Remove the planned containers (``v=False``: volumes stay) and images, prune the build cache.
+    An engine refusal (the image got a container meanwhile...) is a warning; an unreachable engine raises."""
+    client = _client(client)
+    result = DockerResult()
+    for c in plan.containers:
+        with _refusal(result, f"container {c.name}"):
+            client.api.remove_container(c.id, v=False, force=False)
+            result.removed_containers.append(c.name)
+    for image in plan.images:
+        with _refusal(result, f"image {image.id[:19]}"):
+            client.api.remove_image(image.id, force=False, noprune=False)
+            result.removed_images.append(image.id)
+    if plan.build_cache:
+        with _refusal(result, "build cache"):
+            result.build_cache_freed = int(client.api.prune_builds().get("SpaceReclaimed") or 0)
+    result.usage_after = disk_usage(client)
+    return result
+
+
+@contextmanager
+def _refusal(result: DockerResult, what: str) -> Iterator[None]:
+    try:
+        with _engine(f"remove {what}"):
+            yield
+    except DockerError as exc:
+        if exc.transient and "cannot reach" in str(exc):
+            raise
+        result.warnings.append(f"{what}: not removed: {exc}")

@@ -1,0 +1,112 @@
+"""Docker host cleanup against the real engine: what goes, and what must stay (volumes, used images, labels).
+
+Every resource made here carries a unique scope label and the cleanup is scoped to it, so the other
+tests' containers and images on the shared engine are never candidates.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import docker
+import pytest
+
+from charhub_ops.cleanup.docker_host import KEEP_LABEL, execute_docker, plan_docker, scan_docker
+from charhub_ops.errors import DockerError
+from tests.harness.docker_pg import docker_client, ensure_busybox_image
+
+
+@pytest.fixture
+def engine():
+    client = docker_client()
+    if client is None:
+        pytest.skip("no Docker engine reachable")
+    yield client
+
+
+def _import(client, tag: str, label: str, marker: str) -> str:
+    """A one-file image (imported, like the harness's busybox) carrying the scope label."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = marker.encode()
+        info = tarfile.TarInfo("marker")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    repo, _, version = tag.partition(":")
+    client.api.import_image_from_data(buf.getvalue(), repository=repo, tag=version, changes=[f"LABEL {label}"])
+    return client.images.get(tag).id
+
+
+@pytest.fixture
+def scene(engine):
+    """A scoped set: an old stopped container (goes), one with the keep label (stays), a named volume mounted
+    by the one that goes (stays), a dangling image (goes), a dangling image used by a stopped container (stays)."""
+    scope = f"charhub-ops-test={uuid.uuid4().hex[:10]}"
+    key, value = scope.split("=")
+    busybox = ensure_busybox_image(engine)
+    volume = engine.volumes.create(f"cleanup-{value}", labels={key: value})
+    made = []
+
+    def run(name: str, image: str, labels: dict, start: bool = True, **kw):
+        c = engine.containers.create(image, ["true"], name=f"{name}-{value}", labels={key: value, **labels}, **kw)
+        made.append(c)
+        if start:
+            c.start()
+            c.wait()
+        return c
+
+    goes = run("goes", busybox, {}, volumes={volume.name: {"bind": "/data", "mode": "rw"}})
+    kept = run("kept", busybox, {KEEP_LABEL: "true"})
+    tag = f"charhub-cleanup-test:{value}"
+    used = _import(engine, tag, scope, "used")
+    user = run("user", tag, {KEEP_LABEL: ""}, start=False)  # keeps its image alive; the empty label value keeps too
+    dangling = _import(engine, tag, scope, "dangling-1")  # re-tagging leaves `used` dangling too
+    _import(engine, tag, scope, "dangling-2")  # and now dangling-1 is dangling
+    yield {"scope": scope, "goes": goes, "kept": kept, "user": user, "volume": volume, "used": used,
+           "dangling": dangling, "tag": tag}
+    for c in made:
+        try:
+            c.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+    for image in (tag, used, dangling):
+        try:
+            engine.images.remove(image, force=True)
+        except docker.errors.ImageNotFound:
+            pass
+    volume.remove(force=True)
+
+
+def test_prune_leaves_volumes_used_images_and_labelled_containers(engine, scene):
+    now = datetime.now(UTC) + timedelta(hours=2)  # everything made above is "2 hours old"
+    plan = plan_docker(scan_docker(engine), now, timedelta(hours=1), scope_label=scene["scope"])
+    assert [c.id for c in plan.containers] == [scene["goes"].id]
+    assert [i.id for i in plan.images] == [scene["dangling"]]
+    assert any(scene["used"][:19] in reason and "used by container" in reason for reason in plan.kept)
+    assert plan.usage_before.total > 0
+    result = execute_docker(plan, engine)
+    assert not result.warnings, result.warnings
+    assert result.removed_containers == [scene["goes"].name] and result.removed_images == [scene["dangling"]]
+    with pytest.raises(docker.errors.NotFound):
+        engine.containers.get(scene["goes"].id)
+    engine.volumes.get(scene["volume"].name)  # the named volume it mounted is still there
+    engine.containers.get(scene["kept"].id)
+    engine.containers.get(scene["user"].id)
+    engine.images.get(scene["used"])  # dangling, but a stopped container uses it
+    assert result.usage_after is not None
+
+
+def test_young_containers_stay(engine, scene):
+    plan = plan_docker(scan_docker(engine), datetime.now(UTC), timedelta(hours=1), scope_label=scene["scope"])
+    assert plan.containers == []
+    assert any("stopped less than" in reason for reason in plan.kept)
+
+
+def test_an_unreachable_engine_is_one_transient_error(monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+    with pytest.raises(DockerError, match="cannot reach the Docker engine") as caught:
+        scan_docker()
+    assert caught.value.transient
