@@ -52,6 +52,8 @@ __all__ = [
     "execute_prune",
     "prune",
     "prune_to_json",
+    "incomplete_uploads",
+    "abort_uploads",
 ]
 
 STALE_AFTER = timedelta(hours=24)
@@ -156,10 +158,7 @@ def scan_repository(storage: Storage, database: str | None = None) -> Inventory:
         group["modified"] = max(group["modified"], info.modified)
     backups = [BackupObjects(database=db, backup_id=bid, time=backup_id_time(bid), **g)
                for (db, bid), g in groups.items()]
-    uploads: list[Upload] = []
-    if isinstance(storage, S3Storage):
-        uploads = [Upload(key=k, upload_id=u, initiated=t) for k, u, t in storage.list_incomplete_uploads(prefix)
-                   if split_backup_key(k)]
+    uploads = incomplete_uploads(storage, prefix)
     partials: dict[str, datetime] = {}
     if isinstance(storage, LocalStorage):
         partials = {o.key: o.modified for o in storage.list_partial()
@@ -233,7 +232,18 @@ def _refusals(keys: Iterable[str], failed: dict[str, str]) -> list[str]:
     return [f"{key} ({failed[key]})" for key in keys if key in failed]
 
 
-def _abort_uploads(storage: S3Storage, uploads: list[Upload], result: PruneResult) -> None:
+def incomplete_uploads(storage: Storage, prefix: str = "") -> list[Upload]:
+    """Multipart uploads under ``prefix`` (in the backup layout) that were never completed; [] off S3.
+    Shared with the cleanup pipeline."""
+    if not isinstance(storage, S3Storage):
+        return []
+    return [Upload(key=k, upload_id=u, initiated=t) for k, u, t in storage.list_incomplete_uploads(prefix)
+            if split_backup_key(k)]
+
+
+def abort_uploads(storage: S3Storage, uploads: list[Upload], result: PruneResult | None = None) -> PruneResult:
+    """Abort ``uploads``; one gone meanwhile counts as aborted, a refusal is a warning. Shared with cleanup."""
+    result = result if result is not None else PruneResult()
     for upload in uploads:
         try:
             storage.abort_upload(upload.key, upload.upload_id)
@@ -244,6 +254,7 @@ def _abort_uploads(storage: S3Storage, uploads: list[Upload], result: PruneResul
             result.warnings.append(f"incomplete upload {upload.key}: not aborted: {exc}")
             continue
         result.aborted_uploads += 1
+    return result
 
 
 def execute_prune(storage: Storage, plan: PrunePlan, *, workers: int = 8) -> PruneResult:
@@ -275,7 +286,7 @@ def execute_prune(storage: Storage, plan: PrunePlan, *, workers: int = 8) -> Pru
             result.removed.append(backup.name)
     result.deleted_objects = len(data.deleted) + len(done.deleted)
     if isinstance(storage, S3Storage):  # only S3 scans list uploads
-        _abort_uploads(storage, plan.uploads, result)
+        abort_uploads(storage, plan.uploads, result)
     if isinstance(storage, LocalStorage):
         storage.remove_empty_dirs()
     return result
