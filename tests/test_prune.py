@@ -331,6 +331,7 @@ def test_public_api() -> None:
     assert prune_module.__all__ == [
         "STALE_AFTER", "BackupObjects", "Upload", "Inventory", "KeptBackup", "DatabasePlan", "PrunePlan",
         "PruneResult", "scan_repository", "plan_prune", "execute_prune", "prune", "prune_to_json",
+        "incomplete_uploads", "abort_uploads",
     ]
 
 
