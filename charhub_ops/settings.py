@@ -153,7 +153,57 @@ class Settings(BaseSettings):
         60.0, gt=0, le=3600, validation_alias=_aliases("migrate_health_timeout"),
         description="Migrate: seconds the health URLs get to answer 2xx.")
 
-    @field_validator("migrate_health_urls", mode="before")
+    # --- cleanup (charhub-ops cleanup) ---
+    cleanup_policy_file: str | None = Field(
+        None, validation_alias=_aliases("cleanup_policy_file"),
+        description="Cleanup: the row-retention policy file (YAML, see deploy/cleanup-policy.example.yaml); "
+                    "unset = the scheduled run skips rows.")
+    cleanup_lock_timeout: float = Field(
+        0.2, gt=0, le=60, validation_alias=_aliases("cleanup_lock_timeout"),
+        description="Cleanup: lock_timeout (s) of each delete batch; a timeout shrinks the batch by a quarter.")
+    cleanup_statement_timeout: float = Field(
+        5.0, gt=0, le=600, validation_alias=_aliases("cleanup_statement_timeout"),
+        description="Cleanup: statement_timeout (s) of each delete batch: the longest a writer can wait for a row.")
+    cleanup_pause: float = Field(
+        0.05, ge=0, le=60, validation_alias=_aliases("cleanup_pause"),
+        description="Cleanup: seconds between delete batches.")
+    cleanup_min_batch: int = Field(
+        100, ge=1, validation_alias=_aliases("cleanup_min_batch"),
+        description="Cleanup: the smallest batch after timeouts; still timing out there fails the run (transient).")
+    cleanup_media_repository: str | None = Field(
+        None, validation_alias=_aliases("cleanup_media_repository"),
+        description="Cleanup: the media bucket (CharHub: s3://charhub-media); unset = no orphan scan.")
+    cleanup_media_prefixes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["prod/", "dev/"], validation_alias=_aliases("cleanup_media_prefixes"),
+        description="Cleanup: media prefixes scanned for orphans, comma-separated.")
+    cleanup_media_references: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_aliases("cleanup_media_references"),
+        description="Cleanup: Table.column pairs holding media keys or URLs, comma-separated (required for "
+                    "the orphan scan).")
+    cleanup_media_grace: str = Field(
+        "2d", validation_alias=_aliases("cleanup_media_grace"),
+        description="Cleanup: media younger than this are never orphans (uploads in flight); 36h, 2d, 1w.")
+    cleanup_media_mode: str = Field(
+        "dry-run", pattern="^(dry-run|quarantine|delete)$", validation_alias=_aliases("cleanup_media_mode"),
+        description="Cleanup: what happens to orphans: dry-run (report), quarantine (move under "
+                    "quarantine/<date>/), delete.")
+    cleanup_media_max_objects: int = Field(
+        1000, ge=1, validation_alias=_aliases("cleanup_media_max_objects"),
+        description="Cleanup: orphans acted on per run at most.")
+    cleanup_quarantine_days: int = Field(
+        30, ge=1, validation_alias=_aliases("cleanup_quarantine_days"),
+        description="Cleanup: quarantined media are deleted after this many days.")
+    cleanup_container_age_hours: float = Field(
+        24.0, ge=0, validation_alias=_aliases("cleanup_container_age_hours"),
+        description="Cleanup: stopped containers are removed this many hours after they stopped.")
+    cleanup_keep_label: str = Field(
+        "charhub.keep", min_length=1, validation_alias=_aliases("cleanup_keep_label"),
+        description="Cleanup: containers with this label are never removed.")
+    cleanup_build_cache: bool = Field(
+        True, validation_alias=_aliases("cleanup_build_cache"),
+        description="Cleanup: prune the Docker build cache too.")
+
+    @field_validator("migrate_health_urls", "cleanup_media_prefixes", "cleanup_media_references", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
         if isinstance(value, str):

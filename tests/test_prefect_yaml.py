@@ -81,3 +81,17 @@ def test_migrate_is_manual_and_a_dry_run_by_default():
     flow = load_flow_from_entrypoint(str(ROOT / dep["entrypoint"]))
     assert inspect.signature(flow.fn).parameters["dry_run"].default.default is True  # the form's default too
     assert dep["concurrency_limit"]["limit"] == 1
+
+
+def test_cleanup_runs_weekly_after_verify_and_docker_on_disk_high():
+    dep = DEPLOYMENTS["cleanup"]
+    assert dep["entrypoint"] == "flows/cleanup.py:cleanup_flow"
+    (schedule,) = dep["schedules"]
+    assert schedule["cron"] == "30 4 * * 0" and schedule["timezone"] == "UTC"  # Sunday, after the 04:00 verify
+    (verify,) = DEPLOYMENTS["verify-after-backup"]["schedules"]
+    assert verify["cron"] == "0 4 * * 0"
+    (trigger,) = dep["triggers"]
+    assert trigger["expect"] == ["charhub.disk.high"] and trigger["parameters"] == {"parts": ["docker"]}
+    flow = load_flow_from_entrypoint(str(ROOT / dep["entrypoint"]))
+    assert inspect.signature(flow.fn).parameters["parts"].default.default == ["rows", "storage", "docker"]
+    assert dep["concurrency_limit"]["limit"] == 1

@@ -1,0 +1,122 @@
+"""`charhub-ops cleanup` (rows by a policy file), `cleanup storage` and `cleanup docker`: each runs the
+Prefect ``cleanup`` flow with one part, so every run leaves its preview and report artifacts.
+
+``cleanup`` is both a command and a group: the group's callback takes the row options and runs when no
+subcommand is given.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from charhub_ops.cli.app import JsonOpt, err, prepare_prefect, print_json, run_guarded, use_database_url
+from charhub_ops.errors import ConfigError
+
+__all__ = ["app"]
+
+app = typer.Typer(help="Clean up: expired rows in safe batches, stale uploads and media orphans, Docker leftovers.",
+                  invoke_without_command=True, no_args_is_help=False)
+
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Plan, count and preview only; delete nothing.")]
+
+
+def _size(n: int) -> str:
+    from charhub_ops.fmt import human_bytes
+
+    return human_bytes(n)
+
+
+def _print_rows(summary: dict) -> None:
+    for p in summary["policies"]:
+        done = (f"would delete {p['would_delete']}" if summary["dry_run"] else
+                f"deleted {p['deleted']} in {p['batches']} batches, {p['seconds']:.1f} s, {p['stopped']}")
+        err.print(f"  {p['table']}: {p['matched']} rows older than {p['older_than']} — {done}", highlight=False)
+        if p["index_warning"]:
+            err.print(f"    [yellow]⚠[/] {p['index_warning']}", highlight=False)
+        for cascade in p["cascades"]:
+            err.print(f"    cascades to {cascade}", highlight=False)
+
+
+def _print_storage(summary: dict) -> None:
+    storage, done = summary["storage"], summary.get("storage_done") or {}
+    err.print(f"  stale uploads: {len(storage['uploads'])}, aborted {done.get('uploads_aborted', 0)}", highlight=False)
+    media = storage.get("media")
+    if media:
+        result = done.get("media") or {}
+        err.print(f"  media ({media['mode']}): {media['scanned']} scanned, {len(media['candidates'])} orphans "
+                  f"({_size(media['candidate_bytes'])}), quarantined {len(result.get('quarantined', []))}, "
+                  f"deleted {len(result.get('deleted', []))}", highlight=False)
+
+
+def _print_docker(summary: dict) -> None:
+    plan, done = summary["docker"], summary.get("docker_done") or {}
+    err.print(f"  docker: {len(plan['containers'])} stopped containers, {len(plan['images'])} dangling images; "
+              f"freed {_size(done.get('bytes_freed', 0))}", highlight=False)
+
+
+def _print(summary: dict) -> None:
+    err.print(f"[bold]cleanup[/] {', '.join(summary['parts'])}{' (dry run)' if summary['dry_run'] else ''}",
+              highlight=False)
+    for note in summary["notes"]:
+        err.print(f"  {note}", highlight=False)
+    _print_rows(summary)
+    if summary["storage"]:
+        _print_storage(summary)
+    if summary["docker"]:
+        _print_docker(summary)
+    for warning in (summary.get("storage_done") or {}).get("warnings", []) + \
+            (summary.get("docker_done") or {}).get("warnings", []):
+        err.print(f"  [yellow]⚠[/] {warning}", highlight=False)
+
+
+def _run_flow(as_json: bool, **params) -> None:
+    prepare_prefect()
+    from flows.cleanup import cleanup_flow
+
+    summary = run_guarded(lambda: cleanup_flow(**params))
+    print_json(summary) if as_json else _print(summary)
+
+
+@app.callback(invoke_without_command=True)
+def cleanup(
+    ctx: typer.Context,
+    database_url: Annotated[str | None, typer.Option("--database-url", help="The database (also DATABASE_URL).")
+                            ] = None,
+    policy: Annotated[str | None, typer.Option("--policy", help="Row-retention policy file (YAML).")] = None,
+    dry_run: DryRunOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete expired rows as the policy file says, in short batches (plan → preview → delete → report)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from charhub_ops.cleanup.policy import load_policy_file
+
+    def check() -> None:
+        if policy is None:
+            raise ConfigError("--policy: required (the row-retention policy file; see "
+                              "deploy/cleanup-policy.example.yaml)")
+        load_policy_file(policy)
+        use_database_url(database_url)
+
+    run_guarded(check)
+    _run_flow(as_json, parts=["rows"], dry_run=dry_run, policy_file=policy)
+
+
+@app.command()
+def storage(
+    dry_run: DryRunOpt = False,
+    mode: Annotated[str | None, typer.Option("--mode", help="Media orphans: dry-run, quarantine or delete "
+                                                            "(default: CHARHUB_OPS_CLEANUP_MEDIA_MODE, dry-run).")
+                    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Abort stale multipart uploads in the backup repository; find (and quarantine) orphaned media."""
+    _run_flow(as_json, parts=["storage"], dry_run=dry_run, media_mode=mode)
+
+
+@app.command()
+def docker(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
+    """Remove dangling images, old stopped containers and build cache — never volumes."""
+    _run_flow(as_json, parts=["docker"], dry_run=dry_run)

@@ -1,0 +1,108 @@
+"""Clean up what grows without bound: expired rows, stale uploads and orphaned media, Docker leftovers.
+
+Runbook: resolve configuration (settings + parameters; the policy file checked) → **plan** each part
+(rows: every policy checked against the catalog, then counted exactly; storage: stale multipart uploads
+in the backup repository, media orphans; docker: stopped containers, dangling images, build cache) →
+**preview** artifact (``dry_run`` stops here) → **act** (batched deletes with the cursor, VACUUM;
+aborts, quarantine/deletes; container and image removal, build cache prune) → **report** (markdown +
+table artifacts) → event ``charhub.cleanup.completed``.
+
+Parts: ``rows`` (needs a policy file: parameter or CHARHUB_OPS_CLEANUP_POLICY_FILE; skipped with a note
+when there is none), ``storage`` (media only with CHARHUB_OPS_CLEANUP_MEDIA_REPOSITORY), ``docker``.
+The ``cleanup`` deployment runs every part weekly and the docker part on ``charhub.disk.high``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect import flow
+from prefect.utilities.annotations import quote
+from pydantic import Field
+
+from charhub_ops.errors import ConfigError
+from tasks.cleanup import (
+    act_docker,
+    act_rows,
+    act_storage,
+    cleanup_preview,
+    cleanup_report,
+    plan_docker,
+    plan_rows,
+    plan_storage,
+    resolve_cleanup_config,
+)
+from tasks.notify import emit, notify_failure
+
+__all__ = ["cleanup_flow", "COMPLETED", "PARTS"]
+
+COMPLETED = "charhub.cleanup.completed"
+PARTS = ("rows", "storage", "docker")
+
+
+def _check_parts(parts: list[str]) -> list[str]:
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        raise ConfigError(f"parts: {', '.join(unknown) or 'none given'}: choose from {', '.join(PARTS)}")
+    return [p for p in PARTS if p in parts]
+
+
+@flow(name="cleanup", on_failure=[notify_failure])
+def cleanup_flow(
+    parts: list[str] = Field(["rows", "storage", "docker"], description="What to clean: rows, storage, docker"),
+    dry_run: bool = Field(False, description="Plan, count and preview only; nothing is deleted"),
+    policy_file: str | None = Field(None, description="Row-retention policy file (YAML); default from settings "
+                                                      "(cleanup_policy_file)"),
+    media_mode: str | None = Field(None, description="Media orphans: dry-run, quarantine or delete; default from "
+                                                     "settings (cleanup_media_mode, dry-run)"),
+    repository: str | None = Field(None, description="Backup repository (stale uploads); default from settings"),
+    database_url_secret: str | None = Field(None, description="Prefect Secret block with the database URL"),
+) -> dict:
+    """Plan every part, preview, then (unless dry_run) clean and report. Returns the summary."""
+    parts = _check_parts(parts)
+    cfg = resolve_cleanup_config(parts, policy_file, media_mode, repository, database_url_secret)
+    now = datetime.now(UTC)
+    summary = {"dry_run": dry_run, "now": now.isoformat(), "parts": parts, "notes": [], "policies": [],
+               "storage": None, "docker": None}
+    plans, docker_plan = _plan(cfg, parts, now, summary)
+    cleanup_preview(summary)
+    if dry_run:
+        return summary
+    if plans:
+        summary["policies"] = act_rows(cfg.url, quote(plans), now, cfg.rows)["policies"]
+    if summary["storage"] is not None:
+        summary["storage_done"] = act_storage(cfg.backups, cfg.media, quote(summary["storage"]), now)
+    if docker_plan is not None:
+        summary["docker_done"] = act_docker(quote(docker_plan))
+    cleanup_report(summary)
+    emit(COMPLETED, "charhub.cleanup", _event(summary))
+    return summary
+
+
+def _plan(cfg, parts: list[str], now: datetime, summary: dict) -> tuple[list, object]:
+    """Fill the summary's plan of each part; returns the row plans and the Docker plan (None: not run)."""
+    plans, docker_plan = [], None
+    if "rows" in parts:
+        if cfg.policies is None:
+            summary["notes"].append("rows: skipped (no policy file: set CHARHUB_OPS_CLEANUP_POLICY_FILE)")
+        else:
+            plans, counted = plan_rows(cfg.url, cfg.policies, now, cfg.rows)
+            summary["policies"] = counted["policies"]
+    if "storage" in parts:
+        summary["storage"] = plan_storage(cfg.backups, cfg.media, cfg.url, now)
+        if cfg.media is None:
+            summary["notes"].append("media orphans: skipped (set CHARHUB_OPS_CLEANUP_MEDIA_REPOSITORY)")
+    if "docker" in parts:
+        docker_plan = plan_docker(now, cfg.container_age_hours, cfg.keep_label, cfg.build_cache)
+        summary["docker"] = docker_plan.model_dump(mode="json")
+    return plans, docker_plan
+
+
+def _event(summary: dict) -> dict:
+    docker_done = summary.get("docker_done") or {}
+    media = (summary.get("storage_done") or {}).get("media") or {}
+    return {"parts": summary["parts"], "rows_deleted": sum(p["deleted"] for p in summary["policies"]),
+            "policies": [{k: p[k] for k in ("table", "matched", "deleted", "stopped")} for p in summary["policies"]],
+            "uploads_aborted": (summary.get("storage_done") or {}).get("uploads_aborted", 0),
+            "media_quarantined": len(media.get("quarantined", [])), "media_deleted": len(media.get("deleted", [])),
+            "media_bytes_freed": media.get("bytes_freed", 0), "docker_bytes_freed": docker_done.get("bytes_freed", 0)}

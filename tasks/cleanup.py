@@ -1,0 +1,214 @@
+"""Thin Prefect tasks over charhub_ops.cleanup: configuration, plans, acts, the preview and the report.
+
+Each part (rows, storage, docker) has a plan task (read only, retried on transient errors) and an act
+task. Acts are idempotent (a deleted row or object is gone; the cursor keeps row progress), but they
+are not retried by Prefect: a partial act is reported as it is and the next run resumes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NONE
+from pydantic import BaseModel
+
+from charhub_ops.cleanup import docker_host, orphans
+from charhub_ops.cleanup.policy import PolicyFile, TablePlan, load_policy_file
+from charhub_ops.cleanup.rows import RowOptions
+from charhub_ops.cleanup.run import plan_policies, rows_to_json, run_policies
+from charhub_ops.fmt import human_bytes
+from charhub_ops.pgurl import PgUrl
+from charhub_ops.postgres import PsycopgSession
+from charhub_ops.retention import parse_duration
+from charhub_ops.settings import load_settings
+from charhub_ops.storage import S3Options, open_storage
+from tasks.common import RETRY, RepoSpec
+from tasks.config import database_url, repo_spec
+
+__all__ = ["CleanupConfig", "resolve_cleanup_config", "plan_rows", "act_rows", "plan_storage", "act_storage",
+           "plan_docker", "act_docker", "cleanup_preview", "cleanup_report"]
+
+
+class MediaConfig(BaseModel):
+    repo: RepoSpec
+    references: list[str]
+    options: orphans.OrphanOptions
+
+
+class CleanupConfig(BaseModel):
+    model_config = {"arbitrary_types_allowed": True}
+
+    url: PgUrl | None
+    policies: PolicyFile | None
+    rows: RowOptions
+    backups: RepoSpec
+    media: MediaConfig | None
+    container_age_hours: float
+    keep_label: str
+    build_cache: bool
+
+
+def _media(settings, mode: str | None) -> MediaConfig | None:
+    if not settings.cleanup_media_repository:
+        return None
+    orphans.parse_references(settings.cleanup_media_references)  # refuses an empty list before anything runs
+    grace = parse_duration(settings.cleanup_media_grace, option="cleanup_media_grace")
+    now = datetime(2000, 1, 1)
+    s3 = S3Options.from_settings(settings)
+    url = open_storage(settings.cleanup_media_repository, s3, setting="cleanup_media_repository").url
+    opts = orphans.OrphanOptions(prefixes=settings.cleanup_media_prefixes, grace=now - grace.before(now),
+                                 max_objects=settings.cleanup_media_max_objects,
+                                 mode=mode or settings.cleanup_media_mode,
+                                 quarantine_days=settings.cleanup_quarantine_days)
+    return MediaConfig(repo=RepoSpec(url=url, s3=s3), references=settings.cleanup_media_references, options=opts)
+
+
+@task(name="resolve-cleanup-config", cache_policy=NONE)
+def resolve_cleanup_config(parts: list[str], policy_file: str | None, media_mode: str | None,
+                           repository: str | None, database_url_secret: str | None) -> CleanupConfig:
+    """Settings + the run's parameters, validated before anything runs (the policy file's shape too)."""
+    settings = load_settings(repository=repository, cleanup_policy_file=policy_file)
+    policies = load_policy_file(settings.cleanup_policy_file) if settings.cleanup_policy_file else None
+    media = _media(settings, media_mode) if "storage" in parts else None
+    needs_db = "rows" in parts and policies is not None or media is not None
+    rows = RowOptions(lock_timeout=settings.cleanup_lock_timeout, statement_timeout=settings.cleanup_statement_timeout,
+                      pause=settings.cleanup_pause, floor=settings.cleanup_min_batch)
+    return CleanupConfig(url=database_url(settings, database_url_secret) if needs_db else None, policies=policies,
+                         rows=rows, backups=repo_spec(settings), media=media,
+                         container_age_hours=settings.cleanup_container_age_hours,
+                         keep_label=settings.cleanup_keep_label, build_cache=settings.cleanup_build_cache)
+
+
+@task(name="plan-rows", cache_policy=NONE, **RETRY)
+def plan_rows(url: PgUrl, policies: PolicyFile, now: datetime, opts: RowOptions) -> tuple[list[TablePlan], dict]:
+    """Every policy checked against the catalog, then counted exactly: (plans, the dry-run JSON)."""
+    with PsycopgSession(url) as session:
+        plans = plan_policies(session.conn, policies)
+        counted = run_policies(session.conn, plans, now, opts, dry_run=True)
+    return plans, rows_to_json(plans, counted, now, dry_run=True)
+
+
+@task(name="delete-rows", cache_policy=NONE)
+def act_rows(url: PgUrl, plans: list[TablePlan], now: datetime, opts: RowOptions) -> dict:
+    with PsycopgSession(url) as session:
+        results = run_policies(session.conn, plans, now, opts, dry_run=False)
+    return rows_to_json(plans, results, now, dry_run=False)
+
+
+@task(name="plan-storage", cache_policy=NONE, **RETRY)
+def plan_storage(backups: RepoSpec, media: MediaConfig | None, url: PgUrl | None, now: datetime) -> dict:
+    uploads = orphans.stale_uploads(backups.open(), now)
+    plan = {"uploads": [u.model_dump(mode="json") for u in uploads], "media": None}
+    if media is not None and url is not None:
+        with PsycopgSession(url) as session:
+            found = orphans.plan_orphans(media.repo.open(), session.conn, orphans.parse_references(media.references),
+                                         media.options, now)
+        plan["media"] = {**found.model_dump(mode="json"), "mode": media.options.mode, "repository": media.repo.url,
+                         "candidate_bytes": found.candidate_bytes}
+    return plan
+
+
+@task(name="clean-storage", cache_policy=NONE)
+def act_storage(backups: RepoSpec, media: MediaConfig | None, plan: dict, now: datetime) -> dict:
+    uploads = [orphans.Upload.model_validate(u) for u in plan["uploads"]]
+    aborted = orphans.abort_stale_uploads(backups.open(), uploads)
+    done = {"uploads_aborted": aborted.aborted_uploads, "warnings": aborted.warnings, "media": None}
+    if media is not None and plan["media"] is not None:
+        found = orphans.OrphanPlan.model_validate(plan["media"])
+        result = orphans.execute_orphans(media.repo.open(), found, media.options, now)
+        done["media"] = result.model_dump(mode="json")
+        done["warnings"] = done["warnings"] + result.warnings
+    return done
+
+
+@task(name="plan-docker", cache_policy=NONE, **RETRY)
+def plan_docker(now: datetime, age_hours: float, keep_label: str, build_cache: bool) -> docker_host.DockerPlan:
+    return docker_host.plan_docker(docker_host.scan_docker(), now, timedelta(hours=age_hours),
+                                   build_cache=build_cache, keep_label=keep_label)
+
+
+@task(name="clean-docker", cache_policy=NONE)
+def act_docker(plan: docker_host.DockerPlan) -> dict:
+    result = docker_host.execute_docker(plan)
+    return {**result.model_dump(mode="json"), "bytes_freed": result.freed(plan.usage_before)}
+
+
+# --- artifacts ----------------------------------------------------------------------------------------
+
+def _rows_lines(summary: dict) -> list[str]:
+    lines = ["## Rows", "", "| table | older than | cutoff | matched | deleted | batches | duration | slowest batch "
+             "| lock waits | stopped |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for p in summary["policies"]:
+        lines.append(f"| {p['table']} | {p['older_than']} | {p['cutoff'][:19]} | {p['matched']} | {p['deleted']} "
+                     f"| {p['batches']} | {p['seconds']:.1f} s | {p['slowest_batch'] * 1000:.0f} ms "
+                     f"| {p['lock_waits']} | {p['stopped']} |")
+    for p in summary["policies"]:
+        lines += [f"- ⚠ {p['index_warning']}"] if p["index_warning"] else []
+        lines += [f"- {p['table']}: also deletes/changes via {c} (cascade: allowed)" for c in p["cascades"]]
+        lines += [f"- {p['table']}: referenced by {r}: a delete fails while such a row exists" for r in p["restricts"]]
+    return lines
+
+
+def _storage_lines(storage: dict, done: dict | None) -> list[str]:
+    lines = ["## Object storage", "", f"- stale multipart uploads (backup repository): {len(storage['uploads'])}"
+             + (f", aborted {done['uploads_aborted']}" if done else "")]
+    media = storage.get("media")
+    if media:
+        lines.append(f"- media `{media['repository']}` ({media['mode']}): {media['scanned']} scanned, "
+                     f"{media['young']} within the grace period, {media['referenced']} referenced, "
+                     f"{len(media['candidates'])} orphans ({human_bytes(media['candidate_bytes'])}), "
+                     f"{media['over_cap']} over the cap, {len(media['expired_quarantine'])} quarantine expired")
+        result = (done or {}).get("media")
+        if result:
+            lines.append(f"- quarantined {len(result['quarantined'])} ({human_bytes(result['bytes_quarantined'])}), "
+                         f"deleted {len(result['deleted'])} ({human_bytes(result['bytes_freed'])} freed)")
+    lines += [f"- ⚠ {w}" for w in (done or {}).get("warnings", [])]
+    return lines
+
+
+def _docker_lines(plan: dict, done: dict | None) -> list[str]:
+    before = plan["usage_before"]
+    lines = ["## Docker host", "", f"- before: images {human_bytes(before['images'])}, containers "
+             f"{human_bytes(before['containers'])}, build cache {human_bytes(before['build_cache'])}, volumes "
+             f"{human_bytes(before['volumes'])} (never touched)",
+             f"- candidates: {len(plan['containers'])} stopped containers, {len(plan['images'])} dangling images"
+             + (", build cache" if plan["build_cache"] else "")]
+    lines += [f"- kept: {k}" for k in plan["kept"][:50]]
+    if done:
+        lines.append(f"- removed {len(done['removed_containers'])} containers, {len(done['removed_images'])} images; "
+                     f"freed {human_bytes(done['bytes_freed'])} (build cache {human_bytes(done['build_cache_freed'])})")
+        lines += [f"- ⚠ {w}" for w in done["warnings"]]
+    return lines
+
+
+def _markdown(summary: dict) -> str:
+    title = "preview" if summary["kind"] == "preview" else "report"
+    lines = [f"# Cleanup {title}{' (dry run)' if summary['dry_run'] else ''}: {', '.join(summary['parts'])}", ""]
+    lines += [f"- {n}" for n in summary["notes"]]
+    if summary["policies"]:
+        lines += ["", *_rows_lines(summary)]
+    if summary["storage"]:
+        lines += ["", *_storage_lines(summary["storage"], summary.get("storage_done"))]
+    if summary["docker"]:
+        lines += ["", *_docker_lines(summary["docker"], summary.get("docker_done"))]
+    return "\n".join(lines)
+
+
+@task(name="cleanup-preview", cache_policy=NONE)
+def cleanup_preview(summary: dict) -> str:
+    markdown = _markdown({**summary, "kind": "preview"})
+    create_markdown_artifact(markdown, key="cleanup-preview", description="charhub-ops cleanup: what would go")
+    return markdown
+
+
+@task(name="cleanup-report", cache_policy=NONE)
+def cleanup_report(summary: dict) -> str:
+    markdown = _markdown({**summary, "kind": "report"})
+    create_markdown_artifact(markdown, key="cleanup-report", description="charhub-ops cleanup")
+    if summary["policies"]:
+        keys = ("table", "matched", "deleted", "batches", "seconds", "slowest_batch", "lock_waits", "stopped")
+        create_table_artifact([{k: p[k] for k in keys} for p in summary["policies"]], key="cleanup-rows",
+                              description="charhub-ops cleanup: rows per policy")
+    return markdown
