@@ -83,7 +83,7 @@ class TablePlan(BaseModel):
     """A checked policy plus what the catalog says about its table (the plan shows all of it)."""
 
     policy: RowPolicy
-    key: list[str]  # primary key columns, or ["ctid"] for a plain table without one
+    key: list[str]  # the batch key: ["ctid"] (plain table) or the primary key (partitioned table)
     cascades: list[str]  # "Other.col ON DELETE CASCADE" references that a delete here would follow
     restricts: list[str]  # references that would make a delete fail while a referencing row exists
     index_warning: str | None = None

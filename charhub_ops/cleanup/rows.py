@@ -107,12 +107,16 @@ def count_matching(conn: psycopg.Connection, policy: RowPolicy, cutoff: datetime
 def _batch_statement(plan: TablePlan, with_cursor: bool) -> tuple[sql.Composed, dict]:
     policy = plan.policy
     where, params = _conditions(policy, with_cursor)
-    key = sql.SQL(", ").join(sql.Identifier(k) if k != "ctid" else sql.SQL("ctid") for k in plan.key)
+    if plan.key == ["ctid"]:  # a TID scan: no index probe per row; the rows are locked, so ctids cannot move
+        key, match = sql.SQL("ctid"), sql.SQL("ctid = ANY(ARRAY(SELECT ctid FROM batch))")
+    else:  # partitioned: ctid is not unique across partitions, the primary key is
+        key = sql.SQL(", ").join(sql.Identifier(k) for k in plan.key)
+        match = sql.SQL("({key}) IN (SELECT {key} FROM batch)").format(key=key)
     statement = sql.SQL(
         "WITH batch AS (SELECT {key} FROM {table} WHERE {where} ORDER BY {ts} LIMIT %(limit)s "
-        "FOR UPDATE SKIP LOCKED), gone AS (DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM batch) "
+        "FOR UPDATE SKIP LOCKED), gone AS (DELETE FROM {table} WHERE {match} "
         "RETURNING {ts} AS ts) SELECT count(*), max(ts) FROM gone").format(
-        key=key, table=_table(policy), where=where, ts=sql.Identifier(policy.timestamp_column))
+        key=key, match=match, table=_table(policy), where=where, ts=sql.Identifier(policy.timestamp_column))
     return statement, params
 
 

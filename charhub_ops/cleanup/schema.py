@@ -44,7 +44,7 @@ _ACTIONS = {"c": "ON DELETE CASCADE", "n": "ON DELETE SET NULL", "d": "ON DELETE
 @dataclass
 class TableShape:
     columns: dict[str, str]  # name -> type ("USER-DEFINED" for enums, as information_schema says)
-    key: list[str]  # primary key, ["ctid"] for a plain table without one, [] for a partitioned one without
+    key: list[str]  # the batch key: ["ctid"] for a plain table, the primary key of a partitioned one ([]: none)
     leading_index_columns: set[str] = field(default_factory=set)
     cascades: list[str] = field(default_factory=list)  # references that change rows elsewhere
     restricts: list[str] = field(default_factory=list)  # references that make a delete fail
@@ -58,7 +58,7 @@ def table_shape(conn: psycopg.Connection, schema: str, table: str) -> TableShape
     if row is None:
         return None
     relkind, estimated, columns, pkey, leading, refs = row
-    key = list(pkey) or (["ctid"] if relkind == "r" else [])
+    key = ["ctid"] if relkind == "r" else list(pkey)  # plain table: batches by ctid; partitioned: by primary key
     cascades, restricts = [], []
     for referencing, action, cols in refs:
         text = f"{referencing}({cols}) {_ACTIONS.get(action, action)}"
