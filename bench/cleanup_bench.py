@@ -90,8 +90,8 @@ def batched(url: str, conn: psycopg.Connection, batch: int, pause: float) -> Non
         "batch_size": batch}]}))
     cutoff = NOW.replace(tzinfo=UTC) - timedelta(days=90)
     result = delete_expired(conn, plan, cutoff, RowOptions(pause=pause), matched=0)
-    print(f"  batched: {result.deleted} rows in {result.batches} batches, slowest {result.slowest_batch * 1000:.0f} ms, "
-          f"{result.lock_waits} timeouts", flush=True)
+    print(f"  batched: {result.deleted} rows in {result.batches} batches, slowest "
+          f"{result.slowest_batch * 1000:.0f} ms, {result.lock_waits} timeouts", flush=True)
 
 
 def single(conn: psycopg.Connection) -> None:
@@ -116,7 +116,7 @@ def main() -> None:
                 build(conn, args.rows, args.fresh)
                 print(f"{name}: table ready ({args.rows:,} expired + {args.fresh:,} fresh rows)", flush=True)
                 results[name] = timed(url, args.rows, action)
-        print(f"\n| method | seconds | rows/s | writer's worst wait | writer statements |\n|---|---|---|---|---|")
+        print("\n| method | seconds | rows/s | writer's worst wait | writer statements |\n|---|---|---|---|---|")
         for name, (seconds, worst, count) in results.items():
             print(f"| {name} | {seconds:.1f} | {args.rows / seconds:,.0f} | {worst * 1000:.0f} ms | {count} |")
         ratio = results["single DELETE"][0] / results["batched"][0]

@@ -134,7 +134,8 @@ def _writer(url: str, stop: threading.Event, waits: list[float], errors: list[Ba
                 started = time.perf_counter()
                 conn.execute("""INSERT INTO "UsageLog" (id, "timestamp", processed) VALUES (%s, now(), true)""",
                              [f"w{i}"])
-                conn.execute("""UPDATE "UsageLog" SET tokens = tokens + 1 WHERE id = %s""", [f"u{1 + i * 37 % 100_000}"])
+                conn.execute("""UPDATE "UsageLog" SET tokens = tokens + 1 WHERE id = %s""",
+                             [f"u{1 + i * 37 % 100_000}"])
                 waits.append(time.perf_counter() - started)
     except BaseException as exc:  # noqa: BLE001 - reported by the test
         errors.append(exc)

@@ -1,7 +1,7 @@
 """Object storage cleanup: stale multipart uploads in the backup repository, orphaned media in the media bucket.
 
-Stale uploads: prune's own code (:func:`charhub_ops.prune.incomplete_uploads` / :func:`~charhub_ops.prune.abort_uploads`),
-uploads initiated more than a day ago.
+Stale uploads: prune's own code (:func:`charhub_ops.prune.incomplete_uploads`,
+:func:`~charhub_ops.prune.abort_uploads`), uploads initiated more than a day ago.
 
 Media orphans (CharHub leaves a deleted character's images in R2): an object under a configured prefix
 (``prod/``, ``dev/``) is an orphan when no row of the configured (table, column) pairs references it. A
