@@ -43,7 +43,7 @@ class CleanupConfig(BaseModel):
     url: PgUrl | None
     policies: PolicyFile | None
     rows: RowOptions
-    backups: RepoSpec
+    backups: RepoSpec | None  # the backup repository (stale uploads); only for the storage part
     media: MediaConfig | None
     container_age_hours: float
     keep_label: str
@@ -76,7 +76,7 @@ def resolve_cleanup_config(parts: list[str], policy_file: str | None, media_mode
     rows = RowOptions(lock_timeout=settings.cleanup_lock_timeout, statement_timeout=settings.cleanup_statement_timeout,
                       pause=settings.cleanup_pause, floor=settings.cleanup_min_batch)
     return CleanupConfig(url=database_url(settings, database_url_secret) if needs_db else None, policies=policies,
-                         rows=rows, backups=repo_spec(settings), media=media,
+                         rows=rows, backups=repo_spec(settings) if "storage" in parts else None, media=media,
                          container_age_hours=settings.cleanup_container_age_hours,
                          keep_label=settings.cleanup_keep_label, build_cache=settings.cleanup_build_cache)
 

@@ -18,6 +18,7 @@ Sessions run with ``TimeZone=UTC`` (Prisma stores UTC in ``timestamp without tim
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -129,52 +130,66 @@ def _one_batch(conn: psycopg.Connection, statement: sql.Composed, params: dict, 
     return count, newest
 
 
-class _Clock:
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.clock, self.start = clock, clock()
+class _Run:
+    """One policy's run: the batch size, the cursor and the tallies, one :meth:`step` per batch."""
 
-    def elapsed(self) -> float:
-        return self.clock() - self.start
+    def __init__(self, plan: TablePlan, cutoff: datetime, opts: RowOptions, position: str | None,
+                 result: PolicyResult, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        self.plan, self.cutoff, self.opts, self.position, self.result = plan, cutoff, opts, position, result
+        self.sizer = BatchSizer(plan.policy.batch_size, floor=min(opts.floor, plan.policy.batch_size))
+        self.budget = Budget(plan.policy.max_rows, plan.policy.max_seconds)
+        self.clock, self.sleep, self.start = clock, sleep, clock()
+
+    def step(self, conn: psycopg.Connection) -> None:
+        """One batch; a lock/statement timeout shrinks the next one (or gives up at the floor, transient)."""
+        statement, params = _batch_statement(self.plan, with_cursor=self.position is not None)
+        params.update(cutoff=self.cutoff, position=self.position,
+                      limit=self.sizer.next_size(self.result.deleted, self.budget.max_rows))
+        started = self.clock()
+        try:
+            count, newest = _one_batch(conn, statement, params, self.opts)
+        except _TIMEOUTS as exc:
+            self.result.lock_waits += 1
+            if not self.sizer.shrink():
+                raise DatabaseError(f"postgres: delete from {self.plan.policy.name}: still timing out at "
+                                    f"{self.sizer.size} rows per batch: {str(exc).strip()}", transient=True) from exc
+            self.sleep(self.opts.pause)
+            return
+        r = self.result
+        r.batches, r.deleted = r.batches + 1, r.deleted + count
+        r.slowest_batch = max(r.slowest_batch, self.clock() - started)
+        self.position = newest.isoformat() if newest is not None else self.position
+        r.stopped = stop_reason(self.budget, r.deleted, self.clock() - self.start, count) or "running"
+        if r.stopped == "running":
+            self.sleep(self.opts.pause)
+
+    def finish(self) -> PolicyResult:
+        r = self.result
+        r.seconds, r.batch_size = self.clock() - self.start, self.sizer.size
+        r.cursor = None if r.stopped == "done" else self.position
+        return r
 
 
 def delete_expired(conn: psycopg.Connection, plan: TablePlan, cutoff: datetime, opts: RowOptions,
                    matched: int, clock: Callable[[], float] = time.monotonic,
                    sleep: Callable[[float], None] = time.sleep) -> PolicyResult:
-    """Delete the policy's rows older than ``cutoff`` in batches until done or the budget is spent."""
-    policy = plan.policy
-    key = cursor_key(policy)
+    """Delete the policy's rows older than ``cutoff`` in batches until done or the budget is spent. The cursor
+    is saved however the run ends (an error after some batches keeps their progress)."""
+    key = cursor_key(plan.policy)
     ensure_cursors(conn)
-    position = read_cursor(conn, key)
-    sizer = BatchSizer(policy.batch_size, floor=min(opts.floor, policy.batch_size))
-    budget = Budget(policy.max_rows, policy.max_seconds)
-    result = PolicyResult(table=policy.name, cutoff=cutoff, matched=matched, stopped="running")
-    run = _Clock(clock)
-    with db_errors(f"delete from {policy.name}"):
-        conn.execute("SET TimeZone = 'UTC'")
-        while result.stopped == "running":
-            limit = sizer.next_size(result.deleted, budget.max_rows)
-            statement, params = _batch_statement(plan, with_cursor=position is not None)
-            params.update(cutoff=cutoff, limit=limit, position=position)
-            started = clock()
-            try:
-                count, newest = _one_batch(conn, statement, params, opts)
-            except _TIMEOUTS as exc:
-                result.lock_waits += 1
-                if not sizer.shrink():
-                    raise DatabaseError(f"postgres: delete from {policy.name}: still timing out at "
-                                        f"{sizer.size} rows per batch: {str(exc).strip()}", transient=True) from exc
-                sleep(opts.pause)
-                continue
-            took = clock() - started
-            result.batches += 1
-            result.deleted += count
-            result.slowest_batch = max(result.slowest_batch, took)
-            position = newest.isoformat() if newest is not None else position
-            result.stopped = stop_reason(budget, result.deleted, run.elapsed(), count) or "running"
-            if result.stopped == "running":
-                sleep(opts.pause)
-    result.seconds, result.batch_size = run.elapsed(), sizer.size
-    result.cursor = None if result.stopped == "done" else position
+    result = PolicyResult(table=plan.policy.name, cutoff=cutoff, matched=matched, stopped="running")
+    run = _Run(plan, cutoff, opts, read_cursor(conn, key), result, clock, sleep)
+    try:
+        with db_errors(f"delete from {plan.policy.name}"):
+            conn.execute("SET TimeZone = 'UTC'")
+            while result.stopped == "running":
+                run.step(conn)
+    except BaseException:
+        run.finish()
+        with contextlib.suppress(DatabaseError):  # the original error matters more
+            save_cursor(conn, key, result.cursor, "failed")
+        raise
+    run.finish()
     save_cursor(conn, key, result.cursor, result.stopped)
     return result
 
