@@ -95,17 +95,26 @@ def test_policy_is_required(env):
     assert result.exit_code == 1 and "--policy: required" in result.stderr
 
 
-def test_storage_and_docker_dry_runs(prefect_server, env, bucket, monkeypatch):
+def test_storage_run_and_docker_dry_run(prefect_server, env, bucket, monkeypatch):
+    import boto3
+
     url, _ = env
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", url)
     monkeypatch.setenv("CHARHUB_OPS_REPOSITORY", f"s3://{bucket}/backups")
     monkeypatch.setenv("CHARHUB_OPS_CLEANUP_MEDIA_REPOSITORY", f"s3://{bucket}")
     monkeypatch.setenv("CHARHUB_OPS_CLEANUP_MEDIA_REFERENCES", "Character.avatar,CuratedImage.url")
     monkeypatch.setenv("CHARHUB_OPS_CLEANUP_MEDIA_GRACE", "1h")
-    storage = cli("storage", "--json")
+    client = boto3.client("s3")
+    client.put_object(Bucket=bucket, Key="prod/just-uploaded.png", Body=b"x")
+    client.create_multipart_upload(Bucket=bucket, Key="backups/charhub_db/20260101T000000Z-ab12/dump.pgc.zst")
+    storage = cli("storage", "--mode", "quarantine", "--json")  # moto dates uploads in 2010: stale
     assert storage.exit_code == 0, storage.output
     summary = json.loads(storage.stdout)
-    assert summary["storage"]["media"]["mode"] == "dry-run" and summary["storage"]["media"]["scanned"] == 0
+    media = summary["storage"]["media"]
+    assert (media["mode"], media["scanned"], media["young"], media["candidates"]) == ("quarantine", 1, 1, [])
+    assert summary["storage_done"]["uploads_aborted"] == 1
+    assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert "aborted 1" in _latest_artifact(prefect_server, "cleanup-report")
     docker = cli("docker", "--dry-run", "--json")
     assert docker.exit_code == 0, docker.output
     plan = json.loads(docker.stdout)["docker"]
