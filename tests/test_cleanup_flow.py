@@ -55,7 +55,10 @@ def test_dry_run_then_clean_rows_with_artifacts_and_event(prefect_server, env):
     assert (by_table["UsageLog"]["matched"], by_table["UsageLog"]["deleted"]) == (56, 0)
     assert by_table["ContentTranslation"]["matched"] == 20  # OUTDATED and FAILED, not ACTIVE
     assert left(url) == (200, 30)
-    assert "CorrectionJobLog" in _latest_artifact(prefect_server, "cleanup-preview")
+    preview = _latest_artifact(prefect_server, "cleanup-preview")
+    assert 'CREATE INDEX CONCURRENTLY ON "CorrectionJobLog" ("startedAt")' in preview  # the index warning
+    human = cli("--database-url", url, "--policy", policy, "--dry-run")
+    assert human.exit_code == 0 and "UsageLog: 56 rows older than 90d — would delete 56" in human.stderr
 
     done = cli("--database-url", url, "--policy", policy, "--json")
     assert done.exit_code == 0, done.output
