@@ -33,14 +33,18 @@ from charhub_ops.settings import env_name
 from charhub_ops.storage import Storage
 from charhub_ops.streams import CountingReader, decompress, decrypt
 
-__all__ = ["MODES", "VerifiedReader", "fetch_verified", "work_file", "check_work_space", "choose_mode",
+__all__ = ["MODES", "VerifiedReader", "fetch_verified", "work_file", "check_work_space", "room_for", "choose_mode",
            "restore_jobs", "pg_restore", "pg_restore_stream"]
 
 CHUNK = 1024 * 1024
 MODES = ("auto", "stream", "file")
 FILE_MODE_MIN_JOBS = 3  # below that, streaming (download ∥ restore) beats pg_restore -j from a file (bench)
-SPACE_HEADROOM = 64 * 1024 * 1024  # free space left beyond the raw dump size before file mode is chosen
 Progress = Callable[[int], None]
+
+
+def room_for(raw_size: int) -> int:
+    """Free bytes the work dir needs for a dump of ``raw_size``: the dump + 5 % + 16 MiB of headroom."""
+    return raw_size + raw_size // 20 + 16 * 1024 * 1024
 
 
 class VerifiedReader:
@@ -152,11 +156,11 @@ def check_work_space(work_dir: str, need: int) -> None:
     """ConfigError (before anything is downloaded or created) when the work dir lacks ``need`` bytes."""
     with _work_dir(Path(work_dir)):
         free = shutil.disk_usage(work_dir).free
-    if free < need + SPACE_HEADROOM:
+    if free < room_for(need):
         env = env_name("work_dir")
         raise ConfigError(f"work_dir ({env}): {work_dir} has {human_bytes(free)} free, the dump needs "
-                          f"{human_bytes(need)} (+{human_bytes(SPACE_HEADROOM)}): free space, point {env} "
-                          f"elsewhere, or stream the dump ({env_name('restore_mode')}=stream or auto)")
+                          f"{human_bytes(room_for(need))} with headroom: free space, point {env} elsewhere, "
+                          f"or stream the dump ({env_name('restore_mode')}=stream)")
 
 
 def fetch_verified(storage: Storage, manifest: Manifest, dest: Path, identities: list | None = None,
@@ -197,7 +201,7 @@ def choose_mode(setting: str, work_dir: str, raw_size: int, jobs: int, container
     if workers < FILE_MODE_MIN_JOBS:
         return "stream", f"{workers} pg_restore job(s): streaming overlaps the download with the restore"
     free = shutil.disk_usage(work_dir).free if os.path.isdir(work_dir) else 0
-    if free < raw_size + SPACE_HEADROOM:
+    if free < room_for(raw_size):
         return "stream", f"the work dir has {human_bytes(free)} free, the dump is {human_bytes(raw_size)}"
     return "file", f"pg_restore -j{workers} from a file in the work dir ({human_bytes(free)} free)"
 

@@ -346,3 +346,56 @@ def test_auto_mode_streams_past_a_small_work_dir(plain, pg, tiny_work_dir, monke
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", pg.url(target))
     assert restore_flow(repository=f"file://{repo}", target_database=target)["ok"]
     assert table_hashes(pg.url(target)) == table_hashes(source)
+
+
+# --- the same faults streamed into a container's pg_restore -------------------------------------------------
+
+SOCKET_URL = "postgresql://postgres@/{}?host=/var/run/postgresql"
+
+
+@pytest.fixture
+def container_backup(prefect_server, pg_container, tmp_path, monkeypatch):
+    """(repository dir, manifest) of a backup made inside the container."""
+    from flows.backup import backup_flow
+    from tests.harness.schema import VARIED_SCHEMA, fill_sql
+
+    src = "src_" + uuid.uuid4().hex[:6]
+    pg_container.psql(f"CREATE DATABASE {src}")
+    pg_container.psql(VARIED_SCHEMA + fill_sql(30), dbname=src)
+    monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", SOCKET_URL.format(src))
+    backup_flow(repository=f"file://{tmp_path}/repo", docker_container=pg_container.name)
+    (manifest,) = list_backups(LocalStorage(tmp_path / "repo"))
+    return tmp_path / "repo", manifest
+
+
+def _container_databases(pg_container, like: str) -> str:
+    return pg_container.psql(f"SELECT count(*) FROM pg_database WHERE datname LIKE '{like}'").strip()
+
+
+@pytest.mark.docker
+def test_container_drill_records_a_pg_restore_failure(container_backup, pg_container, monkeypatch):
+    from flows.verify import verify_flow
+
+    repo, manifest = container_backup
+    _garbage_dump(repo, manifest)
+    monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", SOCKET_URL.format("postgres"))
+    with pytest.raises(VerificationError) as info:
+        verify_flow(repository=f"file://{repo}", docker_container=pg_container.name)
+    assert "pg_restore" in info.value.details["mismatches"][0]
+    ((_, verdict),) = list_backups_verified(LocalStorage(repo))
+    assert verdict.ok is False
+    assert _container_databases(pg_container, "%\\_verify\\_%") == "0"
+
+
+@pytest.mark.docker
+def test_container_restore_cut_off_half_way_fails_cleanly(container_backup, pg_container, monkeypatch):
+    from flows.restore import restore_flow
+
+    repo, manifest = container_backup
+    flaky = FlakyStorage(repo, manifest.dump.key, manifest.stored_size_bytes // 2, times=99)
+    monkeypatch.setattr(RepoSpec, "open", lambda self: flaky)
+    target = "cut_" + uuid.uuid4().hex[:6]
+    monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", SOCKET_URL.format(target))
+    with pytest.raises(StorageError, match="injected") as info:
+        restore_flow(repository=f"file://{repo}", target_database=target, docker_container=pg_container.name)
+    assert info.value.transient and _container_databases(pg_container, target) == "0"
