@@ -65,9 +65,18 @@ class VerifiedReader:
         self._hashed = CountingReader(_Progress(self._raw, progress), "sha256")
         self._decrypted = decrypt(self._hashed, identities) if manifest.encrypted else None
         self._plain = decompress(self._decrypted or self._hashed)
+        self._head = b""
         self.finished = False
 
+    def prime(self) -> None:
+        """Read the first chunk now (kept for ``read``): a wrong key, a bad age header or a stream that is
+        not zstd fail here, before the caller writes anything anywhere."""
+        self._head = self._head or self.read(CHUNK)
+
     def read(self, n: int = CHUNK) -> bytes:
+        if self._head:
+            data, self._head = self._head, b""
+            return data
         with self._data_errors():
             data = self._plain.read(n if n and n > 0 else CHUNK)
         if not data:

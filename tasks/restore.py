@@ -164,17 +164,23 @@ def restore_new_database(cfg: RestoreConfig, manifest: Manifest, target: str, no
     ``dump=None`` streamed from the repository (checksum at the end of the object). On any failure the
     database this task created is dropped, so the run leaves nothing half-restored and a retry (of a
     transient storage or server error) starts from a fresh database. A refused CREATE drops nothing."""
-    create_target.fn(cfg.url, cfg.container, target)  # create-target's body: a retry re-creates it
+    tools = _restore_tools(cfg, manifest, target)
+    if dump is not None:
+        _create_and_restore(cfg, target, lambda: restore_io.pg_restore(tools, Path(dump), cfg.jobs, no_owner))
+        return
+    identities = _identities(cfg) if manifest.encrypted else None
+    with restore_io.VerifiedReader(cfg.repo.open(), manifest, identities, _progress(manifest)) as source:
+        source.prime()  # a missing object, a wrong key or a bad header fail here, before CREATE DATABASE
+        _create_and_restore(cfg, target, lambda: restore_io.pg_restore_stream(tools, source, no_owner))
+    get_run_logger().info("%s: streamed, %d bytes verified (sha256 %s…)", manifest.backup_id,
+                          manifest.stored_size_bytes, manifest.sha256[:16])
+
+
+def _create_and_restore(cfg: RestoreConfig, target: str, restore_into) -> None:
+    """CREATE DATABASE ``target`` (create-target's body), then ``restore_into()``; drop it if that fails."""
+    create_target.fn(cfg.url, cfg.container, target)
     try:
-        tools = _restore_tools(cfg, manifest, target)
-        if dump is not None:
-            restore_io.pg_restore(tools, Path(dump), cfg.jobs, no_owner)
-            return
-        identities = _identities(cfg) if manifest.encrypted else None
-        with restore_io.VerifiedReader(cfg.repo.open(), manifest, identities, _progress(manifest)) as source:
-            restore_io.pg_restore_stream(tools, source, no_owner)
-        get_run_logger().info("%s: streamed, %d bytes verified (sha256 %s…)", manifest.backup_id,
-                              manifest.stored_size_bytes, manifest.sha256[:16])
+        restore_into()
     except BaseException:
         _drop_after_failure(cfg, target)
         raise
