@@ -5,7 +5,8 @@ One dump is one pipeline with bounded memory::
     pg_dump -Fc -Z0 --snapshot=S  →  zstd (multi-threaded)  →  age (optional)  →  SHA-256  →  storage
 
 Row counts and sizes of every table are read in the same exported snapshot while pg_dump runs,
-so a restore can later be checked against them.
+so a restore can later be checked against them; so are the database's encoding and collation, so a
+restore can create its database with them.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from pydantic import BaseModel
 
 from charhub_ops import __version__
 from charhub_ops.errors import ConfigError, DatabaseError
-from charhub_ops.manifest import Manifest, ObjectRef, TableStat, backup_prefix, manifest_key
+from charhub_ops.manifest import DatabaseLocale, Manifest, ObjectRef, TableStat, backup_prefix, manifest_key
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import (
+    HASH_FORMAT,
     DockerTools,
+    SqlSession,
     find_local_tool,
     list_databases,
     list_tables,
@@ -39,6 +42,12 @@ __all__ = ["Preflight", "DumpResult", "preflight", "dump_database", "dump_global
            "write_manifest", "make_tools", "open_session", "choose_local_pg_dump"]
 
 Progress = Callable[[int], None]
+
+_LOCALE_SQL = """
+SELECT pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, to_jsonb(d) ->> 'datlocprovider',
+       coalesce(to_jsonb(d) ->> 'datlocale', to_jsonb(d) ->> 'daticulocale'), to_jsonb(d) ->> 'daticurules'
+FROM pg_database d WHERE d.datname = current_database()"""
+_PROVIDERS = {"c": "libc", "i": "icu", "b": "builtin"}
 
 
 class Preflight(BaseModel):
@@ -62,6 +71,7 @@ class DumpResult(BaseModel):
     part_size: int
     snapshot: str
     tables: list[TableStat]
+    locale: DatabaseLocale | None = None
     started_at: datetime
     finished_at: datetime
 
@@ -105,6 +115,20 @@ def choose_local_pg_dump(server_major: int) -> tuple[str, str]:
     return found
 
 
+def _database_locale(session: SqlSession) -> DatabaseLocale:
+    """Encoding and collation of the session's database. The provider columns exist from PostgreSQL 15
+    (``daticulocale``, renamed ``datlocale`` in 17; ``daticurules`` from 16): read through ``to_jsonb``
+    so that a server without them gives NULL."""
+    ((encoding, collate, ctype, provider, locale, rules),) = session.query(_LOCALE_SQL)
+    return DatabaseLocale(encoding=str(encoding), collate=str(collate), ctype=str(ctype),
+                          provider=_PROVIDERS[str(provider)] if provider else None,
+                          provider_locale=_text(locale), icu_rules=_text(rules))
+
+
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
 def _pipeline(source, recipients: list[str], level: int, threads: int) -> HashingReader:
     stream = compress(source, level, threads)
     if recipients:
@@ -126,6 +150,7 @@ def dump_database(storage: Storage, url: PgUrl, pre: Preflight, database: str, b
         session.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         snapshot = str(session.query("SELECT pg_export_snapshot()")[0][0])
         tables = list_tables(session)
+        locale = _database_locale(session)
         counts: dict = {}
         errors: list[BaseException] = []
 
@@ -154,7 +179,8 @@ def dump_database(storage: Storage, url: PgUrl, pre: Preflight, database: str, b
                        content_hash=counts[(t.schema, t.name)][1], size_bytes=t.size_bytes) for t in tables]
     return DumpResult(database=database, backup_id=backup_id, key=key, raw_size_bytes=source.count,
                       stored_size_bytes=stored.count, sha256=stored.hexdigest(), part_size=put.part_size,
-                      snapshot=snapshot, tables=stats, started_at=started, finished_at=datetime.now(UTC))
+                      snapshot=snapshot, tables=stats, locale=locale, started_at=started,
+                      finished_at=datetime.now(UTC))
 
 
 def dump_globals(storage: Storage, url: PgUrl, pre: Preflight, database: str, backup_id: str, *,
@@ -190,7 +216,7 @@ def build_manifest(pre: Preflight, dump: DumpResult, globals_ref: ObjectRef | No
         compression={"algorithm": "zstd", "level": level}, encryption=encryption,
         dump=ObjectRef(key=dump.key, size_bytes=dump.stored_size_bytes, sha256=dump.sha256),
         globals=globals_ref, globals_note=globals_note, snapshot=dump.snapshot, tables=dump.tables,
-        tool_version=__version__,
+        tool_version=__version__, locale=dump.locale, hash_format=HASH_FORMAT,
     )
 
 

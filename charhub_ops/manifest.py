@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote
 from pydantic import BaseModel, Field
 
 __all__ = [
-    "TableStat", "ObjectRef", "Manifest", "new_backup_id", "backup_prefix", "manifest_key",
+    "TableStat", "ObjectRef", "DatabaseLocale", "Manifest", "new_backup_id", "backup_prefix", "manifest_key",
     "parse_manifest_key", "backup_id_time", "MANIFEST", "FORMAT", "Verification", "verification_key",
     "VERIFICATION", "database_prefix", "split_backup_key",
 ]
@@ -42,6 +42,18 @@ class ObjectRef(BaseModel):
     key: str
     size_bytes: int
     sha256: str
+
+
+class DatabaseLocale(BaseModel):
+    """Encoding and collation of the backed-up database: a restore creates its database with them."""
+
+    encoding: str = Field(description="pg_database.encoding, e.g. UTF8")
+    collate: str = Field(description="datcollate (LC_COLLATE)")
+    ctype: str = Field(description="datctype (LC_CTYPE)")
+    provider: Literal["libc", "icu", "builtin"] | None = Field(
+        None, description="datlocprovider; None: the server (< 15) had no locale providers")
+    provider_locale: str | None = Field(None, description="the ICU (daticulocale) or builtin (datlocale) locale")
+    icu_rules: str | None = Field(None, description="daticurules (PostgreSQL ≥ 16)")
 
 
 class Manifest(BaseModel):
@@ -66,6 +78,8 @@ class Manifest(BaseModel):
     snapshot: str | None = None
     tables: list[TableStat] = Field(default_factory=list)
     tool_version: str
+    locale: DatabaseLocale | None = Field(None, description="None in manifests written before it was recorded")
+    hash_format: int = Field(1, description="how content hashes were computed (charhub_ops.postgres.HASH_FORMAT)")
 
     @property
     def encrypted(self) -> bool:

@@ -27,6 +27,7 @@ __all__ = [
     "SqlSession", "PsycopgSession", "TableInfo", "ServerInfo", "ToolRunner", "LocalTools", "DockerTools",
     "server_info", "list_tables", "list_databases",
     "make_tools", "open_session", "admin_session", "table_checks", "find_local_tool", "tool_major",
+    "HASH_FORMAT", "HASH_SETTINGS", "pin_text_output",
 ]
 
 TABLES_SQL = """
@@ -51,8 +52,9 @@ class PsycopgSession:
     def __init__(self, url: PgUrl, connect_timeout: int = 10) -> None:
         self.url = url
         try:
+            # client_encoding: on a SQL_ASCII database psycopg would otherwise return bytes, not str
             self.conn = psycopg.connect(url.conninfo, autocommit=True, connect_timeout=connect_timeout,
-                                        application_name="charhub-ops")
+                                        application_name="charhub-ops", client_encoding="UTF8")
         except psycopg.OperationalError as exc:
             lines = str(exc).strip().splitlines() or [type(exc).__name__]
             reason = lines[0].removeprefix("connection failed: ")
@@ -111,15 +113,47 @@ def list_databases(session: SqlSession) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def table_checks(session: SqlSession, tables: list[TableInfo],
-                 hash_limit_bytes: int = 0) -> dict[tuple[str, str], tuple[int, str | None]]:
+# Settings that change how values print as text (``x::text``), pinned so that a content hash computed on
+# one server matches the same rows on another. extra_float_digits=3 is what pg_dump uses: any value > 0
+# gives the shortest exact float output on PostgreSQL ≥ 12 (3 is also exact on older servers).
+# lc_monetary changes money's output; search_path how reg* types (regclass...) qualify names.
+# Not a setting but as decisive: the sort order of the rows (``COLLATE "C"``, below) and the database
+# encoding (md5 hashes the bytes: a restore creates its database with the backup's encoding).
+HASH_FORMAT = 2  # manifests record it: 1 = before these settings were pinned
+HASH_SETTINGS = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, YMD",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "3",
+    "bytea_output": "hex",
+    "lc_monetary": "C",
+    "search_path": "pg_catalog",
+}
+
+
+def pin_text_output(session: SqlSession) -> None:
+    """Pin HASH_SETTINGS for the current transaction only (``set_config(..., true)``)."""
+    calls = [sql.SQL("set_config({}, {}, true)").format(sql.Literal(k), sql.Literal(v))
+             for k, v in HASH_SETTINGS.items()]
+    session.query(sql.SQL("SELECT {}").format(sql.SQL(", ").join(calls)).as_string(None))
+
+
+def table_checks(session: SqlSession, tables: list[TableInfo], hash_limit_bytes: int = 0,
+                 hash_format: int = HASH_FORMAT) -> dict[tuple[str, str], tuple[int, str | None]]:
     """Exact row count and, for tables up to ``hash_limit_bytes``, an md5 of all rows in a stable
-    order, in one round trip. Run inside the dump's snapshot at backup time, and on a restored copy."""
+    order, in one round trip. Run INSIDE a transaction (the dump's snapshot at backup time, a read-only
+    one on a restored copy): the text output settings are pinned for that transaction and rows are sorted
+    byte-wise, so the hash does not depend on the server's time zone, date style or collation.
+    ``hash_format=1``: the hashes of old manifests (the session's own settings and collation)."""
     if not tables:
         return {}
+    order = sql.SQL("")
+    if hash_format >= 2:
+        pin_text_output(session)
+        order = sql.SQL(' COLLATE "C"')
     parts = []
     for t in tables:
-        digest = (sql.SQL("md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), ''))")
+        digest = (sql.SQL("md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text{}), ''))").format(order)
                   if t.size_bytes <= hash_limit_bytes else sql.SQL("NULL::text"))
         parts.append(sql.SQL("(SELECT {}::text, {}::text, count(*), {} FROM {}.{} x)").format(
             sql.Literal(t.schema), sql.Literal(t.name), digest, sql.Identifier(t.schema), sql.Identifier(t.name)))

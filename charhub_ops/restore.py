@@ -15,13 +15,13 @@ from pathlib import Path
 import pyrage
 from psycopg import sql
 
-from charhub_ops.errors import ConfigError, NotFoundError, OpsError
-from charhub_ops.manifest import Manifest
+from charhub_ops.errors import ConfigError, DatabaseError, NotFoundError, OpsError
+from charhub_ops.manifest import DatabaseLocale, Manifest
 from charhub_ops.postgres import SqlSession, TableInfo, table_checks
 
 __all__ = [
     "pick_backup", "load_identities", "restore_name", "database_exists", "ensure_absent",
-    "create_database",
+    "create_database", "create_database_sql",
     "drop_database", "check_restored", "CheckResult", "missing_roles_sql", "existing_roles",
     "run_sql_file",
 ]
@@ -101,10 +101,42 @@ def ensure_absent(session: SqlSession, name: str) -> None:
                           "(choose a new name, or use --replace to swap a verified copy in)")
 
 
-def create_database(session: SqlSession, name: str) -> None:
-    """CREATE DATABASE ``name``; refuses (ConfigError) when it exists: nothing existing is overwritten."""
+_PROVIDER_OPTION = {"libc": sql.SQL(" LOCALE_PROVIDER libc"), "icu": sql.SQL(" LOCALE_PROVIDER icu ICU_LOCALE {}"),
+                    "builtin": sql.SQL(" LOCALE_PROVIDER builtin BUILTIN_LOCALE {}")}
+_LOCALE_ERROR = re.compile(r"locale|encoding|collation|\bICU\b", re.IGNORECASE)
+
+
+def create_database_sql(name: str, locale: DatabaseLocale | None) -> sql.Composed:
+    """CREATE DATABASE ``name``, from template0 with the backup's encoding and collation when it recorded
+    them (old manifests: the server's defaults). The provider is always named when known: left out, it
+    would be template0's, which may differ from the backup's."""
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if locale is None:
+        return statement
+    statement += sql.SQL(" TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+        sql.Literal(locale.encoding), sql.Literal(locale.collate), sql.Literal(locale.ctype))
+    if locale.provider:
+        statement += _PROVIDER_OPTION[locale.provider].format(sql.Literal(locale.provider_locale))
+    if locale.icu_rules:
+        statement += sql.SQL(" ICU_RULES {}").format(sql.Literal(locale.icu_rules))
+    return statement
+
+
+def create_database(session: SqlSession, name: str, locale: DatabaseLocale | None = None) -> None:
+    """CREATE DATABASE ``name`` with the backup's ``locale`` (see create_database_sql); refuses (ConfigError)
+    when it exists: nothing existing is overwritten. A server that lacks the locale is a ConfigError naming
+    it: a restore never silently changes the collation (text indexes, ORDER BY and unique keys depend on it)."""
     ensure_absent(session, name)
-    session.query(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)).as_string(None))
+    try:
+        session.query(create_database_sql(name, locale).as_string(None))
+    except DatabaseError as exc:
+        if locale is None or not _LOCALE_ERROR.search(str(exc)):
+            raise
+        wanted = f"encoding {locale.encoding}, LC_COLLATE {locale.collate}, LC_CTYPE {locale.ctype}"
+        if locale.provider_locale:
+            wanted += f", {locale.provider} locale {locale.provider_locale}"
+        raise ConfigError(f"database_url: this server cannot create '{name}' with the backup's locale ({wanted}): "
+                          f"{exc}; install that locale on the server or restore to one that has it") from exc
 
 
 def drop_database(session: SqlSession, name: str) -> None:
@@ -132,13 +164,22 @@ class CheckResult:
         return not self.mismatches
 
 
+def _read_checks(session: SqlSession, infos: list[TableInfo], hash_format: int) -> dict:
+    """table_checks in a read-only transaction of its own (its output settings are pinned per transaction)."""
+    session.query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    try:
+        return table_checks(session, infos, hash_limit_bytes=0, hash_format=hash_format)
+    finally:
+        session.query("ROLLBACK")
+
+
 def check_restored(session: SqlSession, manifest: Manifest, with_hashes: bool = True) -> CheckResult:
     """Compare row counts (and content hashes, where the manifest has them) of a restored copy."""
     infos = [TableInfo(t.schema_name, t.name, 0 if (with_hashes and t.content_hash) else 1)
              for t in manifest.tables]
     result = CheckResult(tables=len(infos))
     try:
-        found = table_checks(session, infos, hash_limit_bytes=0)
+        found = _read_checks(session, infos, manifest.hash_format)
     except OpsError as exc:
         result.mismatches.append(f"cannot read the restored tables: {exc}")
         return result

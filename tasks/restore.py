@@ -151,10 +151,11 @@ def _identities(cfg: RestoreConfig) -> list:
 
 
 @task(name="create-target", cache_policy=NONE)
-def create_target(url: PgUrl, container: str | None, name: str) -> None:
-    """CREATE DATABASE; an existing database is refused, never overwritten."""
+def create_target(url: PgUrl, container: str | None, name: str, manifest: Manifest) -> None:
+    """CREATE DATABASE with the backup's encoding and collation; an existing database is refused, never
+    overwritten."""
     with admin_session(url, container) as session:
-        restore.create_database(session, name)
+        restore.create_database(session, name, manifest.locale)
 
 
 @task(name="restore-new-database", cache_policy=NONE, **RETRY)
@@ -166,19 +167,20 @@ def restore_new_database(cfg: RestoreConfig, manifest: Manifest, target: str, no
     transient storage or server error) starts from a fresh database. A refused CREATE drops nothing."""
     tools = _restore_tools(cfg, manifest, target)
     if dump is not None:
-        _create_and_restore(cfg, target, lambda: restore_io.pg_restore(tools, Path(dump), cfg.jobs, no_owner))
+        _create_and_restore(cfg, manifest, target,
+                            lambda: restore_io.pg_restore(tools, Path(dump), cfg.jobs, no_owner))
         return
     identities = _identities(cfg) if manifest.encrypted else None
     with restore_io.VerifiedReader(cfg.repo.open(), manifest, identities, _progress(manifest)) as source:
         source.prime()  # a missing object, a wrong key or a bad header fail here, before CREATE DATABASE
-        _create_and_restore(cfg, target, lambda: restore_io.pg_restore_stream(tools, source, no_owner))
+        _create_and_restore(cfg, manifest, target, lambda: restore_io.pg_restore_stream(tools, source, no_owner))
     get_run_logger().info("%s: streamed, %d bytes verified (sha256 %s…)", manifest.backup_id,
                           manifest.stored_size_bytes, manifest.sha256[:16])
 
 
-def _create_and_restore(cfg: RestoreConfig, target: str, restore_into) -> None:
+def _create_and_restore(cfg: RestoreConfig, manifest: Manifest, target: str, restore_into) -> None:
     """CREATE DATABASE ``target`` (create-target's body), then ``restore_into()``; drop it if that fails."""
-    create_target.fn(cfg.url, cfg.container, target)
+    create_target.fn(cfg.url, cfg.container, target, manifest)
     try:
         restore_into()
     except BaseException:

@@ -9,7 +9,7 @@ import boto3
 import pytest
 
 from tests.harness.app import app_container  # noqa: F401 - fixture
-from tests.harness.docker_pg import pg_container  # noqa: F401 - session fixture
+from tests.harness.docker_pg import pg_container, pg_other_settings, pg_sql_ascii  # noqa: F401 - session fixtures
 from tests.harness.services import start_pg_cluster, start_s3_server
 
 pytest_plugins = ["tests.harness.ci_guard"]

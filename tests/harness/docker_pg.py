@@ -15,6 +15,7 @@ import grp
 import io
 import os
 import pwd
+import shlex
 import subprocess
 import tarfile
 import tempfile
@@ -29,11 +30,15 @@ import requests
 
 __all__ = [
     "BUSYBOX_IMAGE",
+    "DEFAULT_INITDB_ARGS",
     "PG_SOCKET_DIR",
     "PgContainer",
     "docker_client",
     "ensure_busybox_image",
+    "OTHER_SETTINGS",
     "pg_container",
+    "pg_other_settings",
+    "pg_sql_ascii",
     "postgres_major_version",
     "start_postgres_container",
     "stop",
@@ -42,6 +47,7 @@ __all__ = [
 BUSYBOX_IMAGE = "charhub-ops-busybox:test"
 PG_SOCKET_DIR = "/var/run/postgresql"
 PG_DATA = "/tmp/pgdata"
+DEFAULT_INITDB_ARGS = ("-E", "UTF8", "--locale=C.UTF-8")
 _READ_ONLY_MOUNTS = (
     "/usr/lib/postgresql",
     "/usr/share/postgresql",
@@ -64,6 +70,13 @@ class PgContainer:
     id: str
     major_version: int
     client: docker.DockerClient = field(repr=False, compare=False)
+    port: int | None = None  # the host port published for TCP (start_postgres_container(tcp=True))
+
+    def url(self, dbname: str = "postgres") -> str:
+        """A URL reaching the cluster over TCP from the host (only with ``tcp=True``)."""
+        if self.port is None:
+            raise RuntimeError(f"{self.name} was started without tcp=True")
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """Run ``sql`` with psql inside the container; return its unaligned, tuples-only output."""
@@ -123,8 +136,14 @@ def postgres_major_version(base: Path = Path("/usr/lib/postgresql")) -> int:
     return max(versions)
 
 
-def start_postgres_container(client: docker.DockerClient, name: str) -> PgContainer:
-    """Start a container named ``name`` running an initialised, started cluster; wait until it is ready."""
+def start_postgres_container(client: docker.DockerClient, name: str, *,
+                             initdb_args: tuple[str, ...] = DEFAULT_INITDB_ARGS, initdb_env: dict | None = None,
+                             server_options: dict[str, str] | None = None, tcp: bool = False) -> PgContainer:
+    """Start a container named ``name`` running an initialised, started cluster; wait until it is ready.
+
+    ``initdb_args`` replace the encoding/locale arguments (``()`` = initdb's defaults under ``initdb_env``,
+    e.g. ``{"LC_ALL": "C"}`` gives SQL_ASCII); ``server_options`` become ``-c name=value``; ``tcp`` publishes
+    the server on a random 127.0.0.1 port (trust authentication from anywhere: a throwaway test cluster)."""
     image = ensure_busybox_image(client)
     major = postgres_major_version()
     uid = pwd.getpwnam("postgres").pw_uid
@@ -141,17 +160,28 @@ def start_postgres_container(client: docker.DockerClient, name: str) -> PgContai
         volumes={path: {"bind": path, "mode": "ro"} for path in _READ_ONLY_MOUNTS if os.path.exists(path)},
         environment={"PATH": f"/usr/lib/postgresql/{major}/bin:/bin", "LC_ALL": "C.UTF-8", "TZ": "UTC"},
         labels={"charhub-ops-test": "postgres"},
+        ports={"5432/tcp": ("127.0.0.1", None)} if tcp else {},
     )
     try:
-        _exec(container, ["initdb", "-D", PG_DATA, "-U", "postgres", "--auth=trust", "-E", "UTF8",
-                          "--no-sync", "--locale=C.UTF-8"])
-        options = f"-k {PG_SOCKET_DIR} -c listen_addresses='' -c fsync=off"
+        _exec(container, ["initdb", "-D", PG_DATA, "-U", "postgres", "--auth=trust", "--no-sync", *initdb_args],
+              env=initdb_env)
+        options = f"-k {PG_SOCKET_DIR} -c fsync=off -c listen_addresses=" + ("'*'" if tcp else "''")
+        if tcp:  # docker-proxy connects from the bridge gateway, not from 127.0.0.1
+            _exec(container, ["sh", "-c", f"echo 'host all all 0.0.0.0/0 trust' >> {PG_DATA}/pg_hba.conf"])
+        for key, value in (server_options or {}).items():
+            options += " -c " + shlex.quote(f"{key}={value}")
         _exec(container, ["pg_ctl", "-D", PG_DATA, "-o", options, "-l", "/tmp/postgres.log", "-w", "start"])
         _wait_ready(container)
     except BaseException:
         stop(client, name)
         raise
-    return PgContainer(name=name, id=container.id, major_version=major, client=client)
+    return PgContainer(name=name, id=container.id, major_version=major, client=client,
+                       port=_published_port(container) if tcp else None)
+
+
+def _published_port(container) -> int:
+    container.reload()
+    return int(container.ports["5432/tcp"][0]["HostPort"])
 
 
 def stop(client: docker.DockerClient, name: str) -> None:
@@ -162,8 +192,8 @@ def stop(client: docker.DockerClient, name: str) -> None:
         pass
 
 
-def _exec(container, cmd: list[str]) -> bytes:
-    result = container.exec_run(cmd, demux=True)
+def _exec(container, cmd: list[str], env: dict | None = None) -> bytes:
+    result = container.exec_run(cmd, demux=True, environment=env)
     stdout, stderr = result.output
     if result.exit_code != 0:
         raise RuntimeError(f"{cmd[0]} in {container.name}: exit {result.exit_code}: {(stderr or b'').decode()}")
@@ -181,17 +211,41 @@ def _wait_ready(container, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def pg_container() -> Iterator[PgContainer]:
-    """A running PostgreSQL container for the whole test session, removed at the end."""
+# A second server whose defaults differ from the first in every way that changes values printed as text.
+OTHER_SETTINGS = {"timezone": "Asia/Kathmandu", "DateStyle": "SQL, DMY", "IntervalStyle": "postgres_verbose",
+                  "extra_float_digits": "0"}
+
+
+def _session_container(suffix: str, **options) -> Iterator[PgContainer]:
     client = docker_client()
     if client is None:
         if os.environ.get("CI"):  # CI provides every service: a skip there would hide a broken harness
             pytest.fail("no Docker engine reachable in CI (.ci/run must start dockerd)")
         pytest.skip("no Docker engine reachable (start dockerd; .ci/run does)")
-    pg = start_postgres_container(client, f"charhub-ops-test-pg-{os.getpid()}")
+    pg = start_postgres_container(client, f"charhub-ops-test-pg{suffix}-{os.getpid()}", **options)
     try:
         yield pg
     finally:
         pg.stop()
         client.close()
+
+
+@pytest.fixture(scope="session")
+def pg_container() -> Iterator[PgContainer]:
+    """A running PostgreSQL container for the whole test session, removed at the end."""
+    yield from _session_container("")
+
+
+@pytest.fixture(scope="session")
+def pg_other_settings() -> Iterator[PgContainer]:
+    """``initdb -E UTF8 --locale=C``, started with another time zone, DateStyle, IntervalStyle and
+    extra_float_digits (OTHER_SETTINGS); reachable over TCP (``.url()``) and through ``docker exec``."""
+    yield from _session_container("-other", initdb_args=("-E", "UTF8", "--locale=C"), server_options=OTHER_SETTINGS,
+                                  tcp=True)
+
+
+@pytest.fixture(scope="session")
+def pg_sql_ascii() -> Iterator[PgContainer]:
+    """A cluster initialised under ``LANG=C``: encoding SQL_ASCII (psycopg returns bytes there unless the
+    client encoding is set); reachable over TCP (``.url()``) and through ``docker exec``."""
+    yield from _session_container("-ascii", initdb_args=(), initdb_env={"LC_ALL": "C", "LANG": "C"}, tcp=True)
