@@ -38,7 +38,7 @@ __all__ = ["MODES", "VerifiedReader", "fetch_verified", "work_file", "check_work
 
 CHUNK = 1024 * 1024
 MODES = ("auto", "stream", "file")
-FILE_MODE_MIN_JOBS = 3  # below that, streaming (download ∥ restore) beats pg_restore -j from a file (bench)
+FILE_MODE_MIN_JOBS = 2  # pg_restore -j2 from a file beat one streamed job on 2 vCPUs (bench/README.md)
 Progress = Callable[[int], None]
 
 

@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     restore_mode: str = Field(
         "auto", pattern="^(auto|stream|file)$", validation_alias=_aliases("restore_mode"),
         description="stream: GET → checks → pg_restore stdin into the new database, no work-dir space; file: "
-                    "the verified dump to the work dir, then pg_restore -j; auto: file only with ≥ 3 local "
+                    "the verified dump to the work dir, then pg_restore -j; auto: file only with ≥ 2 local "
                     "pg_restore jobs and room for the dump.")
     work_dir: str | None = Field(
         None, validation_alias=_aliases("work_dir"),
