@@ -50,17 +50,17 @@ def backup_flow(
                                     threads=cfg.zstd_threads, hash_limit=cfg.hash_limit, expected_size=expected,
                                     limit=limit)
         globs = dump_globals.submit(cfg.repo, cfg.url, pre, dump, recipients=cfg.recipients, level=cfg.zstd_level)
-        runs[db] = (prev, write_manifest.submit(cfg.repo, pre, dump, globs, recipients=cfg.recipients,
-                                                level=cfg.zstd_level))
+        runs[db] = (prev, (dump, globs), write_manifest.submit(cfg.repo, pre, dump, globs,
+                                                               recipients=cfg.recipients, level=cfg.zstd_level))
 
     done: list[Manifest] = []
     anomalies: dict[str, str] = {}
     failures: list[OpsError | Exception] = []
-    for db, (prev, future) in runs.items():
+    for db, (prev, upstream, future) in runs.items():
         try:
             manifest = future.result()
         except Exception as exc:  # noqa: BLE001 - every database gets its chance; the run fails below
-            failures.append(exc)
+            failures.append(_root_error(upstream, exc))
             continue
         done.append(manifest)
         warning = size_anomaly(manifest.stored_size_bytes, prev.stored_size_bytes if prev else None,
@@ -77,3 +77,14 @@ def backup_flow(
     if failures:
         raise failures[0]
     return [backup_summary(cfg.repo.url, m) for m in done]
+
+
+def _root_error(upstream, exc: Exception) -> Exception:
+    """The error of the first failed upstream task: a manifest task that never ran only says 'PENDING'."""
+    for future in upstream:
+        if future.state.is_failed():
+            try:
+                future.result()
+            except Exception as error:  # noqa: BLE001 - returned to be raised by the flow
+                return error
+    return exc
