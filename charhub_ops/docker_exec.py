@@ -159,7 +159,7 @@ class _Exec:
         try:
             created = self.api.exec_create(self.container, ["sh", "-c", script, "sh", self.token],
                                            user=self.user or "")
-            self.api.exec_start(created["Id"])
+            self.api.exec_start(created["Id"], detach=True)  # reading its (empty) output could block forever
         except (docker.errors.DockerException, requests.RequestException, OSError):
             pass
 
