@@ -41,7 +41,6 @@ from __future__ import annotations
 import io
 import os
 import socket
-import struct
 import threading
 import time
 import uuid
@@ -52,74 +51,17 @@ from typing import BinaryIO, Self
 import docker
 import requests
 
+from charhub_ops.docker_demux import CHUNK as _CHUNK
+from charhub_ops.docker_demux import Demux
 from charhub_ops.errors import DatabaseError, DockerError
 from charhub_ops.pgerrors import sqlstate_is_transient, tool_failure
 
 __all__ = ["ContainerExec", "ContainerPsqlSession", "ExecStream"]
 
-_CHUNK = 1 << 20  # bytes asked from the socket per read
 _STDERR_KEEP = 64 * 1024
 _MESSAGE_TAIL = 500
 _FIELD_SEP, _RECORD_SEP, _NULL = "\x1f", "\x1e", "\x1d"
 _TOKEN_VAR = "CHARHUB_OPS_EXEC"  # marks an exec's processes so that an early close can terminate them
-_HEADER = struct.Struct(">BxxxL")  # docker's multiplexed frame header: stream id, payload size
-
-
-class _Demux:
-    """Reads docker's multiplexed frames (8-byte header + payload) from a hijacked exec connection."""
-
-    def __init__(self, raw_socket):
-        # docker-py's http.client may already have read frames past the HTTP headers into its buffered
-        # reader: read through it, not through the bare socket, or the first bytes get lost.
-        self.sock = getattr(raw_socket, "_sock", raw_socket)
-        try:
-            self._reader = raw_socket._response.raw._fp.fp
-        except AttributeError:
-            self._reader = raw_socket
-        self._readinto = next(getattr(self._reader, name) for name in ("readinto1", "readinto", "recv_into")
-                               if hasattr(self._reader, name))
-        self._buf = bytearray(_CHUNK)
-        self._view = memoryview(self._buf)
-        self._pos = self._end = self._left = self._stream = 0
-
-    def buffered(self) -> bool:
-        """True if the next chunk can be returned without blocking."""
-        avail = self._end - self._pos
-        return avail > 0 if self._left else avail >= _HEADER.size
-
-    def next_chunk(self, limit: int) -> tuple[int, memoryview] | None:
-        """(stream id, at most ``limit`` payload bytes, valid until the next call) or None at EOF."""
-        while self._left == 0:
-            while self._end - self._pos < _HEADER.size:
-                if not self._fill():
-                    return None
-            self._stream, self._left = _HEADER.unpack_from(self._buf, self._pos)
-            self._pos += _HEADER.size
-        if self._pos == self._end and not self._fill():
-            return None
-        n = min(self._left, self._end - self._pos, limit)
-        self._pos += n
-        self._left -= n
-        return self._stream, self._view[self._pos - n : self._pos]
-
-    def _fill(self) -> bool:
-        leftover = self._end - self._pos  # < 8 bytes of a split header, or 0
-        self._buf[:leftover] = self._buf[self._pos : self._end]
-        self._pos, self._end = 0, leftover
-        got = self._readinto(self._view[leftover:])  # one socket read of up to 1 MiB
-        self._end += got or 0
-        return bool(got)
-
-    def close(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        for closable in (self._reader, self.sock):
-            try:
-                closable.close()
-            except OSError:
-                pass
 
 
 class _Exec:
@@ -128,7 +70,7 @@ class _Exec:
     def __init__(self, api, exec_id: str, raw_socket, program: str, container: str, token: str, user: str | None):
         self.api, self.exec_id, self.program, self.container = api, exec_id, program, container
         self.token, self.user = token, user
-        self.demux = _Demux(raw_socket)
+        self.demux = Demux(raw_socket)
         self.demux.sock.settimeout(None)  # pg_dump may wait on locks for minutes without output
         self.stderr = bytearray()
 
