@@ -318,7 +318,7 @@ class ContainerExec:
             created = api.exec_create(self.container, cmd, stdout=True, stderr=True, stdin=stdin,
                                       environment={**(env or {}), _TOKEN_VAR: token}, user=user or "")
             raw_socket = api.exec_start(created["Id"], socket=True)
-        return _Exec(api, created["Id"], raw_socket, program, self.container, f"{_TOKEN_VAR}={token}", user)
+            return _Exec(api, created["Id"], raw_socket, program, self.container, f"{_TOKEN_VAR}={token}", user)
 
 
 def _parse_rows(text: str) -> list[tuple[str | None, ...]]:
