@@ -9,10 +9,11 @@ its chained causes). Each secret is searched as it is, percent-encoded, JSON-esc
 base64 at all three alignments; the marker ``MARK`` shared by the password, the wrong password and both S3 keys
 is searched on its own, so a truncated copy is found too.
 
-On purpose, the age identity lives in a Prefect Secret block (restore and verify read it from there). The
+On purpose, the age identity lives in a Prefect Secret block (restore and verify read it from there; verify
+also reads the server URL from one). The
 server stores block data Fernet-encrypted (the key is in the ``configuration`` table of the same database), so
-no exclusion is needed: even the raw database bytes must not show the identity, and the API shows it only to
-a client asking ``include_secrets``. A plain copy anywhere — the block's own row included — counts as a leak.
+no exclusion is needed: even the raw database bytes must not show these values, and the API shows them only to
+a client asking ``include_secrets``. A plain copy anywhere — the blocks' own rows included — counts as a leak.
 A canary Variable (stored in clear on purpose) proves that the raw scan sees freshly written rows.
 """
 
@@ -51,7 +52,7 @@ ACCESS_KEY = f"AKIA{MARK.upper()}ACCESS"
 SECRET_KEY = f"S3-{MARK}-secret+key/x"
 CANARY = "canary-5d1e0b77-in-clear"
 ROLE, DB = "charhub", "charhub_db"
-IDENTITY_BLOCK, WRONG_BLOCK = "scan-age-identity", "scan-wrong-identity"
+IDENTITY_BLOCK, WRONG_BLOCK, URL_BLOCK = "scan-age-identity", "scan-wrong-identity", "scan-database-url"
 NO_PERIODS = {"keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0}
 
 
@@ -182,7 +183,8 @@ def _happy_path(s: Scenario, repo: str, pub: str, port: int, mp) -> None:
     restored = restore_flow(repository=repo, target_database="scan_restored", identity_secret=IDENTITY_BLOCK,
                             with_globals=True)
     assert restored["ok"]
-    assert verify_flow(repository=repo, identity_secret=IDENTITY_BLOCK)["ok"]
+    mp.delenv("CHARHUB_OPS_DATABASE_URL")  # verify reads the server URL from a Secret block instead
+    assert verify_flow(repository=repo, identity_secret=IDENTITY_BLOCK, database_url_secret=URL_BLOCK)["ok"]
     s.objects.update(_snapshot(repo.split("/")[2], os.environ["AWS_ENDPOINT_URL_S3"], "before prune"))
     prune_flow(repository=repo, keep_last=1, min_keep=0, **NO_PERIODS)
 
@@ -236,6 +238,7 @@ def scenario(prefect_server, s3_server):
                      region_name="us-east-1").create_bucket(Bucket=bucket)
         Secret(value=str(identity)).save(IDENTITY_BLOCK, overwrite=True)
         Secret(value=str(wrong)).save(WRONG_BLOCK, overwrite=True)
+        Secret(value=_url(cluster.port, PASSWORD, "postgres")).save(URL_BLOCK, overwrite=True)
         assert Secret.load(IDENTITY_BLOCK).get() == str(identity)
         Variable.set("secrets_scan_canary", CANARY, overwrite=True)
         repo = f"s3://{bucket}/prod"
