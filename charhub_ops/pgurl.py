@@ -7,6 +7,7 @@ Passwords never go on a command line (``ps`` shows argv): tools get ``PG*`` envi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -73,7 +74,10 @@ def parse_pg_url(url: str, setting: str = "database_url") -> PgUrl:
     if not url:
         raise ConfigError(f"{setting}: empty database URL")
     if "://" in url:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            raise ConfigError(f"{setting}: invalid PostgreSQL URL (malformed host; {ENCODE_HINT})") from None
         if parts.scheme not in ("postgresql", "postgres"):
             raise ConfigError(
                 f"{setting}: unsupported scheme '{parts.scheme}' (expected postgresql://user@host:port/dbname)"
@@ -83,10 +87,24 @@ def parse_pg_url(url: str, setting: str = "database_url") -> PgUrl:
     try:
         params = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.Error as exc:
-        raise ConfigError(f"{setting}: invalid PostgreSQL connection string: {_strip_secret(str(exc))}") from None
+        raise ConfigError(f"{setting}: invalid PostgreSQL connection string: {_strip_secret(str(exc))}"
+                          + (f" ({ENCODE_HINT})" if "://" in url else "")) from None
     clean = {k: str(v) for k, v in params.items() if v is not None}
+    _refuse_misread(clean, setting)
     return PgUrl(psycopg.conninfo.make_conninfo(**clean), clean, setting)
 
 
+ENCODE_HINT = "percent-encode @ / ? # % : in the user name and password: %40 %2F %3F %23 %25 %3A"
+
+
 def _strip_secret(message: str) -> str:
-    return message.split("\n")[0][:200]
+    """libpq's first line, without the token it quotes (it may be part of the password)."""
+    return re.sub(r'"[^"]*"', '"…"', message.split("\n")[0])[:200]
+
+
+def _refuse_misread(params: dict[str, str], setting: str) -> None:
+    """An unencoded @ or / in a password makes libpq read part of it as the host or port (which errors
+    and logs would then show): refuse such a URL without echoing it."""
+    ports = params.get("port", "").split(",")
+    if "@" in params.get("host", "") or not all(p.isdigit() or not p for p in ports):
+        raise ConfigError(f"{setting}: the URL's host or port is not valid ({ENCODE_HINT})")

@@ -56,6 +56,37 @@ IDENTITY_BLOCK, WRONG_BLOCK, URL_BLOCK = "scan-age-identity", "scan-wrong-identi
 NO_PERIODS = {"keep_daily": 0, "keep_weekly": 0, "keep_monthly": 0}
 
 
+# --- a malformed URL must not echo its password (no services needed) ----------------------------------
+
+HALVES = ("Left7c1d", "Right9e4b")
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://u:{0}%zz{1}@h/db",          # invalid percent-encoding: libpq quotes the token
+    "postgresql://u:{0}{1}%@h/db",
+    "postgresql://u:{0}@{1}@h/db",            # unencoded @: libpq reads the rest as the host
+    "postgresql://u:{0}/{1}@h/db",            # unencoded /: libpq reads "u:<password>" as host:port
+    "postgresql://u:{0}?{1}@h/db?schema=public",
+    "postgresql://u:{0}#{1}@h/db",
+    "postgresql://u:{0}{1}@[::1/db",          # a broken IPv6 host
+    "host=h user=u password={0} {1}",         # conninfo with an unquoted space
+    "host=h user=u password='{0}{1}",
+])
+def test_malformed_database_url_never_shows_its_password(url):
+    from charhub_ops.errors import ConfigError
+    from charhub_ops.pgurl import parse_pg_url
+
+    try:
+        parsed = parse_pg_url(url.format(*HALVES))
+    except ConfigError as exc:
+        shown = str(exc)
+    else:  # accepted: then libpq read it as intended, and only the password field holds the password
+        shown = parsed.redacted() + repr(parsed) + repr({k: v for k, v in parsed.params.items() if k != "password"})
+    assert not [half for half in HALVES if half in shown], shown
+
+
+# --- the scan ------------------------------------------------------------------------------------------
+
 def _forms(value: str) -> set[str]:
     """The ways a secret can show up in text: as is, URL- and JSON-encoded, lower-cased, base64."""
     forms = {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1], value.lower()}
