@@ -3,11 +3,11 @@ database URL, S3 keys and an age identity; then everything they left behind is s
 
 Searched: the Prefect database (raw bytes of the SQLite file and its WAL, and every file under PREFECT_HOME),
 artifacts, events, logs, flow runs, task runs and block documents read through the API, the log records of this
-process (formatted with their tracebacks), the CLI's output, every object of the repository (zstd objects also
-decompressed; age objects must start with the age header), and every error text (message and traceback with
-its chained causes). Each secret is searched as it is, percent-encoded, JSON-escaped, lower-cased and in
-base64 at all three alignments; the marker ``MARK`` shared by the password, the wrong password and both S3 keys
-is searched on its own, so a truncated copy is found too.
+process (formatted with their tracebacks), the CLI's output, the failure notifications, every object of the
+repository (zstd objects also decompressed; age objects must start with the age header), and every error text
+(message and traceback with its chained causes). Each secret is searched as it is, percent-encoded,
+JSON-escaped, lower-cased and in base64 at all three alignments; the marker ``MARK`` shared by the password,
+the wrong password and both S3 keys is searched on its own, so a truncated copy is found too.
 
 On purpose, the age identity lives in a Prefect Secret block (restore and verify read it from there; verify
 also reads the server URL from one). The
@@ -20,11 +20,13 @@ A canary Variable (stored in clear on purpose) proves that the raw scan sees fre
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -130,6 +132,31 @@ class _Records(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    """A webhook receiving the failure notifications (the notification block posts here)."""
+
+    bodies: list[str] = []
+
+    def do_POST(self):
+        _Hook.bodies.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def _notifications_to_hook(mp) -> http.server.HTTPServer:
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    CustomWebhookNotificationBlock(name="scan", url=f"http://127.0.0.1:{server.server_port}/hook",
+                                   json_data={"text": "{{subject}}: {{body}}"}).save("scan-alerts", overwrite=True)
+    mp.setenv("CHARHUB_OPS_NOTIFY_BLOCK", "custom-webhook/scan-alerts")
+    return server
 
 
 @dataclass
@@ -280,8 +307,12 @@ def scenario(prefect_server, s3_server):
             mp.delenv("AWS_ACCESS_KEY_ID")  # only the keys under test can open the repository
             mp.delenv("AWS_SECRET_ACCESS_KEY")
             mp.setenv("CHARHUB_OPS_TASK_RETRIES", "0")
+            hook = _notifications_to_hook(mp)
             _happy_path(s, repo, str(identity.to_public()), cluster.port, mp)
             _failures(s, repo, cluster.port, mp)
+            hook.shutdown()
+            s.texts["notifications"] = "\n".join(_Hook.bodies)
+            assert len(_Hook.bodies) == 5, _Hook.bodies  # one per failed run, the CLI's included
             _flush_to_server(prefect_server)
         s.objects.update(_snapshot(bucket, s3_server.endpoint, "after prune"))
         s.manifest_globals_key = _globals_key(s.objects)
@@ -366,7 +397,7 @@ def test_repository_objects_hold_no_secret(scenario):
 def test_errors_logs_and_cli_output_hold_no_secret(scenario):
     secrets = needles(scenario.secrets)
     assert set(scenario.texts) == {"wrong password", "wrong password (CLI)", "wrong identity", "bad bucket",
-                                   "access denied", "log records"}
+                                   "access denied", "notifications", "log records"}
     assert "roles created" in scenario.texts["log records"]  # the records of the runs were captured
     hits = [hit for where, text in scenario.texts.items() for hit in find(text, where, secrets)]
     assert hits == []
