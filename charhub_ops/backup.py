@@ -35,6 +35,7 @@ from charhub_ops.postgres import (
     table_checks,
     tool_major,
 )
+from charhub_ops.progress import ProgressReader
 from charhub_ops.storage import Storage
 from charhub_ops.streams import CountingReader, HashingReader, compress, encrypt, recipient_fingerprint
 
@@ -140,7 +141,8 @@ def dump_database(storage: Storage, url: PgUrl, pre: Preflight, database: str, b
                   recipients: list[str], level: int = 3, threads: int = 0, expected_size: int | None = None,
                   hash_limit: int = 0, progress: Progress | None = None) -> DumpResult:
     """Stream a consistent ``pg_dump -Fc`` of ``database`` into ``storage``; count rows (and hash the
-    contents of tables up to ``hash_limit`` bytes) in the same snapshot."""
+    contents of tables up to ``hash_limit`` bytes) in the same snapshot. ``progress`` is told the raw
+    dump bytes (before compression), the unit of :func:`charhub_ops.progress.expected_total`."""
     db_url = url.with_dbname(database)
     tools = make_tools(db_url, pre.container, pre.bindir)
     key = backup_prefix(database, backup_id) + "dump.pgc.zst" + (".age" if recipients else "")
@@ -161,12 +163,12 @@ def dump_database(storage: Storage, url: PgUrl, pre: Preflight, database: str, b
                 errors.append(exc)
 
         dump = tools.stream(["pg_dump", "-Fc", "-Z0", f"--snapshot={snapshot}", "--no-password"])
-        source = CountingReader(dump)
+        source = CountingReader(ProgressReader(dump, progress) if progress else dump)
         counter = threading.Thread(target=count, name="row-count", daemon=True)
         counter.start()
         try:
             stored = _pipeline(source, recipients, level, threads)
-            put = storage.put_stream(key, stored, expected_size=expected_size, progress=progress)
+            put = storage.put_stream(key, stored, expected_size=expected_size)
         finally:
             counter.join()
             dump.close()

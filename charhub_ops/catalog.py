@@ -1,7 +1,14 @@
-"""Reading the repository: which backups exist (those with a manifest), newest first."""
+"""Reading the repository: which backups exist (those with a manifest), newest first.
+
+A manifest that cannot be read as one (invalid JSON, truncated, another schema) does not make a
+backup: it is skipped with a warning naming its key (logger ``charhub_ops.catalog``, or the
+``warn`` callback a caller passes), so one damaged object never hides the other backups.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import ValidationError
@@ -21,22 +28,36 @@ from charhub_ops.storage import Storage
 __all__ = ["list_backups", "list_backups_verified", "latest_backup", "load_manifest", "backup_summary",
            "size_anomaly", "write_verification"]
 
+Warn = Callable[[str], None]
+_log = logging.getLogger(__name__)
+
 
 def load_manifest(storage: Storage, key: str) -> Manifest:
+    """The manifest at ``key``; StorageError if it is not a valid one, NotFoundError if missing."""
     try:
         return Manifest.model_validate_json(storage.get_bytes(key))
     except ValidationError as exc:
-        raise StorageError(f"{storage.full_url(key)}: not a valid manifest: {exc.error_count()} errors") from exc
+        raise StorageError(f"{storage.full_url(key)}: not a valid manifest: {_first_problem(exc)}") from exc
 
 
-def list_backups(storage: Storage, database: str | None = None, workers: int = 16) -> list[Manifest]:
-    """Every complete backup (one with a manifest), newest first; paginates through the whole listing."""
-    return [m for m, _ in list_backups_verified(storage, database, workers, with_verifications=False)]
+def _first_problem(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where + ': ' if where else ''}{first['msg']}{more}"
+
+
+def list_backups(storage: Storage, database: str | None = None, workers: int = 16,
+                 warn: Warn | None = None) -> list[Manifest]:
+    """Every complete backup (one with a valid manifest), newest first; paginates through the whole listing."""
+    return [m for m, _ in list_backups_verified(storage, database, workers, with_verifications=False, warn=warn)]
 
 
 def list_backups_verified(storage: Storage, database: str | None = None, workers: int = 16,
-                          with_verifications: bool = True) -> list[tuple[Manifest, Verification | None]]:
-    """Complete backups newest first, each with its latest restore-drill verdict (or None)."""
+                          with_verifications: bool = True,
+                          warn: Warn | None = None) -> list[tuple[Manifest, Verification | None]]:
+    """Complete backups newest first, each with its latest restore-drill verdict (or None).
+    Unreadable manifests are skipped and reported through ``warn`` (default: the module's logger)."""
     prefix = database_prefix(database)
     manifests, verified = [], set()
     for obj in storage.list(prefix):
@@ -47,7 +68,7 @@ def list_backups_verified(storage: Storage, database: str | None = None, workers
     if not manifests:
         return []
     with ThreadPoolExecutor(min(workers, len(manifests))) as pool:
-        found = [m for m in pool.map(lambda k: _load_or_none(storage, k), manifests) if m is not None]
+        found = [m for m in pool.map(lambda k: _load_or_none(storage, k, warn), manifests) if m is not None]
         wanted = [m for m in found if with_verifications and _dir(m) in verified]
         verdicts = dict(zip([m.backup_id for m in wanted], pool.map(lambda m: _verification(storage, m), wanted),
                             strict=True))
@@ -72,24 +93,32 @@ def write_verification(storage: Storage, database: str, verification: Verificati
     return key
 
 
-def _load_or_none(storage: Storage, key: str) -> Manifest | None:
+def _load_or_none(storage: Storage, key: str, warn: Warn | None) -> Manifest | None:
+    """The manifest, or None if it was deleted meanwhile (a concurrent prune) or is unreadable
+    (then ``warn`` is told, naming the key). Errors reading the store itself are raised."""
     try:
-        return load_manifest(storage, key)
-    except NotFoundError:  # deleted between list and get (a concurrent prune)
+        data = storage.get_bytes(key)
+    except NotFoundError:
+        return None
+    try:
+        return Manifest.model_validate_json(data)
+    except ValidationError as exc:
+        (warn or _log.warning)(f"skipping {storage.full_url(key)}: not a valid manifest ({_first_problem(exc)})")
         return None
 
 
-def latest_backup(storage: Storage, database: str) -> Manifest | None:
+def latest_backup(storage: Storage, database: str, warn: Warn | None = None) -> Manifest | None:
     """The newest complete backup of ``database``. Ids start with the UTC start second, so only the
-    manifests of the newest second are read (not every manifest of the database)."""
+    manifests of the newest second are read (not every manifest of the database); an unreadable
+    one is skipped (``warn``) like in :func:`list_backups`."""
     keys = [(backup_id_time(parsed[1]), o.key) for o in storage.list(database_prefix(database))
             if (parsed := parse_manifest_key(o.key))]
     while keys:
         newest = max(t for t, _ in keys)
-        found = [m for t, k in keys if t == newest and (m := _load_or_none(storage, k)) is not None]
+        found = [m for t, k in keys if t == newest and (m := _load_or_none(storage, k, warn)) is not None]
         if found:
             return max(found, key=lambda m: (m.started_at, m.backup_id))
-        keys = [(t, k) for t, k in keys if t != newest]  # deleted meanwhile by a prune: try the next second
+        keys = [(t, k) for t, k in keys if t != newest]  # deleted meanwhile or unreadable: try the next second
     return None
 
 

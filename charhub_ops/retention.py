@@ -18,7 +18,8 @@ struct plus one function that returns keep, remove *and* the reasons. Semantics 
 
 Additions on top of restic: incomplete backups are ignored (never counted, never removed), an empty
 policy keeps everything, ``min_keep`` rescues the newest removed backups, and a plan that would
-remove every complete backup raises :class:`PolicyError`.
+remove every complete backup raises :class:`PolicyError`. Which policy applies (options or settings):
+:mod:`charhub_ops.retention_options`.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from charhub_ops.errors import PolicyError
 
 __all__ = [
-    "SETTINGS_FIELDS",
     "Candidate",
     "Duration",
     "Kept",
@@ -44,7 +44,6 @@ __all__ = [
     "parse_duration",
     "plan_from_records",
     "plan_to_json",
-    "policy_from_settings",
 ]
 
 _DURATION_HINT = "use e.g. 7d, 2w, 1y6m, 36h"
@@ -162,19 +161,6 @@ class RetentionPolicy(BaseModel):
         """True when no rule is set (counts ``None``/0, no durations): such a policy keeps everything."""
         counts = (getattr(self, name) for name in _COUNT_FIELDS)
         return all(c in (None, 0) for c in counts) and all(getattr(self, n) is None for n in _WITHIN_FIELDS)
-
-
-# The policy fields that have a setting (CHARHUB_OPS_KEEP_DAILY …), a CLI option and a flow parameter.
-SETTINGS_FIELDS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly",
-                   "keep_within", "min_keep")
-
-
-def policy_from_settings(settings: object, **overrides: Any) -> RetentionPolicy:
-    """The policy of the settings' ``keep_*``/``min_keep`` fields, each replaced by an override that is
-    not None (a CLI option or flow parameter). Raises :class:`PolicyError` like :meth:`RetentionPolicy.build`."""
-    values = {name: getattr(settings, name) for name in SETTINGS_FIELDS}
-    values.update({name: value for name, value in overrides.items() if value is not None})
-    return RetentionPolicy.build(**values)
 
 
 def _describe(error: Any) -> str:

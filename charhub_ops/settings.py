@@ -9,13 +9,14 @@ Every secret is a ``SecretStr``: its repr is ``**********``.
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from charhub_ops.errors import ConfigError
 
-__all__ = ["Settings", "load_settings", "env_name"]
+__all__ = ["Settings", "load_settings", "env_name", "endpoint_url_problem"]
 
 PREFIX = "CHARHUB_OPS_"
 
@@ -62,6 +63,12 @@ class Settings(BaseSettings):
         8, ge=5, le=5120, validation_alias=_aliases("part_size_mib"),
         description="Smallest multipart part size; grown from the expected size so 10,000 parts suffice.")
     upload_concurrency: int = Field(4, ge=1, le=32, validation_alias=_aliases("upload_concurrency"))
+    s3_timeout: float = Field(
+        60.0, gt=0, le=3600, validation_alias=_aliases("s3_timeout"),
+        description="Seconds to connect to S3/R2 and to wait for each answer; a stalled request is retried.")
+    s3_max_attempts: int = Field(
+        5, ge=1, le=20, validation_alias=_aliases("s3_max_attempts"),
+        description="Attempts per S3/R2 request (botocore retries of timeouts, 5xx and throttling).")
     zstd_level: int = Field(3, ge=1, le=19, validation_alias=_aliases("zstd_level"))
     zstd_threads: int = Field(
         0, ge=0, le=64, validation_alias=_aliases("zstd_threads"),
@@ -126,6 +133,38 @@ class Settings(BaseSettings):
         3, ge=0, validation_alias=_aliases("min_keep"),
         description="Retention: never keep fewer complete backups of a database than this.")
 
+    # --- migrations (charhub-ops migrate) ---
+    migrate_lock_wait: float = Field(
+        60.0, ge=0, le=3600, validation_alias=_aliases("migrate_lock_wait"),
+        description="Migrate: seconds to wait for Prisma's migration lock (advisory lock 72707369).")
+    migrate_lock_timeout: float = Field(
+        5.0, gt=0, le=600, validation_alias=_aliases("migrate_lock_timeout"),
+        description="Migrate: longest lock_timeout (s) of a migration; attempts start at 0.1 s and grow to it.")
+    migrate_lock_retries: int = Field(
+        10, ge=1, le=100, validation_alias=_aliases("migrate_lock_retries"),
+        description="Migrate: attempts of a migration that hits lock timeouts (rolled back each time).")
+    migrate_statement_timeout: float = Field(
+        900.0, ge=0, validation_alias=_aliases("migrate_statement_timeout"),
+        description="Migrate: statement_timeout (s) of each migration; 0 = none.")
+    migrate_big_table_rows: int = Field(
+        100_000, ge=0, validation_alias=_aliases("migrate_big_table_rows"),
+        description="Migrate lint: lock/rewrite rules on tables with at least this many rows block the run "
+                    "unless accepted (--accept RULE[:migration]).")
+    migrate_health_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_aliases("migrate_health_urls"),
+        description="Migrate: URLs that must answer 2xx after the migrations, comma-separated "
+                    "(CharHub: http://backend:3000/api/v1/health).")
+    migrate_health_timeout: float = Field(
+        60.0, gt=0, le=3600, validation_alias=_aliases("migrate_health_timeout"),
+        description="Migrate: seconds the health URLs get to answer 2xx.")
+
+    @field_validator("migrate_health_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     @field_validator("encrypt_to", "app_containers", mode="before")
     @classmethod
     def _split_recipients(cls, value: object) -> object:
@@ -133,12 +172,27 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("r2_endpoint_url")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        if value and (problem := endpoint_url_problem(value)):
+            raise ValueError(f"{problem} (R2_ENDPOINT_URL)")
+        return value or None
+
     @field_validator("repository")
     @classmethod
     def _repository_scheme(cls, value: str) -> str:
         if not value.startswith(("s3://", "file://")) and "://" in value:
             raise ValueError(f"unsupported scheme in '{value}' (use s3://bucket/prefix or file:///path)")
         return value
+
+
+def endpoint_url_problem(value: str) -> str | None:
+    """Why ``value`` is not an S3/R2 endpoint URL (None if it is one)."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"'{value}' is not an endpoint URL: expected https://host[:port]"
+    return None
 
 
 def env_name(field: str) -> str:
@@ -159,5 +213,5 @@ def load_settings(**overrides: object) -> Settings:
         for err in exc.errors():
             field = str(err["loc"][0]) if err["loc"] else "settings"
             field = field.lower().removeprefix(PREFIX.lower())
-            problems.append(f"{field} ({env_name(field)}): {err['msg']}")
+            problems.append(f"{field} ({env_name(field)}): {err['msg'].removeprefix('Value error, ')}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None

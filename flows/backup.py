@@ -13,6 +13,7 @@ from pydantic import Field
 from charhub_ops.catalog import backup_summary, size_anomaly
 from charhub_ops.errors import OpsError
 from charhub_ops.manifest import Manifest
+from charhub_ops.progress import expected_total
 from tasks.config import resolve_backup_config
 from tasks.notify import emit, ensure_concurrency_limit, notify_failure
 from tasks.postgres import BACKUP_LIMIT, dump_database, dump_globals, preflight
@@ -46,19 +47,20 @@ def backup_flow(
     for db in pre.databases:
         prev = previous[db].result()
         expected = max(prev.stored_size_bytes if prev else 0, pre.database_sizes.get(db, 0)) or None
+        raw = expected_total(prev.raw_size_bytes if prev else None, pre.database_sizes.get(db))  # progress
         dump = dump_database.submit(cfg.repo, cfg.url, pre, db, recipients=cfg.recipients, level=cfg.zstd_level,
                                     threads=cfg.zstd_threads, hash_limit=cfg.hash_limit, expected_size=expected,
-                                    limit=limit)
+                                    limit=limit, expected_raw_size=raw)
         globs = dump_globals.submit(cfg.repo, cfg.url, pre, dump, recipients=cfg.recipients, level=cfg.zstd_level)
-        runs[db] = (prev, write_manifest.submit(cfg.repo, pre, dump, globs, recipients=cfg.recipients,
-                                                level=cfg.zstd_level))
+        runs[db] = (prev, [dump, globs, write_manifest.submit(cfg.repo, pre, dump, globs, recipients=cfg.recipients,
+                                                              level=cfg.zstd_level)])
 
     done: list[Manifest] = []
     anomalies: dict[str, str] = {}
     failures: list[OpsError | Exception] = []
-    for db, (prev, future) in runs.items():
-        try:
-            manifest = future.result()
+    for db, (prev, futures) in runs.items():
+        try:  # in pipeline order: the step that failed raises its own error, not "upstream not completed"
+            manifest = [f.result() for f in futures][-1]
         except Exception as exc:  # noqa: BLE001 - every database gets its chance; the run fails below
             failures.append(exc)
             continue
@@ -77,3 +79,4 @@ def backup_flow(
     if failures:
         raise failures[0]
     return [backup_summary(cfg.repo.url, m) for m in done]
+

@@ -30,11 +30,12 @@ def preflight(url: PgUrl, container: str | None, all_databases: bool) -> backup.
 
 
 class _ProgressSink:
-    """Feeds dump progress to the CLI listeners and (throttled) to a Prefect progress artifact."""
+    """Feeds dump progress to the CLI listeners and (throttled) to a Prefect progress artifact.
+    Units: raw dump bytes against ``expected``, an estimate of the raw size (progress.expected_total)."""
 
     def __init__(self, name: str, expected: int | None) -> None:
         self.name, self.expected, self.done, self.last = name, expected, 0, 0.0
-        self.artifact = create_progress_artifact(0.0, key=None, description=f"Uploading {name}")
+        self.artifact = create_progress_artifact(0.0, key=None, description=f"Backing up {name}")
 
     def __call__(self, n: int) -> None:
         self.done += n
@@ -51,11 +52,14 @@ class _ProgressSink:
 @task(name="dump-database", cache_policy=NONE, **RETRY)
 def dump_database(repo: RepoSpec, url: PgUrl, pre: backup.Preflight, database: str, *,
                   recipients: list[str], level: int, threads: int, hash_limit: int,
-                  expected_size: int | None, limit: str | None = None) -> backup.DumpResult:
-    """pg_dump → zstd → age → SHA-256 → repository, under the global concurrency limit ``limit`` if given."""
+                  expected_size: int | None, limit: str | None = None,
+                  expected_raw_size: int | None = None) -> backup.DumpResult:
+    """pg_dump → zstd → age → SHA-256 → repository, under the global concurrency limit ``limit`` if given.
+    ``expected_size`` (stored bytes, an upper bound) sizes the upload parts; ``expected_raw_size`` is
+    the progress total (raw dump bytes)."""
     with concurrency(limit, occupy=1, strict=True) if limit else nullcontext():
         backup_id = new_backup_id(_now())
-        sink = _ProgressSink(database, expected_size)
+        sink = _ProgressSink(database, expected_raw_size)
         result = backup.dump_database(repo.open(), url, pre, database, backup_id, recipients=recipients,
                                       level=level, threads=threads, expected_size=expected_size,
                                       hash_limit=hash_limit, progress=sink)

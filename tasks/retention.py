@@ -15,7 +15,8 @@ from pydantic import BaseModel
 
 from charhub_ops import prune
 from charhub_ops.prune import PrunePlan, PruneResult
-from charhub_ops.retention import RetentionPolicy, policy_from_settings
+from charhub_ops.retention import RetentionPolicy
+from charhub_ops.retention_options import choose_policy, describe_policy
 from charhub_ops.settings import load_settings
 from tasks.common import RETRY, RepoSpec
 from tasks.config import repo_spec
@@ -30,13 +31,17 @@ MAX_LOGGED_WARNINGS = 20
 class PruneConfig(BaseModel):
     repo: RepoSpec
     policy: RetentionPolicy
+    policy_source: str  # "options" (the run's keep_* parameters) or "settings"
 
 
 @task(name="resolve-prune-config", cache_policy=NONE)
-def resolve_prune_config(repository: str | None, overrides: dict[str, int | str | None]) -> PruneConfig:
-    """Settings from the environment, the run's non-None policy parameters on top; validated first."""
+def resolve_prune_config(repository: str | None, options: dict[str, int | str | None]) -> PruneConfig:
+    """Settings from the environment; the run's keep_* parameters, if any is given, are the whole policy
+    (:func:`charhub_ops.retention_options.choose_policy`). Validated before anything else runs."""
     settings = load_settings(repository=repository)
-    return PruneConfig(repo=repo_spec(settings), policy=policy_from_settings(settings, **overrides))
+    policy, source = choose_policy(settings, **options)
+    get_run_logger().info("policy (from %s): %s", source, describe_policy(policy))
+    return PruneConfig(repo=repo_spec(settings), policy=policy, policy_source=source)
 
 
 @task(name="plan-prune", cache_policy=NONE, **RETRY)
@@ -104,11 +109,13 @@ def table_rows(plan: PrunePlan, result: PruneResult | None = None) -> list[dict[
 
 
 @task(name="prune-preview", cache_policy=NONE)
-def prune_preview(plan: PrunePlan, dry_run: bool) -> None:
-    """A table artifact of what the plan keeps (and why) and removes, before anything is deleted."""
+def prune_preview(plan: PrunePlan, dry_run: bool, policy_source: str) -> None:
+    """A table artifact of what the plan keeps (and why) and removes, before anything is deleted; its
+    description names the effective policy and where it came from."""
     mode = "dry run: nothing will be deleted" if dry_run else "will be deleted next"
     create_table_artifact(table_rows(plan), key="prune-preview",
-                          description=f"Prune plan for `{plan.repository}` ({mode})")
+                          description=f"Prune plan for `{plan.repository}` ({mode}); policy (from "
+                                      f"{policy_source}): {describe_policy(plan.policy)}")
 
 
 @task(name="prune-report", cache_policy=NONE)

@@ -14,8 +14,9 @@ __all__ = ["previous_backup", "write_manifest", "list_backups"]
 
 @task(name="previous-backup", cache_policy=NONE, **RETRY)
 def previous_backup(repo: RepoSpec, database: str) -> Manifest | None:
-    """The newest complete backup of ``database`` (sizes the upload parts, baseline for anomalies)."""
-    return catalog.latest_backup(repo.open(), database)
+    """The newest complete backup of ``database`` (sizes the upload parts, baseline for anomalies).
+    An unreadable manifest is skipped with a warning in the run's log."""
+    return catalog.latest_backup(repo.open(), database, warn=get_run_logger().warning)
 
 
 @task(name="write-manifest", cache_policy=NONE, **RETRY)
@@ -32,4 +33,5 @@ def write_manifest(repo: RepoSpec, pre: backup.Preflight, dump: backup.DumpResul
 @task(name="list-backups", cache_policy=NONE, **RETRY)
 def list_backups(repo: RepoSpec, database: str | None = None) -> list[dict]:
     storage = repo.open()
-    return [catalog.backup_summary(storage.url, m) for m in catalog.list_backups(storage, database)]
+    found = catalog.list_backups(storage, database, warn=get_run_logger().warning)
+    return [catalog.backup_summary(storage.url, m) for m in found]

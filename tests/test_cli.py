@@ -35,6 +35,32 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
         assert needle in errors[0], errors[0]
 
 
+ENTRY_POINTS = {"script": [EXE], "python -m": [sys.executable, "-m", "charhub_ops.cli"]}
+COMMANDS = {(): ["backup", "backups", "retention", "restore", "verify"], ("backups",): ["list", "prune"],
+            ("retention",): ["plan"]}
+
+
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_every_entry_point_lists_every_command(entry):
+    """`python -m charhub_ops.cli` once showed only backup/backups: the other commands registered themselves
+    on a second copy of the module, imported while the first ran as __main__."""
+    for group, names in COMMANDS.items():
+        proc = subprocess.run([*ENTRY_POINTS[entry], *group, "--help"], capture_output=True, text=True,
+                              env={**os.environ, "COLUMNS": "200"}, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert "Usage: charhub-ops" in proc.stdout
+        listed = {line.split()[1] for line in proc.stdout.splitlines() if line.startswith("│ ") and
+                  len(line.split()) > 2 and not line.split()[1].startswith("-")}
+        assert set(names) <= listed, (group, proc.stdout)
+
+
+def test_cli_modules_import_alone_without_prefect():
+    """One module per command group, each importable first (no import cycle), none pulling in Prefect."""
+    for module in ("app", "backup", "backups", "retention", "restore"):
+        code = f"import sys, charhub_ops.cli.{module}; assert 'prefect' not in sys.modules"
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 def test_backup_json_then_list_json(prefect_server, database, tmp_path):
     runner = CliRunner()
     repo = f"file://{tmp_path}/repo"

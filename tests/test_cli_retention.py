@@ -39,28 +39,48 @@ def plan(*args: str, records: object = RECORDS):
     ("args", "expected"),
     [
         pytest.param(
-            ["--keep-daily", "2", "--keep-weekly", "0", "--keep-monthly", "0", "--min-keep", "0", "--json"],
-            {"keep": [{"id": "mon", "reasons": ["daily"]}, {"id": "sun-late", "reasons": ["daily"]}],
+            ["--keep-daily", "2", "--min-keep", "0", "--json"],  # the settings' weekly/monthly do not fill in
+            {"policy": {"keep_daily": 2, "min_keep": 0},
+             "keep": [{"id": "mon", "reasons": ["daily"]}, {"id": "sun-late", "reasons": ["daily"]}],
              "remove": ["sun", "sat"]},
             id="daily",
         ),
         pytest.param(
-            [*NO_DEFAULTS, "--keep-daily", "-1", "--min-keep", "0", "--json"],
-            {"keep": [{"id": "mon", "reasons": ["daily"]}, {"id": "sun-late", "reasons": ["daily"]},
+            [*NO_DEFAULTS, "--keep-daily", "2", "--min-keep", "0", "--json"],  # zeros given still work
+            {"policy": {"keep_daily": 2, "keep_weekly": 0, "keep_monthly": 0, "min_keep": 0},
+             "keep": [{"id": "mon", "reasons": ["daily"]}, {"id": "sun-late", "reasons": ["daily"]}],
+             "remove": ["sun", "sat"]},
+            id="daily-with-explicit-zeros",
+        ),
+        pytest.param(
+            ["--keep-daily", "-1", "--min-keep", "0", "--json"],
+            {"policy": {"keep_daily": -1, "min_keep": 0},
+             "keep": [{"id": "mon", "reasons": ["daily"]}, {"id": "sun-late", "reasons": ["daily"]},
                       {"id": "sat", "reasons": ["daily"]}],
              "remove": ["sun"]},
             id="unlimited-daily-accepts-minus-one",
         ),
         pytest.param(
-            [*NO_DEFAULTS, "--keep-last", "1", "--json"],
-            {"keep": [{"id": "mon", "reasons": ["last"]}, {"id": "sun-late", "reasons": ["min_keep"]},
+            ["--keep-last", "1", "--json"],
+            {"policy": {"keep_last": 1, "min_keep": 3},
+             "keep": [{"id": "mon", "reasons": ["last"]}, {"id": "sun-late", "reasons": ["min_keep"]},
                       {"id": "sun", "reasons": ["min_keep"]}],
              "remove": ["sat"]},
             id="min-keep-default-3",
         ),
         pytest.param(
+            ["--min-keep", "0", "--json"],  # no --keep-*: the settings' rules, with the option's min_keep
+            {"policy": {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6, "min_keep": 0},
+             "keep": [{"id": "mon", "reasons": ["daily", "weekly", "monthly"]},
+                      {"id": "sun-late", "reasons": ["daily", "weekly"]},
+                      {"id": "sat", "reasons": ["daily", "oldest (weekly)", "monthly"]}],
+             "remove": ["sun"]},
+            id="min-keep-alone-keeps-settings-rules",
+        ),
+        pytest.param(
             ["--json"],  # settings defaults: 7 daily, 4 weekly, 6 monthly
-            {"keep": [{"id": "mon", "reasons": ["daily", "weekly", "monthly"]},
+            {"policy": {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6, "min_keep": 3},
+             "keep": [{"id": "mon", "reasons": ["daily", "weekly", "monthly"]},
                       {"id": "sun-late", "reasons": ["daily", "weekly"]},  # ISO week 9, March
                       {"id": "sat", "reasons": ["daily", "oldest (weekly)", "monthly"]}],  # week 9, February
              "remove": ["sun"]},
@@ -80,13 +100,28 @@ def test_retention_plan_reads_policy_from_environment(monkeypatch) -> None:
     monkeypatch.setenv("CHARHUB_OPS_KEEP_MONTHLY", "0")
     monkeypatch.setenv("CHARHUB_OPS_MIN_KEEP", "0")
     result = plan("--json")
-    assert json.loads(result.stdout) == {"keep": [{"id": "mon", "reasons": ["daily"]}],
+    assert json.loads(result.stdout) == {"policy": {"keep_daily": 1, "keep_weekly": 0, "keep_monthly": 0,
+                                                    "min_keep": 0},
+                                         "keep": [{"id": "mon", "reasons": ["daily"]}],
                                          "remove": ["sun-late", "sun", "sat"]}
+    result = plan("--keep-last", "2", "--json")  # any --keep-* replaces the settings' rules, min_keep stays
+    assert json.loads(result.stdout)["policy"] == {"keep_last": 2, "min_keep": 0}
+
+
+def test_keep_last_one_keeps_one_of_twenty() -> None:
+    """The issue's case: `--keep-last 1` kept 10 of 20 daily backups (settings' daily/weekly/monthly filled in)."""
+    newest = datetime(2026, 3, 20, 3, 0, tzinfo=UTC)
+    records = [{"id": f"b{d:02d}", "time": (newest - timedelta(days=d)).isoformat()} for d in range(20)]
+    out = json.loads(plan("--keep-last", "1", "--min-keep", "0", "--json", records=records).stdout)
+    assert out["keep"] == [{"id": "b00", "reasons": ["last"]}] and len(out["remove"]) == 19
+    out = json.loads(plan("--keep-last", "1", "--json", records=records).stdout)  # min_keep 3 still holds
+    assert [k["reasons"] for k in out["keep"]] == [["last"], ["min_keep"], ["min_keep"]]
 
 
 def test_retention_plan_table() -> None:
-    result = plan(*NO_DEFAULTS, "--keep-last", "2", "--min-keep", "0")
+    result = plan("--keep-last", "2", "--min-keep", "0")
     assert result.exit_code == 0, result.output
+    assert "policy (the --keep-* options given): keep-last 2; min-keep 0" in result.stdout
     lines = [line for line in result.stdout.splitlines() if any(r["id"] in line for r in RECORDS)]
     assert [line.split("│")[1:4] for line in lines] == [
         [" mon       ", " 2026-03-02T03:00:00Z ", " keep   "],
@@ -150,23 +185,48 @@ def backups_left(url: str) -> list[str]:
 
 def test_backups_prune_dry_run_json(prefect_server, local_repo) -> None:
     url, ids = local_repo
-    result = runner.invoke(app, ["backups", "prune", "--from", url, *NO_DEFAULTS, "--keep-last", "2",
-                                 "--min-keep", "0", "--dry-run", "--json"])
+    result = runner.invoke(app, ["backups", "prune", "--from", url, "--keep-last", "2", "--min-keep", "0",
+                                 "--dry-run", "--json"])
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["dry_run"] is True and out["repository"] == url
+    assert out["policy"] == {"keep_last": 2, "min_keep": 0}
     (db,) = out["databases"]
     assert db["database"] == "charhub_db"
     assert [(k["id"], k["reasons"]) for k in db["keep"]] == [(ids[0], ["last"]), (ids[1], ["last"])]
     assert db["remove"] == ids[2:]
     assert out["removed"] == [] and out["refused"] == {} and out["warnings"] == []
     assert backups_left(url) == ids
+    assert latest_preview_description().endswith("policy (from options): keep-last 2; min-keep 0")
+
+
+def latest_preview_description() -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["prune-preview"])), sort=ArtifactSort.CREATED_DESC, limit=1)
+    return artifact.description
+
+
+def test_backups_prune_without_keep_options_uses_the_settings(prefect_server, local_repo) -> None:
+    url, ids = local_repo
+    result = runner.invoke(app, ["backups", "prune", "--from", url, "--min-keep", "1", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert ("policy (settings, no --keep-* option given): keep-daily 7, keep-weekly 4, keep-monthly 6; "
+            "min-keep 1") in result.stderr
+    assert "would remove 0 backups" in result.stderr
+    assert latest_preview_description().endswith(
+        "policy (from settings): keep-daily 7, keep-weekly 4, keep-monthly 6; min-keep 1")
 
 
 def test_backups_prune_deletes_and_prints_a_table(prefect_server, local_repo) -> None:
     url, ids = local_repo
-    result = runner.invoke(app, ["backups", "prune", "--from", url, *NO_DEFAULTS, "--keep-within", "2d"])
+    result = runner.invoke(app, ["backups", "prune", "--from", url, "--keep-within", "2d"])
     assert result.exit_code == 0, result.output
+    assert "policy (the --keep-* options given): keep-within 2d; min-keep 3" in result.stderr
     assert backups_left(url) == ids[:3]  # within 2 days of the newest: two, + min_keep 3
     rows = [line for line in result.stdout.splitlines() if "charhub_db" in line]
     assert [row.split("│")[3].strip() for row in rows] == ["keep", "keep", "keep", "removed", "removed"]

@@ -71,3 +71,13 @@ def test_serve_builds_every_deployment():
     assert sorted(d.name for d in built) == sorted(DEPLOYMENTS)
     nightly = next(d for d in built if d.name == "nightly-backup")
     assert nightly.concurrency_options.collision_strategy.value == "CANCEL_NEW"
+
+
+def test_migrate_is_manual_and_a_dry_run_by_default():
+    dep = DEPLOYMENTS["migrate"]
+    assert dep["entrypoint"] == "flows/migrate.py:migrate_flow"
+    assert not dep.get("schedules") and not dep.get("triggers")  # manual only
+    assert dep["parameters"]["dry_run"] is True
+    flow = load_flow_from_entrypoint(str(ROOT / dep["entrypoint"]))
+    assert inspect.signature(flow.fn).parameters["dry_run"].default.default is True  # the form's default too
+    assert dep["concurrency_limit"]["limit"] == 1

@@ -530,43 +530,6 @@ def test_is_empty(kwargs: dict, empty: bool) -> None:
     assert RetentionPolicy.build(**kwargs).is_empty() is empty
 
 
-# --- policy from settings + overrides ------------------------------------------------------------
-
-
-class FakeSettings:
-    keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly = None, None, 7, 4, 6, None
-    keep_within, min_keep = None, 3
-
-
-@pytest.mark.parametrize(
-    ("overrides", "expected"),
-    [
-        ({}, {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6, "min_keep": 3}),
-        ({"keep_daily": 2, "keep_last": None}, {"keep_daily": 2, "keep_weekly": 4, "keep_monthly": 6}),
-        ({"keep_monthly": 0, "keep_within": "2w", "min_keep": 0},
-         {"keep_monthly": 0, "keep_within": Duration(weeks=2), "min_keep": 0}),
-    ],
-)
-def test_policy_from_settings(overrides: dict, expected: dict) -> None:
-    policy = retention.policy_from_settings(FakeSettings(), **overrides)
-    for name, value in expected.items():
-        assert getattr(policy, name) == value
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ({"keep_daily": -2}, "retention policy: keep_daily: must be -1 (unlimited)"),
-        ({"keep_within": "soon"}, "retention policy: keep_within: cannot parse duration 'soon'"),
-        ({"keep_dayly": 2}, "keep_dayly: unknown option"),
-    ],
-)
-def test_policy_from_settings_errors(overrides: dict, message: str) -> None:
-    with pytest.raises(PolicyError) as info:
-        retention.policy_from_settings(FakeSettings(), **overrides)
-    assert message in str(info.value)
-
-
 # --- records in, JSON out -------------------------------------------------------------------------
 
 
@@ -621,7 +584,6 @@ def test_plan_from_records_bad_input(records: object, message: str) -> None:
 
 def test_public_api() -> None:
     assert retention.__all__ == [
-        "SETTINGS_FIELDS",
         "Candidate",
         "Duration",
         "Kept",
@@ -631,5 +593,4 @@ def test_public_api() -> None:
         "parse_duration",
         "plan_from_records",
         "plan_to_json",
-        "policy_from_settings",
     ]

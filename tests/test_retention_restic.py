@@ -9,6 +9,10 @@ of the file). restic verifies MAC and name when it loads them, and every case ch
 ``--keep-within-<period>`` window) is not used up. The packaged restic here is 0.14, which lacks that
 rule: on 0.14 the oldest snapshot is left out of the comparison (everything else must match); on 0.16+
 the whole plan is compared, its ``oldest daily snapshot`` reasons read as our ``oldest (daily)``.
+
+The second half runs ``charhub-ops retention plan`` with 12 random sets of ``--keep-*`` options (and
+``--min-keep 0``: restic has no such floor) and compares with ``restic forget`` given the same options:
+the options given are the whole policy, the settings' defaults must not fill in.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from charhub_ops.retention import Candidate, Duration, RetentionPolicy, apply_policy
+from charhub_ops.retention_options import SETTINGS_FIELDS
 
 RESTIC = shutil.which("restic")
 pytestmark = pytest.mark.skipif(RESTIC is None, reason="restic not installed (apt-get install restic)")
@@ -208,6 +213,22 @@ def restic_plan(repo: Path, policy: RetentionPolicy) -> tuple[dict[str, list[str
     return keep, {s["id"] for s in group["remove"] or []}
 
 
+def compare(candidates: list[Candidate], restic_side: tuple[dict, set], our_side: tuple[dict, set]) -> None:
+    """Assert both plans agree (keep with reasons, remove); on restic < 0.16 without the oldest snapshot.
+
+    restic 0.14/0.15 never keep the oldest snapshot for a count (or window) left over; apply_policy does
+    (restic 0.16+, and the issue asks for it). That rule only ever touches the oldest snapshot, so it is
+    left out of both sides there and the rest compared exactly."""
+    (restic_keep, restic_remove), (ours_keep, ours_remove) = restic_side, our_side
+    if restic_version() < (0, 16):
+        oldest = candidates[-1].id
+        for keep, remove in (restic_side, our_side):
+            keep.pop(oldest, None)
+            remove.discard(oldest)
+    assert ours_keep == restic_keep
+    assert ours_remove == restic_remove
+
+
 @pytest.mark.parametrize("policy_name", list(POLICIES))
 @pytest.mark.parametrize("seed", SEEDS)
 def test_matches_restic_forget(seeded_repo: Callable, seed: int, policy_name: str) -> None:
@@ -217,17 +238,57 @@ def test_matches_restic_forget(seeded_repo: Callable, seed: int, policy_name: st
     assert len(restic_keep) + len(restic_remove) == len(candidates), "restic did not read every snapshot"
 
     plan = apply_policy(candidates, policy)
-    ours_keep = {k.id: k.reasons for k in plan.keep}
-    ours_remove = {c.id for c in plan.remove}
-    if restic_version() < (0, 16):
-        # restic 0.14/0.15 never keep the oldest snapshot for a count (or window) left over; apply_policy
-        # does (restic 0.16+, and the issue asks for it). That rule only ever touches the oldest
-        # snapshot, so leave it out of both sides and compare the rest exactly.
-        oldest = candidates[-1].id
-        for side in (restic_keep, ours_keep):
-            side.pop(oldest, None)
-        restic_remove.discard(oldest)
-        ours_remove.discard(oldest)
-    assert ours_keep == restic_keep
-    assert ours_remove == restic_remove
     assert plan.remove, "each case should remove something, or it tests little"
+    compare(candidates, (restic_keep, restic_remove), ({k.id: k.reasons for k in plan.keep},
+                                                       {c.id for c in plan.remove}))
+
+
+# --- the command line with random policies --------------------------------------------------------
+
+CLI_COUNTS = ("keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly")
+
+
+def random_options(rng: random.Random) -> dict[str, int | str]:
+    """One to three of the CLI's --keep-* options (never min_keep): counts 1..12 or -1, a ymdh duration."""
+    names = rng.sample([*CLI_COUNTS, "keep_within"], rng.randint(1, 3))
+    options: dict[str, int | str] = {}
+    for name in names:
+        if name == "keep_within":
+            parts = zip((rng.choice([0, 0, 1]), rng.randint(0, 6), rng.randint(0, 20), rng.randint(0, 30)),
+                        "ymdh", strict=True)
+            options[name] = "".join(f"{n}{unit}" for n, unit in parts if n) or "3d"
+        else:
+            options[name] = -1 if rng.random() < 0.1 else rng.randint(1, 12)
+    return options
+
+
+CLI_CASES = [(seed, random_options(random.Random(1000 + case))) for case, seed in enumerate(SEEDS * 4)]
+
+
+@pytest.fixture
+def no_policy_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings' own policy (keep_daily 7, keep_weekly 4, keep_monthly 6, min_keep 3), no environment."""
+    for name in SETTINGS_FIELDS:
+        monkeypatch.delenv(f"CHARHUB_OPS_{name.upper()}", raising=False)
+
+
+@pytest.mark.parametrize(("seed", "options"), CLI_CASES, ids=[f"{s}-{'-'.join(o)}" for s, o in CLI_CASES])
+def test_cli_retention_plan_matches_restic_forget(seeded_repo: Callable, no_policy_settings, seed: int,
+                                                  options: dict[str, int | str]) -> None:
+    """`charhub-ops retention plan --keep-...` means what `restic forget --keep-...` means: the options given
+    are the whole policy (the settings' keep_daily 7 etc. do not fill in). --min-keep 0: restic has no such
+    floor, and ours (default 3) would keep extra backups on purpose."""
+    from typer.testing import CliRunner
+
+    from charhub_ops.cli import app
+
+    repo, candidates = seeded_repo(seed)
+    restic_keep, restic_remove = restic_plan(repo, RetentionPolicy.build(**options, min_keep=0))
+    flags = [part for name, value in options.items() for part in ("--" + name.replace("_", "-"), str(value))]
+    records = json.dumps([{"id": c.id, "time": c.time.isoformat()} for c in candidates])
+    result = CliRunner().invoke(app, ["retention", "plan", *flags, "--min-keep", "0", "--json"], input=records)
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["policy"] == {**options, "min_keep": 0}
+    compare(candidates, (restic_keep, restic_remove), ({k["id"]: k["reasons"] for k in out["keep"]},
+                                                       set(out["remove"])))

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
+from pathlib import Path
 
+import botocore.exceptions as bce
 import pytest
+from boto3.exceptions import S3UploadFailedError
+from urllib3.exceptions import ProtocolError
 
 from charhub_ops.errors import ConfigError, NotFoundError, StorageError
+from charhub_ops.settings import load_settings
 from charhub_ops.storage import (
     LocalStorage,
     MemoryStorage,
@@ -17,6 +24,7 @@ from charhub_ops.storage import (
     open_storage,
 )
 from charhub_ops.storage.base import MIB
+from charhub_ops.storage.s3_errors import translate
 
 
 @pytest.fixture(params=["memory", "local", "s3"])
@@ -155,3 +163,120 @@ def test_s3_without_credentials_is_a_config_error(monkeypatch):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     with pytest.raises(ConfigError, match="R2_ACCESS_KEY_ID"):
         S3Storage("bucket", "p")
+
+
+# --- errors: every library error becomes one StorageError/ConfigError that says if it is transient ---
+
+EXE = str(Path(sys.executable).with_name("charhub-ops"))
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    return subprocess.run([EXE, *args], capture_output=True, text=True, env=full_env, timeout=timeout)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+def _client_error(code: str, status: int) -> bce.ClientError:
+    return bce.ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                           "PutObject")
+
+
+def _upload_failed(cause: BaseException) -> S3UploadFailedError:
+    try:
+        raise S3UploadFailedError("Failed to upload") from cause
+    except S3UploadFailedError as exc:
+        return exc
+
+
+URL = {"endpoint_url": "https://acct.r2.cloudflarestorage.com"}
+
+
+@pytest.mark.parametrize(("exc", "kind", "transient"), [
+    (_client_error("SlowDown", 503), StorageError, True),
+    (_client_error("429", 429), StorageError, True),
+    (_client_error("TooManyRequests", 429), StorageError, True),
+    (_client_error("RequestTimeout", 400), StorageError, True),
+    (_client_error("ThrottlingException", 400), StorageError, True),
+    (_client_error("InternalError", 500), StorageError, True),
+    (_client_error("ServiceUnavailable", 503), StorageError, True),
+    (_client_error("", 502), StorageError, True),
+    (_client_error("AccessDenied", 403), StorageError, False),
+    (_client_error("InvalidPart", 400), StorageError, False),
+    (_client_error("EntityTooSmall", 400), StorageError, False),
+    (_client_error("NoSuchBucket", 404), StorageError, False),
+    (_client_error("NoSuchKey", 404), NotFoundError, False),
+    (bce.EndpointConnectionError(**URL), StorageError, True),
+    (bce.ConnectTimeoutError(**URL), StorageError, True),
+    (bce.ReadTimeoutError(**URL), StorageError, True),
+    (bce.ConnectionClosedError(**URL), StorageError, True),
+    (bce.ResponseStreamingError(error="reset"), StorageError, True),
+    (bce.IncompleteReadError(actual_bytes=1, expected_bytes=2), StorageError, True),
+    (ProtocolError("Connection broken"), StorageError, True),
+    (bce.SSLError(error="bad cert", **URL), StorageError, False),
+    (bce.NoCredentialsError(), ConfigError, False),
+    (bce.ParamValidationError(report="bad key"), StorageError, False),
+    (_upload_failed(_client_error("SlowDown", 503)), StorageError, True),
+    (_upload_failed(_client_error("AccessDenied", 403)), StorageError, False),
+], ids=lambda v: v if isinstance(v, bool) else None)
+def test_s3_errors_are_classified(exc, kind, transient):
+    err = translate("put", "db/1/dump", exc)
+    assert type(err) is kind and err.transient is transient
+    assert "\n" not in str(err) and (kind is ConfigError or str(err).startswith("s3: put db/1/dump"))
+
+
+def test_endpoint_without_scheme_is_a_config_error(monkeypatch):
+    monkeypatch.setenv("R2_ENDPOINT_URL", "r2.example.com")
+    with pytest.raises(ConfigError, match=r"r2_endpoint_url .*'r2.example.com'.*R2_ENDPOINT_URL"):
+        load_settings()
+    with pytest.raises(ConfigError, match="R2_ENDPOINT_URL"):
+        S3Storage("bucket-x", "", S3Options(endpoint_url="r2.example.com"))
+
+
+def test_cli_endpoint_without_scheme_is_one_line():
+    proc = run_cli("backups", "list", "--from", "s3://bucket-x/p", env={"R2_ENDPOINT_URL": "r2.example.com"})
+    assert_one_line_error(proc, "R2_ENDPOINT_URL", "r2.example.com")
+
+
+def test_s3_client_timeouts_and_attempts_come_from_settings(monkeypatch):
+    assert (S3Options.from_settings(load_settings()).timeout, load_settings().s3_max_attempts) == (60.0, 5)
+    monkeypatch.setenv("CHARHUB_OPS_S3_TIMEOUT", "7")
+    monkeypatch.setenv("CHARHUB_OPS_S3_MAX_ATTEMPTS", "2")
+    store = S3Storage("bucket-x", "", S3Options.from_settings(load_settings()))
+    config = store.client.meta.config
+    assert (config.connect_timeout, config.read_timeout, config.retries["total_max_attempts"]) == (7, 7, 2)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 1 MiB tmpfs: writes past it fail with ENOSPC (needs root, as in CI)."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_local_disk_full_is_one_permanent_error(full_disk):
+    store = LocalStorage(full_disk / "repo")
+    with pytest.raises(StorageError, match="No space left on device") as info:
+        store.put_stream("db/1/dump", io.BytesIO(os.urandom(3 * MIB)))
+    assert not info.value.transient and "\n" not in str(info.value)
+    assert list(store.list()) == [] and list(store.list_partial()) == []  # the temporary file is gone
+
+
+def test_cli_backup_to_a_full_disk_is_one_line(prefect_server, pg, database, full_disk):
+    with pg.connect(database.rsplit("/", 1)[1]) as conn:
+        conn.execute("CREATE TABLE blob AS SELECT decode(md5(random()::text), 'hex') b "
+                     "FROM generate_series(1, 200000)")
+    proc = run_cli("backup", "--database-url", database, "--to", f"file://{full_disk}/repo",
+                   env={"PREFECT_API_URL": prefect_server})
+    assert_one_line_error(proc, "No space left on device")

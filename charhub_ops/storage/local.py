@@ -5,8 +5,8 @@ Writes are atomic: temporary file → fsync → rename → fsync of the director
 
 from __future__ import annotations
 
+import errno
 import os
-import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -77,23 +77,35 @@ class LocalStorage(Storage):
             return open(self._path(key), "rb")
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Files deleted while the listing runs (a concurrent prune) are left out, not raised."""
         start = self.root / prefix.rpartition("/")[0]  # walk only below the prefix's directory
-        if not start.is_dir():
-            return
-        found = []
         with _errors("list", prefix):
-            for dirpath, _dirnames, filenames in os.walk(start):
-                for name in filenames:
-                    key = Path(dirpath, name).relative_to(self.root).as_posix()
-                    if PARTIAL not in name and key.startswith(prefix):
-                        found.append(key)
-            for key in sorted(found):
-                yield self._info(key, self.root / key)
+            keys = sorted(k for k in self._walk(start) if PARTIAL not in k and k.startswith(prefix))
+        for key in keys:
+            if info := self._info_if_exists(key, "list"):
+                yield info
 
     def list_partial(self) -> Iterator[ObjectInfo]:
         """Temporary files left by interrupted writes (for prune's orphan cleanup)."""
-        for full in self.root.rglob(f"*{PARTIAL}*"):
-            yield self._info(full.relative_to(self.root).as_posix(), full)
+        with _errors("list", PARTIAL):
+            keys = sorted(k for k in self._walk(self.root) if PARTIAL in k.rpartition("/")[2])
+        for key in keys:
+            if info := self._info_if_exists(key, "list"):
+                yield info
+
+    def _walk(self, start: Path) -> Iterator[str]:
+        """Keys of every file below ``start``; a directory removed meanwhile is skipped, any
+        other error (permission denied, I/O error) raised."""
+        for dirpath, _dirnames, filenames in os.walk(start, onerror=_raise_unless_vanished):
+            for name in filenames:
+                yield Path(dirpath, name).relative_to(self.root).as_posix()
+
+    def _info_if_exists(self, key: str, op: str) -> ObjectInfo | None:
+        try:
+            with _errors(op, key):
+                return self._info(key, self.root / key)
+        except NotFoundError:
+            return None
 
     def stat(self, key: str) -> ObjectInfo:
         with _errors("stat", key):
@@ -110,14 +122,31 @@ class LocalStorage(Storage):
         return result
 
     def remove_empty_dirs(self) -> None:
-        for dirpath, _dirs, _files in sorted(os.walk(self.root), reverse=True):
-            if Path(dirpath) != self.root and not os.listdir(dirpath):
-                shutil.rmtree(dirpath, ignore_errors=True)
+        """Remove empty directories, deepest first. Only ``rmdir``: a directory that a concurrent
+        backup fills meanwhile is not empty any more and stays."""
+        with _errors("cleanup", "empty directories"):
+            dirs = sorted((d for d, _, _ in os.walk(self.root, onerror=_raise_unless_vanished)), reverse=True)
+            for dirpath in dirs:
+                if Path(dirpath) != self.root:
+                    _rmdir_if_empty(dirpath)
 
     @staticmethod
     def _info(key: str, path: Path) -> ObjectInfo:
         st = path.stat()
         return ObjectInfo(key=key, size=st.st_size, modified=datetime.fromtimestamp(st.st_mtime, UTC))
+
+
+def _raise_unless_vanished(exc: OSError) -> None:
+    if not isinstance(exc, FileNotFoundError | NotADirectoryError):  # nothing (left) below that path
+        raise exc
+
+
+def _rmdir_if_empty(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+            raise
 
 
 def _fsync_dir(path: Path) -> None:

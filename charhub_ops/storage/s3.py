@@ -7,18 +7,18 @@ one size (``ExactReader``); part size chosen from the expected size; listing pag
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import BinaryIO
 
 import boto3
-import botocore.exceptions as bce
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from pydantic import BaseModel, SecretStr
 
-from charhub_ops.errors import ConfigError, NotFoundError, StorageError
+from charhub_ops.errors import ConfigError
+from charhub_ops.settings import endpoint_url_problem
 from charhub_ops.storage.base import (
     MIB,
     DeleteResult,
@@ -29,11 +29,10 @@ from charhub_ops.storage.base import (
     Storage,
     choose_part_size,
 )
+from charhub_ops.storage.s3_errors import NO_CREDENTIALS
+from charhub_ops.storage.s3_errors import s3_errors as _errors
 
 __all__ = ["S3Options", "S3Storage", "make_s3_client"]
-
-NO_CREDENTIALS = ("s3: no credentials: set R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY "
-                  "(or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)")
 
 
 class S3Options(BaseModel):
@@ -45,6 +44,8 @@ class S3Options(BaseModel):
     secret_access_key: SecretStr | None = None
     min_part_size: int = 8 * MIB
     concurrency: int = 4
+    timeout: float = 60.0  # seconds to connect, and to wait for each answer / body chunk
+    max_attempts: int = 5  # attempts per request, the first included (botocore standard-mode retries)
 
     @classmethod
     def from_settings(cls, settings) -> S3Options:
@@ -54,13 +55,16 @@ class S3Options(BaseModel):
         region = settings.s3_region or ("auto" if endpoint else None)
         return cls(endpoint_url=endpoint, region=region, access_key_id=settings.r2_access_key_id,
                    secret_access_key=settings.r2_secret_access_key,
-                   min_part_size=settings.part_size_mib * MIB, concurrency=settings.upload_concurrency)
+                   min_part_size=settings.part_size_mib * MIB, concurrency=settings.upload_concurrency,
+                   timeout=settings.s3_timeout, max_attempts=settings.s3_max_attempts)
 
 
 def make_s3_client(opts: S3Options):
     """The one client factory: R2-safe checksum settings, standard retries, explicit credentials if given."""
     if (opts.access_key_id is None) != (opts.secret_access_key is None):
         raise ConfigError("s3: set both R2_ACCESS_KEY_ID and R2_SECRET_ACCESS_KEY (only one is set)")
+    if opts.endpoint_url and (problem := endpoint_url_problem(opts.endpoint_url)):
+        raise ConfigError(f"r2_endpoint_url (R2_ENDPOINT_URL): {problem}")
     session = boto3.session.Session(
         aws_access_key_id=opts.access_key_id.get_secret_value() if opts.access_key_id else None,
         aws_secret_access_key=opts.secret_access_key.get_secret_value() if opts.secret_access_key else None,
@@ -71,33 +75,14 @@ def make_s3_client(opts: S3Options):
     config = Config(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
-        retries={"max_attempts": 5, "mode": "standard"},
+        retries={"total_max_attempts": opts.max_attempts, "mode": "standard"},
+        connect_timeout=opts.timeout,
+        read_timeout=opts.timeout,
         s3={"addressing_style": "path"} if opts.endpoint_url else None,
         max_pool_connections=max(10, opts.concurrency * 2),
     )
     return session.client("s3", endpoint_url=opts.endpoint_url,
                           region_name=opts.region or session.region_name or "us-east-1", config=config)
-
-
-@contextmanager
-def _errors(op: str, key: str):
-    try:
-        yield
-    except bce.ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if code == "NoSuchBucket":
-            raise StorageError(f"s3: {op} {key}: bucket does not exist (setting repository)") from exc
-        if code in ("NoSuchKey", "404", "NotFound") or status == 404:
-            raise NotFoundError(f"s3: {op} {key}: not found") from exc
-        message = exc.response.get("Error", {}).get("Message", "")
-        raise StorageError(f"s3: {op} {key}: {code or status}: {message}") from exc
-    except bce.NoCredentialsError as exc:
-        raise ConfigError(NO_CREDENTIALS) from exc
-    except bce.EndpointConnectionError as exc:
-        raise StorageError(f"s3: {op} {key}: cannot reach the endpoint {exc.kwargs.get('endpoint_url', '')}") from exc
-    except bce.BotoCoreError as exc:
-        raise StorageError(f"s3: {op} {key}: {exc}") from exc
 
 
 class S3Storage(Storage):
@@ -124,6 +109,8 @@ class S3Storage(Storage):
 
     def put_stream(self, key: str, stream: BinaryIO, *, expected_size: int | None = None,
                    progress: Progress | None = None) -> PutResult:
+        """Multipart for large streams. On failure s3transfer aborts the multipart upload; if the store
+        cannot be reached to abort it, prune aborts it once it is stale (``list_incomplete_uploads``)."""
         config = self.transfer_config(expected_size)
         counter = _Counter(progress)
         with _errors("put", self._key(key)):
@@ -136,8 +123,10 @@ class S3Storage(Storage):
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
 
     def open(self, key: str) -> BinaryIO:
+        """The body stream; an error while reading it is a transient StorageError (a new GET may succeed)."""
         with _errors("get", self._key(key)):
-            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+            body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        return io.BufferedReader(_Body(body, self._key(key)), 1024 * 1024)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         paginator = self.client.get_paginator("list_objects_v2")
@@ -193,3 +182,22 @@ class _Counter:
         self.total += n
         if self.progress:
             self.progress(n)
+
+
+class _Body(io.RawIOBase):
+    """A GET body whose read errors (timeouts, a connection reset mid-body) are StorageErrors."""
+
+    def __init__(self, body, key: str) -> None:
+        self._body, self._key = body, key
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        with _errors("read", self._key):
+            return self._body.readinto(buf)  # at EOF botocore checks the length (IncompleteReadError)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()

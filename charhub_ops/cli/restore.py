@@ -1,4 +1,4 @@
-"""CLI commands of the restore pipeline: `restore` and `verify` (each runs its Prefect flow)."""
+"""`charhub-ops restore` and `charhub-ops verify`: each checks its input, then runs its Prefect flow."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ from typing import Annotated
 
 import typer
 
-from charhub_ops.cli import (
+from charhub_ops.cli.app import (
     JsonOpt,
     RepoOpt,
-    _prepare_prefect,
-    _print_json,
-    _progress_bar,
-    app,
     err,
+    prepare_prefect,
+    print_json,
+    progress_bar,
     run_guarded,
     use_database_url,
 )
 from charhub_ops.errors import ConfigError, VerificationError
+
+__all__ = ["restore", "verify", "parse_time"]
 
 BackupOpt = Annotated[str, typer.Option("--backup", help="'latest' or a backup id.")]
 IdentityOpt = Annotated[str | None, typer.Option("--identity", help="age identity file for encrypted backups.")]
@@ -40,7 +41,6 @@ def parse_time(text: str | None, option: str) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-@app.command()
 def restore(
     database_url: UrlOpt = None,
     repository: RepoOpt = None,
@@ -68,22 +68,21 @@ def restore(
         return url, when
 
     url, when = run_guarded(check)
-    _prepare_prefect()
+    prepare_prefect()
     from flows.restore import restore_flow
 
-    with _progress_bar(not as_json):
+    with progress_bar(not as_json):
         result = run_guarded(lambda: restore_flow(
             repository=repository, source_database=source, backup=backup, before=when,
             target_database=None if replace else url.dbname, replace=replace, docker_container=docker_container,
             identity_file=identity, no_owner=no_owner, with_globals=with_globals))
     if as_json:
-        _print_json(result)
+        print_json(result)
     else:
         err.print(f"[green]✓[/] backup {result['backup_id']} restored into {result['database']}: "
                   f"{result['tables']} tables, {result['rows']} rows match the manifest", highlight=False)
 
 
-@app.command()
 def verify(
     database_url: Annotated[str | None, typer.Option(
         "--database-url", help="Server (and maintenance database) for the scratch database.")] = None,
@@ -96,22 +95,22 @@ def verify(
 ) -> None:
     """Restore drill: restore a backup into a scratch database, compare it with the manifest, drop it."""
     run_guarded(lambda: use_database_url(database_url))
-    _prepare_prefect()
+    prepare_prefect()
     from flows.verify import verify_flow
 
     def run() -> dict:
         try:
-            with _progress_bar(not as_json):
+            with progress_bar(not as_json):
                 return verify_flow(repository=repository, source_database=source, backup=backup,
                                    docker_container=docker_container, identity_file=identity)
         except VerificationError as exc:  # the verdict still goes to stdout, then one error line
             if as_json and exc.details:
-                _print_json(exc.details)
+                print_json(exc.details)
             raise
 
     result = run_guarded(run)
     if as_json:
-        _print_json(result)
+        print_json(result)
     else:
         err.print(f"[green]✓[/] backup {result['backup_id']} verified: {result['tables']} tables, "
                   f"{result['rows']} rows, {result['hashed_tables']} content hashes match", highlight=False)

@@ -1,0 +1,39 @@
+"""The ``charhub-ops`` command line. It parses options and calls core code or a flow; nothing else.
+
+One module per command group, each registered here, explicitly, on the one root app:
+
+* :mod:`.app`: shared options, the one error guard (:func:`~charhub_ops.cli.app.run_guarded`), JSON, progress;
+* :mod:`.backup`: ``backup``; :mod:`.backups`: ``backups list``, ``backups prune``;
+* :mod:`.retention`: ``retention plan``; :mod:`.restore`: ``restore``, ``verify``;
+* :mod:`.migrate`: ``migrate`` (also a group: ``migrate status``, ``migrate resolve``).
+
+Every expected error (an ``OpsError``, an unreachable Prefect API) becomes one red line on stderr and exit
+code 1, without a traceback. Secrets passed as options go to the process environment, never into flow
+parameters. ``python -m charhub_ops.cli`` runs :func:`main` too (``__main__.py``).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from charhub_ops.cli import backup, backups, migrate, restore, retention
+from charhub_ops.cli.app import exit_now_if_api_gone
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(name="charhub-ops", help="CharHub operations: backups to R2, retention, restores.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.command()(backup.backup)
+app.add_typer(backups.app, name="backups")
+app.add_typer(retention.app, name="retention")
+app.command()(restore.restore)
+app.command()(restore.verify)
+app.add_typer(migrate.app, name="migrate")
+
+
+def main() -> None:
+    try:
+        app(prog_name="charhub-ops")
+    except SystemExit as exc:
+        exit_now_if_api_gone(exc.code)
+        raise

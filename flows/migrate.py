@@ -1,0 +1,187 @@
+"""Apply CharHub's Prisma migrations: backed up, linted against live table sizes, locked, checked, undoable.
+
+Runbook: resolve configuration → **plan** (applied / pending / failed / drift) → **lint** the pending
+files (squawk + live table sizes) → **preview** artifact (``dry_run`` stops here) → **backup** (the
+backup flow; skipped only with ``no_backup``, recorded) → **lock + apply** (Prisma's advisory lock, one
+transaction per migration, lock-timeout retries; Prisma's ledger rows) → **checks** (health URLs) →
+**report** artifact + event ``charhub.migration.applied``. A failure records the outcome, emits
+``charhub.migration.failed``, notifies, and — with ``restore_on_failure`` — restores the backup taken
+before (restore flow, ``replace``). Every real attempt is recorded in ``charhub_ops.migration_runs``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import uuid
+
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from pydantic import Field
+
+from charhub_ops.errors import ConfigError, DatabaseError, OpsError, VerificationError
+from tasks.migrations import (
+    apply_migrations,
+    check_health,
+    lint_migrations,
+    migration_report,
+    plan_migrations,
+    record_outcome,
+    record_start,
+    resolve_migrate_config,
+)
+from tasks.notify import emit, notify_failure
+
+__all__ = ["migrate_flow", "APPLIED", "FAILED"]
+
+APPLIED = "charhub.migration.applied"
+FAILED = "charhub.migration.failed"
+
+
+def _blockers(summary: dict) -> list[str]:
+    reasons = []
+    if summary["failed"]:
+        name = summary["failed"][0]
+        reasons.append(f"migration {name} failed earlier and is not resolved (Prisma P3009): fix it, then "
+                       f"`charhub-ops migrate resolve --rolled-back {name}` (to run it again) or "
+                       f"`--applied {name}` (if completed by hand)")
+    if summary["drift"] and not summary["allow_drift"]:
+        reasons.append("drift: " + ", ".join(f"{d['migration']} ({d['reason']})" for d in summary["drift"])
+                       + " (restore the files, or pass --allow-drift)")
+    blocks = [i for i in summary["lint"] if i["verdict"] == "block"]
+    if blocks:
+        reasons.append("lint: " + "; ".join(f"{i['migration']}:{i['line']} {i['rule']} on {i['table']} "
+                                            f"({i['reason']})" for i in blocks)
+                       + " — accept with --accept RULE[:MIGRATION] if the lock is acceptable")
+    return reasons
+
+
+def _fail(exc: OpsError, summary: dict) -> OpsError:
+    exc.details = summary  # the CLI prints it with --json
+    return exc
+
+
+@flow(name="migrate", on_failure=[notify_failure])
+def migrate_flow(
+    migrations_dir: str = Field("prisma/migrations", description="Prisma migrations directory (<name>/migration.sql)"),
+    dry_run: bool = Field(True, description="Plan, lint and preview only; nothing is changed"),
+    no_backup: bool = Field(False, description="Skip the backup before applying (recorded in the history)"),
+    accept: list[str] | None = Field(None, description="Lint findings accepted: RULE or RULE:MIGRATION (recorded)"),
+    allow_drift: bool = Field(False, description="Run although applied migrations differ from the files (recorded)"),
+    lock_wait: float | None = Field(None, description="Seconds to wait for Prisma's migration lock; default from "
+                                                      "settings (migrate_lock_wait)"),
+    restore_on_failure: bool = Field(False, description="If the run fails, restore the backup taken before it "
+                                                        "(restore --replace)"),
+    prisma_container: str | None = Field(None, description="Apply with the app's `npx prisma migrate deploy` in "
+                                                           "this container instead of natively"),
+    repository: str | None = Field(None, description="Backup repository; default from settings"),
+    docker_container: str | None = Field(None, description="Run pg_dump (backup) inside this container"),
+    database_url_secret: str | None = Field(None, description="Prefect Secret block with the database URL"),
+    operator: str | None = Field(None, description="Who runs this (recorded); default: the OS user"),
+) -> dict:
+    """Plan, lint, preview; unless dry_run: back up, apply under the lock, check. Returns the summary."""
+    accept = accept or []
+    cfg = resolve_migrate_config(lock_wait, database_url_secret)
+    plan, major = plan_migrations(cfg.url, migrations_dir)
+    lint = lint_migrations(cfg.url, migrations_dir, plan["pending"], major, cfg.big_rows, accept)
+    summary = {"kind": "preview", "database": cfg.url.dbname, "outcome": "dry-run" if dry_run else "planned",
+               "applied": [], "applied_before": plan["applied"], "planned": plan["pending"],
+               "pending": plan["pending"], "failed": plan["failed"], "failed_logs": plan["failed_logs"],
+               "drift": plan["drift"], "lint": lint, "backup_id": None, "no_backup": no_backup,
+               "allow_drift": allow_drift, "accept": accept, "lock_wait": cfg.options.lock_wait,
+               "run_id": None, "checks": [], "error": None, "restored": None, "previous_database": None,
+               "prisma_container": prisma_container}
+    blockers = _blockers(summary)
+    if blockers:
+        summary["outcome"] = "blocked"
+    migration_report(summary)
+    if dry_run or blockers:
+        if blockers:
+            summary["error"] = "; ".join(blockers)
+            raise _fail(ConfigError("migrate: blocked: " + summary["error"]), summary)
+        return summary
+    if not plan["pending"]:
+        summary.update(kind="report", outcome="up-to-date")
+        migration_report(summary)
+        return summary
+    return _act(cfg, migrations_dir, summary, restore_on_failure, prisma_container, repository, docker_container,
+                database_url_secret, operator)
+
+
+def _act(cfg, migrations_dir: str, summary: dict, restore_on_failure: bool, prisma_container: str | None,
+         repository: str | None, docker_container: str | None, database_url_secret: str | None,
+         operator: str | None) -> dict:
+    """Backup → history → lock + apply → checks → report; any failure is recorded, reported and raised."""
+    summary.update(kind="report", run_id=str(flow_run.get_id() or uuid.uuid4()))
+    if not summary["no_backup"]:
+        from flows.backup import backup_flow
+
+        (backup,) = backup_flow(repository=repository, docker_container=docker_container,
+                                database_url_secret=database_url_secret)
+        summary["backup_id"] = backup["backup_id"]
+    summary["operator"] = operator or getpass.getuser()
+    _record_start(cfg, summary)
+    try:
+        result = apply_migrations(cfg.url, migrations_dir, cfg.options, summary["allow_drift"], prisma_container)
+        summary["applied"] = [a["migration"] for a in result["applied"]]
+        summary["pending"] = [p for p in summary["planned"] if p not in summary["applied"] and p != result["failed"]]
+        if result["error"]:
+            summary.update(outcome="failed", failed=[result["failed"]] if result["failed"] else [],
+                           error=result["error"])
+            raise DatabaseError(result["error"])
+        summary["checks"] = check_health(cfg.health_urls, cfg.health_timeout) if cfg.health_urls else []
+        if not all(c["ok"] for c in summary["checks"]):
+            bad = [f"{c['url']} ({c['detail']})" for c in summary["checks"] if not c["ok"]]
+            summary.update(outcome="unhealthy", error="health checks failed after migrating: " + ", ".join(bad))
+            raise VerificationError(summary["error"], details=summary)
+    except OpsError as exc:
+        _on_failure(cfg, summary, exc, restore_on_failure, repository, docker_container, database_url_secret)
+        raise _fail(exc, summary) from None
+    summary["outcome"] = "applied"
+    record_outcome(cfg.url, summary["run_id"], "applied", summary["applied"], None)
+    migration_report(summary)
+    emit(APPLIED, f"charhub.database.{cfg.url.dbname}", _event(summary))
+    return summary
+
+
+def _event(summary: dict) -> dict:
+    return {k: summary[k] for k in ("database", "run_id", "backup_id", "applied", "failed", "outcome", "error",
+                                    "restored")}
+
+
+def _record_start(cfg, summary: dict) -> None:
+    record_start(cfg.url, summary["run_id"], summary["operator"],
+                 {k: summary[k] for k in ("applied_before", "planned", "failed", "drift")},
+                 summary["accept"], summary["no_backup"], summary["allow_drift"], summary["backup_id"])
+
+
+def _record_outcome(cfg, summary: dict) -> None:
+    try:
+        record_outcome(cfg.url, summary["run_id"], summary["outcome"], summary["applied"], summary["error"])
+    except OpsError as exc:  # the database may be what failed: the report and the event still go out
+        get_run_logger().error("could not record the outcome in charhub_ops.migration_runs: %s", exc)
+
+
+def _on_failure(cfg, summary: dict, exc: OpsError, restore_on_failure: bool, repository: str | None,
+                docker_container: str | None, database_url_secret: str | None) -> None:
+    """Record the failure; with ``restore_on_failure``, restore the backup taken before the run (the failed
+    database is kept under ``<db>_pre_restore_<ts>`` with its history) and record the run again in the
+    restored database (its history predates the run); then report and emit ``charhub.migration.failed``."""
+    if summary["outcome"] not in ("failed", "unhealthy"):
+        summary.update(outcome="failed", error=str(exc))
+    summary["error"] = summary["error"] or str(exc)
+    _record_outcome(cfg, summary)
+    if restore_on_failure and summary["backup_id"]:
+        from flows.restore import restore_flow
+
+        try:
+            restored = restore_flow(repository=repository, source_database=cfg.url.dbname,
+                                    backup=summary["backup_id"], replace=True, docker_container=docker_container,
+                                    database_url_secret=database_url_secret)
+            summary.update(restored=restored["backup_id"], outcome=summary["outcome"] + ", restored",
+                           previous_database=restored.get("previous_database"))
+            _record_start(cfg, summary)
+            _record_outcome(cfg, summary)
+        except OpsError as restore_exc:
+            summary["error"] += f"; restoring backup {summary['backup_id']} failed too: {restore_exc}"
+    migration_report(summary)
+    emit(FAILED, f"charhub.database.{cfg.url.dbname}", _event(summary))

@@ -1,0 +1,139 @@
+"""Thin Prefect tasks over charhub_ops.migrations: configuration, plan, lint, apply, checks, history, reports."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+from pydantic import BaseModel
+
+from charhub_ops.migrations import ledger, lint, prisma, runner
+from charhub_ops.migrations.checks import check_urls
+from charhub_ops.pgurl import PgUrl
+from charhub_ops.postgres import PsycopgSession, server_info
+from charhub_ops.settings import load_settings
+from tasks.common import RETRY
+from tasks.config import database_url
+
+__all__ = ["MigrateConfig", "resolve_migrate_config", "plan_migrations", "lint_migrations", "apply_migrations",
+           "check_health", "record_start", "record_outcome", "migration_report"]
+
+
+class MigrateConfig(BaseModel):
+    model_config = {"arbitrary_types_allowed": True}
+
+    url: PgUrl
+    options: runner.RunnerOptions
+    big_rows: int
+    health_urls: list[str]
+    health_timeout: float
+
+
+@task(name="resolve-migrate-config", cache_policy=NONE)
+def resolve_migrate_config(lock_wait: float | None, database_url_secret: str | None) -> MigrateConfig:
+    settings = load_settings()
+    opts = runner.RunnerOptions(
+        lock_wait=settings.migrate_lock_wait if lock_wait is None else lock_wait,
+        lock_timeout=settings.migrate_lock_timeout, lock_retries=settings.migrate_lock_retries,
+        statement_timeout=settings.migrate_statement_timeout)
+    return MigrateConfig(url=database_url(settings, database_url_secret), options=opts,
+                         big_rows=settings.migrate_big_table_rows, health_urls=settings.migrate_health_urls,
+                         health_timeout=settings.migrate_health_timeout)
+
+
+@task(name="plan-migrations", cache_policy=NONE, **RETRY)
+def plan_migrations(url: PgUrl, directory: str) -> tuple[dict, int]:
+    """The plan (applied / pending / failed / drift, plus the failed migrations' logs) and the server's major."""
+    files, _ = ledger.read_migrations(directory)
+    with PsycopgSession(url) as session:
+        plan = runner.current_plan(session.conn, files)
+        major = server_info(session).major
+    return {**plan.as_dict(), "failed_logs": plan.logs}, major
+
+
+@task(name="lint-migrations", cache_policy=NONE, **RETRY)
+def lint_migrations(url: PgUrl, directory: str, pending: list[str], major: int, big_rows: int,
+                    accept: list[str]) -> list[dict]:
+    files, _ = ledger.read_migrations(directory)
+    with PsycopgSession(url) as session:
+        items = lint.lint_pending(session.conn, Path(directory), files, pending, major, big_rows,
+                                  lint.parse_accepts(accept))
+    return [i.as_dict() for i in items]
+
+
+@task(name="apply-migrations", cache_policy=NONE)  # no retries: --lock-wait is the wait, a failure is recorded
+def apply_migrations(url: PgUrl, directory: str, options: runner.RunnerOptions, allow_drift: bool,
+                     prisma_container: str | None = None) -> dict:
+    """Lock, re-plan, apply natively — or run Prisma's own deploy in ``prisma_container``. Returns applied
+    (name, seconds, attempts) and the failure (name, error) if any."""
+    files, paths = ledger.read_migrations(directory)
+    if prisma_container:
+        result = prisma.deploy_in_container(url, prisma_container, files, options)
+    else:
+        result = runner.migrate_locked(url, files, paths, options, allow_drift=allow_drift)
+    return {"applied": [{"migration": a.name, "seconds": a.seconds, "attempts": a.attempts} for a in result.applied],
+            "failed": result.failed, "error": str(result.error) if result.error else None}
+
+
+@task(name="check-health", cache_policy=NONE)
+def check_health(urls: list[str], timeout: float) -> list[dict]:
+    return [r.__dict__ for r in check_urls(urls, timeout)]
+
+
+@task(name="record-migration-start", cache_policy=NONE, **RETRY)
+def record_start(url: PgUrl, run_id: str, operator: str, plan: dict, accept: list[str], no_backup: bool,
+                 allow_drift: bool, backup_id: str | None) -> None:
+    with PsycopgSession(url) as session:
+        ledger.history_started(session.conn, run_id, operator, plan, accept, no_backup, allow_drift, backup_id)
+
+
+@task(name="record-migration-outcome", cache_policy=NONE, **RETRY)
+def record_outcome(url: PgUrl, run_id: str, outcome: str, applied: list[str], error: str | None) -> None:
+    with PsycopgSession(url) as session:
+        ledger.history_finished(session.conn, run_id, outcome, applied, error)
+
+
+def _lint_rows(items: list[dict]) -> list[str]:
+    rows = ["| migration | line | rule | table | rows | size | lock | verdict |", "|---|---|---|---|---|---|---|---|"]
+    for i in items:
+        size = f"{i['table_bytes'] / 1048576:.1f} MiB" if i["table_bytes"] is not None else "—"
+        rows.append(f"| {i['migration']} | {i['line']} | `{i['rule']}` | {i['table'] or '—'} "
+                    f"| {i['table_rows'] if i['table_rows'] is not None else '—'} | {size} | {i['lock'] or '—'} "
+                    f"| **{i['verdict']}**: {i['reason']} |")
+    return rows
+
+
+def _headline(summary: dict) -> list[str]:
+    drift = ", ".join(f"{d['migration']} ({d['reason']})" for d in summary["drift"]) or "none"
+    if summary["drift"] and summary["allow_drift"]:
+        drift += " — allowed (--allow-drift)"
+    backup = summary["backup_id"] or ("skipped (--no-backup)" if summary["no_backup"] else "taken before applying")
+    pending = ", ".join(f"`{p}`" for p in summary["pending"]) or "none"
+    return [f"# Migration {summary['kind']}: `{summary['database']}` — {summary['outcome']}", "",
+            f"- pending ({len(summary['pending'])}): {pending}",
+            f"- applied before: {len(summary['applied_before'])}; failed: {', '.join(summary['failed']) or 'none'}",
+            f"- drift: {drift}", f"- backup: {backup}",
+            f"- lock: pg_advisory_lock 72707369, waiting up to {summary['lock_wait']:g} s",
+            "- apply: " + (f"`npx prisma migrate deploy` in container `{summary['prisma_container']}`"
+                           if summary.get("prisma_container") else "natively, one transaction per migration"),
+            f"- accepted: {', '.join(summary['accept']) or 'none'}"]
+
+
+@task(name="migration-report", cache_policy=NONE)
+def migration_report(summary: dict) -> str:
+    """The preview (``summary['kind'] == 'preview'``) or the report as a markdown artifact."""
+    lines = _headline(summary)
+    if summary.get("applied"):
+        lines.append("- applied now: " + ", ".join(f"`{a}`" for a in summary["applied"]))
+    for check in summary.get("checks", []):
+        lines.append(f"- health {check['url']}: {'ok' if check['ok'] else 'FAILED'} ({check['detail']})")
+    if summary.get("error"):
+        lines += ["", f"**Error**: {summary['error']}"]
+    if summary["lint"]:
+        lines += ["", "## Lint (squawk + live table sizes)", "", *_lint_rows(summary["lint"])]
+    markdown = "\n".join(lines)
+    create_markdown_artifact(markdown, key=f"migration-{summary['kind']}",
+                             description=f"charhub-ops migration {summary['kind']}")
+    return markdown

@@ -1,0 +1,140 @@
+"""Pure parts of the migration pipeline: the plan, Prisma's checksum matching, the lock-retry schedule,
+statement splitting. Table tests, no I/O."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from charhub_ops.migrations.plan import (
+    Drift,
+    LedgerRow,
+    MigrationFile,
+    accepted_checksums,
+    blocking_reason,
+    checksum,
+    make_plan,
+)
+from charhub_ops.migrations.runner import lock_retry_schedule
+from charhub_ops.migrations.sqltext import created_tables, has_concurrently, named_table, split_statements
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+LF = b'CREATE TABLE "A" ("id" TEXT);\nCREATE INDEX "A_id" ON "A"("id");\n'
+
+
+def f(name: str, data: bytes = LF) -> MigrationFile:
+    return MigrationFile(name, checksum(data), accepted_checksums(data))
+
+
+def row(name: str, data: bytes = LF, minute: int = 0, finished=True, rolled_back=False, check=None) -> LedgerRow:
+    started = T0 + timedelta(minutes=minute)
+    return LedgerRow(id=f"id-{name}-{minute}", checksum=check or checksum(data), migration_name=name,
+                     started_at=started, finished_at=started if finished else None,
+                     rolled_back_at=started if rolled_back else None, applied_steps_count=int(finished))
+
+
+def test_checksum_is_lowercase_hex_sha256_of_the_bytes():
+    assert checksum(LF) == hashlib.sha256(LF).hexdigest() and len(checksum(LF)) == 64
+
+
+CRLF = LF.replace(b"\n", b"\r\n")
+UNPADDED = "".join(f"{b:x}" for b in hashlib.sha256(LF).digest())
+
+
+@pytest.mark.parametrize(("recorded", "file_data", "drift"), [
+    (checksum(LF), LF, []),                                      # same file
+    (checksum(CRLF), LF, []),                                    # applied from a Windows checkout
+    (checksum(LF), CRLF, []),                                    # checked out with CRLF here
+    (UNPADDED, LF, []),                                          # old Prisma rows without zero padding
+    (checksum(b"other"), LF, [Drift("1_init", "changed")]),      # edited after it was applied
+])
+def test_drift_tolerates_line_endings_like_prisma(recorded, file_data, drift):
+    plan = make_plan([f("1_init", file_data)], [row("1_init", check=recorded)])
+    assert plan.drift == drift and plan.applied == ["1_init"] and plan.pending == []
+
+
+@pytest.mark.parametrize(("files", "rows", "applied", "pending", "failed", "drift"), [
+    # nothing applied yet: everything pending, in name order
+    (["2_b", "1_a", "10_c"], [], [], ["10_c", "1_a", "2_b"], [], []),
+    # re-run: all applied, nothing pending
+    (["1_a", "2_b"], [row("1_a"), row("2_b", minute=1)], ["1_a", "2_b"], [], [], []),
+    # a failed row blocks and is neither applied nor pending
+    (["1_a", "2_b", "3_c"], [row("1_a"), row("2_b", minute=1, finished=False)], ["1_a"], ["3_c"], ["2_b"], []),
+    # resolved --rolled-back: pending again
+    (["1_a", "2_b"], [row("1_a"), row("2_b", minute=1, finished=False, rolled_back=True)], ["1_a"], ["2_b"],
+     [], []),
+    # resolved --applied: the rolled-back failure plus a finished row = applied
+    (["1_a"], [row("1_a", finished=False, rolled_back=True), row("1_a", minute=2)], ["1_a"], [], [], []),
+    # applied but the directory is gone
+    (["2_b"], [row("1_a")], ["1_a"], ["2_b"], [], [Drift("1_a", "missing")]),
+])
+def test_plan_table(files, rows, applied, pending, failed, drift):
+    plan = make_plan([f(n) for n in files], rows)
+    assert (plan.applied, plan.pending, plan.failed, plan.drift) == (applied, pending, failed, drift)
+    # invariant: every file is exactly one of applied / pending / failed
+    assert sorted(set(plan.applied) & set(files) | set(plan.pending) | set(plan.failed)) == sorted(files)
+
+
+def test_blocking_reasons_name_the_way_out():
+    failed = make_plan([f("1_a")], [row("1_a", finished=False)])
+    assert "resolve --rolled-back 1_a" in blocking_reason(failed, True)
+    assert "resolve --applied 1_a" in blocking_reason(failed, True)
+    drifted = make_plan([f("1_a", b"x")], [row("1_a")])
+    assert "--allow-drift" in blocking_reason(drifted, False)
+    assert blocking_reason(drifted, True) is None
+
+
+@pytest.mark.parametrize(("final", "attempts", "expected"), [
+    (5.0, 1, [(5.0, 0.0)]),
+    (0.05, 3, [(0.05, 0.025), (0.05, 0.025), (0.05, 0.0)]),
+    (1.6, 5, [(0.1, 0.05), (0.2, 0.1), (0.4, 0.2), (0.8, 0.4), (1.6, 0.0)]),
+    (10.0, 3, [(0.1, 0.05), (1.0, 0.5), (10.0, 0.0)]),
+])
+def test_lock_retry_schedule(final, attempts, expected):
+    assert lock_retry_schedule(final, attempts) == expected
+
+
+def test_lock_retry_schedule_grows_and_pauses_stay_bounded():
+    schedule = lock_retry_schedule(30.0, 12)
+    timeouts = [t for t, _ in schedule]
+    assert timeouts == sorted(timeouts) and timeouts[0] == 0.1 and timeouts[-1] == 30.0
+    assert all(0 < p <= 3.0 for _, p in schedule[:-1]) and schedule[-1][1] == 0.0
+
+
+def test_statements_skip_comments_strings_and_dollar_quotes():
+    text = ("-- a; comment\nCREATE TABLE \"A;\" (x text DEFAULT 'a;b');\n/* c; */\n"
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS $fn$ SELECT 1; $fn$;\nSELECT 2")
+    statements = split_statements(text)
+    assert [s.text.split()[0:2] for s in statements] == [["CREATE", "TABLE"], ["CREATE", "FUNCTION"], ["SELECT", "2"]]
+    assert created_tables(text) == {"A;"}
+
+
+@pytest.mark.parametrize(("statement", "table"), [
+    ('ALTER TABLE "UsageLog" ADD COLUMN "x" INTEGER', "UsageLog"),
+    ('ALTER TABLE IF EXISTS ONLY public."UsageLog" ALTER COLUMN "x" SET NOT NULL', "public.UsageLog"),
+    ('CREATE UNIQUE INDEX "U_idx" ON "User"("email")', "User"),
+    ('CREATE INDEX CONCURRENTLY IF NOT EXISTS "i" ON ONLY "Character" USING gin ("profile")', "Character"),
+    ("CREATE INDEX ON plain_table (x)", "plain_table"),
+    ('DROP TABLE IF EXISTS "Old"', "Old"),
+    ("ALTER TABLE Mixed ADD c int", "mixed"),
+    ('CREATE TYPE "Mood" AS ENUM (\'A\')', None),
+])
+def test_named_table(statement, table):
+    assert named_table(statement) == table
+
+
+def test_concurrently_ignores_comments():
+    assert has_concurrently('CREATE INDEX CONCURRENTLY "i" ON "A"("x");')
+    assert not has_concurrently('-- not CONCURRENTLY here\nCREATE INDEX "i" ON "A"("x");')
+
+
+def test_core_never_imports_prefect():
+    import subprocess
+    import sys
+
+    code = ("import sys, charhub_ops.migrations.ledger, charhub_ops.migrations.lint, charhub_ops.migrations.runner, "
+            "charhub_ops.migrations.prisma, charhub_ops.migrations.checks; print('prefect' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
