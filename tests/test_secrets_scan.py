@@ -20,13 +20,11 @@ A canary Variable (stored in clear on purpose) proves that the raw scan sees fre
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 import traceback
 import uuid
@@ -46,6 +44,7 @@ from pyrage import x25519
 from charhub_ops.errors import DatabaseError, StorageError, VerificationError
 from tests.harness.schema import create_varied_schema
 from tests.harness.services import start_pg_cluster, start_s3_server
+from tests.harness.webhook import notification_hook
 
 MARK = "zq7f3a9c2e"  # in no name, key or id the scenario makes: only in secrets
 PASSWORD = f"Pw-{MARK}:s@cret/1"  # ':', '@' and '/' are percent-encoded in the URL
@@ -132,31 +131,6 @@ class _Records(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))
-
-
-class _Hook(http.server.BaseHTTPRequestHandler):
-    """A webhook receiving the failure notifications (the notification block posts here)."""
-
-    bodies: list[str] = []
-
-    def do_POST(self):
-        _Hook.bodies.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-def _notifications_to_hook(mp) -> http.server.HTTPServer:
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    CustomWebhookNotificationBlock(name="scan", url=f"http://127.0.0.1:{server.server_port}/hook",
-                                   json_data={"text": "{{subject}}: {{body}}"}).save("scan-alerts", overwrite=True)
-    mp.setenv("CHARHUB_OPS_NOTIFY_BLOCK", "custom-webhook/scan-alerts")
-    return server
 
 
 @dataclass
@@ -307,12 +281,11 @@ def scenario(prefect_server, s3_server):
             mp.delenv("AWS_ACCESS_KEY_ID", raising=False)  # only the keys under test can open the repository
             mp.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
             mp.setenv("CHARHUB_OPS_TASK_RETRIES", "0")
-            hook = _notifications_to_hook(mp)
-            _happy_path(s, repo, str(identity.to_public()), cluster.port, mp)
-            _failures(s, repo, cluster.port, mp)
-            hook.shutdown()
-            s.texts["notifications"] = "\n".join(_Hook.bodies)
-            assert len(_Hook.bodies) == 5, _Hook.bodies  # one per failed run, the CLI's included
+            with notification_hook(mp, "scan-alerts") as bodies:
+                _happy_path(s, repo, str(identity.to_public()), cluster.port, mp)
+                _failures(s, repo, cluster.port, mp)
+            s.texts["notifications"] = "\n".join(bodies)
+            assert len(bodies) == 5, bodies  # one per failed run, the CLI's included
             _flush_to_server(prefect_server)
         s.objects.update(_snapshot(bucket, s3_server.endpoint, "after prune"))
         s.manifest_globals_key = _globals_key(s.objects)
