@@ -13,6 +13,7 @@ resources carrying that label (tests on a shared engine; a host with several pro
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ import docker
 import requests
 from pydantic import BaseModel
 
+from charhub_ops.docker_exec import _reason
 from charhub_ops.errors import DockerError
 
 __all__ = ["DockerInventory", "DockerPlan", "DockerResult", "DiskUsage", "scan_docker", "plan_docker",
@@ -90,8 +92,11 @@ def _engine(action: str) -> Iterator[None]:
     except docker.errors.APIError as exc:
         raise DockerError(f"docker: {action}: {exc.explanation or exc}",
                           transient=exc.status_code is not None and exc.status_code >= 500) from exc
-    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
-        raise DockerError(f"docker: cannot reach the Docker engine: {exc}", transient=True) from exc
+    except requests.Timeout as exc:
+        raise DockerError(f"docker: {action}: the Docker engine did not answer in time", transient=True) from exc
+    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:  # as docker_exec says it
+        where = f" (DOCKER_HOST={os.environ['DOCKER_HOST']})" if os.environ.get("DOCKER_HOST") else ""
+        raise DockerError(f"docker: cannot reach the Docker engine{where}: {_reason(exc)}") from exc
 
 
 def _client(client: docker.DockerClient | None) -> docker.DockerClient:
@@ -197,6 +202,6 @@ def _refusal(result: DockerResult, what: str) -> Iterator[None]:
         with _engine(f"remove {what}"):
             yield
     except DockerError as exc:
-        if exc.transient and "cannot reach" in str(exc):
+        if "cannot reach" in str(exc) or "did not answer" in str(exc):
             raise
         result.warnings.append(f"{what}: not removed: {exc}")
