@@ -122,3 +122,20 @@ def test_storage_run_and_docker_dry_run(prefect_server, env, bucket, monkeypatch
     assert docker.exit_code == 0, docker.output
     plan = json.loads(docker.stdout)["docker"]
     assert plan["usage_before"]["images"] >= 0 and "docker_done" not in json.loads(docker.stdout)
+
+
+def test_the_database_password_shows_nowhere(prefect_server, env, tmp_path):
+    """Trust auth ignores the password, so it can be a marker: not in the output, the artifacts or the run's
+    parameters, neither on success nor when the database refuses (wrong database name)."""
+    import httpx
+
+    url, policy = env
+    secret = "pw-MARK-7f3a9c"
+    with_password = url.replace("postgres@", f"postgres:{secret}@")
+    runs = [cli("--database-url", with_password, "--policy", policy, "--dry-run", "--json"),
+            cli("--database-url", with_password.rsplit("/", 1)[0] + "/no_such_db", "--policy", policy)]
+    assert runs[0].exit_code == 0 and runs[1].exit_code == 1
+    texts = [r.output for r in runs] + [_latest_artifact(prefect_server, "cleanup-preview")]
+    flow_runs = httpx.post(f"{prefect_server}/flow_runs/filter", json={"limit": 50}, timeout=10).json()
+    texts += [json.dumps(r["parameters"]) + str(r["state"]) for r in flow_runs]
+    assert not [t for t in texts if secret in t]
