@@ -80,6 +80,20 @@ def test_a_run_stopped_by_its_budget_resumes_where_it_stopped(db):
     assert counts(db).get((True, True)) is None
 
 
+@pytest.mark.parametrize(("where", "expected"), [
+    ({"rejectedAt": None}, 0),  # a NULL timestamp is never older than the cutoff
+    ({"rejectedAt": "not null"}, 2), ({"rejectedAt": "NOT NULL", "status": "FAILED"}, 1),
+    ({"status": ["REJECTED", "FAILED"]}, 2), ({"status": "PENDING"}, 0), ({"url": "prod/b.png"}, 1),
+])
+def test_the_where_vocabulary(db, where, expected):
+    db.execute("""INSERT INTO "CuratedImage" (id, url, status, "rejectedAt") VALUES
+        ('1', 'prod/a.png', 'PENDING', NULL), ('2', 'prod/b.png', 'REJECTED', '2026-01-01'),
+        ('3', 'prod/c.png', 'FAILED', '2026-01-02')""")
+    (plan,) = plan_policies(db, PolicyFile.model_validate({"policies": [{
+        "table": "CuratedImage", "timestamp_column": "rejectedAt", "older_than": "30d", "where": where}]}))
+    assert run_policy(db, plan, NOW, FAST, dry_run=True).matched == expected
+
+
 def test_a_time_budget_ends_the_run_cleanly(db):
     fill_usage(db, 1000)
     (plan,) = plans(db, batch_size=50, max_seconds=3)

@@ -20,11 +20,16 @@ from charhub_ops.cleanup.schema import TableShape
 from charhub_ops.errors import PolicyError
 from charhub_ops.retention import Duration, parse_duration
 
-__all__ = ["ALWAYS_PROTECTED", "RowPolicy", "PolicyFile", "TablePlan", "load_policy_file", "check_policy",
-           "index_hint"]
+__all__ = ["ALWAYS_PROTECTED", "is_not_null", "RowPolicy", "PolicyFile", "TablePlan", "load_policy_file",
+           "check_policy", "index_hint"]
 
 ALWAYS_PROTECTED = frozenset({"CreditTransaction", "_prisma_migrations"})
 NOT_NULL = "not null"
+
+
+def is_not_null(value: object) -> bool:
+    """The ``"not null"`` condition (any case)."""
+    return isinstance(value, str) and value.strip().lower() == NOT_NULL
 Scalar = bool | int | float | str
 _SQLISH = re.compile(r"[;'\"()=<>*\\]|--|/\*|\b(select|union|drop|delete|insert|update|or|and|exec)\b", re.I)
 _TIME_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
@@ -142,7 +147,7 @@ def _check_where(policy: RowPolicy, shape: TableShape) -> None:
         if column not in shape.columns:
             raise PolicyError(f"policy {policy.name}: where: unknown column {column!r} (a condition is "
                               f"{{column: value | [values] | null | \"not null\"}}, never SQL)")
-        if value is None or value == NOT_NULL:
+        if value is None or is_not_null(value):
             continue
         values = value if isinstance(value, list) else [value]
         if not values:

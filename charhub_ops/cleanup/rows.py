@@ -29,7 +29,7 @@ from psycopg import sql
 from pydantic import BaseModel
 
 from charhub_ops.cleanup.batches import BatchSizer, Budget, stop_reason
-from charhub_ops.cleanup.policy import NOT_NULL, RowPolicy, TablePlan
+from charhub_ops.cleanup.policy import RowPolicy, TablePlan, is_not_null
 from charhub_ops.errors import DatabaseError
 from charhub_ops.migrations.ledger import HISTORY_SCHEMA, db_errors
 
@@ -81,7 +81,7 @@ def _conditions(policy: RowPolicy, with_cursor: bool) -> tuple[sql.Composable, d
         col = sql.Identifier(column)
         if value is None:
             parts.append(sql.SQL("{} IS NULL").format(col))
-        elif value == NOT_NULL:
+        elif is_not_null(value):
             parts.append(sql.SQL("{} IS NOT NULL").format(col))
         else:
             values = value if isinstance(value, list) else [value]
