@@ -138,3 +138,34 @@ def test_the_file_shape_is_checked(tmp_path, content, message):
     with pytest.raises(PolicyError) as caught:
         load_policy_file(path)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(("module", "names"), [
+    ("policy", {"ALWAYS_PROTECTED", "is_not_null", "RowPolicy", "PolicyFile", "TablePlan", "load_policy_file",
+                "check_policy", "index_hint"}),
+    ("schema", {"TableShape", "table_shape"}),
+    ("batches", {"BatchSizer", "Budget", "stop_reason"}),
+    ("rows", {"RowOptions", "PolicyResult", "cursor_key", "count_matching", "delete_expired", "vacuum_analyze",
+              "read_cursor", "save_cursor", "ensure_cursors"}),
+    ("run", {"plan_policies", "run_policy", "run_policies", "rows_to_json", "plan_to_json"}),
+    ("orphans", {"MediaReference", "OrphanOptions", "OrphanPlan", "OrphanResult", "parse_references",
+                 "referenced_keys", "plan_orphans", "execute_orphans", "QUARANTINE", "stale_uploads",
+                 "abort_stale_uploads"}),
+    ("docker_host", {"DockerInventory", "DockerPlan", "DockerResult", "DiskUsage", "scan_docker", "plan_docker",
+                     "execute_docker", "disk_usage", "KEEP_LABEL"}),
+])
+def test_public_api_is_pinned(module, names):
+    import importlib
+
+    mod = importlib.import_module(f"charhub_ops.cleanup.{module}")
+    assert set(mod.__all__) == names and all(hasattr(mod, n) for n in names)
+
+
+def test_the_cleanup_core_never_imports_prefect():
+    import subprocess
+    import sys
+
+    code = ("import sys, charhub_ops.cleanup.run, charhub_ops.cleanup.orphans, charhub_ops.cleanup.docker_host; "
+            "print('prefect' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"

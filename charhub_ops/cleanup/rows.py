@@ -34,7 +34,7 @@ from charhub_ops.errors import DatabaseError
 from charhub_ops.migrations.ledger import HISTORY_SCHEMA, db_errors
 
 __all__ = ["RowOptions", "PolicyResult", "cursor_key", "count_matching", "delete_expired", "vacuum_analyze",
-           "read_cursor", "ensure_cursors"]
+           "read_cursor", "save_cursor", "ensure_cursors"]
 
 CURSOR_DDL = """CREATE SCHEMA IF NOT EXISTS {schema};
 CREATE TABLE IF NOT EXISTS {schema}.cleanup_cursors (
