@@ -14,7 +14,17 @@ from datetime import UTC, datetime, timedelta
 import docker
 import pytest
 
-from charhub_ops.cleanup.docker_host import KEEP_LABEL, execute_docker, plan_docker, scan_docker
+from charhub_ops.cleanup.docker_host import (
+    COMPOSE_LABEL,
+    KEEP_LABEL,
+    Container,
+    DiskUsage,
+    DockerInventory,
+    Image,
+    execute_docker,
+    plan_docker,
+    scan_docker,
+)
 from charhub_ops.errors import DockerError
 from tests.harness.docker_pg import docker_client, ensure_busybox_image
 
@@ -112,3 +122,36 @@ def test_an_unreachable_engine_is_one_error_naming_docker_host(monkeypatch):
     assert str(caught.value) == ("docker: cannot reach the Docker engine (DOCKER_HOST=unix:///nonexistent.sock): "
                                  "No such file or directory")
     assert not caught.value.transient  # as charhub_ops.docker_exec decides: a missing socket does not come back
+
+
+def _c(name: str, state: str = "exited", hours_ago: float = 48, image: str = "sha256:a", **labels) -> Container:
+    return Container(id=name, name=name, state=state, image_id=image, labels=labels,
+                     finished=None if state == "running" else NOW - timedelta(hours=hours_ago))
+
+
+NOW = datetime(2026, 11, 29, 4, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("container", "removed"), [
+    (_c("old"), True),
+    (_c("young", hours_ago=2), False),
+    (_c("running", state="running"), False),
+    (_c("created", state="created"), True),
+    (_c("kept", **{KEEP_LABEL: "true"}), False),
+    (_c("kept-empty", **{KEEP_LABEL: ""}), False),
+    (_c("not-kept", **{KEEP_LABEL: "false"}), True),
+    (_c("charhub-postgres-1", **{COMPOSE_LABEL: "charhub"}), False),
+])
+def test_which_containers_go(container, removed):
+    inventory = DockerInventory(containers=[container], dangling=[], usage=DiskUsage())
+    plan = plan_docker(inventory, NOW, timedelta(hours=24))
+    assert ([c.name for c in plan.containers] == [container.name]) is removed
+    assert removed or plan.kept or container.state == "running"
+
+
+def test_a_dangling_image_used_by_any_container_stays():
+    inventory = DockerInventory(containers=[_c("up", state="running", image="sha256:u"), _c("down", image="sha256:d")],
+                                dangling=[Image(id="sha256:u", size=1), Image(id="sha256:d", size=2),
+                                          Image(id="sha256:free", size=3)], usage=DiskUsage())
+    plan = plan_docker(inventory, NOW, timedelta(hours=24))
+    assert [i.id for i in plan.images] == ["sha256:free"]  # "down" goes in this run, but its image was in use

@@ -3,7 +3,8 @@
 CharHub's worst disk incident was dangling images and build cache (76 %); its worst data loss came from
 volumes. So: volumes are never listed, never removed (containers are removed with ``v=False``: even their
 anonymous volumes stay); an image that any container uses (running or stopped) is never a candidate; a
-container carrying the keep label (``charhub.keep``, any value but false/0/no) is never removed.
+container carrying the keep label (``charhub.keep``, any value but false/0/no) is never removed, nor is a
+stopped service of a docker compose project (CharHub's stack: ``compose up`` expects to find it).
 Disk usage before and after comes from the engine (``GET /system/df``).
 
 :func:`plan_docker` is pure (the engine's listings in, a :class:`DockerPlan` out); :func:`scan_docker`
@@ -26,10 +27,11 @@ from pydantic import BaseModel
 from charhub_ops.docker_exec import _reason
 from charhub_ops.errors import DockerError
 
-__all__ = ["DockerInventory", "DockerPlan", "DockerResult", "DiskUsage", "scan_docker", "plan_docker",
-           "execute_docker", "disk_usage", "KEEP_LABEL"]
+__all__ = ["Container", "Image", "DockerInventory", "DockerPlan", "DockerResult", "DiskUsage", "scan_docker", "plan_docker",
+           "execute_docker", "disk_usage", "KEEP_LABEL", "COMPOSE_LABEL"]
 
 KEEP_LABEL = "charhub.keep"
+COMPOSE_LABEL = "com.docker.compose.project"  # a stopped compose service is the stack's to manage, not ours
 _STOPPED = ("exited", "created", "dead")
 _FALSE = ("0", "false", "no")  # a keep label with any other value (even empty) keeps
 
@@ -159,6 +161,8 @@ def plan_docker(inventory: DockerInventory, now: datetime, min_age: timedelta, *
             continue
         if keep_label in c.labels and c.labels[keep_label].lower() not in _FALSE:
             kept.append(f"container {c.name}: label {keep_label}")
+        elif COMPOSE_LABEL in c.labels:
+            kept.append(f"container {c.name}: service of compose project {c.labels[COMPOSE_LABEL]}")
         elif c.finished is None or c.finished > now - min_age:
             kept.append(f"container {c.name}: stopped less than {min_age} ago")
         else:
