@@ -151,8 +151,8 @@ def test_the_file_shape_is_checked(tmp_path, content, message):
     ("orphans", {"MediaReference", "OrphanOptions", "OrphanPlan", "OrphanResult", "parse_references",
                  "referenced_keys", "plan_orphans", "execute_orphans", "QUARANTINE", "stale_uploads",
                  "abort_stale_uploads"}),
-    ("docker_host", {"Container", "Image", "DockerInventory", "DockerPlan", "DockerResult", "DiskUsage", "scan_docker", "plan_docker",
-                     "execute_docker", "disk_usage", "KEEP_LABEL", "COMPOSE_LABEL"}),
+    ("docker_host", {"Container", "Image", "DockerInventory", "DockerPlan", "DockerResult", "DiskUsage",
+                     "scan_docker", "plan_docker", "execute_docker", "disk_usage", "KEEP_LABEL", "COMPOSE_LABEL"}),
 ])
 def test_public_api_is_pinned(module, names):
     import importlib

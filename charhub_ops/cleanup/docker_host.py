@@ -27,8 +27,8 @@ from pydantic import BaseModel
 from charhub_ops.docker_exec import _reason
 from charhub_ops.errors import DockerError
 
-__all__ = ["Container", "Image", "DockerInventory", "DockerPlan", "DockerResult", "DiskUsage", "scan_docker", "plan_docker",
-           "execute_docker", "disk_usage", "KEEP_LABEL", "COMPOSE_LABEL"]
+__all__ = ["Container", "Image", "DockerInventory", "DockerPlan", "DockerResult", "DiskUsage", "scan_docker",
+           "plan_docker", "execute_docker", "disk_usage", "KEEP_LABEL", "COMPOSE_LABEL"]
 
 KEEP_LABEL = "charhub.keep"
 COMPOSE_LABEL = "com.docker.compose.project"  # a stopped compose service is the stack's to manage, not ours
