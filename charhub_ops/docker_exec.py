@@ -56,7 +56,7 @@ from charhub_ops.docker_demux import Demux
 from charhub_ops.errors import DatabaseError, DockerError
 from charhub_ops.pgerrors import sqlstate_is_transient, tool_failure
 
-__all__ = ["ContainerExec", "ContainerPsqlSession", "ExecStream"]
+__all__ = ["ContainerExec", "ContainerPsqlSession", "ExecStream", "docker_errors", "engine_reason"]
 
 _STDERR_KEEP = 64 * 1024
 _MESSAGE_TAIL = 500
@@ -82,7 +82,7 @@ class _Exec:
     def exit_code(self, timeout: float = 10.0) -> int:
         """The exit code, polling ``exec_inspect`` until the process is no longer running."""
         deadline, delay = time.monotonic() + timeout, 0.002
-        with _translate(self.container, f"inspect exec of {self.program}"):
+        with docker_errors(f"inspect exec of {self.program}", self.container):
             while True:
                 info = self.api.exec_inspect(self.exec_id)
                 if not info.get("Running") and info.get("ExitCode") is not None:
@@ -264,7 +264,7 @@ class ContainerExec:
     @property
     def client(self) -> docker.DockerClient:
         if self._client is None:
-            with _translate(self.container, "connect"):
+            with docker_errors("connect", self.container):
                 self._client = docker.from_env()
         return self._client
 
@@ -314,7 +314,7 @@ class ContainerExec:
         program = os.path.basename(cmd[0])
         token = uuid.uuid4().hex
         api = self.client.api
-        with _translate(self.container, f"start {program}"):
+        with docker_errors(f"start {program}", self.container):
             created = api.exec_create(self.container, cmd, stdout=True, stderr=True, stdin=stdin,
                                       environment={**(env or {}), _TOKEN_VAR: token}, user=user or "")
             raw_socket = api.exec_start(created["Id"], socket=True)
@@ -339,23 +339,28 @@ def _error_text(stderr: str) -> str:
 
 
 @contextmanager
-def _translate(container: str, action: str) -> Iterator[None]:
-    """Turn docker SDK / requests / socket errors into one-line DockerErrors, raised ``from`` the original."""
+def docker_errors(action: str, container: str | None = None) -> Iterator[None]:
+    """Turn docker SDK / requests / socket errors into one-line DockerErrors, raised ``from`` the original:
+    a missing container or an unreachable engine is permanent; an engine 5xx or timeout is transient."""
+    where = f" in container '{container}'" if container else ""
     try:
         yield
     except docker.errors.NotFound as exc:
+        if container is None:
+            raise DockerError(f"docker: {action}: {exc.explanation or exc}") from exc
         raise DockerError(f"docker: container '{container}' not found (setting docker_container)") from exc
     except docker.errors.APIError as exc:
-        raise DockerError(f"docker: {action} in container '{container}': {exc.explanation or exc}") from exc
+        raise DockerError(f"docker: {action}{where}: {exc.explanation or exc}",
+                          transient=exc.status_code is not None and exc.status_code >= 500) from exc
     except requests.Timeout as exc:
-        raise DockerError(f"docker: {action} in container '{container}': the Docker engine did not answer "
-                          f"in time", transient=True) from exc
+        raise DockerError(f"docker: {action}{where}: the Docker engine did not answer in time",
+                          transient=True) from exc
     except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
-        where = f" (DOCKER_HOST={os.environ['DOCKER_HOST']})" if os.environ.get("DOCKER_HOST") else ""
-        raise DockerError(f"docker: cannot reach the Docker engine{where}: {_reason(exc)}") from exc
+        host = f" (DOCKER_HOST={os.environ['DOCKER_HOST']})" if os.environ.get("DOCKER_HOST") else ""
+        raise DockerError(f"docker: cannot reach the Docker engine{host}: {engine_reason(exc)}") from exc
 
 
-def _reason(exc: BaseException) -> str:
+def engine_reason(exc: BaseException) -> str:
     """The innermost OS-level reason (``No such file or directory``, ``Connection refused``) if there is one."""
     seen, todo = set(), [exc]
     while todo:

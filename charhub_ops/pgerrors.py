@@ -9,12 +9,15 @@ tool (pg_dump, pg_restore, psql only print libpq's messages).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import psycopg
 
 from charhub_ops.errors import DatabaseError
 
 __all__ = ["TRANSIENT_SQLSTATES", "sqlstate_is_transient", "stderr_is_transient", "psycopg_is_transient",
-           "tool_failure"]
+           "tool_failure", "db_errors"]
 
 _MESSAGE_TAIL = 500
 
@@ -77,3 +80,13 @@ def tool_failure(program: str, code: int, stderr: bytes | str) -> DatabaseError:
     text = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes | bytearray) else stderr
     tail = text.strip()[-_MESSAGE_TAIL:]
     return DatabaseError(f"{program}: exit {code}: {tail}", transient=stderr_is_transient(text))
+
+
+@contextmanager
+def db_errors(operation: str) -> Iterator[None]:
+    """psycopg errors → DatabaseError ``postgres: <operation>: <first line>``, transient when they are."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise DatabaseError(f"postgres: {operation}: {first}", transient=psycopg_is_transient(exc)) from exc

@@ -46,7 +46,7 @@ def _processes(ex: ContainerExec) -> str:
 
 
 def test_public_api() -> None:
-    assert docker_exec.__all__ == ["ContainerExec", "ContainerPsqlSession", "ExecStream"]
+    assert docker_exec.__all__ == ["ContainerExec", "ContainerPsqlSession", "ExecStream", "docker_errors", "engine_reason"]
 
 
 # --- run ---------------------------------------------------------------------------------------------------
@@ -313,6 +313,10 @@ class CuttableProxy:
                 client, _ = self.server.accept()
             except OSError:
                 return
+            if self.cutting.is_set():  # accepted while cutting: reset it too
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                continue
             upstream = socket.socket(socket.AF_UNIX)
             upstream.connect(self.target)
             self.pairs.append((client, upstream))
@@ -335,6 +339,7 @@ class CuttableProxy:
 
     def cut(self) -> None:
         self.cutting.set()
+        self.server.close()  # from now on the engine is unreachable: new connections are refused, never hang
         for thread in self.threads:
             thread.join(5)
         for client, upstream in self.pairs:
@@ -354,7 +359,10 @@ def test_dropped_exec_stream_is_transient_and_the_command_is_terminated(ex: Cont
     proxy = CuttableProxy()
     client = docker.DockerClient(base_url=proxy.url)
     try:
-        out = ContainerExec(pg_container.name, client=client).stream(["sh", "-c", "echo started; sleep 600"])
+        # the 0.3 s: output written in the first instant after the exec starts was lost through this TCP proxy in
+        # 2 of 6 runs (never through the Unix socket): the drill is about the cut, not about that (see the notes)
+        command = ["sh", "-c", "sleep 0.3; echo started; sleep 600"]
+        out = ContainerExec(pg_container.name, client=client).stream(command)
         assert out.read(100) == b"started\n"
         proxy.cut()
         with pytest.raises(DockerError, match="reading the output of sh") as info:

@@ -14,17 +14,15 @@ resources carrying that label (tests on a shared engine; a host with several pro
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 
 import docker
-import requests
 from pydantic import BaseModel
 
-from charhub_ops.docker_exec import _reason
+from charhub_ops.docker_exec import docker_errors
 from charhub_ops.errors import DockerError
 
 __all__ = ["Container", "Image", "DockerInventory", "DockerPlan", "DockerResult", "DiskUsage", "scan_docker",
@@ -87,27 +85,13 @@ class DockerResult(BaseModel):
         return max(0, before.total - self.usage_after.total) if self.usage_after else 0
 
 
-@contextmanager
-def _engine(action: str) -> Iterator[None]:
-    try:
-        yield
-    except docker.errors.APIError as exc:
-        raise DockerError(f"docker: {action}: {exc.explanation or exc}",
-                          transient=exc.status_code is not None and exc.status_code >= 500) from exc
-    except requests.Timeout as exc:
-        raise DockerError(f"docker: {action}: the Docker engine did not answer in time", transient=True) from exc
-    except (docker.errors.DockerException, requests.RequestException, OSError) as exc:  # as docker_exec says it
-        where = f" (DOCKER_HOST={os.environ['DOCKER_HOST']})" if os.environ.get("DOCKER_HOST") else ""
-        raise DockerError(f"docker: cannot reach the Docker engine{where}: {_reason(exc)}") from exc
-
-
 def _client(client: docker.DockerClient | None) -> docker.DockerClient:
-    with _engine("connect"):
+    with docker_errors("connect"):
         return client or docker.from_env(timeout=60)
 
 
 def disk_usage(client: docker.DockerClient) -> DiskUsage:
-    with _engine("read disk usage"):
+    with docker_errors("read disk usage"):
         df = client.df()
     return DiskUsage(images=int(df.get("LayersSize") or 0),
                      containers=sum(int(c.get("SizeRw") or 0) for c in df.get("Containers") or []),
@@ -136,7 +120,7 @@ def _container(api, summary: dict) -> Container:
 def scan_docker(client: docker.DockerClient | None = None) -> DockerInventory:
     """Every container (running or not), the dangling images and the disk usage. Lists no volume."""
     client = _client(client)
-    with _engine("list containers and images"):
+    with docker_errors("list containers and images"):
         containers = [_container(client.api, c) for c in client.api.containers(all=True)]
         dangling = [Image(id=i["Id"], size=int(i.get("Size") or 0), labels=i.get("Labels") or {})
                     for i in client.api.images(filters={"dangling": True})]
@@ -203,7 +187,7 @@ def execute_docker(plan: DockerPlan, client: docker.DockerClient | None = None) 
 @contextmanager
 def _refusal(result: DockerResult, what: str) -> Iterator[None]:
     try:
-        with _engine(f"remove {what}"):
+        with docker_errors(f"remove {what}"):
             yield
     except DockerError as exc:
         if "cannot reach" in str(exc) or "did not answer" in str(exc):

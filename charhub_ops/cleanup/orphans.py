@@ -24,7 +24,7 @@ from psycopg import sql
 from pydantic import BaseModel
 
 from charhub_ops.errors import ConfigError, StorageError
-from charhub_ops.migrations.ledger import db_errors
+from charhub_ops.pgerrors import db_errors
 from charhub_ops.prune import STALE_AFTER, PruneResult, Upload, abort_uploads, incomplete_uploads
 from charhub_ops.storage import ObjectInfo, Storage
 

@@ -31,7 +31,8 @@ from pydantic import BaseModel
 from charhub_ops.cleanup.batches import BatchSizer, Budget, stop_reason
 from charhub_ops.cleanup.policy import RowPolicy, TablePlan, is_not_null
 from charhub_ops.errors import DatabaseError
-from charhub_ops.migrations.ledger import HISTORY_SCHEMA, db_errors
+from charhub_ops.migrations.ledger import HISTORY_SCHEMA
+from charhub_ops.pgerrors import db_errors
 
 __all__ = ["RowOptions", "PolicyResult", "cursor_key", "count_matching", "delete_expired", "vacuum_analyze",
            "read_cursor", "save_cursor", "ensure_cursors"]

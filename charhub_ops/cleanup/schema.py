@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from charhub_ops.migrations.ledger import db_errors
+from charhub_ops.pgerrors import db_errors
 
 __all__ = ["TableShape", "table_shape"]
 

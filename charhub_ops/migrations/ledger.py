@@ -12,24 +12,22 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
-from charhub_ops.errors import ConfigError, DatabaseError
+from charhub_ops.errors import ConfigError
 from charhub_ops.migrations.plan import LedgerRow, MigrationFile, accepted_checksums, checksum
 from charhub_ops.migrations.sqltext import has_concurrently, split_statements
+from charhub_ops.pgerrors import db_errors
 
-__all__ = ["PRISMA_TABLE", "HISTORY_SCHEMA", "db_errors", "is_transient_sqlstate", "ensure_ledger", "read_rows",
+__all__ = ["PRISMA_TABLE", "HISTORY_SCHEMA", "ensure_ledger", "read_rows",
            "record_started", "record_finished", "record_failed", "resolve_applied", "resolve_rolled_back",
            "ensure_history", "history_started", "history_finished", "read_history", "read_migrations"]
 
 PRISMA_TABLE = "_prisma_migrations"
 HISTORY_SCHEMA = "charhub_ops"
-TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57P01", "57P03"})
 
 PRISMA_DDL = """CREATE TABLE IF NOT EXISTS {table} (
     "id"                    VARCHAR(36) PRIMARY KEY NOT NULL,
@@ -58,23 +56,6 @@ CREATE TABLE IF NOT EXISTS {schema}.migration_runs (
     applied jsonb NOT NULL DEFAULT '[]',
     error text
 )"""
-
-
-def is_transient_sqlstate(sqlstate: str | None) -> bool:
-    """Serialization failure, deadlock, lock timeout, shutdown, cannot connect now, connection errors."""
-    return bool(sqlstate) and (sqlstate in TRANSIENT_SQLSTATES or sqlstate.startswith("08"))
-
-
-@contextmanager
-def db_errors(operation: str) -> Iterator[None]:
-    """psycopg errors → DatabaseError ``postgres: <operation>: <first line>`` (transient when they are)."""
-    try:
-        yield
-    except psycopg.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        state = getattr(exc, "sqlstate", None)
-        transient = is_transient_sqlstate(state) or isinstance(exc, psycopg.OperationalError) and state is None
-        raise DatabaseError(f"postgres: {operation}: {first}", transient=transient) from exc
 
 
 def _table(schema: str) -> sql.Composed:

@@ -21,9 +21,9 @@ import psycopg
 from psycopg import sql
 
 from charhub_ops.errors import ConfigError
-from charhub_ops.migrations.ledger import db_errors
 from charhub_ops.migrations.plan import MigrationFile
 from charhub_ops.migrations.sqltext import created_tables, named_table, offset_of, split_statements, statement_at
+from charhub_ops.pgerrors import db_errors
 
 __all__ = ["Finding", "TableSize", "LintItem", "Accept", "LOCK_RULES", "parse_accepts", "run_squawk",
            "table_sizes", "classify", "lint_pending", "blocking"]

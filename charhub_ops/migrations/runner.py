@@ -25,6 +25,7 @@ import psycopg
 from charhub_ops.errors import ConfigError, DatabaseError
 from charhub_ops.migrations import ledger
 from charhub_ops.migrations.plan import MigrationFile, Plan, blocking_reason, make_plan
+from charhub_ops.pgerrors import db_errors
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import PsycopgSession
 
@@ -70,7 +71,7 @@ def lock_retry_schedule(final_timeout: float, attempts: int, first: float = 0.1,
 
 
 def _holder(session: PsycopgSession) -> str:
-    with ledger.db_errors("look up the advisory lock holder"):
+    with db_errors("look up the advisory lock holder"):
         rows = session.conn.execute(HOLDER_SQL, [LOCK_KEY]).fetchall()
     if not rows:
         return "another session"
@@ -84,7 +85,7 @@ def advisory_lock(session: PsycopgSession, wait: float, poll: float = 0.5,
     """Hold Prisma's advisory lock on ``session`` (dedicated) for the block; DatabaseError after ``wait`` s."""
     deadline = time.monotonic() + wait
     while True:
-        with ledger.db_errors("pg_try_advisory_lock"):
+        with db_errors("pg_try_advisory_lock"):
             got = session.conn.execute("SELECT pg_try_advisory_lock(%s)", [LOCK_KEY]).fetchone()[0]
         if got:
             break
@@ -96,7 +97,7 @@ def advisory_lock(session: PsycopgSession, wait: float, poll: float = 0.5,
     try:
         yield
     finally:
-        with ledger.db_errors("pg_advisory_unlock"):
+        with db_errors("pg_advisory_unlock"):
             if not session.conn.closed:
                 session.conn.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
 
