@@ -46,7 +46,8 @@ def _processes(ex: ContainerExec) -> str:
 
 
 def test_public_api() -> None:
-    assert docker_exec.__all__ == ["ContainerExec", "ContainerPsqlSession", "ExecStream", "docker_errors", "engine_reason"]
+    assert docker_exec.__all__ == ["ContainerExec", "ContainerPsqlSession", "ExecStream", "docker_errors",
+                                   "engine_reason"]
 
 
 # --- run ---------------------------------------------------------------------------------------------------
