@@ -153,6 +153,15 @@ class Settings(BaseSettings):
         60.0, gt=0, le=3600, validation_alias=_aliases("migrate_health_timeout"),
         description="Migrate: seconds the health URLs get to answer 2xx.")
 
+    # --- monitoring and incidents (charhub-ops health / incident / maintenance) ---
+    monitor_config: str = Field(
+        "monitor.yaml", validation_alias=_aliases("monitor_config"),
+        description="Monitor: the YAML file of checks, windows and incident settings.")
+    monitor_state: str = Field(
+        "auto", validation_alias=_aliases("monitor_state"),
+        description="Monitor: where streaks, incidents and windows live: auto (Prefect Variables when "
+                    "PREFECT_API_URL is set, else the repository), prefect, repository, or a file:// / s3:// URL.")
+
     @field_validator("migrate_health_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:

@@ -118,6 +118,8 @@ class MonitorConfig(BaseModel):
     restart_budget_per_hour: int = Field(3, ge=0, description="Container restarts per check and hour")
     cleanup_deployment: str | None = Field(
         None, description="Deployment run for docker_cleanup, as 'flow-name/deployment-name'")
+    cleanup_parameters: dict = Field(default_factory=dict, description="Its parameters (e.g. Docker part only)")
+    recheck_seconds: float = Field(30.0, ge=0, description="How long a re-check after an action may take")
     notify_block: str | None = Field(None, description="Notification block; default: the notify_block setting")
     owner: str = Field("the on-call operator", description="Who must act when mitigation fails")
     log_lines: int = Field(50, ge=0, description="Container log lines in a diagnosis")

@@ -1,0 +1,154 @@
+"""Thin Prefect tasks over charhub_ops.monitoring: the state store on the Prefect server, probes, events,
+diagnosis, mitigations, reports.
+
+State lives in Prefect Variables (``VariableStore``) when a server is configured: monitor runs land on
+different workers, and the server is the one place they all see. Without a server (the CLI on Prefect's
+ephemeral API) it lives in the repository (``RepositoryStore``). Setting ``monitor_state`` chooses.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import VariableCreate, VariableUpdate
+from prefect.client.schemas.sorting import FlowRunSort
+
+from charhub_ops.errors import ConfigError
+from charhub_ops.monitoring.checks import CheckContext, CheckResult, run_check
+from charhub_ops.monitoring.diagnose import diagnose
+from charhub_ops.monitoring.incidents import Incident
+from charhub_ops.monitoring.report import details_of, render_report, report_path, write_report
+from charhub_ops.monitoring.state import CheckState
+from charhub_ops.monitoring.store import MonitorState, RepositoryStore
+from charhub_ops.pgurl import parse_pg_url
+from charhub_ops.settings import Settings
+from charhub_ops.storage import S3Options, open_storage
+from tasks.notify import _secret_values
+
+__all__ = ["VariableStore", "open_state", "secrets_of", "check_context", "probe", "diagnose_incident",
+           "recent_flow_runs", "write_incident_report", "utcnow"]
+
+_PREFIX = "charhub-ops-mon-"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class VariableStore:
+    """A StateStore in Prefect Variables: key ``check/web`` → Variable ``charhub-ops-mon-check__web``."""
+
+    def _name(self, key: str) -> str:
+        return _PREFIX + key.replace("/", "__")
+
+    def get(self, key: str) -> dict | None:
+        with get_client(sync_client=True) as client:
+            var = client.read_variable_by_name(self._name(key))
+        return var.value if var is not None else None
+
+    def put(self, key: str, value: dict) -> None:
+        name = self._name(key)
+        with get_client(sync_client=True) as client:
+            if client.read_variable_by_name(name) is None:
+                client.create_variable(VariableCreate(name=name, value=value, tags=["charhub-ops-monitor"]))
+            else:
+                client.update_variable(VariableUpdate(name=name, value=value))
+
+    def delete(self, key: str) -> None:
+        with get_client(sync_client=True) as client:
+            if client.read_variable_by_name(self._name(key)) is not None:
+                client.delete_variable_by_name(self._name(key))
+
+    def keys(self, prefix: str) -> list[str]:
+        start = self._name(prefix)
+        with get_client(sync_client=True) as client:
+            names = [v.name for v in client.read_variables()]
+        return [n.removeprefix(_PREFIX).replace("__", "/") for n in names if n.startswith(start)]
+
+
+def open_state(settings: Settings, spec: str | None = None) -> MonitorState:
+    """The store named by ``spec`` (default: setting monitor_state): auto | prefect | repository | URL."""
+    from prefect.settings import PREFECT_API_URL
+
+    spec = spec or settings.monitor_state
+    if spec == "prefect" or (spec == "auto" and PREFECT_API_URL.value()):
+        return MonitorState(VariableStore())
+    if spec in ("auto", "repository"):
+        spec = settings.repository
+    if not spec.startswith(("file://", "s3://")):
+        raise ConfigError(f"monitor_state: {spec!r}: use auto, prefect, repository, file:///dir or s3://bucket/prefix")
+    return MonitorState(RepositoryStore(open_storage(spec, S3Options.from_settings(settings), "monitor_state")))
+
+
+def secrets_of(settings: Settings, *extra: str | None) -> list[str]:
+    values = [*_secret_values(settings), *(e for e in extra if e)]
+    for value in list(values):
+        if "://" in value:
+            try:
+                values.append(parse_pg_url(value).params.get("password", ""))
+            except ConfigError:
+                pass
+    return [v for v in values if v]
+
+
+def _bearer(check) -> str | None:
+    name = getattr(check, "bearer_secret", None)
+    if not name:
+        return None
+    from prefect.blocks.system import Secret
+
+    return Secret.load(name).get()
+
+
+def check_context(check, settings: Settings, state: CheckState, now: datetime) -> CheckContext:
+    """What the probe of ``check`` needs: previous latencies, secrets resolved here (never in parameters)."""
+    env = getattr(check, "database_url_env", None)
+    url = os.environ.get(env) if env else None
+    if url is None and env and settings.database_url is not None:
+        url = settings.database_url.get_secret_value()
+    bearer = _bearer(check)
+    return CheckContext(now=now, latencies=state.latencies, restart_count=state.restart_count, bearer_token=bearer,
+                        database_url=url, secrets=secrets_of(settings, bearer, url),
+                        open_repository=lambda repo: open_storage(repo or settings.repository,
+                                                                  S3Options.from_settings(settings)))
+
+
+@task(name="probe-check", cache_policy=NONE, task_run_name="probe-{check.id}")
+def probe(check, ctx: CheckContext) -> CheckResult:
+    return run_check(check, ctx)
+
+
+@task(name="recent-flow-runs", cache_policy=NONE)
+def recent_flow_runs(limit: int = 10) -> list[dict]:
+    """The latest flow runs (deployments, migrations, backups): recent changes are the first suspect."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=limit)
+        flows = {f.id: f.name for f in client.read_flows()}
+    return [{"start": f"{r.start_time:%Y-%m-%d %H:%M:%S}" if r.start_time else "not started",
+             "flow": flows.get(r.flow_id, "?"), "name": r.name, "state": r.state_name,
+             "deployment": str(r.deployment_id) if r.deployment_id else None} for r in runs]
+
+
+@task(name="diagnose", cache_policy=NONE)
+def diagnose_incident(check, state: CheckState, ctx: CheckContext, log_lines: int,
+                      runs: list[dict]) -> dict[str, str]:
+    return diagnose(check, state, database_url=ctx.database_url, log_lines=log_lines, recent_runs=runs,
+                    secrets=ctx.secrets)
+
+
+@task(name="write-incident-report", cache_policy=NONE)
+def write_incident_report(incident_dir: str, inc: Incident, details: dict[str, str] | None) -> str:
+    """The report file (atomically) and the same as a markdown artifact; on a rewrite without new details
+    the previous diagnosis details are kept."""
+    path = Path(inc.report) if inc.report else report_path(incident_dir, inc)
+    text = "\n\n".join(f"### {title}\n\n{body}" for title, body in details.items()) if details else details_of(path)
+    markdown = render_report(inc, utcnow(), text)
+    write_report(path, markdown)
+    create_markdown_artifact(markdown, key=f"incident-{inc.check_id}", description=f"incident {inc.id}")
+    return str(path)

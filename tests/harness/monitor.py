@@ -1,0 +1,100 @@
+"""Helpers for the monitoring drills: a backend container on a fixed host port, a config writer, a webhook
+that records notifications, a small tmpfs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.harness.app import SCRIPT
+from tests.harness.docker_pg import docker_client, ensure_busybox_image, stop
+from tests.harness.services import free_port
+
+__all__ = ["Backend", "backend", "write_config", "webhook", "small_tmpfs"]
+
+
+class Backend:
+    """busybox httpd with a /health file, published on a fixed 127.0.0.1 port (stable across restarts)."""
+
+    def __init__(self, client, name: str, port: int) -> None:
+        self.client, self.name, self.port = client, name, port
+        self.url = f"http://127.0.0.1:{port}/health"
+
+    @property
+    def container(self):
+        return self.client.containers.get(self.name)
+
+    def sh(self, command: str) -> None:
+        result = self.container.exec_run(["sh", "-c", command])
+        assert result.exit_code == 0, result.output
+
+    def break_health(self) -> None:
+        self.sh("rm -f /tmp/www/health")  # busybox httpd answers 404: the check's expected 200 fails
+
+    def fix_health(self) -> None:
+        self.sh("echo ok > /tmp/www/health")
+
+
+@pytest.fixture
+def backend():
+    client = docker_client()
+    if client is None:
+        pytest.fail("no Docker engine reachable") if __import__("os").environ.get("CI") else pytest.skip("no Docker")
+    name, port = f"charhub-ops-test-backend-{uuid.uuid4().hex[:8]}", free_port()
+    stop(client, name)
+    client.containers.run(ensure_busybox_image(client), ["sh", "-c", SCRIPT], name=name, detach=True, init=True,
+                          labels={"charhub-ops-test": "app"}, ports={"8080/tcp": ("127.0.0.1", port)})
+    yield Backend(client, name, port)
+    stop(client, name)
+    client.close()
+
+
+def write_config(path: Path, checks: list[dict], **extra) -> str:
+    config = {"checks": checks, "incident_dir": str(path / "incidents"), **extra}
+    file = path / f"monitor-{uuid.uuid4().hex[:6]}.yaml"
+    file.write_text(yaml.safe_dump(config))
+    return str(file)
+
+
+class _Hook(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802 - http.server API
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook(prefect_server):
+    """A saved CustomWebhookNotificationBlock posting to a local server; yields (block name, received)."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    server.received = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    name = f"mon-{uuid.uuid4().hex[:8]}"
+    CustomWebhookNotificationBlock(name=name, url=f"http://127.0.0.1:{server.server_address[1]}/",
+                                   json_data={"subject": "{{subject}}", "body": "{{body}}"}).save(name)
+    yield f"custom-webhook/{name}", server.received
+    server.shutdown()
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a tmpfs (root needed): {done.stderr.decode()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], capture_output=True)
