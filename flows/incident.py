@@ -27,8 +27,14 @@ from charhub_ops.monitoring.mitigate import planned_actions
 from charhub_ops.monitoring.windows import active_windows
 from charhub_ops.settings import load_settings
 from tasks.incidents import run_action
-from tasks.monitoring import check_context, diagnose_incident, open_state, recent_flow_runs, utcnow, \
-    write_incident_report
+from tasks.monitoring import (
+    check_context,
+    diagnose_incident,
+    open_state,
+    recent_flow_runs,
+    utcnow,
+    write_incident_report,
+)
 from tasks.notify import notify
 
 __all__ = ["incident_respond_flow", "incident_resolve_flow"]

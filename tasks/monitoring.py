@@ -8,7 +8,6 @@ ephemeral API) it lives in the repository (``RepositoryStore``). Setting ``monit
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,19 +18,16 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import VariableCreate, VariableUpdate
 from prefect.client.schemas.sorting import FlowRunSort
 
-from charhub_ops.errors import ConfigError
 from charhub_ops.monitoring.checks import CheckContext, CheckResult, run_check
 from charhub_ops.monitoring.diagnose import diagnose
 from charhub_ops.monitoring.incidents import Incident
 from charhub_ops.monitoring.report import details_of, render_report, report_path, write_report
+from charhub_ops.monitoring.runner import context_for
 from charhub_ops.monitoring.state import CheckState
-from charhub_ops.monitoring.store import MonitorState, RepositoryStore
-from charhub_ops.pgurl import parse_pg_url
+from charhub_ops.monitoring.store import MonitorState, repository_state
 from charhub_ops.settings import Settings
-from charhub_ops.storage import S3Options, open_storage
-from tasks.notify import _secret_values
 
-__all__ = ["VariableStore", "open_state", "secrets_of", "check_context", "probe", "diagnose_incident",
+__all__ = ["VariableStore", "open_state", "check_context", "probe", "diagnose_incident",
            "recent_flow_runs", "write_incident_report", "utcnow"]
 
 _PREFIX = "charhub-ops-mon-"
@@ -76,25 +72,7 @@ def open_state(settings: Settings, spec: str | None = None) -> MonitorState:
     """The store named by ``spec`` (default: setting monitor_state): auto | prefect | repository | URL."""
     from prefect.settings import PREFECT_API_URL
 
-    spec = spec or settings.monitor_state
-    if spec == "prefect" or (spec == "auto" and PREFECT_API_URL.value()):
-        return MonitorState(VariableStore())
-    if spec in ("auto", "repository"):
-        spec = settings.repository
-    if not spec.startswith(("file://", "s3://")):
-        raise ConfigError(f"monitor_state: {spec!r}: use auto, prefect, repository, file:///dir or s3://bucket/prefix")
-    return MonitorState(RepositoryStore(open_storage(spec, S3Options.from_settings(settings), "monitor_state")))
-
-
-def secrets_of(settings: Settings, *extra: str | None) -> list[str]:
-    values = [*_secret_values(settings), *(e for e in extra if e)]
-    for value in list(values):
-        if "://" in value:
-            try:
-                values.append(parse_pg_url(value).params.get("password", ""))
-            except ConfigError:
-                pass
-    return [v for v in values if v]
+    return repository_state(settings, spec, bool(PREFECT_API_URL.value())) or MonitorState(VariableStore())
 
 
 def _bearer(check) -> str | None:
@@ -107,16 +85,8 @@ def _bearer(check) -> str | None:
 
 
 def check_context(check, settings: Settings, state: CheckState, now: datetime) -> CheckContext:
-    """What the probe of ``check`` needs: previous latencies, secrets resolved here (never in parameters)."""
-    env = getattr(check, "database_url_env", None)
-    url = os.environ.get(env) if env else None
-    if url is None and env and settings.database_url is not None:
-        url = settings.database_url.get_secret_value()
-    bearer = _bearer(check)
-    return CheckContext(now=now, latencies=state.latencies, restart_count=state.restart_count, bearer_token=bearer,
-                        database_url=url, secrets=secrets_of(settings, bearer, url),
-                        open_repository=lambda repo: open_storage(repo or settings.repository,
-                                                                  S3Options.from_settings(settings)))
+    """The probe's context, with the Bearer token read from its Prefect Secret block (never a parameter)."""
+    return context_for(check, settings, state, now, _bearer(check))
 
 
 @task(name="probe-check", cache_policy=NONE, task_run_name="probe-{check.id}")

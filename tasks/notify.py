@@ -13,13 +13,20 @@ from charhub_ops.errors import ConfigError
 from charhub_ops.pgurl import parse_pg_url
 from charhub_ops.settings import Settings, load_settings
 
-__all__ = ["emit", "ensure_concurrency_limit", "notify", "notify_failure", "scrub"]
+__all__ = ["emit", "emit_many", "ensure_concurrency_limit", "notify", "notify_failure", "scrub"]
 
 
 @task(name="emit-event", cache_policy=NONE)
 def emit(event: str, resource_id: str, payload: dict) -> None:
     """Emit a Prefect event (e.g. ``charhub.backup.completed`` on ``charhub.database.<name>``)."""
     emit_event(event=event, resource={"prefect.resource.id": resource_id}, payload=payload)
+
+
+@task(name="emit-events", cache_policy=NONE)
+def emit_many(events: list[tuple[str, str, dict]]) -> None:
+    """Emit several Prefect events (event, resource id, payload) in one task."""
+    for event, resource_id, payload in events:
+        emit_event(event=event, resource={"prefect.resource.id": resource_id}, payload=payload)
 
 
 @task(name="ensure-concurrency-limit", cache_policy=NONE)

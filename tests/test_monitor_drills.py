@@ -11,7 +11,6 @@ import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import docker
 import psycopg
 import pytest
 
@@ -20,7 +19,7 @@ from charhub_ops.settings import load_settings
 from flows.incident import incident_resolve_flow, incident_respond_flow
 from flows.monitor import monitor_flow
 from tasks.monitoring import open_state
-from tests.harness.monitor import backend, small_tmpfs, webhook, write_config  # noqa: F401 - fixtures
+from tests.harness.monitor import backend_fixture, small_tmpfs_fixture, webhook_fixture, write_config  # noqa: F401
 
 
 def _id(prefix: str) -> str:

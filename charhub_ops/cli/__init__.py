@@ -5,7 +5,9 @@ One module per command group, each registered here, explicitly, on the one root 
 * :mod:`.app`: shared options, the one error guard (:func:`~charhub_ops.cli.app.run_guarded`), JSON, progress;
 * :mod:`.backup`: ``backup``; :mod:`.backups`: ``backups list``, ``backups prune``;
 * :mod:`.retention`: ``retention plan``; :mod:`.restore`: ``restore``, ``verify``;
-* :mod:`.migrate`: ``migrate`` (also a group: ``migrate status``, ``migrate resolve``).
+* :mod:`.migrate`: ``migrate`` (also a group: ``migrate status``, ``migrate resolve``);
+* :mod:`.health`: ``health``; :mod:`.incident`: ``incident respond|list|show``; :mod:`.maintenance`:
+  ``maintenance start|stop|list``.
 
 Every expected error (an ``OpsError``, an unreachable Prefect API) becomes one red line on stderr and exit
 code 1, without a traceback. Secrets passed as options go to the process environment, never into flow
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import typer
 
-from charhub_ops.cli import backup, backups, migrate, restore, retention
+from charhub_ops.cli import backup, backups, health, incident, maintenance, migrate, restore, retention
 from charhub_ops.cli.app import exit_now_if_api_gone
 
 __all__ = ["app", "main"]
@@ -29,6 +31,9 @@ app.add_typer(retention.app, name="retention")
 app.command()(restore.restore)
 app.command()(restore.verify)
 app.add_typer(migrate.app, name="migrate")
+app.command()(health.health)
+app.add_typer(incident.app, name="incident")
+app.add_typer(maintenance.app, name="maintenance")
 
 
 def main() -> None:

@@ -19,13 +19,13 @@ import json
 from datetime import datetime
 from typing import Protocol
 
-from charhub_ops.errors import NotFoundError
+from charhub_ops.errors import ConfigError, NotFoundError
 from charhub_ops.monitoring.incidents import Incident
 from charhub_ops.monitoring.state import CheckState
 from charhub_ops.monitoring.windows import AdHocWindow
-from charhub_ops.storage import Storage
+from charhub_ops.storage import S3Options, Storage, open_storage
 
-__all__ = ["StateStore", "RepositoryStore", "MonitorState"]
+__all__ = ["StateStore", "RepositoryStore", "MonitorState", "repository_state"]
 
 
 class StateStore(Protocol):
@@ -113,3 +113,16 @@ class MonitorState:
 
     def save_restarts(self, check_id: str, times: list[datetime]) -> None:
         self.store.put(f"budget/{check_id}", {"restarts": [t.isoformat() for t in times]})
+
+
+def repository_state(settings, spec: str | None, prefect_server: bool) -> MonitorState | None:
+    """The store named by ``spec`` (default: setting monitor_state) when it is a repository; None when it
+    is Prefect Variables (``prefect``, or ``auto`` with ``prefect_server``) — the tasks layer opens those."""
+    spec = spec or settings.monitor_state
+    if spec == "prefect" or (spec == "auto" and prefect_server):
+        return None
+    if spec in ("auto", "repository"):
+        spec = settings.repository
+    if not spec.startswith(("file://", "s3://")):
+        raise ConfigError(f"monitor_state: {spec!r}: use auto, prefect, repository, file:///dir or s3://bucket/prefix")
+    return MonitorState(RepositoryStore(open_storage(spec, S3Options.from_settings(settings), "monitor_state")))

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from charhub_ops.monitoring.config import RecurringWindow
 
-__all__ = ["AdHocWindow", "active_windows", "describe"]
+__all__ = ["AdHocWindow", "active_windows", "describe", "parse_duration"]
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -61,3 +61,16 @@ def describe(w: AdHocWindow) -> str:
     who = f" by {w.by}" if w.by else ""
     return (f"{w.reason} (ad hoc {w.id}{who}: {', '.join(w.checks) or 'every check'}, "
             f"{w.start:%Y-%m-%d %H:%M}–{w.end:%H:%M} UTC)")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30m``, ``2h``, ``1h30m``, ``90s``, ``1d`` → timedelta; ValueError otherwise."""
+    import re
+
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhd])", text.strip().lower())
+    if not parts or "".join(n + u for n, u in parts) != text.strip().lower():
+        raise ValueError(f"{text!r}: expected a duration like 30m, 2h, 1h30m")
+    return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))

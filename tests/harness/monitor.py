@@ -4,6 +4,7 @@ that records notifications, a small tmpfs."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import uuid
@@ -17,7 +18,7 @@ from tests.harness.app import SCRIPT
 from tests.harness.docker_pg import docker_client, ensure_busybox_image, stop
 from tests.harness.services import free_port
 
-__all__ = ["Backend", "backend", "write_config", "webhook", "small_tmpfs"]
+__all__ = ["Backend", "backend_fixture", "write_config", "webhook_fixture", "small_tmpfs_fixture"]
 
 
 class Backend:
@@ -42,11 +43,13 @@ class Backend:
         self.sh("echo ok > /tmp/www/health")
 
 
-@pytest.fixture
-def backend():
+@pytest.fixture(name="backend")
+def backend_fixture():
     client = docker_client()
     if client is None:
-        pytest.fail("no Docker engine reachable") if __import__("os").environ.get("CI") else pytest.skip("no Docker")
+        if os.environ.get("CI"):
+            pytest.fail("no Docker engine reachable in CI (.ci/run must start dockerd)")
+        pytest.skip("no Docker engine reachable (start dockerd; .ci/run does)")
     name, port = f"charhub-ops-test-backend-{uuid.uuid4().hex[:8]}", free_port()
     stop(client, name)
     client.containers.run(ensure_busybox_image(client), ["sh", "-c", SCRIPT], name=name, detach=True, init=True,
@@ -64,7 +67,7 @@ def write_config(path: Path, checks: list[dict], **extra) -> str:
 
 
 class _Hook(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802 - http.server API
+    def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.server.received.append(json.loads(body))
         self.send_response(200)
@@ -74,8 +77,8 @@ class _Hook(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def webhook(prefect_server):
+@pytest.fixture(name="webhook")
+def webhook_fixture(prefect_server):
     """A saved CustomWebhookNotificationBlock posting to a local server; yields (block name, received)."""
     from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
@@ -89,8 +92,8 @@ def webhook(prefect_server):
     server.shutdown()
 
 
-@pytest.fixture
-def small_tmpfs(tmp_path):
+@pytest.fixture(name="small_tmpfs")
+def small_tmpfs_fixture(tmp_path):
     mount = tmp_path / "disk"
     mount.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
