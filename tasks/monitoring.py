@@ -40,6 +40,8 @@ def utcnow() -> datetime:
 class VariableStore:
     """A StateStore in Prefect Variables: key ``check/web`` → Variable ``charhub-ops-mon-check__web``."""
 
+    page = 200
+
     def _name(self, key: str) -> str:
         return _PREFIX + key.replace("/", "__")
 
@@ -62,9 +64,16 @@ class VariableStore:
                 client.delete_variable_by_name(self._name(key))
 
     def keys(self, prefix: str) -> list[str]:
-        start = self._name(prefix)
+        """Every key under ``prefix``, read page by page (the API returns at most a page per request)."""
+        start, names, offset = self._name(prefix), [], 0
         with get_client(sync_client=True) as client:
-            names = [v.name for v in client.read_variables()]
+            while True:
+                page = client.request("POST", "/variables/filter", json={
+                    "variables": {"name": {"like_": start}}, "offset": offset, "limit": self.page}).json()
+                names += [v["name"] for v in page]
+                if len(page) < self.page:
+                    break
+                offset += self.page
         return [n.removeprefix(_PREFIX).replace("__", "/") for n in names if n.startswith(start)]
 
 
