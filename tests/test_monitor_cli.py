@@ -21,6 +21,8 @@ runner = CliRunner()
 def env(tmp_path, monkeypatch):
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     monkeypatch.setenv("CHARHUB_OPS_REPOSITORY", f"file://{tmp_path}/repo")
+    # the repository store, whether or not another test started a Prefect server in this process
+    monkeypatch.setenv("CHARHUB_OPS_MONITOR_STATE", f"file://{tmp_path}/repo")
     config = tmp_path / "monitor.yaml"
     config.write_text(yaml.safe_dump({"checks": [
         {"id": "web", "type": "http", "url": "http://127.0.0.1:9/api/v1/health", "expect_json": {"status": "ok"}},
@@ -58,8 +60,8 @@ def test_health_in_a_separate_process_sees_the_same_streak(env, tmp_path):
 def _env(tmp_path):
     import os
 
-    return {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {
-        "CHARHUB_OPS_REPOSITORY": f"file://{tmp_path}/repo"}
+    return {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "CHARHUB_OPS_MONITOR_STATE")} | {
+        "CHARHUB_OPS_REPOSITORY": f"file://{tmp_path}/repo"}  # auto: no server → the repository
 
 
 def test_maintenance_window_shows_in_health_and_can_be_stopped(env):

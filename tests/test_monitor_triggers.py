@@ -34,7 +34,8 @@ def _wait_for_run(deployment_id, check_id, started):
     with get_client(sync_client=True) as client:
         while True:
             only = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
-            runs = [r for r in client.read_flow_runs(deployment_filter=only) if r.parameters.get("check_id") == check_id]
+            runs = [r for r in client.read_flow_runs(deployment_filter=only)
+                    if r.parameters.get("check_id") == check_id]
             if runs or time.monotonic() > deadline:
                 break
             time.sleep(0.2)

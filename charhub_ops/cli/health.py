@@ -7,13 +7,14 @@ State store: Prefect Variables when ``PREFECT_API_URL`` names a server, else the
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated
 
 import typer
 
 from charhub_ops.cli.app import JsonOpt, err, prepare_prefect, print_json, run_guarded
 
-__all__ = ["health", "ConfigOpt", "StateOpt"]
+__all__ = ["health", "prefect_server", "ConfigOpt", "StateOpt"]
 
 ConfigOpt = Annotated[str | None, typer.Option(
     "--config", help="The monitor YAML (default: CHARHUB_OPS_MONITOR_CONFIG).")]
@@ -21,6 +22,18 @@ StateOpt = Annotated[str | None, typer.Option(
     "--state", help="State store: auto, prefect, repository, file:///dir or s3://bucket/prefix "
                     "(default: CHARHUB_OPS_MONITOR_STATE).")]
 _MARK = {"up": "[green]up[/]", "down": "[bold red]DOWN[/]", "maintenance": "[yellow]maintenance[/]"}
+
+
+def prefect_server() -> bool:
+    """A Prefect server is configured: PREFECT_API_URL in the environment (or, once Prefect is imported, its
+    setting). Every command decides the state store the same way."""
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    if "prefect.settings" in sys.modules:
+        from prefect.settings import PREFECT_API_URL
+
+        return bool(PREFECT_API_URL.value())
+    return False
 
 
 def _pass_without_prefect(config: str | None, state: str | None) -> list[dict] | None:
@@ -37,7 +50,7 @@ def _pass_without_prefect(config: str | None, state: str | None) -> list[dict] |
     cfg = load_config(config or settings.monitor_config)
     if any(getattr(c, "bearer_secret", None) for c in cfg.checks):
         return None  # a Prefect Secret block is needed
-    store = repository_state(settings, state, bool(os.environ.get("PREFECT_API_URL")))
+    store = repository_state(settings, state, prefect_server())
     return run_pass(cfg, store, settings, datetime.now(UTC)) if store is not None else None
 
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from charhub_ops.cli.app import JsonOpt, err, prepare_prefect, print_json, run_guarded
-from charhub_ops.cli.health import ConfigOpt, StateOpt
+from charhub_ops.cli.health import ConfigOpt, StateOpt, prefect_server
 from charhub_ops.errors import ConfigError
 
 __all__ = ["app", "open_store"]
@@ -18,11 +18,17 @@ app = typer.Typer(help="Incidents: respond to a check that is down, list and sho
 
 
 def open_store(state: str | None):
-    prepare_prefect()
+    """The state store, chosen exactly as `health` chooses it (Prefect is imported only for Variables)."""
+    from charhub_ops.monitoring.store import MonitorState, repository_state
     from charhub_ops.settings import load_settings
-    from tasks.monitoring import open_state
 
-    return open_state(load_settings(), state)
+    store = repository_state(load_settings(), state, prefect_server())
+    if store is not None:
+        return store
+    prepare_prefect()
+    from tasks.monitoring import VariableStore
+
+    return MonitorState(VariableStore())
 
 
 @app.command()

@@ -54,9 +54,27 @@ def backend_fixture():
     stop(client, name)
     client.containers.run(ensure_busybox_image(client), ["sh", "-c", SCRIPT], name=name, detach=True, init=True,
                           labels={"charhub-ops-test": "app"}, ports={"8080/tcp": ("127.0.0.1", port)})
-    yield Backend(client, name, port)
+    backend = Backend(client, name, port)
+    _wait_answering(backend.url)
+    yield backend
     stop(client, name)
     client.close()
+
+
+def _wait_answering(url: str, timeout: float = 20.0) -> None:
+    """Until httpd answers (a fresh container needs a moment before its port accepts connections)."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def write_config(path: Path, checks: list[dict], **extra) -> str:
