@@ -31,6 +31,7 @@ from tasks.monitoring import (
     check_context,
     diagnose_incident,
     open_state,
+    recent_check_events,
     recent_flow_runs,
     utcnow,
     write_incident_report,
@@ -78,7 +79,8 @@ def incident_respond_flow(check_id: str, config: str | None = None, detail: str 
     store.save_incident(inc)  # claims the check's slot before the slow steps
     notify(cfg.notify_block, f"charhub-ops: incident {inc.id} opened ({inc.severity})",
            f"{check_id} is down: {inc.detail}", ctx.secrets)
-    details = diagnose_incident(check, check_state, ctx, cfg.log_lines, recent_flow_runs())
+    details = diagnose_incident(check, check_state, ctx, cfg.log_lines, recent_flow_runs(),
+                                recent_check_events(check_id))
     inc = add(inc.model_copy(update={"diagnosis": summary_lines(details)}), utcnow(), "diagnosis gathered")
     inc = _mitigate(inc, check, cfg, store, ctx)
     inc = inc.model_copy(update={"report": write_incident_report(cfg.incident_dir, inc, details)})

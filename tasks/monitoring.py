@@ -28,7 +28,7 @@ from charhub_ops.monitoring.store import MonitorState, repository_state
 from charhub_ops.settings import Settings
 
 __all__ = ["VariableStore", "open_state", "check_context", "probe", "diagnose_incident",
-           "recent_flow_runs", "write_incident_report", "utcnow"]
+           "recent_flow_runs", "recent_check_events", "write_incident_report", "utcnow"]
 
 _PREFIX = "charhub-ops-mon-"
 
@@ -114,11 +114,23 @@ def recent_flow_runs(limit: int = 10) -> list[dict]:
              "deployment": str(r.deployment_id) if r.deployment_id else None} for r in runs]
 
 
+@task(name="recent-check-events", cache_policy=NONE)
+def recent_check_events(check_id: str, limit: int = 15) -> list[dict]:
+    """The latest events of ``charhub.check.<id>`` from the server, newest first (payloads are redacted)."""
+    from prefect.events.filters import EventFilter, EventResourceFilter
+
+    only = EventFilter(resource=EventResourceFilter(id=[f"charhub.check.{check_id}"]))
+    with get_client(sync_client=True) as client:
+        page = client.read_events(filter=only, limit=limit)
+    return [{"at": f"{e.occurred:%Y-%m-%d %H:%M:%S}", "event": e.event, "detail": str(e.payload.get("detail", ""))}
+            for e in page.events]
+
+
 @task(name="diagnose", cache_policy=NONE)
-def diagnose_incident(check, state: CheckState, ctx: CheckContext, log_lines: int,
-                      runs: list[dict]) -> dict[str, str]:
+def diagnose_incident(check, state: CheckState, ctx: CheckContext, log_lines: int, runs: list[dict],
+                      events: list[dict]) -> dict[str, str]:
     return diagnose(check, state, database_url=ctx.database_url, log_lines=log_lines, recent_runs=runs,
-                    secrets=ctx.secrets)
+                    recent_events=events, secrets=ctx.secrets)
 
 
 @task(name="write-incident-report", cache_policy=NONE)

@@ -65,7 +65,8 @@ def test_killed_backend_detected_restarted_documented_resolved(backend, prefect_
     for section in ("**Date**", "**Severity**: Critical", "**Duration**", "**Status**: Resolved", "## Summary",
                     "## Timeline", "## Detection", "## Root Cause", "Preliminary", "## Resolution",
                     "## Impact Analysis", "### Immediate", "### Short-term", "### Long-term", "## Lessons Learned",
-                    "## Related Documents", "restart_container", "Last 50 log lines"):
+                    "## Related Documents", "restart_container", "Last 50 log lines", "### Recent events",
+                    "### Recent flow runs", "### Disk"):
         assert section in report, section
     timeline = [line for line in report.splitlines() if line.startswith("| 20")]
     assert [t for t in timeline if "first failed probe" in t] and [t for t in timeline if "recovered" in t]

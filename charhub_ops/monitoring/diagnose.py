@@ -1,7 +1,7 @@
 """The diagnosis bundle of an incident: facts gathered once, every one redacted, rendered as markdown.
 
 Sections: the container (status, restart count, last log lines), PostgreSQL (sessions, blocking chains,
-long queries, idle transactions), disk usage, the check's recent probes, recent flow runs (deployments,
+long queries, idle transactions), disk usage, the check's recent probes and events, recent flow runs (deployments,
 migrations, backups: recent changes are the first suspect). A section that cannot be gathered says why.
 """
 
@@ -73,8 +73,12 @@ def _runs(runs: list[dict]) -> str:
                      + (f" (deployment {r['deployment']})" if r.get("deployment") else "") for r in runs)
 
 
+def _events(events: list[dict]) -> str:
+    return "\n".join(f"- {e['at']} UTC `{e['event']}` — {e['detail']}" for e in events) or "none found"
+
+
 def diagnose(check, state: CheckState, *, database_url: str | None, log_lines: int, recent_runs: list[dict],
-             secrets: list[str]) -> dict[str, str]:
+             secrets: list[str], recent_events: list[dict] | None = None) -> dict[str, str]:
     """Markdown sections by title, redacted."""
     sections: dict[str, str] = {}
     if check.container:
@@ -84,10 +88,12 @@ def diagnose(check, state: CheckState, *, database_url: str | None, log_lines: i
     paths = ["/", *getattr(check, "paths", [])]
     sections["Disk"] = _guard(lambda: _disk(paths))
     sections["Recent probes"] = _probes(state)
+    sections["Recent events"] = _events(recent_events or [])
     sections["Recent flow runs (recent changes)"] = _runs(recent_runs)
     return {title: redact(text, secrets) for title, text in sections.items()}
 
 
 def summary_lines(sections: dict[str, str]) -> list[str]:
     """The first line of each section: the preliminary root-cause facts."""
-    return [f"{title}: {text.strip().splitlines()[0] if text.strip() else '—'}" for title, text in sections.items()]
+    return [f"{title}: {text.strip().splitlines()[0].removeprefix('- ') if text.strip() else '—'}"
+            for title, text in sections.items()]
