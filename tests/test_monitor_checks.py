@@ -110,3 +110,40 @@ def test_disk_check_reads_real_usage(tmp_path):
     assert ok.ok and str(tmp_path) in ok.detail
     low = run_check(check(id="d", type="disk", paths=[str(tmp_path)], levels=[0.0, 0.001, 0.002]), ctx())
     assert not low.ok and low.level == 3 and "critical" in low.detail
+
+
+def test_bearer_token_from_a_prefect_secret_block_is_sent_and_never_shown(prefect_server):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from prefect.blocks.system import Secret
+
+    from charhub_ops.monitoring.state import CheckState
+    from charhub_ops.settings import Settings
+    from tasks.monitoring import check_context
+
+    token = f"tok-{uuid.uuid4().hex}"
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            good = self.headers.get("Authorization") == f"Bearer {token}"
+            self.send_response(200 if good else 401)
+            self.end_headers()
+            self.wfile.write(b'{"status": "ok"}' if good else f"bad token {self.headers.get('Authorization')}".encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    name = f"comfy-{uuid.uuid4().hex[:6]}"
+    Secret(value=token).save(name)
+    url = f"http://127.0.0.1:{server.server_address[1]}/system_stats"
+    try:
+        good = check(id="comfy", type="http", url=url, bearer_secret=name, expect_json={"status": "ok"})
+        assert run_check(good, check_context(good, Settings(), CheckState(check_id="comfy"), NOW)).ok
+        Secret(value="wrong-token-value").save(name, overwrite=True)
+        bad = run_check(good, check_context(good, Settings(), CheckState(check_id="comfy"), NOW))
+        assert not bad.ok and "status 401" in bad.detail and token not in bad.detail
+    finally:
+        server.shutdown()

@@ -111,3 +111,20 @@ def test_redact_removes_secret_shapes(text, secret):
 
 def test_redact_removes_known_values_anywhere():
     assert "my-token-value" not in redact("log: token is my-token-value.", ["my-token-value"])
+
+
+def test_incident_respond_json_then_list_and_show(env, prefect_server, tmp_path):
+    config = tmp_path / "disk.yaml"
+    config.write_text(yaml.safe_dump({"checks": [{"id": "full-disk", "type": "disk", "paths": [str(tmp_path)],
+                                                  "levels": [0, 0.001, 0.002], "mitigations": ["docker_cleanup"]}],
+                                      "incident_dir": str(tmp_path / "incidents")}))
+    result = runner.invoke(app, ["incident", "respond", "--config", str(config), "--check", "full-disk", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert {"incident_id", "actions", "report", "resolved"} <= set(out) and out["resolved"] is False
+    assert out["actions"] == [{"action": "docker_cleanup", "ok": False, "ran": False}]  # no cleanup deployment
+    listed = json.loads(runner.invoke(app, ["incident", "list", "--json"]).stdout)
+    assert [i["incident_id"] for i in listed] == [out["incident_id"]] and listed[0]["status"] == "escalated"
+    shown = runner.invoke(app, ["incident", "show", out["incident_id"]])
+    assert shown.exit_code == 0 and "## Timeline" in shown.stdout and "**Status**: Escalated" in shown.stdout
+    assert runner.invoke(app, ["incident", "show", "nope"]).exit_code == 1
