@@ -22,7 +22,7 @@ from prefect import flow
 
 from charhub_ops.monitoring.config import BackupsCheck, load_config
 from charhub_ops.monitoring.diagnose import summary_lines
-from charhub_ops.monitoring.incidents import add, attach, new_incident, record_action, resolve
+from charhub_ops.monitoring.incidents import RESPONSE_TARGET, add, attach, new_incident, record_action, resolve
 from charhub_ops.monitoring.mitigate import planned_actions
 from charhub_ops.monitoring.windows import active_windows
 from charhub_ops.settings import load_settings
@@ -78,11 +78,14 @@ def incident_respond_flow(check_id: str, config: str | None = None, detail: str 
                        check_state.first_failure_at, check_state.down_at, check_state.failed_probes)
     store.save_incident(inc)  # claims the check's slot before the slow steps
     notify(cfg.notify_block, f"charhub-ops: incident {inc.id} opened ({inc.severity})",
-           f"{check_id} is down: {inc.detail}", ctx.secrets)
+           f"{check_id} is down: {inc.detail}\nrespond {RESPONSE_TARGET[inc.severity]}", ctx.secrets)
     details = diagnose_incident(check, check_state, ctx, cfg.log_lines, recent_flow_runs(),
                                 recent_check_events(check_id))
     inc = add(inc.model_copy(update={"diagnosis": summary_lines(details)}), utcnow(), "diagnosis gathered")
     inc = _mitigate(inc, check, cfg, store, ctx)
+    latest = store.incident(inc.id)
+    if latest is not None and latest.status == "resolved":  # incident-resolve ran while this run mitigated
+        inc = resolve(inc, latest.resolved_at, latest.failed_probes)
     inc = inc.model_copy(update={"report": write_incident_report(cfg.incident_dir, inc, details)})
     store.save_incident(inc)
     _tell(cfg, inc, ctx.secrets)

@@ -62,7 +62,8 @@ def test_killed_backend_detected_restarted_documented_resolved(backend, prefect_
     closed = incident_resolve_flow(check_id=cid, config=config)
     assert closed["resolved"] and closed["incident_id"] == result["incident_id"]
     report = open(closed["report"]).read()
-    for section in ("**Date**", "**Severity**: Critical", "**Duration**", "**Status**: Resolved", "## Summary",
+    for section in ("**Date**", "**Severity**: Critical (respond now)", "**Duration**", "**Status**: Resolved",
+                    "## Summary",
                     "## Timeline", "## Detection", "## Root Cause", "Preliminary", "## Resolution",
                     "## Impact Analysis", "### Immediate", "### Short-term", "### Long-term", "## Lessons Learned",
                     "## Related Documents", "restart_container", "Last 50 log lines", "### Recent events",

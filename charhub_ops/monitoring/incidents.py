@@ -12,9 +12,10 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 __all__ = ["TimelineEntry", "ActionResult", "Incident", "new_incident", "attach", "add", "record_action",
-           "resolve", "duration_text", "budget_left", "prune_budget"]
+           "resolve", "duration_text", "budget_left", "prune_budget", "RESPONSE_TARGET"]
 
 TIMELINE_KEPT = 40
+RESPONSE_TARGET = {"critical": "now", "high": "within 1 h", "medium": "within 4 h", "low": "next working day"}
 
 
 class TimelineEntry(BaseModel):

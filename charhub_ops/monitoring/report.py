@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from charhub_ops.errors import OpsError
-from charhub_ops.monitoring.incidents import Incident, duration_text
+from charhub_ops.monitoring.incidents import RESPONSE_TARGET, Incident, duration_text
 
 __all__ = ["report_path", "render_report", "write_report", "details_of"]
 
@@ -48,7 +48,8 @@ def render_report(inc: Incident, now: datetime, details: str = "") -> str:
     ran = [a for a in inc.actions if a.ran]
     parts = [
         f"# Incident: {inc.title}", "",
-        f"**Date**: {inc.opened_at:%Y-%m-%d}  ", f"**Severity**: {inc.severity.capitalize()}  ",
+        f"**Date**: {inc.opened_at:%Y-%m-%d}  ",
+        f"**Severity**: {inc.severity.capitalize()} (respond {RESPONSE_TARGET[inc.severity]})  ",
         f"**Duration**: {duration_text(inc, now)}  ", f"**Status**: {status}  ", f"**Incident id**: `{inc.id}`", "",
         "## Summary", "",
         f"Check `{inc.check_id}` failed: {inc.detail}. Detected at {_t(inc.detected_at)} after consecutive failed "
