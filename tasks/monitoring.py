@@ -8,6 +8,9 @@ ephemeral API) it lives in the repository (``RepositoryStore``). Setting ``monit
 
 from __future__ import annotations
 
+import base64
+import json
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import VariableCreate, VariableUpdate
 from prefect.client.schemas.sorting import FlowRunSort
 
+from charhub_ops.errors import ConfigError
 from charhub_ops.monitoring.checks import CheckContext, CheckResult, run_check
 from charhub_ops.monitoring.diagnose import diagnose
 from charhub_ops.monitoring.incidents import Incident
@@ -31,6 +35,25 @@ __all__ = ["VariableStore", "open_state", "check_context", "probe", "diagnose_in
            "recent_flow_runs", "recent_check_events", "write_incident_report", "utcnow"]
 
 _PREFIX = "charhub-ops-mon-"
+_ZIP = "zlib+base64"
+_LIMIT = 4800  # a Variable's JSON must stay under 5,000 characters
+
+
+def _pack(value: dict) -> dict:
+    """``value``, or its compressed form when its JSON would not fit in a Variable; ConfigError if even that
+    does not fit (never a silent truncation)."""
+    text = json.dumps(value, default=str)
+    if len(text) <= _LIMIT:
+        return value
+    packed = {_ZIP: base64.b64encode(zlib.compress(text.encode(), 9)).decode()}
+    if len(packed[_ZIP]) > _LIMIT:
+        raise ConfigError(f"monitor state: a value of {len(text)} characters does not fit in a Prefect Variable "
+                          "even compressed (use CHARHUB_OPS_MONITOR_STATE=repository)")
+    return packed
+
+
+def _unpack(value: dict) -> dict:
+    return json.loads(zlib.decompress(base64.b64decode(value[_ZIP])))
 
 
 def utcnow() -> datetime:
@@ -48,10 +71,12 @@ class VariableStore:
     def get(self, key: str) -> dict | None:
         with get_client(sync_client=True) as client:
             var = client.read_variable_by_name(self._name(key))
-        return var.value if var is not None else None
+        if var is None:
+            return None
+        return _unpack(var.value) if isinstance(var.value, dict) and set(var.value) == {_ZIP} else var.value
 
     def put(self, key: str, value: dict) -> None:
-        name = self._name(key)
+        name, value = self._name(key), _pack(value)
         with get_client(sync_client=True) as client:
             if client.read_variable_by_name(name) is None:
                 client.create_variable(VariableCreate(name=name, value=value, tags=["charhub-ops-monitor"]))
@@ -141,5 +166,6 @@ def write_incident_report(incident_dir: str, inc: Incident, details: dict[str, s
     text = "\n\n".join(f"### {title}\n\n{body}" for title, body in details.items()) if details else details_of(path)
     markdown = render_report(inc, utcnow(), text)
     write_report(path, markdown)
-    create_markdown_artifact(markdown, key=f"incident-{inc.check_id}", description=f"incident {inc.id}")
+    create_markdown_artifact(markdown, key=f"incident-{inc.check_id.replace('_', '-')}",  # keys: no '_'
+                             description=f"incident {inc.id}")
     return str(path)

@@ -49,3 +49,16 @@ def test_one_open_incident_per_check_and_the_slot_frees_on_resolve(store):
     state.save_incident(resolve(inc, now))
     assert state.open_incident(cid) is None
     assert [i.status for i in state.incidents() if i.check_id == cid] == ["resolved"]
+
+
+def test_a_large_incident_round_trips_through_a_variable(prefect_server):
+    from charhub_ops.monitoring.incidents import add
+
+    state = MonitorState(VariableStore())
+    now = datetime.now(UTC)
+    inc = new_incident(f"big_{uuid.uuid4().hex[:6]}", "critical", "x" * 300, now, now, now, 3)
+    for i in range(40):
+        inc = add(inc, now, f"step {i}: " + "detail " * 40)
+    assert len(inc.model_dump_json()) > 5000  # more than one Variable holds
+    state.save_incident(inc)
+    assert state.incident(inc.id) == inc
