@@ -1,4 +1,4 @@
-"""Restore benchmark: the restore and verify flows (CLI) vs a raw download | zstd -d | pg_restore, one S3 server.
+"""Restore benchmark: restore (both modes) and verify flows vs a raw download | zstd -d | pg_restore, one S3 server.
 
     .venv/bin/python bench/restore_bench.py [--size-gb 0.75] [--repeat 1] [--profile] [--keep]
 
@@ -14,15 +14,20 @@ One run (see bench/README.md):
      ``zstd -d`` to a file, ``createdb``, ``pg_restore -j <min(4, CPUs)>``;
    * ``raw file (GET)``: the same with one streaming GET instead of ``download_fileobj`` (whose 8 MiB ranged GETs
      are slow on moto, see DOWNLOADER);
-   * ``flow restore``: ``charhub-ops restore --from s3://bench/r --database-url …/restored_N --json``;
+   * ``flow restore, stream``: ``charhub-ops restore --from s3://bench/r --database-url …/restored_N --json`` with
+     ``CHARHUB_OPS_RESTORE_MODE=stream`` (GET → SHA-256 → zstd → pg_restore stdin, one job: the raw pipe's shape);
+   * ``flow restore, file``: the same with ``CHARHUB_OPS_RESTORE_MODE=file`` (verified file, then pg_restore -j: the
+     raw file variant's shape);
    * ``flow verify``: ``charhub-ops verify --from s3://bench/r --database-url …/postgres --backup <id> --json``
-     (restore into a scratch database, compare with the manifest, drop it, record the verdict);
+     in the default ``auto`` mode (restore into a scratch database, compare with the manifest, drop it, record the
+     verdict);
    restored databases are dropped (and a CHECKPOINT taken) after each method, untimed;
 3. prints seconds, ratios (flow vs both raw variants, verify vs restore), peak RSS of the CLI process and of its
    pg_restore, CPU seconds by component, the flows' task run times from the Prefect API and the raw steps;
-4. with ``--profile``: calls the engine functions (``charhub_ops.restore.fetch_verified``, ``pg_restore``,
-   ``check_restored``) directly under cProfile, next to a plain single-GET read of the object, then runs the restore
-   CLI once more under ``python -m cProfile`` (imports / flow call / rest / outside the profiled main thread);
+4. with ``--profile``: calls the engine functions (``charhub_ops.restore_io.fetch_verified``, ``pg_restore``,
+   ``pg_restore_stream``, ``charhub_ops.restore.check_restored``) directly under cProfile, next to a plain
+   single-GET read of the object, then runs the restore CLI once more under ``python -m cProfile`` (imports /
+   flow call / rest / outside the profiled main thread);
 5. stops everything it started (servers, cluster, temp dirs, downloaded files), also on failure or Ctrl-C.
 
 Measurement (wall time, VmHWM polling, wait4 rusage, CPU of the service process trees, the private bytecode
@@ -83,8 +88,10 @@ out.flush()
 RAW_PIPE = "raw   GET|zstd -d|pg_restore"
 RAW_FILE = f"raw   file: dl, zstd -d, pg_restore -j{JOBS}"
 RAW_FILE_GET = f"raw   file: GET, zstd -d, pg_restore -j{JOBS}"
-FLOW = "flow  restore CLI"
-VERIFY = "flow  verify CLI"
+FLOW = "flow  restore CLI, stream"
+FLOW_FILE = f"flow  restore CLI, file -j{JOBS}"
+VERIFY = "flow  verify CLI (auto)"
+MODES = {FLOW: "stream", FLOW_FILE: "file", VERIFY: "auto"}
 
 
 @dataclass
@@ -135,7 +142,7 @@ def drop_restored(cluster: PgCluster) -> None:
 
 def profile_engine(cluster: PgCluster, backup_id: str, work: Path, top: int = 10) -> list[str]:
     """The engine functions of the restore pipeline called directly (no Prefect), each under cProfile."""
-    from charhub_ops import catalog, restore
+    from charhub_ops import catalog, restore, restore_io
     from charhub_ops.pgurl import parse_pg_url
     from charhub_ops.postgres import make_tools, open_session
     from charhub_ops.storage import S3Options, open_storage
@@ -166,7 +173,7 @@ def profile_engine(cluster: PgCluster, backup_id: str, work: Path, top: int = 10
 
     def plain_get() -> None:  # the same single GET the flow makes, bytes thrown away
         with storage.open(manifest.dump.key) as raw:
-            while raw.read(restore.CHUNK):
+            while raw.read(restore_io.CHUNK):
                 pass
 
     def check() -> None:
@@ -179,12 +186,22 @@ def profile_engine(cluster: PgCluster, backup_id: str, work: Path, top: int = 10
     try:
         drop_and_checkpoint(cluster, [target])
         profiled("plain GET of the object (storage.open + read 1 MiB)", plain_get)
-        profiled("fetch_verified (GET + sha256 + zstd → file)", lambda: restore.fetch_verified(storage, manifest, dest))
+        profiled("fetch_verified (GET + sha256 + zstd → file)",
+                 lambda: restore_io.fetch_verified(storage, manifest, dest))
         with cluster.connect() as conn:
             conn.execute(f'CREATE DATABASE "{target}"')
-        profiled(f"pg_restore (engine, -j{JOBS})", lambda: restore.pg_restore(
-            make_tools(url, None, str(cluster.bin)), dest, 0, False))
+        tools = make_tools(url, None, str(cluster.bin))
+        profiled(f"pg_restore (engine, -j{JOBS})", lambda: restore_io.pg_restore(tools, dest, 0, False))
         profiled("check_restored (row counts + content hashes)", check)
+        drop_and_checkpoint(cluster, [target])
+        with cluster.connect() as conn:
+            conn.execute(f'CREATE DATABASE "{target}"')
+
+        def stream() -> None:
+            with restore_io.VerifiedReader(storage, manifest) as source:
+                restore_io.pg_restore_stream(tools, source)
+
+        profiled("pg_restore_stream (GET + sha256 + zstd → pg_restore stdin; main thread waits)", stream)
     finally:
         dest.unlink(missing_ok=True)
         drop_and_checkpoint(cluster, [target])
@@ -203,7 +220,9 @@ def cli_profile(path: Path, seconds: float) -> list[str]:
     call = cum("prefect/flows.py", "__call__")
     body = cum("flows/restore.py", "restore_flow")
     tasks = cum("prefect/task_engine.py", "run_task_sync")
-    engine = {k: cum("charhub_ops/restore.py", k) for k in ("fetch_verified", "pg_restore", "check_restored")}
+    engine = {k: cum(f"charhub_ops/{m}.py", k) for m, k in (
+        ("restore_io", "fetch_verified"), ("restore_io", "pg_restore"), ("restore_io", "pg_restore_stream"),
+        ("restore", "check_restored"))}
     return [
         f"  the restore CLI under cProfile: {seconds:.2f} s wall (profiler overhead included), of which the main "
         f"thread's Python {st.total_tt:.2f} s:",
@@ -273,8 +292,9 @@ def main() -> int:
 
         run_stats = bb.flow_run_stats(api, server_home)
 
-        def cli(argv: list[str]) -> bb.Run:
-            run = bb.run_measured([("cli", [CLI, *argv, "--json"])], cli_env, cwd=ROOT, watch=watch,
+        def cli(argv: list[str], mode: str) -> bb.Run:
+            env = {**cli_env, "CHARHUB_OPS_RESTORE_MODE": mode}
+            run = bb.run_measured([("cli", [CLI, *argv, "--json"])], env, cwd=ROOT, watch=watch,
                                   timeout=STEP_TIMEOUT)
             stats = run_stats()
             run.extra = {"result": json.loads(run.stdout), **stats}
@@ -283,7 +303,7 @@ def main() -> int:
         pg_restore = str(cluster.bin / "pg_restore")
         restore_flags = ["--exit-on-error", "--no-password"]
         dl = [sys.executable, str(downloader), bucket, key]  # + "get" / "transfer" [+ file]
-        rows = {m: Row(m, []) for m in (RAW_PIPE, RAW_FILE, RAW_FILE_GET, FLOW, VERIFY)}
+        rows = {m: Row(m, []) for m in (RAW_PIPE, RAW_FILE, RAW_FILE_GET, FLOW, FLOW_FILE, VERIFY)}
         restored_sizes: dict[str, int] = {}
 
         def record(method: str, fn, dbname: str | None) -> None:
@@ -319,15 +339,18 @@ def main() -> int:
             ], watch)
 
         for n in range(1, args.repeat + 1):
-            log(f"round {n}/{args.repeat}: raw pipe, flow restore, raw file (download_fileobj), raw file (GET), "
-                "flow verify …")
+            log(f"round {n}/{args.repeat}: raw pipe, flow restore (stream), raw file (GET), flow restore (file), "
+                "raw file (download_fileobj), flow verify …")
             record(RAW_PIPE, partial(raw_pipe, f"restored_raw_{n}"), f"restored_raw_{n}")
-            record(FLOW, partial(cli, ["restore", "--from", REPO, "--database-url", cluster.url(f"restored_{n}")]),
-                   f"restored_{n}")
-            record(RAW_FILE, partial(raw_file, f"restored_rawfile_{n}", "transfer"), f"restored_rawfile_{n}")
+            record(FLOW, partial(cli, ["restore", "--from", REPO, "--database-url", cluster.url(f"restored_{n}")],
+                                 MODES[FLOW]), f"restored_{n}")
             record(RAW_FILE_GET, partial(raw_file, f"restored_rawget_{n}", "get"), f"restored_rawget_{n}")
+            record(FLOW_FILE, partial(cli, ["restore", "--from", REPO, "--database-url",
+                                            cluster.url(f"restored_file_{n}")], MODES[FLOW_FILE]),
+                   f"restored_file_{n}")
+            record(RAW_FILE, partial(raw_file, f"restored_rawfile_{n}", "transfer"), f"restored_rawfile_{n}")
             record(VERIFY, partial(cli, ["verify", "--from", REPO, "--database-url", cluster.url("postgres"),
-                                         "--backup", backup_id]), None)
+                                         "--backup", backup_id], MODES[VERIFY]), None)
 
         log("download alone, into a file (best of 2 each) …")
         download_only: dict[str, float] = {}
@@ -355,7 +378,8 @@ def main() -> int:
             profile_lines += cli_profile(prof_out, run.seconds)
 
         # ------------------------------------------------------------------------------------ report
-        pipe, file_, fget, flow, verify = (rows[m].best for m in (RAW_PIPE, RAW_FILE, RAW_FILE_GET, FLOW, VERIFY))
+        pipe, file_, fget, flow, flow_file, verify = (rows[m].best for m in (RAW_PIPE, RAW_FILE, RAW_FILE_GET, FLOW,
+                                                                              FLOW_FILE, VERIFY))
         uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
         print()
         print(f"results — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, commit {bb.git_state()}; "
@@ -388,12 +412,12 @@ def main() -> int:
                 print(f"  all runs of {row.method.strip()}: " + ", ".join(f"{r.seconds:.2f}" for r in row.runs))
         for label, b in (("raw pipe", pipe), ("raw file", file_), ("raw file (GET)", fget)):
             print(f"  steps of the best {label}: " + ", ".join(f"{n} {s:.2f}" for n, s in b.extra["steps"]))
-        for label, b in (("restore", flow), ("verify", verify)):
+        for label, b in (("restore (stream)", flow), ("restore (file)", flow_file), ("verify", verify)):
             print(f"  task run times of the best {label} flow: "
                   + ", ".join(f"{name} {secs:.2f}" for name, secs in b.extra["tasks"]))
-        for label, b in (("restore", flow), ("verify", verify)):
+        for label, b in (("restore (stream)", flow), ("restore (file)", flow_file), ("verify", verify)):
             tasks = dict(b.extra["tasks"])
-            data = {k: tasks.get(k, 0.0) for k in ("fetch-and-verify", "pg-restore", "check-copy")}
+            data = {k: tasks.get(k, 0.0) for k in ("fetch-and-verify", "restore-new-database", "check-copy")}
             other = sum(tasks.values()) - sum(data.values())
             print(f"  where the best {label} flow's {b.seconds:.2f} s went: outside the flow run (process start, "
                   f"imports, CLI checks, flow-run setup/teardown, exit) {b.seconds - b.extra['in_flow']:.2f} s; "
@@ -414,15 +438,18 @@ def main() -> int:
 
         print()
         print("targets of the issue:")
-        print(f"  restore flow ≤ 1.15 × raw GET|zstd -d|pg_restore:       {flow.seconds / pipe.seconds:.2f}×  "
-              f"{bb.verdict(flow.seconds <= 1.15 * pipe.seconds)}   (vs the raw file variant with -j{JOBS}: "
-              f"{flow.seconds / file_.seconds:.2f}×, with one GET: {flow.seconds / fget.seconds:.2f}×)")
+        best = min(flow, flow_file, key=lambda r: r.seconds)
+        print(f"  restore flow ≤ 1.15 × raw GET|zstd -d|pg_restore:       {best.seconds / pipe.seconds:.2f}×  "
+              f"{bb.verdict(best.seconds <= 1.15 * pipe.seconds)}   (stream {flow.seconds / pipe.seconds:.2f}×, "
+              f"file {flow_file.seconds / pipe.seconds:.2f}×; stream vs the raw pipe, file vs the raw file variant "
+              f"with one GET: {flow.seconds / pipe.seconds:.2f}× / {flow_file.seconds / fget.seconds:.2f}×)")
         print(f"  verify ≤ 1.3 × a plain restore (the restore flow):      {verify.seconds / flow.seconds:.2f}×  "
               f"{bb.verdict(verify.seconds <= 1.3 * flow.seconds)}   "
               f"(vs raw pipe {verify.seconds / pipe.seconds:.2f}×, "
               f"vs raw file {verify.seconds / file_.seconds:.2f}× / {verify.seconds / fget.seconds:.2f}×)")
         print("  peak RSS of the CLI python process: "
-              + ", ".join(f"{m.strip()} {rows[m].best.peak_kib['cli'] / 1024:.0f} MB" for m in (FLOW, VERIFY)))
+              + ", ".join(f"{m.strip()} {rows[m].best.peak_kib['cli'] / 1024:.0f} MB"
+                          for m in (FLOW, FLOW_FILE, VERIFY)))
         print(f"uptime before: {uptime_before}")
         print(f"uptime after:  {uptime_after}")
         if bb.git_state() != commit_before:

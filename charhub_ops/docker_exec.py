@@ -7,11 +7,15 @@ Contracts (every docker / requests / socket error is translated here and re-rais
 
 ``ContainerExec(container, client=None)``
     Lazily builds ``docker.from_env()``. Every method raises ``DockerError`` when the engine is unreachable
-    (``docker: cannot reach the Docker engine: ...``), when the container does not exist
-    (``docker: container 'NAME' not found (setting docker_container)``) or is not running.
+    (``docker: cannot reach the Docker engine (DOCKER_HOST=...): <reason>``), when the container does not
+    exist (``docker: container 'NAME' not found (setting docker_container)``) or is not running: all
+    permanent. A connection to the engine that breaks while a command runs (a read fails, or the output
+    ends while the command still runs) raises a transient ``DockerError``; an engine that does not answer
+    in time too.
 ``ContainerExec.run(cmd, env=None, user=None) -> bytes``
     Runs ``cmd`` to completion and returns its stdout. Exit code != 0 raises
-    ``DatabaseError("<program>: exit <code>: <last ~500 chars of stderr>")``.
+    ``DatabaseError("<program>: exit <code>: <last ~500 chars of stderr>")``, transient when stderr shows
+    a lost or refused database connection (``charhub_ops.pgerrors``).
 ``ContainerExec.stream(cmd, env=None, user=None) -> ExecStream``
     Starts ``cmd`` and returns a binary, read-only raw stream of its stdout (bounded memory; stderr keeps
     its last 64 KiB). At EOF the exit code is checked: ``read`` raises ``DatabaseError`` as above, so a
@@ -26,8 +30,8 @@ Contracts (every docker / requests / socket error is translated here and re-rais
     span several queries (``pg_export_snapshot()`` held while pg_dump runs in another exec).
 ``ContainerPsqlSession.query(sql) -> list[tuple[str | None, ...]]``
     Sends one statement; returns its rows as text (NULL -> None; [] for BEGIN, COMMIT, DDL...). An SQL error
-    raises ``DatabaseError("psql: ERROR: ...")`` and the session stays usable; psql dying raises
-    ``DatabaseError`` with its exit code. ``close()`` (or leaving the ``with`` block) ends psql.
+    raises ``DatabaseError("psql: ERROR: ...")`` (transient by its SQLSTATE) and the session stays usable;
+    psql dying raises ``DatabaseError`` with its exit code. ``close()`` (or leaving the ``with`` block) ends psql.
 
 Messages never contain environment values (PGPASSWORD...): they name the program, the exit code and stderr.
 """
@@ -37,7 +41,6 @@ from __future__ import annotations
 import io
 import os
 import socket
-import struct
 import threading
 import time
 import uuid
@@ -48,73 +51,17 @@ from typing import BinaryIO, Self
 import docker
 import requests
 
+from charhub_ops.docker_demux import CHUNK as _CHUNK
+from charhub_ops.docker_demux import Demux
 from charhub_ops.errors import DatabaseError, DockerError
+from charhub_ops.pgerrors import sqlstate_is_transient, tool_failure
 
 __all__ = ["ContainerExec", "ContainerPsqlSession", "ExecStream"]
 
-_CHUNK = 1 << 20  # bytes asked from the socket per read
 _STDERR_KEEP = 64 * 1024
 _MESSAGE_TAIL = 500
 _FIELD_SEP, _RECORD_SEP, _NULL = "\x1f", "\x1e", "\x1d"
 _TOKEN_VAR = "CHARHUB_OPS_EXEC"  # marks an exec's processes so that an early close can terminate them
-_HEADER = struct.Struct(">BxxxL")  # docker's multiplexed frame header: stream id, payload size
-
-
-class _Demux:
-    """Reads docker's multiplexed frames (8-byte header + payload) from a hijacked exec connection."""
-
-    def __init__(self, raw_socket):
-        # docker-py's http.client may already have read frames past the HTTP headers into its buffered
-        # reader: read through it, not through the bare socket, or the first bytes get lost.
-        self.sock = getattr(raw_socket, "_sock", raw_socket)
-        try:
-            self._reader = raw_socket._response.raw._fp.fp
-        except AttributeError:
-            self._reader = raw_socket
-        self._readinto = next(getattr(self._reader, name) for name in ("readinto1", "readinto", "recv_into")
-                               if hasattr(self._reader, name))
-        self._buf = bytearray(_CHUNK)
-        self._view = memoryview(self._buf)
-        self._pos = self._end = self._left = self._stream = 0
-
-    def buffered(self) -> bool:
-        """True if the next chunk can be returned without blocking."""
-        avail = self._end - self._pos
-        return avail > 0 if self._left else avail >= _HEADER.size
-
-    def next_chunk(self, limit: int) -> tuple[int, memoryview] | None:
-        """(stream id, at most ``limit`` payload bytes, valid until the next call) or None at EOF."""
-        while self._left == 0:
-            while self._end - self._pos < _HEADER.size:
-                if not self._fill():
-                    return None
-            self._stream, self._left = _HEADER.unpack_from(self._buf, self._pos)
-            self._pos += _HEADER.size
-        if self._pos == self._end and not self._fill():
-            return None
-        n = min(self._left, self._end - self._pos, limit)
-        self._pos += n
-        self._left -= n
-        return self._stream, self._view[self._pos - n : self._pos]
-
-    def _fill(self) -> bool:
-        leftover = self._end - self._pos  # < 8 bytes of a split header, or 0
-        self._buf[:leftover] = self._buf[self._pos : self._end]
-        self._pos, self._end = 0, leftover
-        got = self._readinto(self._view[leftover:])  # one socket read of up to 1 MiB
-        self._end += got or 0
-        return bool(got)
-
-    def close(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        for closable in (self._reader, self.sock):
-            try:
-                closable.close()
-            except OSError:
-                pass
 
 
 class _Exec:
@@ -123,7 +70,7 @@ class _Exec:
     def __init__(self, api, exec_id: str, raw_socket, program: str, container: str, token: str, user: str | None):
         self.api, self.exec_id, self.program, self.container = api, exec_id, program, container
         self.token, self.user = token, user
-        self.demux = _Demux(raw_socket)
+        self.demux = Demux(raw_socket)
         self.demux.sock.settimeout(None)  # pg_dump may wait on locks for minutes without output
         self.stderr = bytearray()
 
@@ -141,8 +88,9 @@ class _Exec:
                 if not info.get("Running") and info.get("ExitCode") is not None:
                     return int(info["ExitCode"])
                 if time.monotonic() > deadline:
-                    raise DockerError(f"docker: {self.program} in '{self.container}' still running after its "
-                                      f"output ended ({timeout:.0f} s)")
+                    self.terminate()
+                    raise DockerError(f"docker: {self.program} in '{self.container}': the connection to it "
+                                      f"ended while it still ran", transient=True)
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
 
@@ -153,13 +101,18 @@ class _Exec:
         try:
             created = self.api.exec_create(self.container, ["sh", "-c", script, "sh", self.token],
                                            user=self.user or "")
-            self.api.exec_start(created["Id"])
+            self.api.exec_start(created["Id"], detach=True)  # reading its (empty) output could block forever
         except (docker.errors.DockerException, requests.RequestException, OSError):
             pass
 
     def failure(self, code: int) -> DatabaseError:
-        tail = bytes(self.stderr).decode("utf-8", "replace").strip()[-_MESSAGE_TAIL:]
-        return DatabaseError(f"{self.program}: exit {code}: {tail}")
+        return tool_failure(self.program, code, bytes(self.stderr))
+
+    def dropped(self, exc: OSError) -> DockerError:
+        """The connection to the engine broke mid-read: transient (the command is terminated)."""
+        self.terminate()
+        return DockerError(f"docker: reading the output of {self.program} in '{self.container}': "
+                           f"{exc.strerror or exc}", transient=True)
 
 
 class ExecStream(io.RawIOBase):
@@ -190,7 +143,7 @@ class ExecStream(io.RawIOBase):
             try:
                 chunk = self._exec.demux.next_chunk(len(out) - total)
             except OSError as exc:
-                raise DockerError(f"docker: reading the output of {self._exec.program}: {exc}") from exc
+                raise self._exec.dropped(exc) from exc
             if chunk is None:
                 self._eof = True
                 return total if total else self._finish()
@@ -246,15 +199,16 @@ class ContainerPsqlSession:
         text = sql.strip()
         if not text.endswith(";"):
             text += ";"  # a backslash command would otherwise run before the unterminated statement
-        script = f"\\set ERROR false\n{text}\n\\echo {self._marker} :ERROR\n\\warn {self._marker}\n"
+        script = f"\\set ERROR false\n{text}\n\\echo {self._marker} :ERROR :SQLSTATE\n\\warn {self._marker}\n"
         try:
             self._exec.demux.sock.sendall(script.encode())
         except OSError:
             pass  # psql is gone: reading reports its exit code and stderr
         out, err = self._read_until_markers()
         rows, status = out.rsplit(f"{self._marker} ", 1)
-        if status.strip() == "true":
-            raise DatabaseError(f"psql: {_error_text(err)}")
+        failed, _, sqlstate = status.strip().partition(" ")
+        if failed == "true":
+            raise DatabaseError(f"psql: {_error_text(err)}", transient=sqlstate_is_transient(sqlstate))
         return _parse_rows(rows)
 
     def _read_until_markers(self) -> tuple[str, str]:
@@ -265,7 +219,8 @@ class ContainerPsqlSession:
             try:
                 chunk = self._exec.demux.next_chunk(_CHUNK)
             except OSError as exc:
-                raise DockerError(f"docker: reading from psql in '{self._exec.container}': {exc}") from exc
+                self._closed = True
+                raise self._exec.dropped(exc) from exc
             if chunk is None:
                 self._exec.keep_stderr(memoryview(err))
                 self._closed = True
@@ -277,7 +232,7 @@ class ContainerPsqlSession:
                 stderr_done = err.endswith(marker + b"\n")
             else:
                 out += data
-                stdout_done = out.endswith(b"\n") and marker + b" " in out[-(len(marker) + 16) :]
+                stdout_done = out.endswith(b"\n") and marker + b" " in out[-(len(marker) + 24) :]
         return out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
     def close(self) -> None:
@@ -345,7 +300,8 @@ class ContainerExec:
         return data
 
     def psql_session(self, dbname: str, user: str | None = None, env: dict | None = None) -> ContainerPsqlSession:
-        """Start an interactive psql on ``dbname`` as role ``user`` (default: the container's default)."""
+        """Start an interactive psql on ``dbname`` (a name or a conninfo) as role ``user`` (default: the
+        container's default)."""
         cmd = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=0", "-F", _FIELD_SEP, "-R", _RECORD_SEP,
                "-P", f"null={_NULL}", "-d", dbname]
         if user:
@@ -362,7 +318,7 @@ class ContainerExec:
             created = api.exec_create(self.container, cmd, stdout=True, stderr=True, stdin=stdin,
                                       environment={**(env or {}), _TOKEN_VAR: token}, user=user or "")
             raw_socket = api.exec_start(created["Id"], socket=True)
-        return _Exec(api, created["Id"], raw_socket, program, self.container, f"{_TOKEN_VAR}={token}", user)
+            return _Exec(api, created["Id"], raw_socket, program, self.container, f"{_TOKEN_VAR}={token}", user)
 
 
 def _parse_rows(text: str) -> list[tuple[str | None, ...]]:
@@ -384,12 +340,30 @@ def _error_text(stderr: str) -> str:
 
 @contextmanager
 def _translate(container: str, action: str) -> Iterator[None]:
-    """Turn docker SDK / requests errors into DockerError, raised ``from`` the original."""
+    """Turn docker SDK / requests / socket errors into one-line DockerErrors, raised ``from`` the original."""
     try:
         yield
     except docker.errors.NotFound as exc:
         raise DockerError(f"docker: container '{container}' not found (setting docker_container)") from exc
     except docker.errors.APIError as exc:
         raise DockerError(f"docker: {action} in container '{container}': {exc.explanation or exc}") from exc
+    except requests.Timeout as exc:
+        raise DockerError(f"docker: {action} in container '{container}': the Docker engine did not answer "
+                          f"in time", transient=True) from exc
     except (docker.errors.DockerException, requests.RequestException, OSError) as exc:
-        raise DockerError(f"docker: cannot reach the Docker engine: {exc}") from exc
+        where = f" (DOCKER_HOST={os.environ['DOCKER_HOST']})" if os.environ.get("DOCKER_HOST") else ""
+        raise DockerError(f"docker: cannot reach the Docker engine{where}: {_reason(exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost OS-level reason (``No such file or directory``, ``Connection refused``) if there is one."""
+    seen, todo = set(), [exc]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        todo += [e for e in (current.__cause__, current.__context__, *current.args) if isinstance(e, BaseException)]
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

@@ -2,7 +2,9 @@
 (psycopg on the host, psql inside a container), catalogue queries, and client-tool runners
 (local binaries or ``docker exec``) that stream their output.
 
-No password ever goes on a command line: tools get libpq ``PG*`` environment variables.
+Client tools get every connection parameter as ``--dbname=<conninfo without the password>`` and the
+password in ``PGPASSWORD``: the same parameters psycopg uses, and no password on a command line.
+Failures are classified (charhub_ops.pgerrors): a terminated or refused connection is transient.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import psycopg
 from psycopg import sql
 
 from charhub_ops.errors import ConfigError, DatabaseError
+from charhub_ops.pgerrors import psycopg_is_transient, tool_failure
 from charhub_ops.pgurl import PgUrl
 
 __all__ = [
     "SqlSession", "PsycopgSession", "TableInfo", "ServerInfo", "ToolRunner", "LocalTools", "DockerTools",
     "server_info", "list_tables", "list_databases",
     "make_tools", "open_session", "admin_session", "table_checks", "find_local_tool", "tool_major",
-    "HASH_FORMAT", "HASH_SETTINGS", "pin_text_output",
+    "HASH_FORMAT", "HASH_SETTINGS", "pin_text_output", "tool_command",
 ]
 
 TABLES_SQL = """
@@ -51,22 +54,26 @@ class PsycopgSession:
 
     def __init__(self, url: PgUrl, connect_timeout: int = 10) -> None:
         self.url = url
+        # the URL's own connect_timeout / application_name win over these defaults
+        # client_encoding: on a SQL_ASCII database psycopg would otherwise return bytes, not str
+        defaults = {"connect_timeout": connect_timeout, "fallback_application_name": "charhub-ops",
+                    "client_encoding": "UTF8"}
         try:
-            # client_encoding: on a SQL_ASCII database psycopg would otherwise return bytes, not str
-            self.conn = psycopg.connect(url.conninfo, autocommit=True, connect_timeout=connect_timeout,
-                                        application_name="charhub-ops", client_encoding="UTF8")
-        except psycopg.OperationalError as exc:
+            self.conn = psycopg.connect(url.conninfo, autocommit=True,
+                                        **{k: v for k, v in defaults.items() if k not in url.params})
+        except psycopg.Error as exc:
             lines = str(exc).strip().splitlines() or [type(exc).__name__]
             reason = lines[0].removeprefix("connection failed: ")
             raise DatabaseError(f"postgres: cannot connect to {url.redacted()} (setting {url.setting}): "
-                                f"{reason}") from exc
+                                f"{reason}", transient=psycopg_is_transient(exc)) from exc
 
     def query(self, statement: str) -> list[tuple]:
         try:
             cur = self.conn.execute(statement)
             return cur.fetchall() if cur.description else []
         except psycopg.Error as exc:
-            raise DatabaseError(f"postgres: {str(exc).strip().splitlines()[0]}") from exc
+            lines = str(exc).strip().splitlines() or [type(exc).__name__]
+            raise DatabaseError(f"postgres: {lines[0]}", transient=psycopg_is_transient(exc)) from exc
 
     def close(self) -> None:
         self.conn.close()
@@ -189,6 +196,26 @@ def find_local_tool(name: str, min_major: int) -> tuple[str, str] | None:
     return (best[1], best[2]) if best else None
 
 
+_CONNECTING = frozenset({"pg_dump", "pg_dumpall", "pg_restore", "psql"})
+
+
+def tool_command(url: PgUrl, cmd: list[str]) -> list[str]:
+    """``cmd`` connected through ``url``: ``--dbname=<every parameter but the password>`` right after the
+    program (pg_dump, pg_dumpall, pg_restore, psql). A ``-d``/``--dbname`` naming the URL's own database
+    is dropped (the conninfo carries it); naming another raises ValueError: use ``url.with_dbname``."""
+    if os.path.basename(cmd[0]) not in _CONNECTING or "--version" in cmd[1:]:
+        return cmd
+    rest, args = [], iter(cmd[1:])
+    for arg in args:
+        if arg in ("-d", "--dbname") or arg.startswith("--dbname="):
+            name = arg.partition("=")[2] if "=" in arg else next(args, "")
+            if name != url.dbname:
+                raise ValueError(f"{cmd[0]}: connect to another database with PgUrl.with_dbname, not -d")
+            continue
+        rest.append(arg)
+    return [cmd[0], f"--dbname={url.tool_conninfo()}", *rest]
+
+
 class ToolRunner(Protocol):
     """Runs PostgreSQL client tools somewhere (host or container) with libpq env."""
 
@@ -229,8 +256,7 @@ class _ProcessStream(BinaryIO):
         code = self.proc.wait()
         self._drain.join(5)
         if code != 0:
-            tail = b"".join(self.stderr).decode(errors="replace").strip()[-500:]
-            raise DatabaseError(f"{self.program}: exit {code}: {tail}")
+            raise tool_failure(self.program, code, b"".join(self.stderr))
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -255,10 +281,11 @@ class LocalTools:
         self.bindir = bindir
 
     def _cmd(self, cmd: list[str]) -> list[str]:
+        cmd = tool_command(self.url, cmd)
         return [f"{self.bindir}/{cmd[0]}" if self.bindir else cmd[0], *cmd[1:]]
 
     def _env(self) -> dict[str, str]:
-        return {**os.environ, **self.url.env()}
+        return {**os.environ, **self.url.tool_env()}
 
     def run(self, cmd: list[str], stdin_path: str | None = None) -> bytes:
         try:
@@ -267,8 +294,7 @@ class LocalTools:
         except OSError as exc:
             raise ConfigError(f"{cmd[0]}: cannot run: {exc.strerror}") from exc
         if proc.returncode != 0:
-            tail = proc.stderr.decode(errors="replace").strip()[-500:]
-            raise DatabaseError(f"{cmd[0]}: exit {proc.returncode}: {tail}")
+            raise tool_failure(cmd[0], proc.returncode, proc.stderr)
         return proc.stdout
 
     def stream(self, cmd: list[str]) -> BinaryIO:
@@ -299,20 +325,22 @@ class DockerTools:
         self.exec = ContainerExec(container)
 
     def run(self, cmd: list[str]) -> bytes:
-        return self.exec.run(cmd, env=self.url.env())
+        return self.exec.run(tool_command(self.url, cmd), env=self.url.tool_env())
 
     def stream(self, cmd: list[str]) -> BinaryIO:
-        return self.exec.stream(cmd, env=self.url.env())
+        return self.exec.stream(tool_command(self.url, cmd), env=self.url.tool_env())
 
     def run_with_input(self, cmd: list[str], path: str) -> bytes:
         with open(path, "rb") as source:
-            return self.exec.run_with_input(cmd, source, env=self.url.env())
+            return self.exec.run_with_input(tool_command(self.url, cmd), source, env=self.url.tool_env())
 
     def version(self, tool: str) -> str:
         return self.run([tool, "--version"]).decode().strip()
 
     def session(self) -> SqlSession:
-        return self.exec.psql_session(self.url.dbname, env=self.url.env())
+        # the session reads psql's output as UTF-8, whatever client_encoding the URL asks for
+        conninfo = self.url.with_params(client_encoding="UTF8").tool_conninfo()
+        return self.exec.psql_session(conninfo, env=self.url.tool_env())
 
 
 def make_tools(url: PgUrl, container: str | None, bindir: str | None = None) -> ToolRunner:

@@ -1,5 +1,5 @@
-"""The restore engine (no Prefect): pick a backup, fetch and verify it before touching any database,
-restore into a NEW database, and check the copy against the manifest.
+"""The restore engine (no Prefect): pick a backup, restore it into a NEW database, and check the copy
+against the manifest. Reading the dump and feeding pg_restore (stream or file) is :mod:`charhub_ops.restore_io`.
 
 Nothing existing is modified here: a target that exists is refused. Swapping a restored copy into
 the live name is a separate, guarded step (see :mod:`charhub_ops.swap`).
@@ -7,33 +7,24 @@ the live name is a separate, guarded step (see :mod:`charhub_ops.swap`).
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyrage
-import zstandard
 from psycopg import sql
 
-from charhub_ops.errors import ConfigError, DatabaseError, NotFoundError, OpsError, VerificationError
-from charhub_ops.manifest import DatabaseLocale, Manifest, ObjectRef
+from charhub_ops.errors import ConfigError, DatabaseError, NotFoundError, OpsError
+from charhub_ops.manifest import DatabaseLocale, Manifest
 from charhub_ops.postgres import SqlSession, TableInfo, table_checks
-from charhub_ops.storage import Storage
-from charhub_ops.streams import CountingReader, decompress, decrypt
 
 __all__ = [
-    "pick_backup", "load_identities", "fetch_verified", "restore_name", "database_exists", "ensure_absent",
+    "pick_backup", "load_identities", "restore_name", "database_exists", "ensure_absent",
     "create_database", "create_database_sql",
-    "drop_database", "pg_restore", "check_restored", "CheckResult", "missing_roles_sql", "existing_roles",
+    "drop_database", "check_restored", "CheckResult", "missing_roles_sql", "existing_roles",
     "run_sql_file",
 ]
-
-CHUNK = 1024 * 1024
-Progress = Callable[[int], None]
 
 
 def pick_backup(manifests: list[Manifest], backup: str = "latest", before: datetime | None = None) -> Manifest:
@@ -70,40 +61,6 @@ def load_identities(path: str | None = None, text: str | None = None, setting: s
     return identities
 
 
-def fetch_verified(storage: Storage, manifest: Manifest, dest: Path, identities: list | None = None,
-                   progress: Progress | None = None, ref: ObjectRef | None = None) -> Path:
-    """Download the dump (or another object ``ref`` of the backup, e.g. its globals), check size and SHA-256
-    of the stored bytes, decrypt, decompress into ``dest``.
-
-    Raises VerificationError (mismatch, truncation, wrong key, corrupt data); ``dest`` is removed then."""
-    ref = ref or manifest.dump
-    if manifest.encrypted and not identities:
-        load_identities(None)  # raises the ConfigError that asks for --identity
-    try:
-        with storage.open(ref.key) as raw:
-            hashed = CountingReader(_Progress(raw, progress), "sha256")
-            stream = decrypt(hashed, identities) if manifest.encrypted else hashed
-            with open(dest, "wb") as out:
-                shutil.copyfileobj(decompress(stream), out, CHUNK)
-            while hashed.read(CHUNK):  # the rest of the object (zstd may stop at its frame end)
-                pass
-    except (zstandard.ZstdError, pyrage.DecryptError) as exc:
-        dest.unlink(missing_ok=True)
-        raise VerificationError(f"{manifest.backup_id}: cannot read the dump: {exc}") from exc
-    except VerificationError as exc:
-        dest.unlink(missing_ok=True)
-        raise VerificationError(f"{manifest.backup_id}: cannot decrypt (wrong identity?): {exc}") from exc
-    except OpsError:
-        dest.unlink(missing_ok=True)
-        raise
-    if hashed.count != ref.size_bytes or hashed.hexdigest() != ref.sha256:
-        dest.unlink(missing_ok=True)
-        raise VerificationError(
-            f"{manifest.backup_id}: checksum mismatch of {ref.key.rsplit('/', 1)[-1]}: got {hashed.count} bytes "
-            f"sha256 {hashed.hexdigest()[:16]}…, manifest says {ref.size_bytes} bytes sha256 {ref.sha256[:16]}…")
-    return dest
-
-
 _ROLE = re.compile(r'^(?:CREATE|ALTER) ROLE ("(?:[^"]|"")+"|[^\s;"]+)[\s;]')
 
 
@@ -122,17 +79,6 @@ def missing_roles_sql(globals_sql: str, existing: set[str]) -> tuple[str, list[s
             if line.startswith("CREATE ROLE"):
                 roles.append(name)
     return "\n".join(keep) + ("\n" if keep else ""), roles
-
-
-class _Progress:
-    def __init__(self, raw, progress: Progress | None) -> None:
-        self.raw, self.progress = raw, progress
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        if self.progress and data:
-            self.progress(len(data))
-        return data
 
 
 def existing_roles(session: SqlSession) -> set[str]:
@@ -195,18 +141,6 @@ def create_database(session: SqlSession, name: str, locale: DatabaseLocale | Non
 
 def drop_database(session: SqlSession, name: str) -> None:
     session.query(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)).as_string(None))
-
-
-def pg_restore(tools, dump: Path, jobs: int = 0, no_owner: bool = False) -> None:
-    """Restore ``dump`` into the database of ``tools``' URL; ``-j`` when the file is local to pg_restore."""
-    cmd = ["pg_restore", "--exit-on-error", "--no-password", "-d", tools.url.dbname]
-    if no_owner:
-        cmd += ["--no-owner", "--no-privileges"]
-    if tools.method == "local":
-        workers = jobs or min(4, os.cpu_count() or 1)
-        tools.run([*cmd, "-j", str(workers), str(dump)])
-    else:
-        tools.run_with_input(cmd, str(dump))  # streamed into the container: no -j from a pipe
 
 
 def run_sql_file(tools, path: Path) -> None:

@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     restore_jobs: int = Field(
         0, ge=0, le=32, validation_alias=_aliases("restore_jobs"),
         description="pg_restore -j workers for a local dump file; 0 = min(4, CPUs).")
+    restore_mode: str = Field(
+        "auto", pattern="^(auto|stream|file)$", validation_alias=_aliases("restore_mode"),
+        description="stream: GET → checks → pg_restore stdin into the new database, no work-dir space; file: "
+                    "the verified dump to the work dir, then pg_restore -j; auto: file only with ≥ 2 local "
+                    "pg_restore jobs and room for the dump.")
     work_dir: str | None = Field(
         None, validation_alias=_aliases("work_dir"),
         description="Where restores download and decompress a dump (default: the system temp dir).")

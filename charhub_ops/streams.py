@@ -95,12 +95,15 @@ def recipient_fingerprint(recipient: str) -> str:
 
 
 class _PipeReader(io.RawIOBase):
-    """The read end of a pipe fed by a worker thread; re-raises the worker's error at EOF."""
+    """The read end of a pipe fed by a worker thread; re-raises the worker's error at EOF.
 
-    def __init__(self, fd: int, thread_errors: list[BaseException], error: type[OpsError]) -> None:
+    An error of the worker's *source* (a storage read failing half-way: ``StorageError``, maybe transient)
+    is re-raised unchanged; only the worker's own failures (a wrong key, a bad header) become ``error``."""
+
+    def __init__(self, fd: int, error: type[OpsError]) -> None:
         self._file = os.fdopen(fd, "rb", buffering=0)
-        self._errors = thread_errors
         self._error = error
+        self.failure: tuple[BaseException, bool] | None = None  # (error, raised by the source)
         self.thread: threading.Thread | None = None
 
     def readable(self) -> bool:
@@ -111,9 +114,8 @@ class _PipeReader(io.RawIOBase):
         if not n:
             if self.thread is not None:
                 self.thread.join()
-            if self._errors:
-                err = self._errors[0]
-                raise err if isinstance(err, OpsError) else self._error(f"age: {err}")
+            if self.failure is not None:
+                raise _pump_error(*self.failure, self._error)
         return n
 
     def close(self) -> None:
@@ -121,17 +123,30 @@ class _PipeReader(io.RawIOBase):
         super().close()
 
 
-def _pump(func, source: BinaryIO, *args, error: type[OpsError] = OpsError) -> BinaryIO:
+def _pump_error(err: BaseException, from_source: bool, error: type[OpsError]) -> BaseException:
+    if isinstance(err, OpsError):
+        return err
+    if from_source:  # not age's fault: never labelled as a decryption failure
+        wrapped = OpsError(f"reading the stream: {type(err).__name__}: {err}")
+    else:
+        wrapped = error(f"age: {err}")
+    wrapped.__cause__ = err
+    return wrapped
+
+
+def _pump(func, raw: BinaryIO, *args, error: type[OpsError] = OpsError) -> BinaryIO:
     rfd, wfd = os.pipe()
-    errors: list[BaseException] = []
-    reader = _PipeReader(rfd, errors, error)
+    reader = _PipeReader(rfd, error)
+    source = _Raw(raw)
 
     def work() -> None:
         with os.fdopen(wfd, "wb") as sink:
             try:
-                func(source, sink, *args)
+                func(io.BufferedReader(source, CHUNK), sink, *args)
             except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
-                errors.append(exc)
+                reader.failure = (exc, False)
+            if source.error is not None:  # the source's own error wins over what age made of it
+                reader.failure = (source.error, True)
 
     reader.thread = threading.Thread(target=work, name="age-stream", daemon=True)
     reader.thread.start()
@@ -140,11 +155,13 @@ def _pump(func, source: BinaryIO, *args, error: type[OpsError] = OpsError) -> Bi
 
 def encrypt(raw: BinaryIO, recipients: list[str]) -> BinaryIO:
     """age-encrypt a stream to public keys (streamed through a worker thread and a pipe)."""
-    return _pump(pyrage.encrypt_io, io.BufferedReader(_Raw(raw), CHUNK), parse_recipients(recipients))
+    return _pump(pyrage.encrypt_io, raw, parse_recipients(recipients))
 
 
 def decrypt(raw: BinaryIO, identities: list) -> BinaryIO:
-    return _pump(pyrage.decrypt_io, io.BufferedReader(_Raw(raw), CHUNK), identities, error=VerificationError)
+    """age-decrypt a stream. A wrong key, a bad header or damaged ciphertext raise VerificationError (at
+    EOF of the returned stream); an error of ``raw`` itself (e.g. a transient StorageError) is raised as is."""
+    return _pump(pyrage.decrypt_io, raw, identities, error=VerificationError)
 
 
 class _Raw(io.RawIOBase):
@@ -152,11 +169,16 @@ class _Raw(io.RawIOBase):
 
     def __init__(self, src) -> None:
         self._src = src
+        self.error: BaseException | None = None  # what ``src.read`` raised, kept for the reading thread
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buf) -> int:
-        data = self._src.read(len(buf))
+        try:
+            data = self._src.read(len(buf))
+        except BaseException as exc:
+            self.error = exc
+            raise
         buf[:len(data)] = data
         return len(data)

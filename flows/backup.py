@@ -79,3 +79,4 @@ def backup_flow(
     if failures:
         raise failures[0]
     return [backup_summary(cfg.repo.url, m) for m in done]
+

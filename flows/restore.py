@@ -1,15 +1,17 @@
 """Restore a backup into a NEW database — never over an existing one — and prove the copy is complete.
 
-Runbook: resolve configuration → select the backup → preview (plan artifact) → fetch and verify the
-checksum (before any write to the database server) → create the new database → pg_restore → compare
-row counts and content hashes with the manifest → (with ``replace``: swap it into the live name, see
-flows/swap.py) → report. A failed check keeps the new database for inspection and fails the run.
+Runbook: resolve configuration → select the backup → preview (plan artifact) → choose the mode →
+create the new database and pg_restore into it — streamed (GET → SHA-256 → age → zstd → pg_restore stdin;
+the checksum is checked at the end of the object, before the restore is accepted) or from a verified file
+in the work dir (checksum before any write to the server, then pg_restore -j) → compare row counts and
+content hashes with the manifest → (with ``replace``: swap it into the live name, see flows/swap.py) →
+report. A failed restore (bad checksum, cut download, pg_restore error) drops the new database; a failed
+check keeps it for inspection and fails the run. The live database is only touched by the swap.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 
 from prefect import flow
 from pydantic import Field
@@ -21,13 +23,14 @@ from tasks.notify import notify_failure
 from tasks.report import check_report, restore_plan
 from tasks.restore import (
     check_copy,
+    choose_restore_mode,
     create_missing_roles,
-    create_target,
     ensure_absent,
     fetch_backup,
     fetch_globals,
+    remove_work_files,
     resolve_restore_config,
-    restore_dump,
+    restore_new_database,
     select_backup,
 )
 
@@ -59,16 +62,14 @@ def restore_flow(
     if replace and cfg.production:
         approve(plan)
     ensure_absent(cfg.url, cfg.container, target)
-    dump, roles = fetch_backup(cfg, manifest), None
+    dump = fetch_backup(cfg, manifest) if choose_restore_mode(cfg, manifest) == "file" else None
+    roles = None
     try:
         roles = fetch_globals(cfg, manifest) if with_globals else None
         create_missing_roles(cfg.url, cfg.container, roles)
-        create_target(cfg.url, cfg.container, target, manifest)
-        restore_dump(cfg.url, cfg.container, manifest, dump, target, cfg.jobs, no_owner)
+        restore_new_database(cfg, manifest, target, no_owner, dump)
     finally:
-        for path in (dump, roles):
-            if path:
-                Path(path).unlink(missing_ok=True)
+        remove_work_files(dump, roles)
     result = check_copy(cfg.url, cfg.container, target, manifest, with_hashes=True)
     check_report("Restore", manifest, target, result.ok, result.tables, result.rows, result.hashed, result.mismatches)
     if not result.ok:

@@ -11,8 +11,8 @@ from prefect.blocks.system import Secret
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
-from charhub_ops import catalog, progress, restore
-from charhub_ops.errors import ConfigError
+from charhub_ops import catalog, progress, restore, restore_io
+from charhub_ops.errors import ConfigError, OpsError
 from charhub_ops.manifest import Manifest, Verification
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import admin_session, find_local_tool, make_tools, open_session, tool_major
@@ -20,9 +20,9 @@ from charhub_ops.settings import load_settings
 from tasks.common import RETRY, RepoSpec
 from tasks.config import database_url, repo_spec
 
-__all__ = ["RestoreConfig", "resolve_restore_config", "select_backup", "fetch_backup", "create_target",
-           "restore_dump", "check_copy", "drop_database", "record_verification", "ensure_absent", "fetch_globals",
-           "create_missing_roles"]
+__all__ = ["RestoreConfig", "resolve_restore_config", "select_backup", "choose_restore_mode", "fetch_backup",
+           "create_target", "restore_new_database", "check_copy", "drop_database", "record_verification",
+           "ensure_absent", "fetch_globals", "create_missing_roles", "remove_work_files"]
 
 
 class RestoreConfig(BaseModel):
@@ -34,6 +34,7 @@ class RestoreConfig(BaseModel):
     identity_file: str | None
     identity_secret: str | None
     jobs: int
+    restore_mode: str
     work_dir: str
     app_containers: list[str]
     production: bool
@@ -47,7 +48,7 @@ def resolve_restore_config(repository: str | None, docker_container: str | None,
     return RestoreConfig(
         repo=repo_spec(settings), url=database_url(settings, database_url_secret),
         container=settings.docker_container, identity_file=settings.age_identity_file,
-        identity_secret=identity_secret, jobs=settings.restore_jobs,
+        identity_secret=identity_secret, jobs=settings.restore_jobs, restore_mode=settings.restore_mode,
         work_dir=settings.work_dir or tempfile.gettempdir(), app_containers=settings.app_containers,
         production=settings.production)
 
@@ -73,14 +74,24 @@ def select_backup(repo: RepoSpec, source: str | None, fallback: str, backup: str
     return restore.pick_backup([m for m, _ in mine], backup, before)
 
 
+@task(name="choose-restore-mode", cache_policy=NONE)
+def choose_restore_mode(cfg: RestoreConfig, manifest: Manifest) -> str:
+    """``stream`` (GET → checks → pg_restore stdin) or ``file`` (verified file, then pg_restore -j): the
+    setting, or with ``auto`` what this machine does faster and its work dir can hold."""
+    mode, why = restore_io.choose_mode(cfg.restore_mode, cfg.work_dir, manifest.raw_size_bytes, cfg.jobs,
+                                       cfg.container)
+    get_run_logger().info("restore mode: %s (%s)", mode, why)
+    return mode
+
+
 @task(name="fetch-and-verify", cache_policy=NONE, **RETRY)
 def fetch_backup(cfg: RestoreConfig, manifest: Manifest) -> str:
-    """Download, check size + SHA-256, decrypt, decompress into the work dir — before any database write."""
+    """File mode: download, check size + SHA-256, decrypt, decompress into a new file in the work dir —
+    before any database write. A work dir without room for the dump is refused before the download."""
     identities = _identities(cfg) if manifest.encrypted else None
-    dest = Path(cfg.work_dir) / f"charhub-ops-{manifest.backup_id}.pgc"
-    restore.fetch_verified(cfg.repo.open(), manifest, dest, identities,
-                           progress=lambda n: progress.report(f"fetch {manifest.backup_id}", n,
-                                                              manifest.stored_size_bytes))
+    restore_io.check_work_space(cfg.work_dir, manifest.raw_size_bytes)
+    dest = restore_io.work_file(cfg.work_dir, manifest.backup_id, ".pgc")
+    restore_io.fetch_verified(cfg.repo.open(), manifest, dest, identities, progress=_progress(manifest))
     get_run_logger().info("%s: %d bytes verified (sha256 %s…)", manifest.backup_id, manifest.stored_size_bytes,
                           manifest.sha256[:16])
     return str(dest)
@@ -93,9 +104,20 @@ def fetch_globals(cfg: RestoreConfig, manifest: Manifest) -> str | None:
         get_run_logger().warning("%s has no globals (%s)", manifest.backup_id, manifest.globals_note or "none saved")
         return None
     identities = _identities(cfg) if manifest.encrypted else None
-    dest = Path(cfg.work_dir) / f"charhub-ops-{manifest.backup_id}-globals.sql"
-    restore.fetch_verified(cfg.repo.open(), manifest, dest, identities, ref=manifest.globals)
+    dest = restore_io.work_file(cfg.work_dir, manifest.backup_id, "-globals.sql")
+    restore_io.fetch_verified(cfg.repo.open(), manifest, dest, identities, ref=manifest.globals)
     return str(dest)
+
+
+def remove_work_files(*paths: str | None) -> None:
+    """Remove what the fetch tasks left in the work dir (a plain function: nothing to retry or record)."""
+    for path in paths:
+        if path:
+            Path(path).unlink(missing_ok=True)
+
+
+def _progress(manifest: Manifest):
+    return lambda n: progress.report(f"fetch {manifest.backup_id}", n, manifest.stored_size_bytes)
 
 
 @task(name="create-missing-roles", cache_policy=NONE)
@@ -136,19 +158,55 @@ def create_target(url: PgUrl, container: str | None, name: str, manifest: Manife
         restore.create_database(session, name, manifest.locale)
 
 
-@task(name="pg-restore", cache_policy=NONE)
-def restore_dump(url: PgUrl, container: str | None, manifest: Manifest, dump: str, target: str, jobs: int,
-                 no_owner: bool) -> None:
-    """pg_restore the verified dump into ``target`` (a new database)."""
+@task(name="restore-new-database", cache_policy=NONE, **RETRY)
+def restore_new_database(cfg: RestoreConfig, manifest: Manifest, target: str, no_owner: bool,
+                         dump: str | None = None) -> None:
+    """CREATE DATABASE ``target`` and pg_restore into it: from the verified file ``dump`` (-j N), or with
+    ``dump=None`` streamed from the repository (checksum at the end of the object). On any failure the
+    database this task created is dropped, so the run leaves nothing half-restored and a retry (of a
+    transient storage or server error) starts from a fresh database. A refused CREATE drops nothing."""
+    tools = _restore_tools(cfg, manifest, target)
+    if dump is not None:
+        _create_and_restore(cfg, manifest, target,
+                            lambda: restore_io.pg_restore(tools, Path(dump), cfg.jobs, no_owner))
+        return
+    identities = _identities(cfg) if manifest.encrypted else None
+    with restore_io.VerifiedReader(cfg.repo.open(), manifest, identities, _progress(manifest)) as source:
+        source.prime()  # a missing object, a wrong key or a bad header fail here, before CREATE DATABASE
+        _create_and_restore(cfg, manifest, target, lambda: restore_io.pg_restore_stream(tools, source, no_owner))
+    get_run_logger().info("%s: streamed, %d bytes verified (sha256 %s…)", manifest.backup_id,
+                          manifest.stored_size_bytes, manifest.sha256[:16])
+
+
+def _create_and_restore(cfg: RestoreConfig, manifest: Manifest, target: str, restore_into) -> None:
+    """CREATE DATABASE ``target`` (create-target's body), then ``restore_into()``; drop it if that fails."""
+    create_target.fn(cfg.url, cfg.container, target, manifest)
+    try:
+        restore_into()
+    except BaseException:
+        _drop_after_failure(cfg, target)
+        raise
+
+
+def _drop_after_failure(cfg: RestoreConfig, target: str) -> None:
+    try:
+        with admin_session(cfg.url, cfg.container) as session:
+            restore.drop_database(session, target)
+    except OpsError as exc:  # the restore's own error is the one to report
+        get_run_logger().error("could not drop the half-restored database %s: %s", target, exc)
+
+
+def _restore_tools(cfg: RestoreConfig, manifest: Manifest, target: str):
+    """pg_restore in the container, or a local one at least as new as the dump's pg_dump."""
     bindir = None
-    if not container:
+    if not cfg.container:
         need = tool_major(manifest.pg_dump_version)
         found = find_local_tool("pg_restore", need)
         if found is None:
             raise ConfigError(f"pg_restore: no local pg_restore ≥ {need} (the dump was made by pg_dump {need}): "
                               "install it or pass --docker-container NAME")
         bindir = found[0].rsplit("/", 1)[0]
-    restore.pg_restore(make_tools(url.with_dbname(target), container, bindir), Path(dump), jobs, no_owner)
+    return make_tools(cfg.url.with_dbname(target), cfg.container, bindir)
 
 
 @task(name="check-copy", cache_policy=NONE)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import uuid
 
 import pytest
@@ -14,6 +12,7 @@ from charhub_ops.catalog import list_backups
 from charhub_ops.storage import LocalStorage, S3Storage
 from tests.harness.restore import fetch_dump, pg_restore
 from tests.harness.schema import create_varied_schema, table_hashes
+from tests.harness.webhook import notification_hook
 
 
 @pytest.fixture
@@ -109,37 +108,18 @@ def test_size_anomaly_is_flagged_in_the_report(prefect_server, pg, database, tmp
     assert "⚠ backup is" in artifact.data and "above 200%" in artifact.data
 
 
-class _Hook(http.server.BaseHTTPRequestHandler):
-    bodies: list[str] = []
-
-    def do_POST(self):
-        _Hook.bodies.append(self.rfile.read(int(self.headers["Content-Length"])).decode())
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def test_failure_notifies_through_the_block_without_secrets(prefect_server, tmp_path, monkeypatch):
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
-
     from flows.backup import backup_flow
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    CustomWebhookNotificationBlock(name="ops", url=f"http://127.0.0.1:{server.server_port}/hook",
-                                   json_data={"text": "{{subject}}: {{body}}"}).save("ops-alerts", overwrite=True)
-    monkeypatch.setenv("CHARHUB_OPS_NOTIFY_BLOCK", "custom-webhook/ops-alerts")
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", "postgresql://charhub:hunter2-Secret@127.0.0.1:1/charhub_db")
     monkeypatch.setenv("CHARHUB_OPS_TASK_RETRIES", "0")
     from charhub_ops.errors import DatabaseError
 
-    with pytest.raises(DatabaseError, match="cannot connect to postgresql://charhub:\\*\\*\\*@127.0.0.1:1/charhub_db"):
-        backup_flow(repository=f"file://{tmp_path}/repo")
-    server.shutdown()
-    assert len(_Hook.bodies) == 1
-    text = json.loads(_Hook.bodies[0])["text"]
+    with notification_hook(monkeypatch, "ops-alerts") as bodies:
+        with pytest.raises(DatabaseError, match="cannot connect to postgresql://charhub:\\*\\*\\*@127.0.0.1:1/charhub_db"):
+            backup_flow(repository=f"file://{tmp_path}/repo")
+    assert len(bodies) == 1
+    text = json.loads(bodies[0])["text"]
     assert "backup" in text and "failed" in text and "cannot connect" in text
     assert "hunter2" not in text
 

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import select
 import shutil
+import socket
+import struct
 import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import docker
 import pytest
@@ -72,14 +79,55 @@ def test_missing_container_raises_docker_error_naming_it(pg_container: PgContain
     with pytest.raises(DockerError, match=r"container 'charhub-ops-no-such-container' not found") as info:
         missing.run(["true"], env={"PGPASSWORD": "s3cret"})
     assert "s3cret" not in str(info.value)
-    assert isinstance(info.value.__cause__, docker.errors.NotFound)
+    assert isinstance(info.value.__cause__, docker.errors.NotFound) and not info.value.transient
 
 
 def test_unreachable_engine_raises_docker_error(tmp_path) -> None:
     client = docker.DockerClient(base_url=f"unix://{tmp_path}/no-docker.sock", version="1.41")
-    with pytest.raises(DockerError, match=r"^docker: cannot reach the Docker engine: ") as info:
+    with pytest.raises(DockerError, match=r"^docker: cannot reach the Docker engine: No such file or directory$") \
+            as info:
         ContainerExec("postgres", client=client).run(["true"])
-    assert info.value.__cause__ is not None
+    assert info.value.__cause__ is not None and not info.value.transient
+
+
+def test_unreachable_engine_from_the_environment_is_one_permanent_line(monkeypatch) -> None:
+    from charhub_ops.backup import preflight
+    from charhub_ops.pgurl import parse_pg_url
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")
+    expected = (r"^docker: cannot reach the Docker engine \(DOCKER_HOST=unix:///nonexistent.sock\): "
+                r"No such file or directory$")
+    with pytest.raises(DockerError, match=expected) as info:
+        preflight(parse_pg_url("postgresql://postgres@/db?host=/var/run/postgresql"), "charhub-postgres-1")
+    assert not info.value.transient
+
+
+EXE = str(Path(sys.executable).with_name("charhub-ops"))
+
+
+def _cli_backup(container: str, tmp_path, **env: str) -> tuple[int, str]:
+    proc = subprocess.run([EXE, "backup", "--database-url", "postgresql://charhub:Kx8vQ71m@/charhub_db",
+                           "--to", f"file://{tmp_path}/repo", "--docker-container", container],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+    assert "Traceback" not in proc.stdout + proc.stderr and "Kx8vQ71m" not in proc.stdout + proc.stderr
+    return proc.returncode, proc.stderr
+
+
+def test_cli_with_the_engine_down_prints_one_error_line(prefect_server, tmp_path) -> None:
+    code, stderr = _cli_backup("charhub-postgres-1", tmp_path, DOCKER_HOST="unix:///nonexistent.sock",
+                               PREFECT_API_URL=prefect_server)
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert code == 1 and errors == ["error: docker: cannot reach the Docker engine "
+                                    "(DOCKER_HOST=unix:///nonexistent.sock): No such file or directory"]
+
+
+def test_cli_with_a_missing_container_fails_once_without_retries(prefect_server, pg_container, tmp_path) -> None:
+    code, stderr = _cli_backup("charhub-ops-no-such-container", tmp_path, PREFECT_API_URL=prefect_server,
+                               CHARHUB_OPS_TASK_RETRIES="3", CHARHUB_OPS_TASK_RETRY_DELAY="0.1")
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert code == 1 and errors == ["error: docker: container 'charhub-ops-no-such-container' not found "
+                                    "(setting docker_container)"]
+    assert "Retrying" not in stderr and "AwaitingRetry" not in stderr  # permanent: no retry
 
 
 def test_stopped_container_raises_docker_error(pg_container: PgContainer) -> None:
@@ -224,3 +272,99 @@ def test_psql_session_close_ends_psql(ex: ContainerExec, shopdb: str) -> None:
     while "psql" in _processes(ex) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "psql" not in _processes(ex)
+
+
+def test_psql_session_errors_are_classified_by_sqlstate(ex: ContainerExec, pg_container: PgContainer,
+                                                        shopdb: str) -> None:
+    with ex.psql_session(shopdb, user="postgres") as holder, ex.psql_session(shopdb, user="postgres") as session:
+        holder.query("BEGIN")
+        holder.query("LOCK TABLE items")
+        session.query("SET lock_timeout = '50ms'")
+        with pytest.raises(DatabaseError, match="lock timeout") as lock:
+            session.query("SELECT count(*) FROM items")
+        assert lock.value.transient  # 55P03
+        holder.query("ROLLBACK")
+        with pytest.raises(DatabaseError, match="does not exist") as missing:
+            session.query("SELECT nope FROM items")
+        assert not missing.value.transient  # 42703
+        assert session.query("SELECT count(*) FROM items") == [("100",)]
+        with pytest.raises(DatabaseError, match="terminating connection") as terminated:
+            session.query("SELECT pg_terminate_backend(pg_backend_pid())")
+        assert terminated.value.transient  # psql lost its server: exit 2, stderr says why
+
+
+# --- the engine's connection dropped mid-stream -----------------------------------------------------------------
+
+
+class CuttableProxy:
+    """TCP in front of the engine's Unix socket; ``cut()`` resets every open connection (RST), as a
+    restarted engine or a broken network would."""
+
+    def __init__(self, target: str = "/var/run/docker.sock") -> None:
+        self.target, self.pairs, self.threads = target, [], []
+        self.cutting = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"tcp://127.0.0.1:{self.server.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.target)
+            self.pairs.append((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                thread = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
+                self.threads.append(thread)
+                thread.start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        while not self.cutting.is_set():
+            if select.select([src], [], [], 0.05)[0]:
+                try:
+                    data = src.recv(1 << 16)
+                    if not data:
+                        dst.shutdown(socket.SHUT_WR)
+                        return
+                    dst.sendall(data)
+                except OSError:
+                    return
+
+    def cut(self) -> None:
+        self.cutting.set()
+        for thread in self.threads:
+            thread.join(5)
+        for client, upstream in self.pairs:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+            client.close()
+            upstream.close()
+        self.pairs, self.threads = [], []
+        self.cutting.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.server.close()
+
+
+def test_dropped_exec_stream_is_transient_and_the_command_is_terminated(ex: ContainerExec,
+                                                                         pg_container: PgContainer) -> None:
+    proxy = CuttableProxy()
+    client = docker.DockerClient(base_url=proxy.url)
+    try:
+        out = ContainerExec(pg_container.name, client=client).stream(["sh", "-c", "echo started; sleep 600"])
+        assert out.read(100) == b"started\n"
+        proxy.cut()
+        with pytest.raises(DockerError, match="reading the output of sh") as info:
+            out.read(100)
+        assert info.value.transient and isinstance(info.value.__cause__, OSError)
+        out.close()
+        deadline = time.monotonic() + 5
+        while "sleep 600" in _processes(ex) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "sleep 600" not in _processes(ex)
+    finally:
+        client.close()
+        proxy.close()

@@ -15,7 +15,8 @@ from pyrage import x25519
 from charhub_ops.catalog import list_backups, list_backups_verified
 from charhub_ops.errors import ConfigError, NotFoundError, VerificationError
 from charhub_ops.manifest import Manifest, ObjectRef
-from charhub_ops.restore import fetch_verified, pick_backup
+from charhub_ops.restore import pick_backup
+from charhub_ops.restore_io import fetch_verified
 from charhub_ops.storage import LocalStorage, S3Storage
 from tests.harness.schema import create_varied_schema, table_hashes
 

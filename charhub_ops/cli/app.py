@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -99,7 +99,16 @@ class _NoExpectedTracebacks(logging.Filter):
         return True
 
 
+_PREFECT_CONTEXT = ExitStack()  # settings held for the rest of the CLI process
+
+
 def prepare_prefect() -> None:
+    """Prefect settings of a foreground CLI run. No flow-run heartbeat: the operator watches the process,
+    and each run would otherwise wait up to 1 s at its end for the heartbeat thread (deployment runs on
+    workers keep Prefect's heartbeat: they are not started through this CLI)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    _PREFECT_CONTEXT.enter_context(temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LOG_PRINTS", "false")
     # Prefect's API log handler writes "--- Error logging to API ---" on stderr for every batch it cannot

@@ -63,7 +63,12 @@ class PgCluster:
         shutil.rmtree(self.datadir.parent, ignore_errors=True)
 
 
-def start_pg_cluster() -> PgCluster:
+# password_auth: TCP logins of every role but ``postgres`` need a password (SCRAM), as in production.
+PASSWORD_HBA = ("local all all trust\nhost all postgres 127.0.0.1/32 trust\n"
+                "host all all 127.0.0.1/32 scram-sha-256\n")
+
+
+def start_pg_cluster(password_auth: bool = False) -> PgCluster:
     bindir = _pg_bin()
     base = Path(tempfile.mkdtemp(prefix="charhub-ops-pg-"))
     datadir = base / "data"
@@ -73,6 +78,8 @@ def start_pg_cluster() -> PgCluster:
     port = free_port()
     subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "--auth=trust",
                                  "-E", "UTF8", "--no-sync"]), check=True, capture_output=True)
+    if password_auth:
+        (datadir / "pg_hba.conf").write_text(PASSWORD_HBA)
     opts = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100"
     subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(datadir), "-o", opts, "-l",
                                  str(base / "log"), "-w", "start"]), check=True, capture_output=True)
