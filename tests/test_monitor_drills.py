@@ -19,7 +19,8 @@ from charhub_ops.settings import load_settings
 from flows.incident import incident_resolve_flow, incident_respond_flow
 from flows.monitor import monitor_flow
 from tasks.monitoring import open_state
-from tests.harness.monitor import backend_fixture, small_tmpfs_fixture, webhook_fixture, write_config  # noqa: F401
+from tests.harness.monitor import backend_fixture, small_tmpfs_fixture, write_config  # noqa: F401 - fixtures
+from tests.harness.webhook import notification_hook
 
 
 def _id(prefix: str) -> str:
@@ -40,10 +41,14 @@ def store():
     return open_state(load_settings())
 
 
-def test_killed_backend_detected_restarted_documented_resolved(backend, prefect_server, tmp_path, webhook):
-    block, received = webhook
+def test_killed_backend_detected_restarted_documented_resolved(backend, prefect_server, tmp_path, monkeypatch):
+    with notification_hook(monkeypatch, _id("ops-alerts")) as received:  # sets CHARHUB_OPS_NOTIFY_BLOCK
+        _killed_backend(backend, tmp_path, received)
+
+
+def _killed_backend(backend, tmp_path, received):
     cid = _id("backend")
-    config = write_config(tmp_path, [http_check(backend, cid)], notify_block=block)
+    config = write_config(tmp_path, [http_check(backend, cid)])
     assert passes(config, 1)[0]["ok"]
     backend.container.kill()
     rows = passes(config, 3)
@@ -73,9 +78,8 @@ def test_killed_backend_detected_restarted_documented_resolved(backend, prefect_
     assert [t for t in timeline if "first failed probe" in t] and [t for t in timeline if "recovered" in t]
     times = [t.split('|')[1] for t in timeline]
     assert times == sorted(times)  # real UTC times, in order
-    subjects = [m["subject"] for m in received]
-    assert any("opened (critical)" in s for s in subjects) and any("mitigated" in s for s in subjects)
-    assert any("resolved" in s for s in subjects)
+    assert any("opened (critical)" in b and "respond now" in b for b in received)
+    assert any("mitigated" in b for b in received) and any("resolved" in b for b in received)
 
 
 def test_backend_answering_an_error_is_restarted(backend, prefect_server, tmp_path):

@@ -1,14 +1,11 @@
-"""Helpers for the monitoring drills: a backend container on a fixed host port, a config writer, a webhook
-that records notifications, a small tmpfs."""
+"""Helpers for the monitoring drills: a backend container on a fixed host port, a config writer, a small tmpfs
+(notifications: tests/harness/webhook.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,7 +15,7 @@ from tests.harness.app import SCRIPT
 from tests.harness.docker_pg import docker_client, ensure_busybox_image, stop
 from tests.harness.services import free_port
 
-__all__ = ["Backend", "backend_fixture", "write_config", "webhook_fixture", "small_tmpfs_fixture"]
+__all__ = ["Backend", "backend_fixture", "write_config", "small_tmpfs_fixture"]
 
 
 class Backend:
@@ -82,32 +79,6 @@ def write_config(path: Path, checks: list[dict], **extra) -> str:
     file = path / f"monitor-{uuid.uuid4().hex[:6]}.yaml"
     file.write_text(yaml.safe_dump(config))
     return str(file)
-
-
-class _Hook(BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.server.received.append(json.loads(body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture(name="webhook")
-def webhook_fixture(prefect_server):
-    """A saved CustomWebhookNotificationBlock posting to a local server; yields (block name, received)."""
-    from prefect.blocks.notifications import CustomWebhookNotificationBlock
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    server.received = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    name = f"mon-{uuid.uuid4().hex[:8]}"
-    CustomWebhookNotificationBlock(name=name, url=f"http://127.0.0.1:{server.server_address[1]}/",
-                                   json_data={"subject": "{{subject}}", "body": "{{body}}"}).save(name)
-    yield f"custom-webhook/{name}", server.received
-    server.shutdown()
 
 
 @pytest.fixture(name="small_tmpfs")
