@@ -165,7 +165,8 @@ def locked_table(database):
 
 def test_session_blocking_writers_is_terminated(database, locked_table, prefect_server, tmp_path, monkeypatch):
     holder, writer_done = locked_table
-    monkeypatch.setenv("MONITOR_TEST_DB", database)
+    secret = f"Pw{uuid.uuid4().hex[:10]}"  # trust authentication ignores it; nothing may show it
+    monkeypatch.setenv("MONITOR_TEST_DB", database.replace("postgres@", f"postgres:{secret}@"))
     cid = _id("pg")
     config = write_config(tmp_path, [{"id": cid, "type": "postgres", "database_url_env": "MONITOR_TEST_DB",
                                       "lock_wait_seconds": 0, "mitigations": ["terminate_blockers"]}])
@@ -176,7 +177,9 @@ def test_session_blocking_writers_is_terminated(database, locked_table, prefect_
     assert writer_done.wait(10)
     assert holder.broken or holder.closed or _dead(holder)
     report = open(result["report"]).read()
-    assert "Blocking chains" in report and "postgresql://" not in report
+    assert "Blocking chains" in report and secret not in report
+    kept = store().incident(result["incident_id"]).model_dump_json() + store().check(cid).model_dump_json()
+    assert secret not in kept and secret not in str(rows)
 
 
 def _dead(conn) -> bool:
