@@ -130,6 +130,8 @@ def incident_resolve_flow(check_id: str, config: str | None = None, state: str |
     inc = resolve(inc, check_state.recovered_at or utcnow(), check_state.failed_probes)
     inc = inc.model_copy(update={"report": write_incident_report(cfg.incident_dir, inc, None)})
     store.save_incident(inc)
+    store.prune_incidents(utcnow(), cfg.keep_closed_days)
+    store.prune_windows(utcnow())
     notify(cfg.notify_block, f"charhub-ops: incident {inc.id} resolved",
            f"{check_id} recovered at {inc.resolved_at:%Y-%m-%d %H:%M:%S} UTC; report: {inc.report}")
     return _summary(inc)

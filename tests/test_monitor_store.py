@@ -62,3 +62,22 @@ def test_a_large_incident_round_trips_through_a_variable(prefect_server):
     assert len(inc.model_dump_json()) > 5000  # more than one Variable holds
     state.save_incident(inc)
     assert state.incident(inc.id) == inc
+
+
+def test_old_resolved_incidents_and_ended_windows_are_forgotten(tmp_path):
+    from datetime import timedelta
+
+    from charhub_ops.monitoring.windows import AdHocWindow
+
+    state = MonitorState(RepositoryStore(LocalStorage(tmp_path / "repo")))
+    now = datetime.now(UTC)
+    old = resolve(new_incident("a", "high", "x", now - timedelta(days=100), None, None, 1), now - timedelta(days=99))
+    recent = resolve(new_incident("b", "high", "x", now - timedelta(days=2), None, None, 1), now - timedelta(days=1))
+    still_open = new_incident("c", "high", "x", now - timedelta(days=200), None, None, 1)
+    for inc in (old, recent, still_open):
+        state.save_incident(inc)
+    state.save_window(AdHocWindow(id="w-old", start=now - timedelta(days=3), end=now - timedelta(days=2)))
+    state.save_window(AdHocWindow(id="w-now", start=now, end=now + timedelta(hours=1)))
+    assert state.prune_incidents(now, 90) == [old.id] and state.prune_windows(now) == ["w-old"]
+    assert sorted(i.id for i in state.incidents()) == sorted([recent.id, still_open.id])
+    assert [w.id for w in state.windows()] == ["w-now"]

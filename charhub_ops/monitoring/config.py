@@ -123,6 +123,7 @@ class MonitorConfig(BaseModel):
     notify_block: str | None = Field(None, description="Notification block; default: the notify_block setting")
     owner: str = Field("the on-call operator", description="Who must act when mitigation fails")
     log_lines: int = Field(50, ge=0, description="Container log lines in a diagnosis")
+    keep_closed_days: float = Field(90.0, gt=0, description="Resolved incidents kept in the state store (reports stay)")
 
     @field_validator("checks")
     @classmethod

@@ -98,6 +98,22 @@ class MonitorState:
         found = [i for k in self.store.keys("incident/") if (i := self.incident(k.removeprefix("incident/")))]
         return sorted(found, key=lambda i: i.opened_at, reverse=True)
 
+    def prune_incidents(self, now: datetime, keep_days: float) -> list[str]:
+        """Forget resolved incidents closed more than ``keep_days`` ago (their reports stay); returns their ids."""
+        limit = keep_days * 86400
+        old = [i.id for i in self.incidents()
+               if i.status == "resolved" and i.resolved_at and (now - i.resolved_at).total_seconds() > limit]
+        for incident_id in old:
+            self.store.delete(f"incident/{incident_id}")
+        return old
+
+    def prune_windows(self, now: datetime) -> list[str]:
+        """Forget ad hoc windows that ended more than a day ago."""
+        old = [w.id for w in self.windows() if (now - w.end).total_seconds() > 86400]
+        for window_id in old:
+            self.delete_window(window_id)
+        return old
+
     def windows(self) -> list[AdHocWindow]:
         return [AdHocWindow.model_validate(d) for k in self.store.keys("window/") if (d := self.store.get(k))]
 
