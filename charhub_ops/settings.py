@@ -208,6 +208,16 @@ class Settings(BaseSettings):
         True, validation_alias=_aliases("cleanup_build_cache"),
         description="Cleanup: prune the Docker build cache too.")
 
+
+    # --- monitoring and incidents (charhub-ops health / incident / maintenance) ---
+    monitor_config: str = Field(
+        "monitor.yaml", validation_alias=_aliases("monitor_config"),
+        description="Monitor: the YAML file of checks, windows and incident settings.")
+    monitor_state: str = Field(
+        "auto", validation_alias=_aliases("monitor_state"),
+        description="Monitor: where streaks, incidents and windows live: auto (Prefect Variables when "
+                    "PREFECT_API_URL is set, else the repository), prefect, repository, or a file:// / s3:// URL.")
+
     @field_validator("migrate_health_urls", "cleanup_media_prefixes", "cleanup_media_references", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:

@@ -13,13 +13,20 @@ from charhub_ops.errors import ConfigError
 from charhub_ops.pgurl import parse_pg_url
 from charhub_ops.settings import Settings, load_settings
 
-__all__ = ["emit", "ensure_concurrency_limit", "notify_failure", "scrub"]
+__all__ = ["emit", "emit_many", "ensure_concurrency_limit", "notify", "notify_failure", "scrub"]
 
 
 @task(name="emit-event", cache_policy=NONE)
 def emit(event: str, resource_id: str, payload: dict) -> None:
     """Emit a Prefect event (e.g. ``charhub.backup.completed`` on ``charhub.database.<name>``)."""
     emit_event(event=event, resource={"prefect.resource.id": resource_id}, payload=payload)
+
+
+@task(name="emit-events", cache_policy=NONE)
+def emit_many(events: list[tuple[str, str, dict]]) -> None:
+    """Emit several Prefect events (event, resource id, payload) in one task."""
+    for event, resource_id, payload in events:
+        emit_event(event=event, resource={"prefect.resource.id": resource_id}, payload=payload)
 
 
 @task(name="ensure-concurrency-limit", cache_policy=NONE)
@@ -68,3 +75,21 @@ def notify_failure(flow, flow_run, state) -> None:
     except Exception as exc:  # noqa: BLE001 - the failure being reported matters more
         get_logger("charhub_ops.notify").error("notification block %r failed: %s", settings.notify_block,
                                                type(exc).__name__)
+
+
+@task(name="notify", cache_policy=NONE)
+def notify(block: str | None, subject: str, body: str, secrets: list[str] | None = None) -> bool:
+    """Send a secret-free message through the notification block ``block`` (default: setting notify_block).
+    Returns False when no block is configured or it failed (a notification never fails a runbook)."""
+    settings = _settings_or_none()
+    block = block or (settings.notify_block if settings else None)
+    if not block:
+        return False
+    for secret in secrets or []:
+        body = body.replace(secret, "**********")
+    try:
+        Block.load(block).notify(body=scrub(body, settings), subject=scrub(subject, settings))
+    except Exception as exc:  # noqa: BLE001 - the incident matters more than its notification
+        get_logger("charhub_ops.notify").error("notification block %r failed: %s", block, type(exc).__name__)
+        return False
+    return True

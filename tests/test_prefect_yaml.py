@@ -95,3 +95,32 @@ def test_cleanup_runs_weekly_after_verify_and_docker_on_disk_high():
     flow = load_flow_from_entrypoint(str(ROOT / dep["entrypoint"]))
     assert inspect.signature(flow.fn).parameters["parts"].default.default == ["rows", "storage", "docker"]
     assert dep["concurrency_limit"]["limit"] == 1
+
+
+def test_monitor_runs_every_minute_without_piling_up():
+    dep = DEPLOYMENTS["monitor"]
+    assert dep["entrypoint"] == "flows/monitor.py:monitor_flow"
+    (schedule,) = dep["schedules"]
+    assert schedule["cron"] == "* * * * *" and schedule["timezone"] == "UTC"
+    assert dep["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+
+
+@pytest.mark.parametrize(("name", "event"), [("incident-respond", "charhub.service.down"),
+                                             ("incident-resolve", "charhub.service.recovered")])
+def test_incident_deployments_are_triggered_with_the_check_id(name, event):
+    dep = DEPLOYMENTS[name]
+    (trigger,) = dep["triggers"]
+    parsed = DeploymentEventTrigger.model_validate(trigger)
+    assert parsed.expect == {event} and parsed.posture.value == "Reactive"
+    assert trigger["match"] == {"prefect.resource.id": "charhub.check.*"}
+    assert trigger["parameters"] == {"check_id": "{{ event.payload.check_id }}"}  # one template: a string comes out
+
+
+def test_backup_overdue_is_a_proactive_dead_man_switch():
+    dep = DEPLOYMENTS["backup-overdue"]
+    assert dep["entrypoint"] == "flows/incident.py:incident_respond_flow"
+    (trigger,) = dep["triggers"]
+    parsed = DeploymentEventTrigger.model_validate(trigger)
+    assert parsed.posture.value == "Proactive" and parsed.expect == {"charhub.backup.completed"}
+    assert parsed.within.total_seconds() == 26 * 3600 and parsed.threshold == 1
+    assert trigger["parameters"]["check_id"] == "backup-overdue" and "{{" not in str(trigger["parameters"])

@@ -7,6 +7,8 @@ One module per command group, each registered here, explicitly, on the one root 
 * :mod:`.retention`: ``retention plan``; :mod:`.restore`: ``restore``, ``verify``;
 * :mod:`.migrate`: ``migrate`` (also a group: ``migrate status``, ``migrate resolve``);
 * :mod:`.cleanup`: ``cleanup`` (rows; also a group: ``cleanup storage``, ``cleanup docker``).
+* :mod:`.health`: ``health``; :mod:`.incident`: ``incident respond|list|show``; :mod:`.maintenance`:
+  ``maintenance start|stop|list``.
 
 Every expected error (an ``OpsError``, an unreachable Prefect API) becomes one red line on stderr and exit
 code 1, without a traceback. Secrets passed as options go to the process environment, never into flow
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import typer
 
-from charhub_ops.cli import backup, backups, cleanup, migrate, restore, retention
+from charhub_ops.cli import backup, backups, cleanup, health, incident, maintenance, migrate, restore, retention
 from charhub_ops.cli.app import exit_now_if_api_gone
 
 __all__ = ["app", "main"]
@@ -31,6 +33,9 @@ app.command()(restore.restore)
 app.command()(restore.verify)
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(cleanup.app, name="cleanup")
+app.command()(health.health)
+app.add_typer(incident.app, name="incident")
+app.add_typer(maintenance.app, name="maintenance")
 
 
 def main() -> None:

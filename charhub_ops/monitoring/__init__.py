@@ -1,0 +1,12 @@
+"""The monitoring pipeline's core (no Prefect): checks, the alerting state machine, incidents, reports.
+
+* :mod:`.config` — the YAML file (pydantic), one model per check type;
+* :mod:`.checks` — http, postgres, container, log_errors, disk, backups: one probe each → ``CheckResult``
+  (facts from :mod:`.pgfacts` and :mod:`.dockerfacts`; details through :mod:`.redact`);
+* :mod:`.runner` — one pass: probe → state machine → events (shared by the flow and the CLI);
+* :mod:`.state` — pure: streaks, down / recovered once, reminders (``now`` is an argument);
+* :mod:`.windows` — pure: recurring and ad hoc maintenance windows;
+* :mod:`.incidents` — pure: one open incident per check, timeline, actions, restart budget;
+* :mod:`.store` — the state-store protocol and the repository implementation (Prefect Variables: ``tasks``);
+* :mod:`.diagnose`, :mod:`.mitigate` — the incident runbook's facts and actions; :mod:`.report` — the write-up.
+"""

@@ -1,0 +1,102 @@
+"""One monitor pass, shared by the ``monitor`` flow and ``charhub-ops health`` without a Prefect server.
+
+:func:`evaluate` applies one probe result to a check's state (the pure state machine plus the disk level)
+and names the events to emit; :func:`run_pass` probes every check in order and saves the states —
+the flow does the same with one Prefect task per probe and emits the events to the server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from charhub_ops.monitoring.checks import CheckContext, CheckResult, run_check
+from charhub_ops.monitoring.config import MonitorConfig
+from charhub_ops.monitoring.state import CheckState, step
+from charhub_ops.monitoring.store import MonitorState
+from charhub_ops.monitoring.windows import active_windows
+from charhub_ops.pgurl import parse_pg_url
+from charhub_ops.settings import Settings
+from charhub_ops.storage import S3Options, open_storage
+
+__all__ = ["EVENTS", "Outcome", "context_for", "evaluate", "run_pass", "secret_values"]
+
+EVENTS = {"failed": "charhub.check.failed", "down": "charhub.service.down", "recovered": "charhub.service.recovered",
+          "reminder": "charhub.service.reminder", "suppressed": "charhub.service.suppressed",
+          "disk_high": "charhub.disk.high"}
+
+
+@dataclass
+class Outcome:
+    state: CheckState
+    events: list[str]          # keys of EVENTS, in order
+    row: dict                  # id, ok, detail, streak, state, events, maintenance
+    payload: dict              # check_id, severity, detail, ... (no secrets: details are redacted)
+
+
+def secret_values(settings: Settings, *extra: str | None) -> list[str]:
+    """Every secret the settings know of, the extra ones, and the passwords inside URLs among them."""
+    values = [v.get_secret_value() for v in (settings.database_url, settings.r2_access_key_id,
+                                              settings.r2_secret_access_key) if v is not None]
+    values += [e for e in extra if e]
+    for value in list(values):
+        if "://" in value:
+            try:
+                values.append(parse_pg_url(value).params.get("password", ""))
+            except Exception:  # noqa: BLE001 - not a PostgreSQL URL: nothing more to hide
+                pass
+    return [v for v in values if v]
+
+
+def context_for(check, settings: Settings, state: CheckState, now: datetime,
+                bearer: str | None = None) -> CheckContext:
+    """What the probe of ``check`` needs; the database URL comes from its environment variable (else the
+    database_url setting), never from the config file."""
+    env = getattr(check, "database_url_env", None)
+    url = os.environ.get(env) if env else None
+    if url is None and env and settings.database_url is not None:
+        url = settings.database_url.get_secret_value()
+    return CheckContext(now=now, latencies=state.latencies, restart_count=state.restart_count, bearer_token=bearer,
+                        database_url=url, secrets=secret_values(settings, bearer, url),
+                        open_repository=lambda repo: open_storage(repo or settings.repository,
+                                                                  S3Options.from_settings(settings)))
+
+
+def evaluate(check, result: CheckResult, previous: CheckState, in_window: list[str], now: datetime) -> Outcome:
+    moved = step(previous, result.ok, result.detail, now, threshold=check.threshold,
+                 recovery_threshold=check.recovery_threshold, remind_every=check.remind_every,
+                 maintenance=bool(in_window), latency_ms=result.latency_ms,
+                 latency_window=getattr(check, "latency_window", 20))
+    new = moved.state
+    new.restart_count = result.facts.get("restart_count", new.restart_count)
+    events = list(moved.events)
+    if check.type == "disk" and result.level > previous.level:
+        events.append("disk_high")
+    new.level = result.level
+    payload = {"check_id": check.id, "severity": check.severity, "detail": result.detail, "type": check.type,
+               "streak": new.fail_streak, "status": new.status}
+    if check.type == "disk":
+        payload.update(level=result.level, usage=result.facts.get("usage"))
+    if in_window:
+        payload["maintenance"] = in_window
+    row = {"id": check.id, "ok": result.ok, "detail": result.detail, "streak": new.fail_streak,
+           "state": "maintenance" if in_window else new.status, "events": events, "maintenance": in_window}
+    return Outcome(new, events, row, payload)
+
+
+def run_pass(cfg: MonitorConfig, store: MonitorState, settings: Settings, now: datetime,
+             emit: Callable[[str, str, dict], None] | None = None) -> list[dict]:
+    """Probe every check, save the states, hand each event to ``emit(event, resource, payload)``."""
+    windows, rows = store.windows(), []
+    for check in cfg.checks:
+        previous = store.check(check.id)
+        result = run_check(check, context_for(check, settings, previous, now))
+        out = evaluate(check, result, previous, active_windows(check.id, now, cfg.maintenance, windows), now)
+        store.save_check(out.state)
+        for event in out.events:
+            if emit:
+                emit(EVENTS[event], f"charhub.check.{check.id}", out.payload)
+        rows.append(out.row)
+    return rows

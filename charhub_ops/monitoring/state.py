@@ -1,0 +1,102 @@
+"""The alerting state machine of one check: pure, the clock is an argument (Gatus / Uptime Kuma semantics).
+
+* a failure streak; ``down`` once when it reaches ``threshold`` (default 3) — PENDING before that, no alert;
+* ``recovered`` once after ``recovery_threshold`` consecutive passes (default 2): a check flapping while down
+  stays down (a failure resets the pass streak), so it never opens a second incident;
+* ``reminder`` no more often than ``remind_every`` seconds while down;
+* inside a maintenance window a streak that reaches the threshold is ``suppressed`` (no down, no incident,
+  no reminder); once the window ends, the next failure of a still-failing check goes down.
+
+``step`` returns the new state and the events of this probe; it never mutates its input.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+__all__ = ["Probe", "CheckState", "Step", "step", "p95"]
+
+PROBES_KEPT = 10
+Event = Literal["failed", "down", "reminder", "recovered", "suppressed"]
+
+
+class Probe(BaseModel):
+    at: datetime
+    ok: bool
+    detail: str = ""
+    latency_ms: float | None = None
+
+
+class CheckState(BaseModel):
+    """Everything remembered about one check between runs (small: it lives in a Prefect Variable)."""
+
+    check_id: str
+    status: Literal["up", "down"] = "up"
+    fail_streak: int = 0
+    pass_streak: int = 0
+    first_failure_at: datetime | None = None   # first failure of the current streak / outage
+    down_at: datetime | None = None            # when the threshold was reached (detection)
+    recovered_at: datetime | None = None
+    last_reminder_at: datetime | None = None
+    failed_probes: int = 0                     # failures since first_failure_at
+    latencies: list[float] = Field(default_factory=list)
+    probes: list[Probe] = Field(default_factory=list)
+    level: int = 0                             # disk: how many levels the fullest path passed
+    restart_count: int | None = None           # container: at the last probe
+
+
+class Step(BaseModel):
+    state: CheckState
+    events: list[Event]
+
+
+def step(state: CheckState, ok: bool, detail: str, now: datetime, *, threshold: int = 3,
+         recovery_threshold: int = 2, remind_every: float = 3600.0, maintenance: bool = False,
+         latency_ms: float | None = None, latency_window: int = 20) -> Step:
+    """Apply one probe result to ``state``; returns the new state and its events."""
+    s = state.model_copy(deep=True)
+    s.probes = [*s.probes, Probe(at=now, ok=ok, detail=detail[:200], latency_ms=latency_ms)][-PROBES_KEPT:]
+    if latency_ms is not None:
+        s.latencies = [*s.latencies, round(latency_ms, 1)][-latency_window:]
+    return _failed(s, now, threshold, remind_every, maintenance) if not ok else _passed(s, now, recovery_threshold)
+
+
+def _failed(s: CheckState, now: datetime, threshold: int, remind_every: float, maintenance: bool) -> Step:
+    s.fail_streak, s.pass_streak = s.fail_streak + 1, 0
+    if s.fail_streak == 1 and s.status == "up":
+        s.first_failure_at, s.failed_probes = now, 0
+    s.failed_probes += 1
+    events: list[Event] = ["failed"]
+    if s.status == "up" and s.fail_streak >= threshold:
+        if maintenance:
+            events.append("suppressed")
+        else:
+            s.status, s.down_at, s.last_reminder_at, s.recovered_at = "down", now, now, None
+            events.append("down")
+    elif s.status == "down" and not maintenance and remind_every > 0 and s.last_reminder_at is not None \
+            and (now - s.last_reminder_at).total_seconds() >= remind_every:
+        s.last_reminder_at = now
+        events.append("reminder")
+    return Step(state=s, events=events)
+
+
+def _passed(s: CheckState, now: datetime, recovery_threshold: int) -> Step:
+    s.pass_streak, s.fail_streak = s.pass_streak + 1, 0
+    if s.status == "down" and s.pass_streak >= recovery_threshold:
+        s.status, s.recovered_at = "up", now
+        return Step(state=s, events=["recovered"])
+    if s.status == "up":
+        s.first_failure_at, s.failed_probes = None, 0
+    return Step(state=s, events=[])
+
+
+def p95(values: list[float]) -> float | None:
+    """The 95th percentile (nearest rank) of ``values``; None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-95 * len(ordered) // 100))  # ceil(0.95 n)
+    return ordered[rank - 1]

@@ -1,0 +1,144 @@
+"""Where the monitor's state lives between runs: a small key/value protocol and what is stored under it.
+
+Monitor runs land on different workers (or machines), so the state cannot live in a local file:
+
+* ``tasks.monitoring.VariableStore`` keeps each key in a Prefect Variable on the server (the default when
+  ``PREFECT_API_URL`` names a server); a Variable holds at most 5,000 characters, so each check, incident,
+  window and budget is its own small key;
+* :class:`RepositoryStore` keeps each key as a JSON object in the repository (``monitor/state/…`` in the
+  S3/R2 bucket, or a directory with ``file://``): the fallback when there is no server (the CLI with
+  Prefect's ephemeral API, where a Variable would vanish with the process).
+
+Keys use lowercase letters, digits, ``-``, ``_`` and ``/``. Writes are last-writer-wins: the monitor
+deployment runs with concurrency 1, the incident flows with one run per check id.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Protocol
+
+from charhub_ops.errors import ConfigError, NotFoundError
+from charhub_ops.monitoring.incidents import Incident
+from charhub_ops.monitoring.state import CheckState
+from charhub_ops.monitoring.windows import AdHocWindow
+from charhub_ops.storage import S3Options, Storage, open_storage
+
+__all__ = ["StateStore", "RepositoryStore", "MonitorState", "repository_state"]
+
+
+class StateStore(Protocol):
+    """Small JSON documents by key. ``get`` returns None for a missing key; ``keys`` lists a prefix."""
+
+    def get(self, key: str) -> dict | None: ...
+
+    def put(self, key: str, value: dict) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def keys(self, prefix: str) -> list[str]: ...
+
+
+class RepositoryStore:
+    """A StateStore in a repository (Storage): one JSON object per key under ``prefix``."""
+
+    def __init__(self, storage: Storage, prefix: str = "monitor/state/") -> None:
+        self.storage, self.prefix = storage, prefix
+
+    def get(self, key: str) -> dict | None:
+        try:
+            return json.loads(self.storage.get_bytes(f"{self.prefix}{key}.json"))
+        except NotFoundError:
+            return None
+
+    def put(self, key: str, value: dict) -> None:
+        self.storage.put_bytes(f"{self.prefix}{key}.json", json.dumps(value, default=str).encode())
+
+    def delete(self, key: str) -> None:
+        self.storage.delete_many([f"{self.prefix}{key}.json"])
+
+    def keys(self, prefix: str) -> list[str]:
+        return [o.key.removeprefix(self.prefix).removesuffix(".json")
+                for o in self.storage.list(self.prefix + prefix) if o.key.endswith(".json")]
+
+
+class MonitorState:
+    """Typed access to the store: check states, incidents (one open per check), windows, restart budgets."""
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+
+    def check(self, check_id: str) -> CheckState:
+        data = self.store.get(f"check/{check_id}")
+        return CheckState.model_validate(data) if data else CheckState(check_id=check_id)
+
+    def save_check(self, state: CheckState) -> None:
+        self.store.put(f"check/{state.check_id}", state.model_dump(mode="json"))
+
+    def incident(self, incident_id: str) -> Incident | None:
+        data = self.store.get(f"incident/{incident_id}")
+        return Incident.model_validate(data) if data else None
+
+    def open_incident(self, check_id: str) -> Incident | None:
+        ref = self.store.get(f"open/{check_id}")
+        return self.incident(ref["incident_id"]) if ref else None
+
+    def save_incident(self, incident: Incident) -> None:
+        self.store.put(f"incident/{incident.id}", incident.model_dump(mode="json"))
+        if incident.status == "resolved":
+            ref = self.store.get(f"open/{incident.check_id}")
+            if ref and ref["incident_id"] == incident.id:
+                self.store.delete(f"open/{incident.check_id}")
+        else:
+            self.store.put(f"open/{incident.check_id}", {"incident_id": incident.id})
+
+    def incidents(self) -> list[Incident]:
+        """Open and closed, newest first."""
+        found = [i for k in self.store.keys("incident/") if (i := self.incident(k.removeprefix("incident/")))]
+        return sorted(found, key=lambda i: i.opened_at, reverse=True)
+
+    def prune_incidents(self, now: datetime, keep_days: float) -> list[str]:
+        """Forget resolved incidents closed more than ``keep_days`` ago (their reports stay); returns their ids."""
+        limit = keep_days * 86400
+        old = [i.id for i in self.incidents()
+               if i.status == "resolved" and i.resolved_at and (now - i.resolved_at).total_seconds() > limit]
+        for incident_id in old:
+            self.store.delete(f"incident/{incident_id}")
+        return old
+
+    def prune_windows(self, now: datetime) -> list[str]:
+        """Forget ad hoc windows that ended more than a day ago."""
+        old = [w.id for w in self.windows() if (now - w.end).total_seconds() > 86400]
+        for window_id in old:
+            self.delete_window(window_id)
+        return old
+
+    def windows(self) -> list[AdHocWindow]:
+        return [AdHocWindow.model_validate(d) for k in self.store.keys("window/") if (d := self.store.get(k))]
+
+    def save_window(self, window: AdHocWindow) -> None:
+        self.store.put(f"window/{window.id}", window.model_dump(mode="json"))
+
+    def delete_window(self, window_id: str) -> None:
+        self.store.delete(f"window/{window_id}")
+
+    def restarts(self, check_id: str) -> list[datetime]:
+        data = self.store.get(f"budget/{check_id}") or {"restarts": []}
+        return [datetime.fromisoformat(t) for t in data["restarts"]]
+
+    def save_restarts(self, check_id: str, times: list[datetime]) -> None:
+        self.store.put(f"budget/{check_id}", {"restarts": [t.isoformat() for t in times]})
+
+
+def repository_state(settings, spec: str | None, prefect_server: bool) -> MonitorState | None:
+    """The store named by ``spec`` (default: setting monitor_state) when it is a repository; None when it
+    is Prefect Variables (``prefect``, or ``auto`` with ``prefect_server``) — the tasks layer opens those."""
+    spec = spec or settings.monitor_state
+    if spec == "prefect" or (spec == "auto" and prefect_server):
+        return None
+    if spec in ("auto", "repository"):
+        spec = settings.repository
+    if not spec.startswith(("file://", "s3://")):
+        raise ConfigError(f"monitor_state: {spec!r}: use auto, prefect, repository, file:///dir or s3://bucket/prefix")
+    return MonitorState(RepositoryStore(open_storage(spec, S3Options.from_settings(settings), "monitor_state")))

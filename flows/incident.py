@@ -1,0 +1,137 @@
+"""Incident response: detect → diagnose → mitigate → escalate → document → notify; and resolve.
+
+``incident_respond_flow`` is what the ``incident-respond`` deployment runs on ``charhub.service.down`` (and
+``backup-overdue`` on the proactive dead-man trigger). One open incident per check id: a second ``down``
+attaches to the open one (Keep's one_until_resolved) and runs nothing again.
+
+1. **Diagnose** (task): container status and last log lines, pg_stat_activity, blocking chains, long queries,
+   disk, the check's recent probes, recent flow runs from the Prefect API; every secret redacted.
+2. **Mitigate** (a task per action): only what the runbook for the check type allows *and* the config enables,
+   each with a pre-condition and a re-check; disabled or over-budget actions are reported, not run.
+3. **Escalate** when no action brought the check back: the incident stays open and names who must act.
+4. **Document** (task): the report file in CharHub's template, written atomically, and a markdown artifact.
+5. **Notify** (task): opened (with severity), mitigated or escalated — through the notification block.
+
+``incident_resolve_flow`` runs on ``charhub.service.recovered``: closes the incident, completes its timeline
+and duration, rewrites the report, notifies.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from charhub_ops.monitoring.config import BackupsCheck, load_config
+from charhub_ops.monitoring.diagnose import summary_lines
+from charhub_ops.monitoring.incidents import RESPONSE_TARGET, add, attach, new_incident, record_action, resolve
+from charhub_ops.monitoring.mitigate import planned_actions
+from charhub_ops.monitoring.windows import active_windows
+from charhub_ops.settings import load_settings
+from tasks.incidents import run_action
+from tasks.monitoring import (
+    check_context,
+    diagnose_incident,
+    open_state,
+    recent_check_events,
+    recent_flow_runs,
+    utcnow,
+    write_incident_report,
+)
+from tasks.notify import notify
+
+__all__ = ["incident_respond_flow", "incident_resolve_flow"]
+
+
+def _check(cfg, check_id: str, detail: str | None):
+    """The configured check; an unknown id with a ``detail`` (the proactive backup trigger) gets a backups check."""
+    if detail and check_id not in {c.id for c in cfg.checks}:
+        return BackupsCheck(id=check_id, type="backups", severity="high")
+    return cfg.check(check_id)
+
+
+def _summary(inc, actions=None, suppressed: list[str] | None = None) -> dict:
+    return {"incident_id": inc.id if inc else None, "check_id": inc.check_id if inc else None,
+            "status": inc.status if inc else None,
+            "actions": [{"action": a.action, "ok": a.ok, "ran": a.ran, "detail": a.detail}
+                        for a in (inc.actions if inc else actions or [])],
+            "report": inc.report if inc else None, "resolved": bool(inc and inc.status == "resolved"),
+            "maintenance": suppressed or []}
+
+
+@flow(name="incident-respond")
+def incident_respond_flow(check_id: str, config: str | None = None, detail: str | None = None,
+                          state: str | None = None) -> dict:
+    """Open (or attach to) the incident of ``check_id``; diagnose, mitigate, escalate, document, notify."""
+    settings = load_settings()
+    cfg = load_config(config or settings.monitor_config)
+    check, store, now = _check(cfg, check_id, detail), open_state(settings, state), utcnow()
+    windows = active_windows(check_id, now, cfg.maintenance, store.windows())
+    if windows:
+        return _summary(None, suppressed=windows)
+    check_state = store.check(check_id)
+    ctx = check_context(check, settings, check_state, now)
+    open_inc = store.open_incident(check_id)
+    if open_inc is not None:
+        inc = attach(open_inc, now, detail or _last_detail(check_state))
+        store.save_incident(inc)
+        return _summary(inc)
+    inc = new_incident(check_id, check.severity, detail or _last_detail(check_state), now,
+                       check_state.first_failure_at, check_state.down_at, check_state.failed_probes)
+    store.save_incident(inc)  # claims the check's slot before the slow steps
+    notify(cfg.notify_block, f"charhub-ops: incident {inc.id} opened ({inc.severity})",
+           f"{check_id} is down: {inc.detail}\nrespond {RESPONSE_TARGET[inc.severity]}", ctx.secrets)
+    details = diagnose_incident(check, check_state, ctx, cfg.log_lines, recent_flow_runs(),
+                                recent_check_events(check_id))
+    inc = add(inc.model_copy(update={"diagnosis": summary_lines(details)}), utcnow(), "diagnosis gathered")
+    inc = _mitigate(inc, check, cfg, store, ctx)
+    latest = store.incident(inc.id)
+    if latest is not None and latest.status == "resolved":  # incident-resolve ran while this run mitigated
+        inc = resolve(inc, latest.resolved_at, latest.failed_probes)
+    inc = inc.model_copy(update={"report": write_incident_report(cfg.incident_dir, inc, details)})
+    store.save_incident(inc)
+    _tell(cfg, inc, ctx.secrets)
+    return _summary(inc)
+
+
+def _last_detail(check_state) -> str:
+    failed = [p for p in check_state.probes if not p.ok]
+    return failed[-1].detail if failed else "down"
+
+
+def _mitigate(inc, check, cfg, store, ctx):
+    enabled, skipped = planned_actions(check)
+    for result in skipped:
+        inc = record_action(inc, result)
+    for action in enabled:
+        inc = record_action(inc, run_action(action, check, cfg, store, ctx))
+    if any(a.ran and a.ok for a in inc.actions):
+        return add(inc.model_copy(update={"status": "mitigated"}), utcnow(), "mitigated: the re-check passes")
+    inc = inc.model_copy(update={"status": "escalated", "escalated_to": cfg.owner})
+    return add(inc, utcnow(), f"escalated to {cfg.owner}: no action restored the service")
+
+
+def _tell(cfg, inc, secrets) -> None:
+    lines = [f"{a.action}: {'ran' if a.ran else 'not run'}, {'ok' if a.ok else 'failed'} — {a.detail}"
+             for a in inc.actions]
+    verb = "mitigated" if inc.status == "mitigated" else f"ESCALATED to {inc.escalated_to}"
+    notify(cfg.notify_block, f"charhub-ops: incident {inc.id} {verb}",
+           "\n".join([f"{inc.check_id}: {inc.detail}", *lines, f"report: {inc.report}"]), secrets)
+
+
+@flow(name="incident-resolve")
+def incident_resolve_flow(check_id: str, config: str | None = None, state: str | None = None) -> dict:
+    """Close the open incident of ``check_id``: timeline, duration, report, notification."""
+    settings = load_settings()
+    cfg = load_config(config or settings.monitor_config)
+    store = open_state(settings, state)
+    inc = store.open_incident(check_id)
+    if inc is None:
+        return _summary(None)
+    check_state = store.check(check_id)
+    inc = resolve(inc, check_state.recovered_at or utcnow(), check_state.failed_probes)
+    inc = inc.model_copy(update={"report": write_incident_report(cfg.incident_dir, inc, None)})
+    store.save_incident(inc)
+    store.prune_incidents(utcnow(), cfg.keep_closed_days)
+    store.prune_windows(utcnow())
+    notify(cfg.notify_block, f"charhub-ops: incident {inc.id} resolved",
+           f"{check_id} recovered at {inc.resolved_at:%Y-%m-%d %H:%M:%S} UTC; report: {inc.report}")
+    return _summary(inc)
