@@ -1,12 +1,14 @@
 """Cleanup benchmark: 1 M expired rows deleted in batches vs one single DELETE, side by side, with a writer.
 
-    .venv/bin/python bench/cleanup_bench.py [--rows 1000000] [--fresh 250000] [--batch 5000] [--pause 0.05]
+    .venv/bin/python bench/cleanup_bench.py [--rows 1000000] [--fresh 250000] [--batch 5000] [--pause 0.01] [--pause-ratio 0.25]
+        [--max-batch 50000]
 
 Starts a throwaway PostgreSQL cluster (tests/harness), builds a CharHub ``UsageLog`` (text ids, timestamp(3),
 index on the timestamp) with ``--rows`` expired processed rows and ``--fresh`` recent ones (not timed), then
 for each method: a concurrent writer inserts new rows and updates random *expired* rows (the ones being
 deleted) while the rows go; the writer's worst statement time is its worst wait. Method 1: the cleanup's
-batched deleter (charhub_ops.cleanup.rows, default settings: lock_timeout 0.2 s, statement_timeout 5 s);
+batched deleter (charhub_ops.cleanup.rows, default settings: lock_timeout 0.2 s, statement_timeout 5 s, batches
+from 5,000 growing to 50,000 rows while under 50 ms, pause 0.25 × the batch's duration);
 method 2: ``DELETE … WHERE "timestamp" < cutoff AND processed`` in one statement. The table is rebuilt
 between the methods. Target: batched throughput ≥ 0.5× the single DELETE.
 """
@@ -84,14 +86,14 @@ def timed(url: str, rows: int, action) -> tuple[float, float, int]:
     return seconds, max(writer.waits), len(writer.waits)
 
 
-def batched(url: str, conn: psycopg.Connection, batch: int, pause: float) -> None:
+def batched(conn: psycopg.Connection, batch: int, opts: RowOptions) -> None:
     (plan,) = plan_policies(conn, PolicyFile.model_validate({"policies": [{
         "table": "UsageLog", "timestamp_column": "timestamp", "older_than": "90d", "where": {"processed": True},
         "batch_size": batch}]}))
     cutoff = NOW.replace(tzinfo=UTC) - timedelta(days=90)
-    result = delete_expired(conn, plan, cutoff, RowOptions(pause=pause), matched=0)
+    result = delete_expired(conn, plan, cutoff, opts, matched=0)
     print(f"  batched: {result.deleted} rows in {result.batches} batches, slowest "
-          f"{result.slowest_batch * 1000:.0f} ms, {result.lock_waits} timeouts", flush=True)
+          f"{result.slowest_batch * 1000:.0f} ms, {result.lock_waits} timeouts, last size {result.batch_size}", flush=True)
 
 
 def single(conn: psycopg.Connection) -> None:
@@ -104,14 +106,17 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--fresh", type=int, default=250_000)
     parser.add_argument("--batch", type=int, default=5000)
-    parser.add_argument("--pause", type=float, default=0.05)
+    parser.add_argument("--pause", type=float, default=RowOptions().pause)
+    parser.add_argument("--pause-ratio", type=float, default=RowOptions().pause_ratio)
+    parser.add_argument("--max-batch", type=int, default=RowOptions().max_batch)
     args = parser.parse_args()
+    opts = RowOptions(pause=args.pause, pause_ratio=args.pause_ratio, max_batch=args.max_batch)
     cluster = start_pg_cluster()
     try:
         url = cluster.create_database("bench")
         results = {}
         with psycopg.connect(url, autocommit=True) as conn:
-            for name, action in (("batched", lambda: batched(url, conn, args.batch, args.pause)),
+            for name, action in (("batched", lambda: batched(conn, args.batch, opts)),
                                  ("single DELETE", lambda: single(conn))):
                 build(conn, args.rows, args.fresh)
                 print(f"{name}: table ready ({args.rows:,} expired + {args.fresh:,} fresh rows)", flush=True)

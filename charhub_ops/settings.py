@@ -170,8 +170,15 @@ class Settings(BaseSettings):
         5.0, gt=0, le=600, validation_alias=_aliases("cleanup_statement_timeout"),
         description="Cleanup: statement_timeout (s) of each delete batch: the longest a writer can wait for a row.")
     cleanup_pause: float = Field(
-        0.05, ge=0, le=60, validation_alias=_aliases("cleanup_pause"),
-        description="Cleanup: seconds between delete batches.")
+        0.01, ge=0, le=60, validation_alias=_aliases("cleanup_pause"),
+        description="Cleanup: the shortest pause (s) between delete batches.")
+    cleanup_pause_ratio: float = Field(
+        0.25, ge=0, le=100, validation_alias=_aliases("cleanup_pause_ratio"),
+        description="Cleanup: the pause after a delete batch is this × the batch's duration (at least "
+                    "cleanup_pause).")
+    cleanup_max_batch: int = Field(
+        50_000, ge=1, le=100_000, validation_alias=_aliases("cleanup_max_batch"),
+        description="Cleanup: delete batches grow up to this many rows while a batch takes under 50 ms.")
     cleanup_min_batch: int = Field(
         100, ge=1, validation_alias=_aliases("cleanup_min_batch"),
         description="Cleanup: the smallest batch after timeouts; still timing out there fails the run (transient).")

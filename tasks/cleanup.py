@@ -74,7 +74,8 @@ def resolve_cleanup_config(parts: list[str], policy_file: str | None, media_mode
     media = _media(settings, media_mode) if "storage" in parts else None
     needs_db = "rows" in parts and policies is not None or media is not None
     rows = RowOptions(lock_timeout=settings.cleanup_lock_timeout, statement_timeout=settings.cleanup_statement_timeout,
-                      pause=settings.cleanup_pause, floor=settings.cleanup_min_batch)
+                      pause=settings.cleanup_pause, pause_ratio=settings.cleanup_pause_ratio,
+                      max_batch=settings.cleanup_max_batch, floor=settings.cleanup_min_batch)
     return CleanupConfig(url=database_url(settings, database_url_secret) if needs_db else None, policies=policies,
                          rows=rows, backups=repo_spec(settings) if "storage" in parts else None, media=media,
                          container_age_hours=settings.cleanup_container_age_hours,

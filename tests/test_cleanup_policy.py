@@ -8,7 +8,7 @@ import psycopg
 import pytest
 import yaml
 
-from charhub_ops.cleanup.batches import BatchSizer, Budget, stop_reason
+from charhub_ops.cleanup.batches import BatchSizer, Budget, pause_after, stop_reason
 from charhub_ops.cleanup.policy import PolicyFile, load_policy_file
 from charhub_ops.cleanup.run import plan_policies
 from charhub_ops.errors import PolicyError
@@ -36,6 +36,51 @@ def test_batch_shrinks_by_a_quarter_down_to_the_floor(start, floor, timeouts, si
 def test_the_floor_gives_up_after_repeated_timeouts():
     sizer = BatchSizer(100, floor=100, max_failures_at_floor=3)
     assert [sizer.shrink() for _ in range(3)] == [True, True, False]
+
+
+FAST, OK, SLOW = 0.01, 0.1, 0.3  # batch durations against the 0.1 s target: under half, within, over twice
+
+
+@pytest.mark.parametrize(("start", "ceiling", "batches", "sizes"), [
+    (5000, 50_000, [(FAST, True)] * 6, [7500, 11250, 16875, 25312, 37968, 50000]),  # half again, up to the ceiling
+    (5000, 50_000, [(FAST, False)] * 2, [5000, 5000]),  # a short batch says nothing about the size
+    (5000, 50_000, [(OK, True)] * 2, [5000, 5000]),  # within the target: stays
+    (5000, 50_000, [(SLOW, True), (SLOW, False)], [3750, 2813]),  # over twice the target: a quarter off
+    (5000, 50_000, [(FAST, True), (SLOW, True), (FAST, True)], [7500, 5625, 8437]),
+    (5000, None, [(FAST, True)] * 2, [5000, 5000]),  # no ceiling: never grows
+    (5000, 1000, [(FAST, True)], [5000]),  # a ceiling under the start size is the start size
+    (150, 50_000, [(SLOW, True)] * 3, [113, 100, 100]),  # slow batches stop at the floor, and never fail
+])
+def test_batch_grows_while_fast_and_shrinks_when_slow(start, ceiling, batches, sizes):
+    sizer = BatchSizer(start, floor=100, ceiling=ceiling, target_seconds=0.1)
+    seen = []
+    for seconds, full in batches:
+        sizer.record(seconds, full)
+        seen.append(sizer.size)
+    assert seen == sizes
+    assert sizer.failures_at_floor == 0
+
+
+def test_after_a_timeout_the_batch_never_grows_back_past_the_shrunk_size():
+    sizer = BatchSizer(1000, floor=100, ceiling=10_000)
+    sizer.record(FAST, True)
+    assert sizer.size == 1500
+    assert sizer.shrink() and sizer.size == 1125
+    sizer.record(FAST, True)
+    assert (sizer.size, sizer.ceiling) == (1125, 1125)
+    sizer.record(SLOW, True)
+    sizer.record(FAST, True)
+    assert sizer.size == 1125  # 844 after the slow batch, then back up to the ceiling the timeout left
+
+
+@pytest.mark.parametrize(("seconds", "minimum", "ratio", "pause"), [
+    (0.2, 0.01, 0.25, 0.05),  # proportional to the batch
+    (0.02, 0.01, 0.25, 0.01),  # never under the minimum
+    (0.2, 0.0, 0.0, 0.0),  # no pause at all
+    (1.0, 0.05, 1.0, 1.0),  # ratio 1: the cleaner works half the time
+])
+def test_pause_is_proportional_to_the_batch(seconds, minimum, ratio, pause):
+    assert pause_after(seconds, minimum, ratio) == pytest.approx(pause)
 
 
 @pytest.mark.parametrize(("size", "deleted", "max_rows", "limit"), [
@@ -144,7 +189,7 @@ def test_the_file_shape_is_checked(tmp_path, content, message):
     ("policy", {"ALWAYS_PROTECTED", "is_not_null", "RowPolicy", "PolicyFile", "TablePlan", "load_policy_file",
                 "check_policy", "index_hint"}),
     ("schema", {"TableShape", "table_shape"}),
-    ("batches", {"BatchSizer", "Budget", "stop_reason"}),
+    ("batches", {"BatchSizer", "Budget", "pause_after", "stop_reason"}),
     ("rows", {"RowOptions", "PolicyResult", "cursor_key", "count_matching", "delete_expired", "vacuum_analyze",
               "read_cursor", "save_cursor", "ensure_cursors"}),
     ("run", {"plan_policies", "run_policy", "run_policies", "rows_to_json", "plan_to_json"}),

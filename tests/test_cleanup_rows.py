@@ -16,7 +16,7 @@ from charhub_ops.errors import DatabaseError
 from tests.harness.charhub_schema import create_charhub_schema
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
-FAST = RowOptions(pause=0.0, floor=10)
+FAST = RowOptions(pause=0.0, pause_ratio=0.0, floor=10, max_batch=1, target_batch_seconds=3600)  # fixed sizes
 
 
 @pytest.fixture
@@ -61,6 +61,20 @@ def test_only_matching_rows_go_and_a_dry_run_deletes_nothing(db):
     after = counts(db)
     assert (True, True) not in after
     assert after[(True, False)] == 1000 and after[(False, True)] == 1000 and after[(False, False)] == 1000
+
+
+def test_fast_batches_grow_up_to_max_batch_and_pauses_follow_the_batch(db):
+    fill_usage(db, 4000)
+    (plan,) = plans(db, batch_size=100)
+    pauses = []
+    from charhub_ops.cleanup import rows
+
+    opts = RowOptions(pause=0.01, pause_ratio=0.25, floor=10, max_batch=1000)
+    result = rows.delete_expired(db, plan, NOW - timedelta(days=90), opts, matched=1000,
+                                 clock=lambda: 0.0, sleep=pauses.append)  # every batch takes no time
+    assert (result.deleted, result.stopped) == (1000, "done")
+    assert result.batches == 6  # 100 + 150 + 225 + 337 + the 188 left (of 505), then the empty one
+    assert result.batch_size == 505 and pauses == [0.01] * 5  # the short batch did not grow it further
 
 
 def test_a_run_stopped_by_its_budget_resumes_where_it_stopped(db):

@@ -1,43 +1,70 @@
 """Pure batch policy: how big the next batch is and whether the run may take another one.
 
-GitLab's batched background migrations shrink a batch by a quarter after a timeout; here the size never
-falls under ``floor`` and never grows back within a run (a table that timed out once is busy). A run ends
-cleanly when ``max_rows`` or ``max_seconds`` is reached — the next run resumes from the kept cursor.
-No clock and no I/O: callers pass the elapsed time.
+GitLab's batched background migrations grow a batch while batches stay fast and shrink it by a quarter after
+a timeout; here a full batch that took under half of ``target_seconds`` grows by half (up to ``ceiling``), one
+that took over twice the target shrinks by a quarter, and a lock/statement timeout shrinks it and lowers the
+ceiling to the new size (a table that timed out once is busy: the size never grows back past it). The size never
+falls under ``floor``. The pause after a batch is proportional to its duration (:func:`pause_after`), so the
+cleaner takes a bounded share of the server however big the batches get. A run ends cleanly when ``max_rows``
+or ``max_seconds`` is reached — the next run resumes from the kept cursor. No clock and no I/O: callers pass
+the elapsed time.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BatchSizer", "Budget", "stop_reason"]
+__all__ = ["BatchSizer", "Budget", "pause_after", "stop_reason"]
 
 
 @dataclass
 class BatchSizer:
-    """The current batch size; :meth:`shrink` after a lock or statement timeout."""
+    """The current batch size: :meth:`record` after each batch, :meth:`shrink` after a lock or statement timeout.
+    ``ceiling`` None (or not above ``size``): the size never grows."""
 
     size: int
     floor: int = 100
+    ceiling: int | None = None
+    target_seconds: float = 0.1
     max_failures_at_floor: int = 5
     failures_at_floor: int = 0
 
     def __post_init__(self) -> None:
         self.floor = max(1, min(self.floor, self.size))
+        self.ceiling = max(self.size, self.ceiling or self.size)
+
+    def record(self, seconds: float, full: bool) -> None:
+        """After a batch: grow by half if it was full and took under half the target, shrink by a quarter if it
+        took over twice the target (a short batch says nothing about the size: the range ran out)."""
+        if full and seconds < self.target_seconds / 2:
+            self.size = min(self.ceiling, self.size + max(1, self.size // 2))
+        elif seconds > self.target_seconds * 2:
+            self._cut()
 
     def shrink(self) -> bool:
-        """Shrink by a quarter (not under the floor). False once the floor itself failed too often: give up."""
+        """After a timeout: shrink by a quarter (not under the floor) and never grow back past the new size.
+        False once the floor itself failed too often: give up."""
         if self.size <= self.floor:
             self.failures_at_floor += 1
             return self.failures_at_floor < self.max_failures_at_floor
-        self.size = max(self.floor, self.size - max(1, self.size // 4))
+        self._cut()
+        self.ceiling = self.size
         return True
+
+    def _cut(self) -> None:
+        self.size = max(self.floor, self.size - max(1, self.size // 4))
 
     def next_size(self, deleted: int, max_rows: int | None) -> int:
         """The next batch's LIMIT: the current size, cut to what is left of ``max_rows``."""
         if max_rows is None:
             return self.size
         return max(0, min(self.size, max_rows - deleted))
+
+
+def pause_after(seconds: float, minimum: float, ratio: float) -> float:
+    """Seconds to sleep after a batch that took ``seconds``: ``ratio`` × its duration, at least ``minimum``
+    (ratio 0.25: the cleaner works at most 80 % of the time, whatever the batch size)."""
+    return max(minimum, seconds * ratio)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ Each batch is one transaction (GitLab's loose-foreign-keys cleaner is the model)
 
 ``SKIP LOCKED``: the cleaner never waits for a row a writer holds (that row waits for the next run); a
 writer waits for a row the cleaner holds at most one batch (bounded by the batch's ``statement_timeout``).
-A lock or statement timeout shrinks the batch (:class:`.batches.BatchSizer`) instead of failing. The
+Batches grow while they stay fast and shrink when slow; a lock or statement timeout shrinks the batch
+(:class:`.batches.BatchSizer`) instead of failing. The pause after a batch is proportional to its duration. The
 cursor (the newest timestamp deleted) is kept in ``charhub_ops.cleanup_cursors`` so the next batch — and
 the next run, after a budget stop — walks the index onward instead of rescanning dead entries from the
 start; a run that reaches the end clears it. ``VACUUM (ANALYZE)`` runs afterwards, outside a transaction.
@@ -28,7 +29,7 @@ import psycopg
 from psycopg import sql
 from pydantic import BaseModel
 
-from charhub_ops.cleanup.batches import BatchSizer, Budget, stop_reason
+from charhub_ops.cleanup.batches import BatchSizer, Budget, pause_after, stop_reason
 from charhub_ops.cleanup.policy import RowPolicy, TablePlan, is_not_null
 from charhub_ops.errors import DatabaseError
 from charhub_ops.migrations.ledger import HISTORY_SCHEMA
@@ -50,8 +51,11 @@ _TIMEOUTS = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
 class RowOptions(BaseModel):
     lock_timeout: float = 0.2  # seconds the DELETE may wait for a lock (row locks are skipped, not awaited)
     statement_timeout: float = 5.0  # seconds per batch: also the longest a writer can wait for a row
-    pause: float = 0.05  # seconds between batches
+    pause: float = 0.01  # the shortest pause between batches (seconds)
+    pause_ratio: float = 0.25  # pause = this × the batch's duration, at least ``pause``
     floor: int = 100  # smallest batch after timeouts
+    max_batch: int = 50_000  # batches grow up to this (or the policy's batch_size if larger) while fast
+    target_batch_seconds: float = 0.1  # grow while a full batch takes under half this, shrink over twice this
 
 
 class PolicyResult(BaseModel):
@@ -137,15 +141,16 @@ class _Run:
     def __init__(self, plan: TablePlan, cutoff: datetime, opts: RowOptions, position: str | None,
                  result: PolicyResult, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
         self.plan, self.cutoff, self.opts, self.position, self.result = plan, cutoff, opts, position, result
-        self.sizer = BatchSizer(plan.policy.batch_size, floor=min(opts.floor, plan.policy.batch_size))
+        self.sizer = BatchSizer(plan.policy.batch_size, floor=min(opts.floor, plan.policy.batch_size),
+                                ceiling=opts.max_batch, target_seconds=opts.target_batch_seconds)
         self.budget = Budget(plan.policy.max_rows, plan.policy.max_seconds)
         self.clock, self.sleep, self.start = clock, sleep, clock()
 
     def step(self, conn: psycopg.Connection) -> None:
         """One batch; a lock/statement timeout shrinks the next one (or gives up at the floor, transient)."""
         statement, params = _batch_statement(self.plan, with_cursor=self.position is not None)
-        params.update(cutoff=self.cutoff, position=self.position,
-                      limit=self.sizer.next_size(self.result.deleted, self.budget.max_rows))
+        limit = self.sizer.next_size(self.result.deleted, self.budget.max_rows)
+        params.update(cutoff=self.cutoff, position=self.position, limit=limit)
         started = self.clock()
         try:
             count, newest = _one_batch(conn, statement, params, self.opts)
@@ -156,13 +161,14 @@ class _Run:
                                     f"{self.sizer.size} rows per batch: {str(exc).strip()}", transient=True) from exc
             self.sleep(self.opts.pause)
             return
-        r = self.result
+        r, took = self.result, self.clock() - started
         r.batches, r.deleted = r.batches + 1, r.deleted + count
-        r.slowest_batch = max(r.slowest_batch, self.clock() - started)
+        r.slowest_batch = max(r.slowest_batch, took)
+        self.sizer.record(took, full=count >= limit)
         self.position = newest.isoformat() if newest is not None else self.position
         r.stopped = stop_reason(self.budget, r.deleted, self.clock() - self.start, count) or "running"
         if r.stopped == "running":
-            self.sleep(self.opts.pause)
+            self.sleep(pause_after(took, self.opts.pause, self.opts.pause_ratio))
 
     def finish(self) -> PolicyResult:
         r = self.result
