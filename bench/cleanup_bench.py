@@ -1,7 +1,7 @@
 """Cleanup benchmark: 1 M expired rows deleted in batches vs one single DELETE, side by side, with a writer.
 
-    .venv/bin/python bench/cleanup_bench.py [--rows 1000000] [--fresh 250000] [--batch 5000] [--pause 0.01] [--pause-ratio 0.25]
-        [--max-batch 50000]
+    .venv/bin/python bench/cleanup_bench.py [--rows 1000000] [--fresh 250000] [--batch 5000] [--pause 0.01]
+        [--pause-ratio 0.25] [--max-batch 50000]
 
 Starts a throwaway PostgreSQL cluster (tests/harness), builds a CharHub ``UsageLog`` (text ids, timestamp(3),
 index on the timestamp) with ``--rows`` expired processed rows and ``--fresh`` recent ones (not timed), then
@@ -92,8 +92,8 @@ def batched(conn: psycopg.Connection, batch: int, opts: RowOptions) -> None:
         "batch_size": batch}]}))
     cutoff = NOW.replace(tzinfo=UTC) - timedelta(days=90)
     result = delete_expired(conn, plan, cutoff, opts, matched=0)
-    print(f"  batched: {result.deleted} rows in {result.batches} batches, slowest "
-          f"{result.slowest_batch * 1000:.0f} ms, {result.lock_waits} timeouts, last size {result.batch_size}", flush=True)
+    print(f"  batched: {result.deleted} rows in {result.batches} batches, slowest {result.slowest_batch * 1000:.0f} "
+          f"ms, {result.lock_waits} timeouts, last size {result.batch_size}", flush=True)
 
 
 def single(conn: psycopg.Connection) -> None:
