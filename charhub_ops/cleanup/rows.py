@@ -155,11 +155,7 @@ class _Run:
         try:
             count, newest = _one_batch(conn, statement, params, self.opts)
         except _TIMEOUTS as exc:
-            self.result.lock_waits += 1
-            if not self.sizer.shrink():
-                raise DatabaseError(f"postgres: delete from {self.plan.policy.name}: still timing out at "
-                                    f"{self.sizer.size} rows per batch: {str(exc).strip()}", transient=True) from exc
-            self.sleep(self.opts.pause)
+            self._timed_out(exc, self.clock() - started)
             return
         r, took = self.result, self.clock() - started
         r.batches, r.deleted = r.batches + 1, r.deleted + count
@@ -169,6 +165,14 @@ class _Run:
         r.stopped = stop_reason(self.budget, r.deleted, self.clock() - self.start, count) or "running"
         if r.stopped == "running":
             self.sleep(pause_after(took, self.opts.pause, self.opts.pause_ratio))
+
+    def _timed_out(self, exc: Exception, took: float) -> None:
+        """Shrink the batch and pause (in proportion to the wait), or give up at the floor (transient)."""
+        self.result.lock_waits += 1
+        if not self.sizer.shrink():
+            raise DatabaseError(f"postgres: delete from {self.plan.policy.name}: still timing out at "
+                                f"{self.sizer.size} rows per batch: {str(exc).strip()}", transient=True) from exc
+        self.sleep(pause_after(took, self.opts.pause, self.opts.pause_ratio))
 
     def finish(self) -> PolicyResult:
         r = self.result
