@@ -4,11 +4,15 @@ tests/harness/webhook.py)."""
 
 from __future__ import annotations
 
+import contextvars
 import os
 import subprocess
+import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,7 +23,7 @@ from tests.harness.docker_pg import docker_client, ensure_busybox_image, stop
 from tests.harness.services import free_port
 
 __all__ = ["Backend", "backend_fixture", "write_config", "small_tmpfs_fixture", "new_id", "http_check", "passes",
-           "store"]
+           "store", "serving_one_run"]
 
 # A CGI health endpoint answering after the delay in /run/delay (a tmpfs: a restart clears the fault).
 _DELAYED = """mkdir -p /tmp/www/cgi-bin && cat > /tmp/www/cgi-bin/health <<'EOF'
@@ -153,3 +157,40 @@ def store():
     from tasks.monitoring import open_state
 
     return open_state(load_settings())
+
+
+@contextmanager
+def serving_one_run(flow, name: str, accept: Callable[[dict], bool]) -> Iterator:
+    """Apply prefect.yaml's deployment ``name`` (without its triggers) to the test server and, like a worker,
+    execute in this process the first of its scheduled runs whose parameters ``accept`` takes. Yields the
+    deployment id."""
+    from deployments.serve import load_deployments
+
+    (deployment,) = [d for d in load_deployments() if d.name == name]
+    assert deployment.flow_name == flow.name
+    deployment.triggers = []  # an event must not start other runs of it during the test
+    deployment_id = deployment.apply()
+    stop = threading.Event()
+    worker = threading.Thread(target=contextvars.copy_context().run,  # the test server's settings
+                              args=(_run_first, flow, deployment_id, accept, stop), daemon=True)
+    worker.start()
+    try:
+        yield deployment_id
+    finally:
+        stop.set()
+        worker.join(60)
+
+
+def _run_first(flow, deployment_id, accept: Callable[[dict], bool], stop: threading.Event) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.flow_engine import run_flow
+
+    only = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+    with get_client(sync_client=True) as client:
+        while not stop.wait(0.2):
+            runs = [r for r in client.read_flow_runs(deployment_filter=only)
+                    if r.state and r.state.is_scheduled() and accept(r.parameters)]
+            if runs:
+                run_flow(flow, flow_run=runs[0], parameters=runs[0].parameters, return_type="state")
+                return
