@@ -15,30 +15,17 @@ import psycopg
 import pytest
 
 from charhub_ops.monitoring.windows import AdHocWindow
-from charhub_ops.settings import load_settings
 from flows.incident import incident_resolve_flow, incident_respond_flow
-from flows.monitor import monitor_flow
-from tasks.monitoring import open_state
-from tests.harness.monitor import backend_fixture, small_tmpfs_fixture, write_config  # noqa: F401 - fixtures
+from tests.harness.monitor import (
+    backend_fixture,  # noqa: F401 - fixture
+    http_check,
+    passes,
+    small_tmpfs_fixture,  # noqa: F401 - fixture
+    store,
+    write_config,
+)
+from tests.harness.monitor import new_id as _id
 from tests.harness.webhook import notification_hook
-
-
-def _id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def http_check(backend, cid: str, **extra) -> dict:
-    return {"id": cid, "type": "http", "url": backend.url, "timeout": 2, "latency_budget_ms": 2000,
-            "container": backend.name, "severity": "critical", "mitigations": ["restart_container"], **extra}
-
-
-def passes(config: str, n: int) -> list[dict]:
-    """``n`` monitor passes; the row of the (only) check in each."""
-    return [monitor_flow(config=config)[0] for _ in range(n)]
-
-
-def store():
-    return open_state(load_settings())
 
 
 def test_killed_backend_detected_restarted_documented_resolved(backend, prefect_server, tmp_path, monkeypatch):
