@@ -49,7 +49,8 @@ def _snapshot() -> dict[str, dict]:
             automations = client.read_resource_related_automations(f"prefect.deployment.{dep.id}")
             out[dep.name] = {
                 "description": dep.description, "tags": sorted(dep.tags), "parameters": dep.parameters,
-                "entrypoint": dep.entrypoint, "pull_steps": dep.pull_steps, "work_pool": [dep.work_pool_name, dep.work_queue_name],
+                "entrypoint": dep.entrypoint, "pull_steps": dep.pull_steps,
+                "work_pool": [dep.work_pool_name, dep.work_queue_name],
                 "concurrency": [dep.global_concurrency_limit.limit if dep.global_concurrency_limit else None,
                                 dep.concurrency_options.collision_strategy.value if dep.concurrency_options
                                 else None],
