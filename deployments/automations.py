@@ -1,0 +1,86 @@
+"""Alerting without code: the Prefect automations of charhub-ops, kept here and applied idempotently.
+
+Each automation sends the notification block (setting ``notify_block``, e.g. ``slack-webhook/ops-alerts``)
+a message when:
+
+- ``charhub.backup.verification-failed``, ``charhub.backup.size-anomaly`` or ``charhub.migration.failed``
+  is emitted (resource ``charhub.*``);
+- a flow run of a deployment of prefect.yaml ends Failed or Crashed (Crashed: the process died, so the
+  flows' own on_failure hook never ran);
+- a deployment of prefect.yaml stops being scheduled: ``prefect.deployment.not-ready`` (no worker or
+  ``serve`` process polls it any more, so its scheduled runs would sit Late) or ``prefect.deployment.disabled``.
+
+``apply_automations`` creates what is missing and replaces what differs, matched by name (all names start
+with ``charhub-ops:``); applying twice changes nothing. Messages carry event names and resource names
+only, never payloads (which could hold URLs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from uuid import UUID
+
+from prefect.blocks.core import Block
+from prefect.client.orchestration import get_client
+from prefect.events.actions import SendNotification
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+
+from deployments.serve import load_spec
+
+__all__ = ["ALERT_EVENTS", "apply_automations", "automations"]
+
+PREFIX = "charhub-ops:"
+ALERT_EVENTS = ("charhub.backup.verification-failed", "charhub.backup.size-anomaly", "charhub.migration.failed")
+_BODY = "{{ event.event }} on {{ event.resource.name or event.resource.id }} at {{ event.occurred }}"
+
+
+def automations(block_document_id: UUID, deployment_names: Iterable[str] | None = None) -> list[AutomationCore]:
+    """The automations, sending through the notification block ``block_document_id``."""
+    names = sorted(deployment_names or (d["name"] for d in load_spec()["deployments"]))
+    triggers = {
+        f"{PREFIX} {event}": EventTrigger(expect={event}, match={"prefect.resource.id": "charhub.*"})
+        for event in ALERT_EVENTS
+    }
+    triggers[f"{PREFIX} flow run failed or crashed"] = EventTrigger(
+        expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+        match={"prefect.resource.id": "prefect.flow-run.*"},
+        match_related={"prefect.resource.role": "deployment", "prefect.resource.name": names})
+    triggers[f"{PREFIX} deployment no longer scheduled"] = EventTrigger(
+        expect={"prefect.deployment.not-ready", "prefect.deployment.disabled"},
+        match={"prefect.resource.id": "prefect.deployment.*", "prefect.resource.name": names})
+    return [_automation(name, trigger, block_document_id) for name, trigger in triggers.items()]
+
+
+def _automation(name: str, trigger: EventTrigger, block_document_id: UUID) -> AutomationCore:
+    trigger.posture, trigger.threshold = Posture.Reactive, 1
+    action = SendNotification(block_document_id=block_document_id, subject=name, body=f"{name}: {_BODY}")
+    return AutomationCore(name=name, description=f"{name} → notification block", enabled=True, trigger=trigger,
+                      actions=[action])
+
+
+def apply_automations(notify_block: str, deployment_names: Iterable[str] | None = None) -> dict[str, str]:
+    """Create or update every automation for the block ``notify_block`` ("<type>/<name>"); returns
+    {name: "created" | "updated" | "unchanged"}."""
+    block_id = Block.load(notify_block)._block_document_id
+    out = {}
+    with get_client(sync_client=True) as client:
+        for wanted in automations(block_id, deployment_names):
+            existing = client.read_automations_by_name(wanted.name)
+            for extra in existing[1:]:
+                client.delete_automation(extra.id)
+            if not existing:
+                client.create_automation(wanted)
+                out[wanted.name] = "created"
+            elif _same(existing[0], wanted):
+                out[wanted.name] = "unchanged"
+            else:
+                client.update_automation(existing[0].id, wanted)
+                out[wanted.name] = "updated"
+    return out
+
+
+def _same(current: AutomationCore, wanted: AutomationCore) -> bool:
+    def dump(automation: AutomationCore) -> dict:
+        return automation.model_dump(mode="json", include={"name", "description", "enabled", "trigger", "actions"},
+                                     exclude={"trigger": {"id"}})
+    return dump(current) == dump(wanted)

@@ -1,0 +1,77 @@
+"""Alerting without code: every automation of deployments/automations.py fires on a real Prefect server and
+reaches the notification block (a real webhook); applying them twice changes nothing."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.events import emit_event
+from prefect.states import Crashed, Failed
+
+from deployments.automations import ALERT_EVENTS, apply_automations
+from tests.harness.webhook import notification_hook
+
+DEPLOYMENT = f"e2e-alerts-{uuid.uuid4().hex[:6]}"
+
+
+@flow(name="alert-probe")
+def alert_probe() -> None:
+    """Never runs: its runs are moved to Failed/Crashed through the API, as a worker would report them."""
+
+
+@pytest.fixture(scope="module")
+def alerts(prefect_server):
+    with pytest.MonkeyPatch.context() as mp, notification_hook(mp, "ops-alerts") as bodies:
+        first = apply_automations("custom-webhook/ops-alerts", [DEPLOYMENT])
+        second = apply_automations("custom-webhook/ops-alerts", [DEPLOYMENT])
+        deployment_id = alert_probe.to_deployment(name=DEPLOYMENT).apply()
+        time.sleep(1)  # the automations are loaded by the trigger service
+        yield bodies, first, second, deployment_id
+
+
+def _wait_for(bodies: list[str], *words: str) -> str:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        hits = [b for b in bodies if all(w in b for w in words)]
+        if hits:
+            return hits[0]
+        time.sleep(0.3)
+    raise AssertionError(f"no notification containing {words}; received: {bodies}")
+
+
+def test_applying_twice_changes_nothing(alerts):
+    _, first, second = alerts[:3]
+    assert set(first.values()) == {"created"} and len(first) == 5
+    assert set(second.values()) == {"unchanged"}
+
+
+@pytest.mark.parametrize("event", ALERT_EVENTS)
+def test_charhub_alert_events_notify(alerts, event):
+    bodies = alerts[0]
+    emit_event(event=event, resource={"prefect.resource.id": "charhub.database.charhub_db"},  # as flows/ emit them
+               payload={"url": "postgresql://u:hunter2@db/charhub"})
+    body = _wait_for(bodies, event, "charhub.database.charhub_db")
+    assert "hunter2" not in body  # payloads are never forwarded
+
+
+@pytest.mark.parametrize("state", [Failed, Crashed])
+def test_a_failed_or_crashed_run_of_a_deployment_notifies(alerts, state):
+    bodies, deployment_id = alerts[0], alerts[3]
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(deployment_id)
+        client.set_flow_run_state(run.id, state(message="probe"), force=True)
+    _wait_for(bodies, f"prefect.flow-run.{state().name}", run.name)
+
+
+def test_a_deployment_that_stops_being_scheduled_notifies(alerts):
+    """The server emits prefect.deployment.not-ready when nothing polls a deployment any more (after
+    PREFECT_SERVER_SERVICES_FOREMAN_DEPLOYMENT_LAST_POLLED_TIMEOUT_SECONDS); the same event is sent here."""
+    bodies, deployment_id = alerts[0], alerts[3]
+    emit_event(event="prefect.deployment.not-ready",
+               resource={"prefect.resource.id": f"prefect.deployment.{deployment_id}",
+                         "prefect.resource.name": DEPLOYMENT})
+    _wait_for(bodies, "prefect.deployment.not-ready", DEPLOYMENT)
