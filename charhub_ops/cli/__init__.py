@@ -8,7 +8,7 @@ One module per command group, each registered here, explicitly, on the one root 
 * :mod:`.migrate`: ``migrate`` (also a group: ``migrate status``, ``migrate resolve``);
 * :mod:`.cleanup`: ``cleanup`` (rows; also a group: ``cleanup storage``, ``cleanup docker``).
 * :mod:`.health`: ``health``; :mod:`.incident`: ``incident respond|list|show``; :mod:`.maintenance`:
-  ``maintenance start|stop|list``.
+  ``maintenance start|stop|list``; :mod:`.ops`: ``setup``, ``serve``, ``status`` (the Prefect server itself).
 
 Every expected error (an ``OpsError``, an unreachable Prefect API) becomes one red line on stderr and exit
 code 1, without a traceback. Secrets passed as options go to the process environment, never into flow
@@ -19,7 +19,18 @@ from __future__ import annotations
 
 import typer
 
-from charhub_ops.cli import backup, backups, cleanup, health, incident, maintenance, migrate, restore, retention
+from charhub_ops.cli import (
+    backup,
+    backups,
+    cleanup,
+    health,
+    incident,
+    maintenance,
+    migrate,
+    ops,
+    restore,
+    retention,
+)
 from charhub_ops.cli.app import exit_now_if_api_gone
 
 __all__ = ["app", "main"]
@@ -36,6 +47,9 @@ app.add_typer(cleanup.app, name="cleanup")
 app.command()(health.health)
 app.add_typer(incident.app, name="incident")
 app.add_typer(maintenance.app, name="maintenance")
+app.command()(ops.setup)
+app.command()(ops.serve)
+app.command()(ops.status)
 
 
 def main() -> None:

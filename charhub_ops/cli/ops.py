@@ -1,0 +1,64 @@
+"""`charhub-ops setup | serve | status`: bootstrap the Prefect server in PREFECT_API_URL, serve every deployment
+without a worker, and show the last run of each. Prefect is imported only inside the commands."""
+
+from __future__ import annotations
+
+import typer
+
+from charhub_ops.cli.app import JsonOpt, err, fail, prepare_prefect, print_json, run_guarded
+
+__all__ = ["setup", "serve", "status"]
+
+
+def setup(as_json: JsonOpt = False) -> None:
+    """Idempotent bootstrap: work pool, automations (notification block of CHARHUB_OPS_NOTIFY_BLOCK) and every
+    deployment of prefect.yaml. Missing secrets are warnings naming how to create them."""
+    from charhub_ops.settings import load_settings
+
+    settings = run_guarded(load_settings)
+    _require_server()
+    prepare_prefect()
+    from deployments.setup import setup as bootstrap
+
+    result = run_guarded(lambda: bootstrap(settings.notify_block))
+    if as_json:
+        print_json(result)
+        return
+    err.print(f"work pool [bold]{result['work_pool']}[/]; {len(result['deployments'])} deployments registered",
+              highlight=False)
+    for name, outcome in result["automations"].items():
+        err.print(f"  automation {name}: {outcome}", highlight=False)
+    for warning in result["warnings"]:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+
+
+def serve() -> None:
+    """Serve every deployment of prefect.yaml from this process (no work pool or worker needed)."""
+    _require_server()
+    prepare_prefect()
+    from deployments.serve import main
+
+    run_guarded(main)
+
+
+def status(as_json: JsonOpt = False) -> None:
+    """The last run of each deployment: state, start, duration and the next scheduled run."""
+    _require_server()
+    prepare_prefect()
+    from deployments.setup import status as read_status
+
+    rows = run_guarded(read_status)
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        duration = "" if r["duration_s"] is None else f"{r['duration_s']:.1f} s"
+        typer.echo(f"{r['deployment']:<22} {r['last_state'] or '-':<15} {r['last_start'] or '-':<33} "
+                   f"{duration:<10} next {r['next_run'] or '-'}")
+
+
+def _require_server() -> None:
+    from charhub_ops.cli.health import prefect_server
+
+    if not prefect_server():
+        fail("no Prefect server: set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)")

@@ -1,0 +1,117 @@
+"""One-command bootstrap and status against the server in ``PREFECT_API_URL`` (``charhub-ops setup|status``).
+
+:func:`setup` is idempotent: it creates the work pool of prefect.yaml when missing, applies the automations
+(deployments/automations.py) to the notification block of setting ``notify_block``, and registers every
+deployment of prefect.yaml for that pool. What needs a secret nobody gave (a Secret block named by a
+deployment's ``*_secret`` parameter, the notification block) is a warning naming how to create it, never a
+failure, and no secret is ever asked for on a command line. :func:`status` lists the last run of each
+deployment.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect.blocks.core import Block
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.exceptions import ObjectNotFound
+
+from deployments.automations import apply_automations
+from deployments.serve import ROOT, load_deployments, load_spec
+
+__all__ = ["setup", "status", "secret_blocks"]
+
+
+def setup(notify_block: str | None) -> dict[str, Any]:
+    """Bootstrap the server; returns {work_pool, automations, deployments, warnings}."""
+    spec, warnings = load_spec(), []
+    pool = _ensure_work_pool(spec)
+    automations: dict[str, str] = {}
+    if not notify_block:
+        warnings.append("no automations: set CHARHUB_OPS_NOTIFY_BLOCK to a notification block (e.g. "
+                        "slack-webhook/ops-alerts, created in the Prefect UI under Blocks) and run setup again")
+    elif not _block_exists(notify_block):
+        warnings.append(f"no automations: notification block {notify_block!r} (CHARHUB_OPS_NOTIFY_BLOCK) does not "
+                        "exist; create it in the Prefect UI under Blocks and run setup again")
+    else:
+        automations = apply_automations(notify_block)
+    for name, users in sorted(secret_blocks(spec).items()):
+        if not _block_exists(f"secret/{name}"):
+            warnings.append(f"Secret block {name!r} (used by {', '.join(users)}) is missing: create it in the "
+                            "Prefect UI (Blocks → Secret) with that name; those runs fail until it exists")
+    os.environ.setdefault("CHARHUB_OPS_HOME", str(ROOT))  # the pull step's working directory
+    registered = {d.name: str(d.apply()) for d in load_deployments(work_pool=True)}
+    return {"work_pool": pool, "automations": automations, "deployments": registered, "warnings": warnings}
+
+
+def secret_blocks(spec: dict[str, Any]) -> dict[str, list[str]]:
+    """Secret block names given to ``*_secret`` parameters in prefect.yaml → the deployments using them."""
+    out: dict[str, list[str]] = {}
+    for dep in spec["deployments"]:
+        params = [dep.get("parameters") or {}] + [t.get("parameters") or {} for t in dep.get("triggers") or []]
+        for value in {v for p in params for k, v in p.items() if k.endswith("_secret") and "{{" not in str(v)}:
+            out.setdefault(value, []).append(dep["name"])
+    return out
+
+
+def _ensure_work_pool(spec: dict[str, Any]) -> str:
+    name = next(d["work_pool"]["name"] for d in spec["deployments"] if d.get("work_pool"))
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(name)
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+    return name
+
+
+def _block_exists(slug: str) -> bool:
+    try:
+        Block.load(slug)
+    except ValueError:
+        return False
+    return True
+
+
+def status() -> list[dict[str, Any]]:
+    """The last run of each deployment of prefect.yaml registered on the server: deployment, last_state,
+    last_start, duration_s, next_run (ISO 8601 UTC or None)."""
+    names = [d["name"] for d in load_spec()["deployments"]]
+    with get_client(sync_client=True) as client:
+        deployments = {d.name: d for d in client.read_deployments() if d.name in names}
+        return [_row(client, name, deployments.get(name)) for name in names]
+
+
+def _row(client, name: str, deployment) -> dict[str, Any]:
+    row = {"deployment": name, "last_state": None, "last_start": None, "duration_s": None, "next_run": None}
+    if deployment is None:
+        return {**row, "last_state": "NOT REGISTERED"}
+    only = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+    started = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=[StateType.SCHEDULED])))
+    last = client.read_flow_runs(deployment_filter=only, flow_run_filter=started, sort=FlowRunSort.START_TIME_DESC,
+                                 limit=1)
+    scheduled = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])))
+    upcoming = client.read_flow_runs(deployment_filter=only, flow_run_filter=scheduled,
+                                     sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=1)
+    if last:
+        run = last[0]
+        row.update(last_state=run.state_name, last_start=_iso(run.start_time),
+                   duration_s=round(run.total_run_time.total_seconds(), 1))
+    if upcoming:
+        row["next_run"] = _iso(upcoming[0].expected_start_time)
+    return row
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment else None
