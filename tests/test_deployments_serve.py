@@ -50,7 +50,8 @@ def _snapshot() -> dict[str, dict]:
             out[dep.name] = {
                 "description": dep.description, "tags": sorted(dep.tags), "parameters": dep.parameters,
                 "entrypoint": dep.entrypoint, "pull_steps": dep.pull_steps,
-                "work_pool": [dep.work_pool_name, dep.work_queue_name],
+                "work_pool": [dep.work_pool_name, dep.work_queue_name], "paused": dep.paused,
+                "enforce_parameter_schema": dep.enforce_parameter_schema,
                 "concurrency": [dep.global_concurrency_limit.limit if dep.global_concurrency_limit else None,
                                 dep.concurrency_options.collision_strategy.value if dep.concurrency_options
                                 else None],
@@ -81,6 +82,7 @@ def test_registered_deployment_is_what_the_yaml_says(registered, name):
     dep, snap = DEPLOYMENTS[name], registered[0][name]
     assert snap["description"] == dep["description"].strip() and snap["tags"] == sorted(dep["tags"])
     assert snap["parameters"] == (dep.get("parameters") or {})
+    assert snap["paused"] is False and snap["enforce_parameter_schema"] is True
     assert snap["work_pool"] == [dep["work_pool"]["name"], dep["work_pool"]["work_queue_name"]]
     assert snap["concurrency"] == [dep["concurrency_limit"]["limit"], dep["concurrency_limit"]["collision_strategy"]]
     assert snap["schedules"] == sorted([s["cron"], s["timezone"], s["active"], s.get("parameters", {})]
