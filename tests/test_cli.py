@@ -36,7 +36,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
 
 
 ENTRY_POINTS = {"script": [EXE], "python -m": [sys.executable, "-m", "charhub_ops.cli"]}
-COMMANDS = {(): ["backup", "backups", "retention", "restore", "verify", "setup", "serve", "status"], ("backups",): ["list", "prune"],
+COMMANDS = {(): ["backup", "backups", "retention", "restore", "verify", "setup", "serve", "status"],
+            ("backups",): ["list", "prune"],
             ("retention",): ["plan"]}
 
 

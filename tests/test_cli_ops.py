@@ -54,4 +54,7 @@ def test_status_lists_the_last_run_of_every_deployment(prefect_server, monkeypat
     assert rows["migrate"]["last_state"] == "Completed" and rows["migrate"]["last_start"] is not None
     assert rows["migrate"]["duration_s"] >= 0 and rows["migrate"]["next_run"] is None  # manual only
     assert rows["restore"]["last_state"] is None
+    table = runner.invoke(app, ["status"], env=env)
+    assert table.exit_code == 0 and any(line.split()[:2] == ["migrate", "Completed"]
+                                        for line in table.stdout.splitlines()), table.output
 
