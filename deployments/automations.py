@@ -81,6 +81,17 @@ def apply_automations(notify_block: str, deployment_names: Iterable[str] | None 
 
 def _same(current: AutomationCore, wanted: AutomationCore) -> bool:
     def dump(automation: AutomationCore) -> dict:
-        return automation.model_dump(mode="json", include={"name", "description", "enabled", "trigger", "actions"},
-                                     exclude={"trigger": {"id"}})
+        return _sorted(automation.model_dump(mode="json", include={"name", "description", "enabled", "trigger",
+                                                                   "actions"}, exclude={"trigger": {"id"}}))
     return dump(current) == dump(wanted)
+
+
+def _sorted(value):
+    """Sets (``expect``, names) dump as lists in iteration order, which differs between a set built here and one
+    read back from the server: compare them sorted."""
+    if isinstance(value, dict):
+        return {key: _sorted(item) for key, item in value.items()}
+    if isinstance(value, list):
+        items = [_sorted(item) for item in value]
+        return sorted(items) if all(isinstance(item, str) for item in items) else items
+    return value
