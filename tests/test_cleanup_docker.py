@@ -26,14 +26,12 @@ from charhub_ops.cleanup.docker_host import (
     scan_docker,
 )
 from charhub_ops.errors import DockerError
-from tests.harness.docker_pg import docker_client, ensure_busybox_image
+from tests.harness.docker_pg import ensure_busybox_image, require_docker
 
 
 @pytest.fixture
 def engine():
-    client = docker_client()
-    if client is None:
-        pytest.skip("no Docker engine reachable")
+    client = require_docker()
     yield client
 
 

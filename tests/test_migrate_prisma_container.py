@@ -13,7 +13,13 @@ import pytest
 from typer.testing import CliRunner
 
 from charhub_ops.cli import app
-from tests.harness.docker_pg import _READ_ONLY_MOUNTS, docker_client, ensure_busybox_image, postgres_major_version, stop
+from tests.harness.docker_pg import (
+    _READ_ONLY_MOUNTS,
+    ensure_busybox_image,
+    postgres_major_version,
+    require_docker,
+    stop,
+)
 from tests.harness.migrations import CHARHUB, write_migrations
 
 # A stand-in for `npx prisma migrate deploy`: Prisma's table, its P3009 refusal, one row per migration inserted
@@ -51,11 +57,7 @@ echo "All migrations have been successfully applied."
 @pytest.fixture
 def backend(database, tmp_path, monkeypatch):
     """The stand-in backend container (host network) with /app/prisma/migrations and /app/bin/npx bound in."""
-    client = docker_client()
-    if client is None:
-        if os.environ.get("CI"):
-            pytest.fail("no Docker engine reachable in CI (.ci/run must start dockerd)")
-        pytest.skip("no Docker engine reachable (start dockerd; .ci/run does)")
+    client = require_docker()
     appdir = tmp_path / "app"
     (appdir / "bin").mkdir(parents=True)
     (appdir / "bin" / "npx").write_text(NPX)

@@ -10,7 +10,7 @@ import pytest
 
 from charhub_ops.monitoring.checks import CheckContext, disk_level, run_check
 from charhub_ops.monitoring.config import MonitorConfig
-from tests.harness.docker_pg import docker_client, ensure_busybox_image, stop
+from tests.harness.docker_pg import ensure_busybox_image, require_docker, stop
 from tests.harness.monitor import backend_fixture  # noqa: F401 - fixture
 
 NOW = datetime.now(UTC)
@@ -61,9 +61,7 @@ def test_container_burning_cpu(backend):
 
 @pytest.fixture
 def access_log_container():
-    client = docker_client()
-    if client is None:
-        pytest.skip("no Docker engine reachable")
+    client = require_docker()
     name = f"charhub-ops-test-log-{uuid.uuid4().hex[:6]}"
     lines = "; ".join(['echo \'1.2.3.4 - - "GET /a HTTP/1.1" 200 12\''] * 97
                       + ['echo \'1.2.3.4 - - "GET /b HTTP/1.1" 502 0\''] * 3)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
 
-from tests.harness.docker_pg import docker_client, ensure_busybox_image, stop
+from tests.harness.docker_pg import ensure_busybox_image, require_docker, stop
 
 SCRIPT = "mkdir -p /tmp/www && echo ok > /tmp/www/health && exec httpd -f -p 8080 -h /tmp/www"
 
@@ -23,11 +22,7 @@ def start_app_container(client, name: str):
 
 @pytest.fixture
 def app_container():
-    client = docker_client()
-    if client is None:
-        if os.environ.get("CI"):
-            pytest.fail("no Docker engine reachable in CI (.ci/run must start dockerd)")
-        pytest.skip("no Docker engine reachable (start dockerd; .ci/run does)")
+    client = require_docker()
     name = f"charhub-ops-test-app-{uuid.uuid4().hex[:8]}"
     start_app_container(client, name)
     yield name

@@ -34,6 +34,7 @@ __all__ = [
     "PG_SOCKET_DIR",
     "PgContainer",
     "docker_client",
+    "require_docker",
     "ensure_busybox_image",
     "OTHER_SETTINGS",
     "pg_container",
@@ -87,6 +88,17 @@ class PgContainer:
     def stop(self) -> None:
         """Remove the container (force)."""
         stop(self.client, self.name)
+
+
+def require_docker() -> docker.DockerClient:
+    """A client for the local engine; without one, the test fails under CI (which provides every service: a skip
+    there would hide a broken harness) and is skipped locally with the reason."""
+    client = docker_client()
+    if client is None:
+        if os.environ.get("CI"):
+            pytest.fail("no Docker engine reachable in CI (.ci/run must start dockerd)")
+        pytest.skip("no Docker engine reachable (start dockerd; .ci/run does)")
+    return client
 
 
 def docker_client() -> docker.DockerClient | None:
@@ -217,11 +229,7 @@ OTHER_SETTINGS = {"timezone": "Asia/Kathmandu", "DateStyle": "SQL, DMY", "Interv
 
 
 def _session_container(suffix: str, **options) -> Iterator[PgContainer]:
-    client = docker_client()
-    if client is None:
-        if os.environ.get("CI"):  # CI provides every service: a skip there would hide a broken harness
-            pytest.fail("no Docker engine reachable in CI (.ci/run must start dockerd)")
-        pytest.skip("no Docker engine reachable (start dockerd; .ci/run does)")
+    client = require_docker()
     pg = start_postgres_container(client, f"charhub-ops-test-pg{suffix}-{os.getpid()}", **options)
     try:
         yield pg

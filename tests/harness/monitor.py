@@ -5,7 +5,6 @@ tests/harness/webhook.py)."""
 from __future__ import annotations
 
 import contextvars
-import os
 import subprocess
 import threading
 import time
@@ -19,7 +18,7 @@ import pytest
 import yaml
 
 from tests.harness.app import SCRIPT
-from tests.harness.docker_pg import docker_client, ensure_busybox_image, stop
+from tests.harness.docker_pg import ensure_busybox_image, require_docker, stop
 from tests.harness.services import free_port
 
 __all__ = ["Backend", "backend_fixture", "write_config", "small_tmpfs_fixture", "new_id", "http_check", "passes",
@@ -79,11 +78,7 @@ class Backend:
 
 @pytest.fixture(name="backend")
 def backend_fixture():
-    client = docker_client()
-    if client is None:
-        if os.environ.get("CI"):
-            pytest.fail("no Docker engine reachable in CI (.ci/run must start dockerd)")
-        pytest.skip("no Docker engine reachable (start dockerd; .ci/run does)")
+    client = require_docker()
     name, port = f"charhub-ops-test-backend-{uuid.uuid4().hex[:8]}", free_port()
     stop(client, name)
     client.containers.run(ensure_busybox_image(client), ["sh", "-c", SCRIPT], name=name, detach=True, init=True,
