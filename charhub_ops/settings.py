@@ -8,7 +8,7 @@ Every secret is a ``SecretStr``: its repr is ``**********``.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -182,6 +182,11 @@ class Settings(BaseSettings):
     cleanup_min_batch: int = Field(
         100, ge=1, validation_alias=_aliases("cleanup_min_batch"),
         description="Cleanup: the smallest batch after timeouts; still timing out there fails the run (transient).")
+    cleanup_sweep: Literal["auto", "index", "blocks"] = Field(
+        "auto", validation_alias=_aliases("cleanup_sweep"),
+        description="Cleanup: how batches find rows: along the timestamp index, block by block through the table, "
+                    "or auto (blocks once the expired rows are >= 10 % of the table or no index leads with the "
+                    "timestamp).")
     cleanup_media_repository: str | None = Field(
         None, validation_alias=_aliases("cleanup_media_repository"),
         description="Cleanup: the media bucket (CharHub: s3://charhub-media); unset = no orphan scan.")
