@@ -14,7 +14,7 @@ from datetime import datetime
 
 from charhub_ops.monitoring.checks import CheckContext, CheckResult, run_check
 from charhub_ops.monitoring.config import MonitorConfig
-from charhub_ops.monitoring.state import CheckState, step
+from charhub_ops.monitoring.state import CheckState, DiskSample, add_disk_sample, step
 from charhub_ops.monitoring.store import MonitorState
 from charhub_ops.monitoring.windows import active_windows
 from charhub_ops.pgurl import parse_pg_url
@@ -75,6 +75,9 @@ def evaluate(check, result: CheckResult, previous: CheckState, in_window: list[s
     if check.type == "disk" and result.level > previous.level:
         events.append("disk_high")
     new.level = result.level
+    if check.type == "disk" and result.facts.get("usage"):
+        sample = DiskSample(at=now, usage=result.facts["usage"], total_bytes=result.facts.get("total_bytes", {}))
+        new.disk_samples = add_disk_sample(new.disk_samples, sample)
     payload = {"check_id": check.id, "severity": check.severity, "detail": result.detail, "type": check.type,
                "streak": new.fail_streak, "status": new.status}
     if check.type == "disk":

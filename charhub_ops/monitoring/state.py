@@ -17,9 +17,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Probe", "CheckState", "Step", "step", "p95"]
+__all__ = ["Probe", "DiskSample", "CheckState", "Step", "step", "p95", "add_disk_sample"]
 
 PROBES_KEPT = 10
+DISK_SAMPLE_EVERY = 6 * 3600  # seconds between kept disk samples (the capacity forecast reads them)
+DISK_SAMPLES_KEPT = 120       # 30 days of them: small enough for a Prefect Variable
 Event = Literal["failed", "down", "reminder", "recovered", "suppressed"]
 
 
@@ -28,6 +30,14 @@ class Probe(BaseModel):
     ok: bool
     detail: str = ""
     latency_ms: float | None = None
+
+
+class DiskSample(BaseModel):
+    """A disk check's usage at one probe: percent used and total bytes per path."""
+
+    at: datetime
+    usage: dict[str, float]
+    total_bytes: dict[str, int] = Field(default_factory=dict)
 
 
 class CheckState(BaseModel):
@@ -46,6 +56,7 @@ class CheckState(BaseModel):
     probes: list[Probe] = Field(default_factory=list)
     level: int = 0                             # disk: how many levels the fullest path passed
     restart_count: int | None = None           # container: at the last probe
+    disk_samples: list[DiskSample] = Field(default_factory=list)  # disk: one per DISK_SAMPLE_EVERY, bounded
 
 
 class Step(BaseModel):
@@ -100,3 +111,12 @@ def p95(values: list[float]) -> float | None:
     ordered = sorted(values)
     rank = max(1, -(-95 * len(ordered) // 100))  # ceil(0.95 n)
     return ordered[rank - 1]
+
+
+def add_disk_sample(samples: list[DiskSample], sample: DiskSample, every: float = DISK_SAMPLE_EVERY,
+                    keep: int = DISK_SAMPLES_KEPT) -> list[DiskSample]:
+    """``samples`` plus ``sample`` when the newest kept one is at least ``every`` seconds older; at most
+    ``keep`` (the oldest go first). Returns a new list."""
+    if samples and (sample.at - samples[-1].at).total_seconds() < every:
+        return list(samples)
+    return [*samples, sample][-keep:]
