@@ -41,7 +41,7 @@ def render_chart(dbs: dict[str, DatabaseSeries], disks: list[DiskSeries], now: d
         bottom.set(title="Disk usage (dotted: critical level)", ylabel="% used", ylim=(0, 100))
         for ax in (top, bottom):
             ax.axvline(now, color="grey", linewidth=0.8)
-            if ax.has_data():
+            if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7, loc="upper left")
             ax.grid(alpha=0.3)
         fig.autofmt_xdate()

@@ -4,6 +4,7 @@ inputs (manifests, disk samples, cleanup policies) → series → report model �
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,8 +18,8 @@ from charhub_ops.monitoring.state import DiskSample
 from charhub_ops.monitoring.store import MonitorState
 from charhub_ops.storage import Storage
 
-__all__ = ["CapacityInputs", "disk_samples", "load_policies", "monitor_config", "capacity_report",
-           "default_chart_path"]
+__all__ = ["CapacityInputs", "disk_samples", "load_policies", "monitor_config", "inputs_from_settings",
+           "capacity_report", "default_chart_path"]
 
 
 @dataclass
@@ -54,6 +55,18 @@ def load_policies(path: str | None) -> dict[str, str]:
     from charhub_ops.cleanup.policy import load_policy_file
 
     return {p.name: f"older_than {p.older_than} on {p.timestamp_column}" for p in load_policy_file(path).policies}
+
+
+def inputs_from_settings(settings, config: str | None, open_state: Callable[[], MonitorState]) -> CapacityInputs:
+    """The inputs the settings name: the monitor config (``config`` or setting monitor_config), the disk
+    samples in the state store ``open_state`` returns (opened only when there are disk checks), the cleanup
+    policy file, the window and the database disk."""
+    cfg, notes = monitor_config(config or settings.monitor_config)
+    has_disks = cfg is not None and any(isinstance(c, DiskCheck) for c in cfg.checks)
+    return CapacityInputs(monitor=cfg, samples=disk_samples(open_state(), cfg) if has_disks else {},
+                          policies=load_policies(settings.cleanup_policy_file),
+                          database_disk=settings.capacity_database_disk,
+                          window_days=settings.capacity_window_days, notes=notes)
 
 
 def default_chart_path(work_dir: str | None, now: datetime) -> Path:

@@ -23,23 +23,12 @@ ChartOpt = Annotated[str | None, typer.Option(
 def _report(repository: str | None, config: str | None, state: str | None, chart: str | None) -> dict:
     from datetime import UTC, datetime
 
-    from charhub_ops.capacity.run import (
-        CapacityInputs,
-        capacity_report,
-        default_chart_path,
-        disk_samples,
-        load_policies,
-        monitor_config,
-    )
+    from charhub_ops.capacity.run import capacity_report, default_chart_path, inputs_from_settings
     from charhub_ops.settings import load_settings
 
     settings, now = load_settings(repository=repository), datetime.now(UTC)
     storage = open_repo(repository)
-    cfg, notes = monitor_config(config or settings.monitor_config)
-    inputs = CapacityInputs(monitor=cfg, samples=disk_samples(_state(settings, state), cfg) if cfg else {},
-                            policies=load_policies(settings.cleanup_policy_file),
-                            database_disk=settings.capacity_database_disk,
-                            window_days=settings.capacity_window_days, notes=notes)
+    inputs = inputs_from_settings(settings, config, lambda: _state(settings, state))
     warnings: list[str] = []
     report = capacity_report(storage, inputs, now, chart or default_chart_path(settings.work_dir, now),
                              warn=warnings.append)
