@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from charhub_ops import backup
 from charhub_ops.manifest import Manifest, ObjectRef, TableStat, new_backup_id
-from charhub_ops.monitoring.state import CheckState, DiskSample
+from charhub_ops.monitoring.state import CheckState, DiskHistory, DiskSample, add_disk_sample
 from charhub_ops.monitoring.store import MonitorState, RepositoryStore
 from charhub_ops.pgurl import parse_pg_url
 from charhub_ops.storage import LocalStorage
@@ -53,9 +53,11 @@ def synthetic(tmp_path, monkeypatch):
     (tmp_path / "monitor.yaml").write_text(
         f"checks:\n  - {{id: data, type: disk, paths: ['{tmp_path}'], levels: [70, 80, 85]}}\n")
     state = MonitorState(RepositoryStore(LocalStorage(str(tmp_path / "state"))))
-    samples = [DiskSample(at=now - timedelta(days=10 - i), usage={str(tmp_path): 60.0 + i},
-                          total_bytes={str(tmp_path): 1000 * GIB}) for i in range(11)]
-    state.save_check(CheckState(check_id="data", disk_samples=samples))
+    history = DiskHistory()
+    for i in range(11):
+        history = add_disk_sample(history, DiskSample(at=now - timedelta(days=10 - i), usage={str(tmp_path): 60.0 + i},
+                                                      total_bytes={str(tmp_path): 1000 * GIB}))
+    state.save_check(CheckState(check_id="data", disk_history=history))
     (tmp_path / "policy.yaml").write_text(
         "policies:\n  - {table: Message, timestamp_column: createdAt, older_than: 90d}\n")
     monkeypatch.setenv("CHARHUB_OPS_CLEANUP_POLICY_FILE", str(tmp_path / "policy.yaml"))
@@ -137,7 +139,7 @@ def test_real_backups_of_a_growing_database(pg, database, tmp_path, monkeypatch)
     with pg.connect(database.rsplit("/", 1)[1]) as conn:
         conn.execute("CREATE TABLE events (id bigserial PRIMARY KEY, body text)")
         conn.execute("CREATE TABLE users AS SELECT i AS id, md5(i::text) AS name FROM generate_series(1, 2000) i")
-        for batch in range(3):
+        for _ in range(3):
             conn.execute("INSERT INTO events (body) SELECT repeat(md5(i::text), 8) FROM generate_series(1, 20000) i")
             conn.execute("ANALYZE")
             _backup(storage, database)
@@ -164,7 +166,38 @@ def test_flow_writes_the_artifact_with_the_chart_inline(prefect_server, syntheti
     out = capacity_flow(repository=f"file://{synthetic}/repo", chart=str(synthetic / f"{uuid.uuid4().hex}.png"))
     assert out["databases"][0]["growth_bytes_per_week"] is not None
     with get_client(sync_client=True) as client:
-        (artifact,) = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["capacity-report"])),
-                                            limit=1)
+        only = ArtifactFilter(key=ArtifactFilterKey(any_=["capacity-report"]))
+        (artifact,) = client.read_artifacts(artifact_filter=only, limit=1)
     assert "![capacity chart](data:image/png;base64," in artifact.data
     assert "| app |" in artifact.data and "Message" in artifact.data and out["chart"] in artifact.data
+
+
+def test_capacity_deployment_runs_weekly_on_monday_morning():
+    import yaml
+
+    spec = yaml.safe_load((Path(__file__).resolve().parent.parent / "prefect.yaml").read_text())
+    dep = next(d for d in spec["deployments"] if d["name"] == "capacity")
+    assert dep["entrypoint"] == "flows/capacity.py:capacity_flow"
+    assert dep["schedules"] == [{"cron": "0 5 * * 1", "timezone": "UTC", "active": True}]
+
+
+def test_monitor_passes_keep_the_disk_samples_capacity_reads(tmp_path, monkeypatch):
+    """Each monitor pass probes the disk; a sample is kept at most every 6 h, and capacity forecasts from them."""
+    from charhub_ops.monitoring.config import load_config
+    from charhub_ops.monitoring.runner import run_pass
+    from charhub_ops.settings import load_settings
+
+    (tmp_path / "monitor.yaml").write_text(f"checks:\n  - {{id: data, type: disk, paths: ['{tmp_path}']}}\n")
+    monkeypatch.setenv("CHARHUB_OPS_MONITOR_CONFIG", str(tmp_path / "monitor.yaml"))
+    cfg, settings = load_config(tmp_path / "monitor.yaml"), load_settings()
+    state = MonitorState(RepositoryStore(LocalStorage(str(tmp_path / "state"))))
+    now = datetime.now(UTC)
+    for hours in (14, 13, 7, 0):  # the pass 13 h ago comes 1 h after the previous sample: not kept
+        run_pass(cfg, state, settings, now - timedelta(hours=hours))
+    kept = state.check("data").disk_history.samples()
+    assert [round((now - s.at).total_seconds() / 3600) for s in kept] == [14, 7, 0]
+    assert all(0 < s.usage[str(tmp_path)] <= 100 and s.total_bytes[str(tmp_path)] > 0 for s in kept)
+    out = _capacity("--from", f"file://{tmp_path}/repo", "--state", f"file://{tmp_path}/state",
+                    "--chart", str(tmp_path / "c.png"))
+    (disk,) = out["disks"]
+    assert disk["samples"] == 3 and not disk["sampled_now"] and disk["used_percent"] == kept[-1].usage[str(tmp_path)]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from charhub_ops.capacity.forecast import TableGrowth, days_until, fit, growth_per_week, outpacing
-from charhub_ops.monitoring.state import DiskSample, add_disk_sample
+from charhub_ops.monitoring.state import CheckState, DiskHistory, DiskSample, Probe, add_disk_sample
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -93,11 +93,52 @@ def test_outpacing_ignores_a_sliver_of_the_growth():
 
 
 def test_disk_samples_are_spaced_and_bounded():
-    samples: list[DiskSample] = []
+    history = DiskHistory()
     for minute in range(0, 60 * 24 * 3, 1):  # a monitor pass each minute for 3 days
-        samples = add_disk_sample(samples, DiskSample(at=T0 + timedelta(minutes=minute), usage={"/": 50.0}),
+        history = add_disk_sample(history, DiskSample(at=T0 + timedelta(minutes=minute), usage={"/": 50.0}),
                                   every=6 * 3600, keep=10)
+    samples = history.samples()
     assert len(samples) == 10
     gaps = {(b.at - a.at).total_seconds() for a, b in zip(samples, samples[1:], strict=False)}
     assert gaps == {6 * 3600}
     assert samples[-1].at == T0 + timedelta(hours=66)  # the newest kept, the oldest dropped
+
+
+def test_a_path_added_later_has_gaps_and_a_removed_one_ages_out():
+    history = DiskHistory()
+    for day, usage in enumerate([{"/": 50.0}, {"/": 51.0, "/data": 10.0}, {"/data": 11.0}]):
+        history = add_disk_sample(history, DiskSample(at=T0 + timedelta(days=day), usage=usage,
+                                                      total_bytes={p: 1000 for p in usage}), keep=2)
+    assert history.usage == {"/": [51.0, None], "/data": [10.0, 11.0]}
+    assert [s.usage for s in history.samples()] == [{"/": 51.0, "/data": 10.0}, {"/data": 11.0}]
+
+
+@pytest.mark.parametrize("paths", [1, 3, 10])
+def test_a_full_disk_history_fits_a_prefect_variable(paths):
+    """The history shares the check's Variable (5,000 characters; compressed when longer): many paths keep
+    fewer samples, so a full history never makes the monitor's state too large to save."""
+    import json
+
+    from tasks.monitoring import _pack
+
+    names = [f"/srv/volume-{i:02d}/data" for i in range(paths)]
+    history = DiskHistory()
+    for i in range(200):
+        usage = {p: round(40 + (i * 37 + n * 11) % 500 / 10, 1) for n, p in enumerate(names)}  # varied values
+        history = add_disk_sample(history, DiskSample(at=T0 + timedelta(hours=6 * i, seconds=i * 7), usage=usage,
+                                                      total_bytes={p: 10 ** 12 + i for p in names}))
+    detail = ", ".join(f"{p} 77.7 %" for p in names) + "; past the warn level"
+    state = CheckState(check_id="disk", disk_history=history, probes=[Probe(at=T0, ok=False, detail=detail)] * 10)
+    assert len(json.dumps(_pack(state.model_dump(mode="json")))) < 5000
+    assert len(history.times) == min(120, 480 // paths)
+
+
+def test_capacity_core_imports_neither_prefect_nor_matplotlib():
+    """Core stays free of Prefect; matplotlib (~0.5 s) is imported only when a chart is drawn."""
+    import subprocess
+    import sys
+
+    code = ("import sys, charhub_ops.capacity.run, charhub_ops.cli.capacity; "
+            "print('prefect' in sys.modules, 'matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

@@ -28,7 +28,7 @@ def render_chart(dbs: dict[str, DatabaseSeries], disks: list[DiskSeries], now: d
     from matplotlib import pyplot as plt
 
     path = Path(path)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), dpi=80)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), dpi=80, sharex=True)
     try:
         end = now + timedelta(days=horizon_days)
         for s in dbs.values():

@@ -55,7 +55,8 @@ def _database(s: DatabaseSeries, now: datetime, policies: dict[str, str], home: 
         "database": s.database, "size_bytes": latest.database_size_bytes,
         "growth_bytes_per_week": _round(growth), "backups": len(s.size),
         "first_backup": _iso(s.size[0][0]), "last_backup": _iso(latest.started_at),
-        "backup_size_bytes": latest.stored_size_bytes, "backup_growth_bytes_per_week": _round(growth_per_week(s.backup)),
+        "backup_size_bytes": latest.stored_size_bytes,
+        "backup_growth_bytes_per_week": _round(growth_per_week(s.backup)),
         "disk": home.path if home else None, "days_to_outgrow_disk": _round(_outgrow(growth, home)),
         "weeks": _weeks(s),
         "top_tables": [{"table": t.name, "size_bytes": t.size_bytes, "rows": rows[t.name],
@@ -114,8 +115,10 @@ def render_markdown(report: dict, image: str | None = None) -> str:
               "|---|---|---|---|---|---|---|"]
     lines += [f"| {d['database']} | {_bytes(d['size_bytes'])} | {_bytes(d['growth_bytes_per_week'], True)} "
               f"| {_bytes(d['backup_size_bytes'])} | {_bytes(d['backup_growth_bytes_per_week'], True)} "
-              f"| {d['backups']} | {_days(d['days_to_outgrow_disk'])} |" for d in report["databases"]]
-    lines += ["", "| disk | used | critical | growth | critical in |", "|---|---|---|---|---|"]
+              f"| {d['backups']} | {_outgrow_cell(d)} |"
+              for d in report["databases"]]
+    if report["disks"]:
+        lines += ["", "| disk | used | critical | growth | critical in |", "|---|---|---|---|---|"]
     lines += [f"| {d['check']} `{d['path']}` | {_pct(d['used_percent'])} | {d['critical_percent']:g} % "
               f"| {_pct(d['growth_percent_per_week'], '/week')} | {_days(d['days_to_critical'])} |"
               for d in report["disks"]]
@@ -125,6 +128,12 @@ def render_markdown(report: dict, image: str | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _outgrow_cell(d: dict) -> str:
+    if d["growth_bytes_per_week"] is None:
+        return "— (one backup)"
+    return _days(d["days_to_outgrow_disk"]) if d["disk"] else "no disk known"
+
+
 def _pct(value: float | None, suffix: str = "") -> str:
     return "—" if value is None else f"{value:g} %{suffix}"
 
@@ -132,10 +141,15 @@ def _pct(value: float | None, suffix: str = "") -> str:
 def _tables_md(d: dict) -> list[str]:
     lines = ["", f"## {d['database']}: top tables by growth", "",
              "| table | size | rows | growth | outpacing | cleanup policy |", "|---|---|---|---|---|---|"]
+    if not d["top_tables"]:
+        return lines[:3] + ["No per-table sizes in these backups' manifests."]
     fast = {o["table"] for o in d["outpacing"]}
     lines += [f"| {t['table']} | {_bytes(t['size_bytes'])} | {t['rows']} | {_bytes(t['growth_bytes_per_week'], True)} "
               f"| {'yes' if t['table'] in fast else ''} | {t['cleanup_policy'] or '—'} |" for t in d["top_tables"]]
     lines += [f"- **{o['table']}** brings {o['growth_share']:.0%} of the growth with {o['size_share']:.0%} of the "
-              f"size: {'covered by cleanup policy ' + o['cleanup_policy'] if o['cleanup_policy'] else 'no cleanup policy'}"
-              for o in d["outpacing"]]
+              f"size: {_covered(o['cleanup_policy'])}" for o in d["outpacing"]]
     return lines
+
+
+def _covered(policy: str | None) -> str:
+    return f"covered by cleanup policy {policy}" if policy else "no cleanup policy covers it"

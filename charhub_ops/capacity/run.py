@@ -45,7 +45,7 @@ def disk_samples(state: MonitorState, cfg: MonitorConfig | None) -> dict[str, li
     """The kept disk samples of every disk check, by check id."""
     if cfg is None:
         return {}
-    return {c.id: state.check(c.id).disk_samples for c in cfg.checks if isinstance(c, DiskCheck)}
+    return {c.id: state.check(c.id).disk_history.samples() for c in cfg.checks if isinstance(c, DiskCheck)}
 
 
 def load_policies(path: str | None) -> dict[str, str]:

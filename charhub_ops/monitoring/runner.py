@@ -77,7 +77,7 @@ def evaluate(check, result: CheckResult, previous: CheckState, in_window: list[s
     new.level = result.level
     if check.type == "disk" and result.facts.get("usage"):
         sample = DiskSample(at=now, usage=result.facts["usage"], total_bytes=result.facts.get("total_bytes", {}))
-        new.disk_samples = add_disk_sample(new.disk_samples, sample)
+        new.disk_history = add_disk_sample(new.disk_history, sample)
     payload = {"check_id": check.id, "severity": check.severity, "detail": result.detail, "type": check.type,
                "streak": new.fail_streak, "status": new.status}
     if check.type == "disk":
