@@ -1,7 +1,8 @@
 """One monitor pass, shared by the ``monitor`` flow and ``charhub-ops health`` without a Prefect server.
 
 :func:`evaluate` applies one probe result to a check's state (the pure state machine plus the disk level)
-and names the events to emit; :func:`run_pass` probes every check in order and saves the states —
+and names the events to emit (a disk check also keeps a usage sample every 6 h for
+:mod:`charhub_ops.capacity`); :func:`run_pass` probes every check in order and saves the states —
 the flow does the same with one Prefect task per probe and emits the events to the server.
 """
 
