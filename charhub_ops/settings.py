@@ -230,6 +230,15 @@ class Settings(BaseSettings):
         description="Monitor: where streaks, incidents and windows live: auto (Prefect Variables when "
                     "PREFECT_API_URL is set, else the repository), prefect, repository, or a file:// / s3:// URL.")
 
+    # --- capacity report (charhub-ops capacity) ---
+    capacity_window_days: float = Field(
+        90.0, gt=0, validation_alias=_aliases("capacity_window_days"),
+        description="Capacity: days of backups and disk samples the least-squares forecast is fitted over.")
+    capacity_database_disk: str | None = Field(
+        None, validation_alias=_aliases("capacity_database_disk"),
+        description="Capacity: the disk path (of a monitor disk check) holding the database's data; "
+                    "default: the first disk check's first path.")
+
     @field_validator("migrate_health_urls", "cleanup_media_prefixes", "cleanup_media_references", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:

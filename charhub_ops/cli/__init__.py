@@ -8,7 +8,8 @@ One module per command group, each registered here, explicitly, on the one root 
 * :mod:`.migrate`: ``migrate`` (also a group: ``migrate status``, ``migrate resolve``);
 * :mod:`.cleanup`: ``cleanup`` (rows; also a group: ``cleanup storage``, ``cleanup docker``).
 * :mod:`.health`: ``health``; :mod:`.incident`: ``incident respond|list|show``; :mod:`.maintenance`:
-  ``maintenance start|stop|list``; :mod:`.ops`: ``setup``, ``serve``, ``status`` (the Prefect server itself).
+  ``maintenance start|stop|list``; :mod:`.ops`: ``setup``, ``serve``, ``status`` (the Prefect server itself);
+  :mod:`.capacity`: ``capacity``.
 
 Every expected error (an ``OpsError``, an unreachable Prefect API) becomes one red line on stderr and exit
 code 1, without a traceback. Secrets passed as options go to the process environment, never into flow
@@ -22,6 +23,7 @@ import typer
 from charhub_ops.cli import (
     backup,
     backups,
+    capacity,
     cleanup,
     health,
     incident,
@@ -50,6 +52,7 @@ app.add_typer(maintenance.app, name="maintenance")
 app.command()(ops.setup)
 app.command()(ops.serve)
 app.command()(ops.status)
+app.command()(capacity.capacity)
 
 
 def main() -> None:
