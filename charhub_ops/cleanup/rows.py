@@ -101,12 +101,13 @@ def count_matching(conn: psycopg.Connection, policy: RowPolicy, cutoff: datetime
 
 def _in_batch(conn: psycopg.Connection, statement: sql.Composed, params: dict, opts: RowOptions,
               lock_timeout: float) -> tuple[int, tuple | None]:
-    """One transaction: (rowcount, the returned row if any). Raises the psycopg timeout errors as they are."""
-    with conn.transaction():
+    """One transaction: (rowcount, the returned row if any). Raises the psycopg timeout errors as they are.
+    Pipelined: BEGIN, the SET LOCALs, the statement and COMMIT go in one round trip."""
+    with conn.pipeline(), conn.transaction():
         conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
                      [f"{max(1, int(lock_timeout * 1000))}ms", f"{int(opts.statement_timeout * 1000)}ms"])
         cur = conn.execute(statement, params)
-        return cur.rowcount, (cur.fetchone() if cur.description else None)
+    return cur.rowcount, (cur.fetchone() if cur.description else None)
 
 
 class _IndexSweep:
