@@ -225,6 +225,20 @@ class Settings(BaseSettings):
         description="Monitor: where streaks, incidents and windows live: auto (Prefect Variables when "
                     "PREFECT_API_URL is set, else the repository), prefect, repository, or a file:// / s3:// URL.")
 
+    # --- deploy guard and rollback (charhub-ops deploy pre|post, rollback) ---
+    deploy_gate_passes: int = Field(
+        3, ge=1, validation_alias=_aliases("deploy_gate_passes"),
+        description="Deploy: the health gate needs every check of the services to pass this many times in a row.")
+    deploy_gate_timeout: float = Field(
+        120.0, gt=0, validation_alias=_aliases("deploy_gate_timeout"),
+        description="Deploy: seconds the health gate may take before it fails.")
+    deploy_gate_interval: float = Field(
+        2.0, ge=0, validation_alias=_aliases("deploy_gate_interval"),
+        description="Deploy: seconds between two rounds of the health gate's probes.")
+    deploy_window_minutes: float = Field(
+        30.0, gt=0, validation_alias=_aliases("deploy_window_minutes"),
+        description="Deploy: the maintenance window opened by `deploy pre` closes itself after this long.")
+
     @field_validator("migrate_health_urls", "cleanup_media_prefixes", "cleanup_media_references", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:
