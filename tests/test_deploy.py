@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import timedelta
 
 import psycopg
@@ -16,9 +17,9 @@ from typer.testing import CliRunner
 
 from charhub_ops.catalog import list_backups
 from charhub_ops.cli import app
-from charhub_ops.errors import ConfigError, DockerError
+from charhub_ops.errors import ConfigError, DockerError, VerificationError
 from charhub_ops.storage import open_storage
-from flows.deploy import pre_deploy_flow, rollback_flow
+from flows.deploy import post_deploy_flow, pre_deploy_flow, rollback_flow
 from tests.harness.monitor import new_id, write_config
 from tests.harness.service_images import (
     V1,
@@ -153,3 +154,29 @@ def test_restore_data_needs_yes_and_brings_back_the_pre_deploy_data(service, dep
     with psycopg.connect(database) as conn:
         assert conn.execute("SELECT array_agg(id) FROM release_data").fetchone()[0] == [1]
     assert V1 in service.container.image.tags
+
+
+def test_a_failed_gate_starts_the_rollback_deployment_with_the_services(service, deploy_env, tmp_path, monkeypatch):
+    """prefect.yaml's trigger: charhub.deploy.gate-failed → a rollback run whose `services` is a list."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    from deployments.serve import load_deployments
+
+    (deployment,) = [d for d in load_deployments() if d.name == "rollback"]
+    deployment_id = deployment.apply()
+    configure(service, tmp_path, monkeypatch)
+    service.run(V2)
+    time.sleep(1)  # the automations are loaded by the trigger service
+    with pytest.raises(VerificationError, match="deploy gate failed"):
+        post_deploy_flow(services=[service.name])
+    only = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+    deadline, runs = time.monotonic() + 60, []
+    with get_client(sync_client=True) as client:
+        while not runs and time.monotonic() < deadline:
+            runs = [r for r in client.read_flow_runs(deployment_filter=only)
+                    if r.parameters.get("services") == [service.name]]
+            time.sleep(0.2)
+    assert runs, "no rollback run was created by the gate-failed event"
+    assert runs[0].parameters["reason"].startswith("health gate failed after the deploy: ")
+    assert "status 404" in runs[0].parameters["reason"]
