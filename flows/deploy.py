@@ -20,17 +20,19 @@ CharHub's template (a failed deployment is an incident), a notification.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import datetime
+
 from prefect import flow
-from pydantic import Field
 
 from charhub_ops.deploy.gate import Gate, check_ids, service_checks
 from charhub_ops.deploy.incident import incident_report_path, rollback_incident
 from charhub_ops.deploy.releases import Guard, open_releases, pre_deploy_label
 from charhub_ops.errors import ConfigError, VerificationError
-from charhub_ops.monitoring.config import load_config
+from charhub_ops.monitoring.config import MonitorConfig, load_config
 from charhub_ops.monitoring.incidents import ActionResult
 from charhub_ops.monitoring.runner import secret_values
-from charhub_ops.settings import load_settings
+from charhub_ops.settings import Settings, load_settings
 from flows.backup import backup_flow
 from flows.restore import restore_flow
 from flows.swap import approve
@@ -58,10 +60,8 @@ __all__ = ["pre_deploy_flow", "post_deploy_flow", "rollback_flow", "GATE_FAILED"
 GATE_FAILED = "charhub.deploy.gate-failed"
 ROLLED_BACK = "charhub.deploy.rolled-back"
 Services = list[str]
-_SERVICES = Field(..., description="Service container names (as in the monitor config's `container:`)")
-_CONFIG = Field(None, description="The monitor YAML; default setting monitor_config")
-_STATE = Field(None, description="The monitor's state store (windows, incidents); default setting monitor_state")
-_REPO = Field(None, description="Repository for backups and release records; default from settings")
+# Parameters take plain defaults, described in each flow's docstring (Prefect's form reads its Args section): a
+# deployment run given only some parameters then gets the defaults of the others, not pydantic FieldInfo objects.
 
 
 def _setup(services: Services, config: str | None, repository: str | None):
@@ -83,13 +83,18 @@ def _healthy(gate: Gate, checks: list) -> bool:
 
 
 @flow(name="deploy-pre", on_failure=[notify_failure])
-def pre_deploy_flow(
-    services: Services = _SERVICES,
-    release: str | None = Field(None, description="The tag or git sha being deployed (names the backup)"),
-    backup: bool = Field(True, description="Take the pre-deploy backup of the database"),
-    config: str | None = _CONFIG, state: str | None = _STATE, repository: str | None = _REPO,
-) -> dict:
-    """Record the running releases, back up, open the maintenance window; returns what was recorded."""
+def pre_deploy_flow(services: Services, release: str | None = None, backup: bool = True, config: str | None = None,
+                    state: str | None = None, repository: str | None = None) -> dict:
+    """Record the running releases, back up, open the maintenance window; returns what was recorded.
+
+    Args:
+        services: Service container names (as in the monitor config's `container:`).
+        release: The tag or git sha being deployed (names the backup pre-deploy-<release>).
+        backup: Take the pre-deploy backup of the database.
+        config: The monitor YAML; default setting monitor_config.
+        state: The monitor's state store (windows, incidents); default setting monitor_state.
+        repository: Repository for backups and release records; default from settings.
+    """
     settings, cfg, by_service, repo = _setup(services, config, repository)
     records = inspect_services(services)
     release = release or f"sha-{records[0].image_id.split(':')[-1][:12]}"
@@ -109,43 +114,63 @@ def pre_deploy_flow(
                            window_end=window.end))
     rows = [{"service": r.service, "image_id": r.image_id, "tag": r.tag, "record": keys[r.service],
              "last_good": r in good} for r in records]
+    _pre_artifact(release, label, taken, window, rows)
+    return {"release": release, "label": label, "backup_id": taken["backup_id"] if taken else None,
+            "window_id": window.id, "window_end": window.end.isoformat(), "services": rows}
+
+
+def _pre_artifact(release: str, label: str, taken: dict | None, window, rows: list[dict]) -> None:
     deploy_artifact("deploy-pre", f"Pre-deploy guard for {release}", [
         f"- backup: {taken['backup_id'] + ' (' + label + ')' if taken else 'none (backup off)'}",
         f"- maintenance window `{window.id}` over {', '.join(window.checks)} until {window.end:%H:%M:%S} UTC", "",
         "| service | image | tag | last-good now |", "|---|---|---|---|",
         *[f"| {r['service']} | `{r['image_id'][:19]}` | {r['tag']} | {'yes' if r['last_good'] else 'no'} |"
           for r in rows]])
-    return {"release": release, "label": label, "backup_id": taken["backup_id"] if taken else None,
-            "window_id": window.id, "window_end": window.end.isoformat(), "services": rows}
 
 
 @flow(name="deploy-post", on_failure=[notify_failure])
-def post_deploy_flow(services: Services = _SERVICES, config: str | None = _CONFIG, state: str | None = _STATE,
-                     repository: str | None = _REPO) -> dict:
-    """The health gate; passed: last-good releases, window closed; failed: charhub.deploy.gate-failed."""
+def post_deploy_flow(services: Services, config: str | None = None, state: str | None = None,
+                     repository: str | None = None) -> dict:
+    """The health gate; passed: last-good releases, window closed; failed: charhub.deploy.gate-failed.
+
+    Args:
+        services: Service container names (as in the monitor config's `container:`).
+        config: The monitor YAML; default setting monitor_config.
+        state: The monitor's state store (windows, incidents); default setting monitor_state.
+        repository: Repository for backups and release records; default from settings.
+    """
     settings, cfg, by_service, repo = _setup(services, config, repository)
     gate, outcome = _gate(settings, by_service)
-    records = inspect_services(services)
-    rows = [{"service": r.service, "image_id": r.image_id, "tag": r.tag,
-             "healthy": _healthy(gate, by_service[r.service])} for r in records]
-    summary = {"healthy": outcome == "passed", "gate_seconds": round(gate.seconds, 1), "rounds": gate.rounds,
-               "failing": gate.failing, "services": rows}
-    releases = open_releases(repo.open())
-    guards = [g for s in services if (g := releases.guard(s))]
+    guards = [g for s in services if (g := open_releases(repo.open()).guard(s))]
     deploy_artifact("deploy-post", f"Post-deploy gate {outcome}", [
         f"- {gate.passes} passes in a row of {len(gate.checks)} check(s), {gate.rounds} round(s), {gate.seconds:.1f} s",
         *[f"- failing `{c}`: {d}" for c, d in gate.failing.items()]])
-    if outcome == "passed":
-        mark_last_good(repo, records, save_records(repo, records), f"passed the post-deploy gate ({gate.passes} "
-                                                                   "passes in a row)")
-        close_windows(open_state(settings, state), [g.window_id for g in guards if g.window_id])
-        return summary
+    if outcome != "passed":
+        _gate_failed(settings, cfg, services, by_service, gate, guards)
+    records = inspect_services(services)
+    mark_last_good(repo, records, save_records(repo, records), f"passed the post-deploy gate ({gate.passes} passes "
+                                                               "in a row)")
+    close_windows(open_state(settings, state), [g.window_id for g in guards if g.window_id])
+    return _post_summary(gate, outcome, by_service, records)
+
+
+def _post_summary(gate: Gate, outcome: str, by_service: dict, records: list) -> dict:
+    rows = [{"service": r.service, "image_id": r.image_id, "tag": r.tag,
+             "healthy": _healthy(gate, by_service[r.service])} for r in records]
+    return {"healthy": outcome == "passed", "gate_seconds": round(gate.seconds, 1), "rounds": gate.rounds,
+            "failing": gate.failing, "services": rows}
+
+
+def _gate_failed(settings, cfg, services: Services, by_service: dict, gate: Gate, guards: list[Guard]) -> None:
+    """The event (the rollback deployment's trigger) and the notification first — a service whose container
+    is gone is the worst case — then the run fails with the verdict."""
     detail = "; ".join(f"{c}: {d}" for c, d in gate.failing.items())
     emit(GATE_FAILED, f"charhub.deploy.{','.join(services)}",
          {"services": services, "detail": detail[:500], "release": guards[0].release if guards else None})
     notify(cfg.notify_block, f"charhub-ops: deploy gate FAILED for {', '.join(services)}",
            f"{detail}\nrollback: charhub-ops rollback --service {' --service '.join(services)}",
            secret_values(settings))
+    summary = _post_summary(gate, "failed", by_service, inspect_services(services, missing_ok=True))
     raise VerificationError(f"deploy gate failed for {', '.join(services)} after {gate.seconds:.0f} s: {detail}",
                             details=summary)
 
@@ -178,63 +203,90 @@ def _targets(repo, services: Services, restore_data: bool):
 
 
 @flow(name="rollback", on_failure=[notify_failure])
-def rollback_flow(
-    services: Services = _SERVICES,
-    restore_data: bool = Field(False, description="Also restore the pre-deploy backup over the live database "
-                                                  "(approval in the UI first)"),
-    reason: str = Field("manual rollback", description="Why (kept in the incident report)"),
-    config: str | None = _CONFIG, state: str | None = _STATE, repository: str | None = _REPO,
-) -> dict:
-    """Put each service back to its last-good release; returns services with from_image, to_image, healthy."""
+def rollback_flow(services: Services, restore_data: bool = False, reason: str = "manual rollback",
+                  config: str | None = None, state: str | None = None, repository: str | None = None) -> dict:
+    """Put each service back to its last-good release; returns services with from_image, to_image, healthy.
+
+    Args:
+        services: Service container names (as in the monitor config's `container:`).
+        restore_data: Also restore the pre-deploy backup over the live database (approval in the UI first).
+        reason: Why (kept in the incident report).
+        config: The monitor YAML; default setting monitor_config.
+        state: The monitor's state store (windows, incidents); default setting monitor_state.
+        repository: Repository for backups and release records; default from settings.
+    """
     settings, cfg, by_service, repo = _setup(services, config, repository)
     records, refs, guards = _targets(repo, services, restore_data)
     plan = _rollback_plan(services, records, refs, guards, restore_data)
     deploy_artifact("rollback-plan", f"Rollback of {', '.join(services)}", plan)
     if restore_data and not settings.production:  # production: the restore flow asks, with its own plan
         approve("\n".join(plan))
-    started = utcnow()
+    run = _Rollback(settings=settings, cfg=cfg, state=state, services=services, records=records,
+                    guards=guards, by_service=by_service, reason=reason, started=utcnow())
     done = [recreate_service(records[s], refs[s]) for s in services]
-    actions = [ActionResult(action="rollback", ok=True, ran=True, at=utcnow(), detail=f"{d.service}: "
-               f"{(d.from_image or 'none')[:19]} → {d.to_image[:19]} ({records[d.service].tag})") for d in done]
+    run.actions = [ActionResult(action="rollback", ok=True, ran=True, at=utcnow(), detail=f"{d.service}: "
+                   f"{(d.from_image or 'none')[:19]} → {d.to_image[:19]} ({records[d.service].tag})") for d in done]
     restored = None
     if restore_data:
         g = guards[services[0]]
         restored = restore_flow(repository=repo.url, source_database=g.database, backup=g.backup_id, replace=True)
-        actions.append(ActionResult(action="restore-data", ok=True, ran=True, at=utcnow(),
-                                    detail=f"backup {g.backup_id} swapped into {restored['database']}"))
+        run.actions.append(ActionResult(action="restore-data", ok=True, ran=True, at=utcnow(),
+                                        detail=f"backup {g.backup_id} swapped into {restored['database']}"))
     gate, outcome = _gate(settings, by_service)
-    return _finish(settings, cfg, state, services, records, done, guards, gate, outcome, actions, reason, started,
-                   restored)
+    return _finish(run, done, gate, outcome, restored)
 
 
-def _finish(settings, cfg, state, services, records, done, guards, gate, outcome, actions, reason, started,
-            restored) -> dict:
-    """Close the windows, emit, write the incident report, notify; the run fails when the gate did."""
-    by_service = service_checks(cfg, services)
-    healthy = {s: _healthy(gate, by_service[s]) for s in services}
-    store, now, secrets = open_state(settings, state), utcnow(), secret_values(settings)
-    close_windows(store, [g.window_id for g in guards.values() if g and g.window_id])
-    rows = [{"service": d.service, "from_image": d.from_image, "to_image": d.to_image, "tag": records[d.service].tag,
-             "replaced_container": d.replaced, "healthy": healthy[d.service]} for d in done]
+@dataclass
+class _Rollback:
+    """What the end of a rollback needs to report it."""
+
+    settings: Settings
+    cfg: MonitorConfig
+    state: str | None
+    services: Services
+    records: dict
+    guards: dict
+    by_service: dict
+    reason: str
+    started: datetime
+    actions: list[ActionResult] = field(default_factory=list)
+
+
+def _finish(run: _Rollback, done: list, gate: Gate, outcome: str, restored: dict | None) -> dict:
+    """Close the windows, emit per service, document the incident; the run fails when the gate did."""
+    store, now = open_state(run.settings, run.state), utcnow()
+    close_windows(store, [g.window_id for g in run.guards.values() if g and g.window_id])
+    rows = [{"service": d.service, "from_image": d.from_image, "to_image": d.to_image,
+             "tag": run.records[d.service].tag, "replaced_container": d.replaced,
+             "healthy": _healthy(gate, run.by_service[d.service])} for d in done]
     for row in rows:
-        emit(ROLLED_BACK, f"charhub.service.{row['service']}", {k: row[k] for k in ("service", "from_image",
-                                                                                   "to_image", "healthy")})
+        emit(ROLLED_BACK, f"charhub.service.{row['service']}",
+             {k: row[k] for k in ("service", "from_image", "to_image", "healthy")})
     gate_detail = (f"passed ({gate.passes} in a row, {gate.seconds:.1f} s)" if outcome == "passed" else
                    "; ".join(f"{c}: {d}" for c, d in gate.failing.items()))
-    inc = rollback_incident(services, reason, next((g for g in guards.values() if g), None), actions, gate_detail,
-                            outcome == "passed", started, now, cfg.owner)
-    logs = replaced_logs([d.replaced for d in done if d.replaced], cfg.log_lines, secrets)
-    details = "\n\n".join(f"### Logs of the replaced container {n}\n\n```\n{t.strip()}\n```" for n, t in logs.items())
-    path = write_rollback_report(str(incident_report_path(cfg.incident_dir, inc)), inc, details)
+    inc = _document(run, store, done, gate_detail, outcome == "passed", now)
+    summary = {"services": rows, "healthy": outcome == "passed", "gate_seconds": round(gate.seconds, 1),
+               "seconds": round((now - run.started).total_seconds(), 1), "incident_id": inc.id,
+               "report": inc.report, "restored_backup": restored["backup_id"] if restored else None}
+    if outcome != "passed":
+        raise VerificationError(f"rollback of {', '.join(run.services)} done but the health gate failed: "
+                                f"{gate_detail}", details=summary)
+    return summary
+
+
+def _document(run: _Rollback, store, done: list, gate_detail: str, healthy: bool, now: datetime):
+    """The incident (kept in the monitor's store), its report with the replaced containers' logs, the message."""
+    secrets = secret_values(run.settings)
+    guard = next((g for g in run.guards.values() if g), None)
+    inc = rollback_incident(run.services, run.reason, guard, run.actions, gate_detail, healthy, run.started, now,
+                            run.cfg.owner)
+    logs = replaced_logs([d.replaced for d in done if d.replaced], run.cfg.log_lines, secrets)
+    details = "\n\n".join(f"### Logs of the replaced container {n}\n\n```\n{t.strip()}\n```"
+                           for n, t in logs.items())
+    path = write_rollback_report(str(incident_report_path(run.cfg.incident_dir, inc)), inc, details)
     inc = inc.model_copy(update={"report": path})
     store.save_incident(inc)
-    notify(cfg.notify_block, f"charhub-ops: deployment of {', '.join(services)} rolled back "
-                             f"({'healthy' if outcome == 'passed' else 'STILL FAILING'})",
-           "\n".join([*(a.detail for a in actions), f"health gate: {gate_detail}", f"report: {path}"]), secrets)
-    summary = {"services": rows, "healthy": outcome == "passed", "gate_seconds": round(gate.seconds, 1),
-               "seconds": round((now - started).total_seconds(), 1), "incident_id": inc.id, "report": path,
-               "restored_backup": restored["backup_id"] if restored else None}
-    if outcome != "passed":
-        raise VerificationError(f"rollback of {', '.join(services)} done but the health gate failed: {gate_detail}",
-                                details=summary)
-    return summary
+    notify(run.cfg.notify_block, f"charhub-ops: deployment of {', '.join(run.services)} rolled back "
+                                 f"({'healthy' if healthy else 'STILL FAILING'})",
+           "\n".join([*(a.detail for a in run.actions), f"health gate: {gate_detail}", f"report: {path}"]), secrets)
+    return inc

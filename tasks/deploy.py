@@ -32,13 +32,14 @@ __all__ = ["inspect_services", "health_gate", "label_pre_deploy_backup", "save_r
 
 
 @task(name="inspect-services", cache_policy=NONE, **RETRY)
-def inspect_services(services: list[str]) -> list[ServiceRecord]:
-    """The running release of each service, read through the Docker API."""
+def inspect_services(services: list[str], missing_ok: bool = False) -> list[ServiceRecord]:
+    """The running release of each service, read through the Docker API (``missing_ok``: those that exist)."""
     client, now = rc.engine(), utcnow()
     try:
-        return [from_inspect(rc.inspect_container(client, s), now) for s in services]
+        found = [rc.inspect_container(client, s, missing_ok) for s in services]
     finally:
         client.close()
+    return [from_inspect(attrs, now) for attrs in found if attrs is not None]
 
 
 @task(name="health-gate", cache_policy=NONE)

@@ -85,7 +85,10 @@ def test_failed_gate_then_rollback_returns_the_first_release_identically(service
     assert service.sh("cat /data/keep").strip() == "precious"  # the volume survived with its content
     assert service.client.volumes.get(service.volume).name == service.volume
     assert service.answers() == 200
-    assert service.client.containers.get(row["replaced_container"]).status == "exited"  # kept for inspection
+    replaced = service.client.containers.get(row["replaced_container"])
+    assert replaced.status == "exited" and replaced.attrs["HostConfig"]["RestartPolicy"]["Name"] == "no"
+    print(f"gate failed after {verdict['gate_seconds']} s; rollback {out['seconds']} s "
+          f"(of which the gate {out['gate_seconds']} s)")
     report = open(out["report"]).read()
     assert os.path.basename(out["report"]).endswith(".md") and "-deploy-rolled-back-" in out["report"]
     for section in ("# Incident: deployment of", "**Status**: Resolved", "## Timeline", "pre-deploy guard for v2.0.0",
@@ -180,3 +183,62 @@ def test_a_failed_gate_starts_the_rollback_deployment_with_the_services(service,
     assert runs, "no rollback run was created by the gate-failed event"
     assert runs[0].parameters["reason"].startswith("health gate failed after the deploy: ")
     assert "status 404" in runs[0].parameters["reason"]
+
+
+def test_a_failed_recreate_puts_the_old_container_back(service):
+    """The create fails (its network is gone): the running container gets its name, policy and state back."""
+    from datetime import UTC, datetime
+
+    from charhub_ops.deploy.record import from_inspect
+    from charhub_ops.deploy.recreate import recreate
+
+    before = service.inspect()
+    record = from_inspect(before, datetime.now(UTC))
+    broken = record.model_copy(update={"network_mode": "charhub-ops-no-such-net",
+                                       "networks": {"charhub-ops-no-such-net": record.networks[service.network]}})
+    with pytest.raises(DockerError, match="create"):
+        recreate(service.client, broken, V1, datetime.now(UTC))
+    after = service.inspect()
+    assert after["Id"] == before["Id"] and after["State"]["Running"]
+    assert after["HostConfig"]["RestartPolicy"] == before["HostConfig"]["RestartPolicy"]
+    assert [c.name for c in service.client.containers.list(all=True, filters={"name": service.name})] == [
+        service.name]
+    assert service.sh("echo alive").strip() == "alive"
+
+
+def test_restore_data_from_the_deployment_waits_for_approval_and_a_refusal_changes_nothing(
+        service, deploy_env, tmp_path, monkeypatch):
+    """The `rollback` deployment with restore_data pauses with restore's approval form; refused: nothing done."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.flow_runs import resume_flow_run
+
+    from tests.harness.monitor import serving_one_run
+
+    configure(service, tmp_path, monkeypatch)
+    pre_deploy_flow(services=[service.name], release="v4")
+    service.run(V2)
+    running = service.inspect()["Id"]
+    with serving_one_run(rollback_flow, "rollback", lambda params: params.get("restore_data") is True):
+        run = run_deployment("rollback/rollback", parameters={"services": [service.name], "restore_data": True},
+                             timeout=0)
+        state = _wait_state(run.id, lambda s: s.is_paused() or s.is_final())
+        assert state.is_paused(), state
+        resume_flow_run(run.id, run_input={"approve": False, "reason": "not now"})
+        state = _wait_state(run.id, lambda s: s.is_final())
+    assert state.is_failed() and "not approved: not now" in state.message
+    assert service.inspect()["Id"] == running  # nothing was recreated
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(run.id).parameters["restore_data"] is True
+
+
+def _wait_state(run_id, done, timeout: float = 120):
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(run_id).state
+            if (state and done(state)) or time.monotonic() > deadline:
+                return state
+            time.sleep(0.2)

@@ -41,12 +41,14 @@ def engine() -> docker.DockerClient:
     return client
 
 
-def inspect_container(client: docker.DockerClient, name: str) -> dict:
-    """``docker inspect NAME``; DockerError naming the service when it does not exist."""
+def inspect_container(client: docker.DockerClient, name: str, missing_ok: bool = False) -> dict | None:
+    """``docker inspect NAME``; DockerError naming the service when it does not exist (None with ``missing_ok``)."""
     with docker_errors(f"inspect {name}"):
         try:
             return client.api.inspect_container(name)
         except docker.errors.NotFound as exc:
+            if missing_ok:
+                return None
             raise DockerError(f"docker: service container '{name}' not found") from exc
 
 
@@ -80,10 +82,12 @@ def _existing(client: docker.DockerClient, name: str):
 
 
 def _park(old, name: str, now: datetime, stop_timeout: int) -> str:
+    """Stop, rename aside, and restart policy ``no``: a daemon restart must not start it beside the new one."""
     parked = f"{name}-replaced-{now:%Y%m%dt%H%M%S}z"
     with docker_errors(f"stop {name}", name):
         old.stop(timeout=stop_timeout)
         old.rename(parked)
+        old.update(restart_policy={"Name": "no"})
     return parked
 
 
@@ -108,6 +112,7 @@ def _put_back(client: docker.DockerClient, name: str, old, parked: str | None, w
             made.remove(force=True)  # v=False: volumes are never removed
         if old is not None and parked:
             old.rename(name)
+            old.update(restart_policy=old.attrs["HostConfig"].get("RestartPolicy") or {"Name": "no"})
         if old is not None and was_running:
             old.start()
 
