@@ -22,6 +22,10 @@ def rollback_incident(services: list[str], reason: str, guard: Guard | None, act
                    title=f"deployment of {', '.join(services)} rolled back", opened_at=started, detected_at=started,
                    first_failure_at=started, detail=f"{', '.join(services)}: {reason}",
                    diagnosis=[f"rollback reason: {reason}", f"health gate after the rollback: {gate_detail}"])
+    if guard is not None and guard.window_id and guard.window_end:
+        inc = inc.model_copy(update={"maintenance": [
+            f"deploy {guard.release} ({guard.window_id}: {', '.join(services)}'s checks, until "
+            f"{guard.window_end:%Y-%m-%d %H:%M} UTC; closed after the rollback)"]})
     if guard is not None:
         backup = f"backup {guard.backup_id} ({guard.label})" if guard.backup_id else "no backup"
         inc = add(inc, guard.at, f"pre-deploy guard for {guard.release}: releases recorded, {backup}, "
