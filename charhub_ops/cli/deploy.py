@@ -32,7 +32,9 @@ def _check(services: list[str], config: str | None) -> None:
     service_checks(load_config(config or load_settings().monitor_config), services)
 
 
-def _run(services: list[str], config: str | None, as_json: bool, call: Callable[[], dict]) -> dict:
+def _run(services: list[str], config: str | None, as_json: bool, call: Callable[[], dict]) -> dict | None:
+    """Check, run ``call`` (the flow); with ``as_json`` print its result (or a failed gate's verdict) and return
+    None, else return the result for the caller's lines."""
     run_guarded(lambda: _check(services, config))
     prepare_prefect()
 
@@ -44,7 +46,11 @@ def _run(services: list[str], config: str | None, as_json: bool, call: Callable[
                 print_json(exc.details)
             raise
 
-    return run_guarded(run)
+    result = run_guarded(run)
+    if as_json:
+        print_json(result)
+        return None
+    return result
 
 
 @app.command()
@@ -61,9 +67,7 @@ def pre(
 
         return pre_deploy_flow(services=service, release=release, backup=backup, config=config, state=state)
 
-    r = _run(service, config, as_json, call)
-    if as_json:
-        print_json(r)
+    if (r := _run(service, config, as_json, call)) is None:
         return
     err.print(f"[green]✓[/] {r['label']}: backup {r['backup_id'] or 'skipped'}, window {r['window_id']} until "
               f"{r['window_end'][:19]} UTC", highlight=False)
@@ -80,10 +84,7 @@ def post(service: ServiceOpt, config: ConfigOpt = None, state: StateOpt = None, 
 
         return post_deploy_flow(services=service, config=config, state=state)
 
-    r = _run(service, config, as_json, call)
-    if as_json:
-        print_json(r)
-    else:
+    if (r := _run(service, config, as_json, call)) is not None:
         err.print(f"[green]✓[/] health gate passed in {r['gate_seconds']} s ({r['rounds']} rounds): "
                   f"{', '.join(s['service'] for s in r['services'])} recorded as last-good", highlight=False)
 
@@ -105,9 +106,7 @@ def rollback(
 
         return rollback_flow(services=service, restore_data=restore_data, reason=reason, config=config, state=state)
 
-    r = _run(service, config, as_json, call)
-    if as_json:
-        print_json(r)
+    if (r := _run(service, config, as_json, call)) is None:
         return
     for s in r["services"]:
         err.print(f"[green]✓[/] {s['service']}: {(s['from_image'] or 'none')[:19]} → {s['to_image'][:19]} "
