@@ -238,6 +238,19 @@ class Settings(BaseSettings):
         None, validation_alias=_aliases("capacity_database_disk"),
         description="Capacity: the disk path (of a monitor disk check) holding the database's data; "
                     "default: the first disk check's first path.")
+    # --- deploy guard and rollback (charhub-ops deploy pre|post, rollback) ---
+    deploy_gate_passes: int = Field(
+        3, ge=1, validation_alias=_aliases("deploy_gate_passes"),
+        description="Deploy: the health gate needs every check of the services to pass this many times in a row.")
+    deploy_gate_timeout: float = Field(
+        120.0, gt=0, validation_alias=_aliases("deploy_gate_timeout"),
+        description="Deploy: seconds the health gate may take before it fails.")
+    deploy_gate_interval: float = Field(
+        2.0, ge=0, validation_alias=_aliases("deploy_gate_interval"),
+        description="Deploy: seconds between two rounds of the health gate's probes.")
+    deploy_window_minutes: float = Field(
+        30.0, gt=0, validation_alias=_aliases("deploy_window_minutes"),
+        description="Deploy: the maintenance window opened by `deploy pre` closes itself after this long.")
 
     @field_validator("migrate_health_urls", "cleanup_media_prefixes", "cleanup_media_references", mode="before")
     @classmethod

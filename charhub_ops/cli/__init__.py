@@ -10,6 +10,7 @@ One module per command group, each registered here, explicitly, on the one root 
 * :mod:`.health`: ``health``; :mod:`.incident`: ``incident respond|list|show``; :mod:`.maintenance`:
   ``maintenance start|stop|list``; :mod:`.ops`: ``setup``, ``serve``, ``status`` (the Prefect server itself);
   :mod:`.capacity`: ``capacity``.
+* :mod:`.deploy`: ``deploy pre|post``, ``rollback`` (the deploy guard).
 
 Every expected error (an ``OpsError``, an unreachable Prefect API) becomes one red line on stderr and exit
 code 1, without a traceback. Secrets passed as options go to the process environment, never into flow
@@ -25,6 +26,7 @@ from charhub_ops.cli import (
     backups,
     capacity,
     cleanup,
+    deploy,
     health,
     incident,
     maintenance,
@@ -53,6 +55,8 @@ app.command()(ops.setup)
 app.command()(ops.serve)
 app.command()(ops.status)
 app.command()(capacity.capacity)
+app.add_typer(deploy.app, name="deploy")
+app.command()(deploy.rollback)
 
 
 def main() -> None:
