@@ -61,9 +61,18 @@ def secret_blocks(spec: dict[str, Any]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for dep in spec["deployments"]:
         params = [dep.get("parameters") or {}] + [t.get("parameters") or {} for t in dep.get("triggers") or []]
-        for value in {v for p in params for k, v in p.items() if k.endswith("_secret") and "{{" not in str(v)}:
+        for value in sorted({v for p in params for v in _secret_values(p)}):
             out.setdefault(value, []).append(dep["name"])
     return out
+
+
+def _secret_values(params: dict[str, Any]):
+    """Values of ``*_secret`` keys, also inside groups (``access: {database_url_secret: …}``); no templates."""
+    for key, value in params.items():
+        if isinstance(value, dict):
+            yield from _secret_values(value)
+        elif key.endswith("_secret") and isinstance(value, str) and "{{" not in value:
+            yield value
 
 
 def _ensure_work_pool(spec: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from charhub_ops.errors import ConfigError, DatabaseError, OpsError, VerificationError
+from flows.params import Access, RestoreSource, RestoreTarget
 from tasks.migrations import (
     apply_migrations,
     check_health,
@@ -115,8 +116,8 @@ def _act(cfg, migrations_dir: str, summary: dict, restore_on_failure: bool, pris
     if not summary["no_backup"]:
         from flows.backup import backup_flow
 
-        (backup,) = backup_flow(repository=repository, docker_container=docker_container,
-                                database_url_secret=database_url_secret)
+        (backup,) = backup_flow(repository=repository, access=Access(docker_container=docker_container,
+                                                                     database_url_secret=database_url_secret))
         summary["backup_id"] = backup["backup_id"]
     summary["operator"] = operator or getpass.getuser()
     _record_start(cfg, summary)
@@ -174,9 +175,11 @@ def _on_failure(cfg, summary: dict, exc: OpsError, restore_on_failure: bool, rep
         from flows.restore import restore_flow
 
         try:
-            restored = restore_flow(repository=repository, source_database=cfg.url.dbname,
-                                    backup=summary["backup_id"], replace=True, docker_container=docker_container,
-                                    database_url_secret=database_url_secret)
+            restored = restore_flow(repository=repository,
+                                    source=RestoreSource(source_database=cfg.url.dbname, backup=summary["backup_id"]),
+                                    target=RestoreTarget(replace=True),
+                                    access=Access(docker_container=docker_container,
+                                                  database_url_secret=database_url_secret))
             summary.update(restored=restored["backup_id"], outcome=summary["outcome"] + ", restored",
                            previous_database=restored.get("previous_database"))
             _record_start(cfg, summary)
