@@ -15,16 +15,22 @@ This module imports only pydantic (the CLI builds these models before Prefect st
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from charhub_ops.errors import ConfigError
+from charhub_ops.monitoring.config import ID_RE
 
 __all__ = [
-    "BACKUP_ID_PATTERN", "BLOCK_NAME_PATTERN", "CONTAINER_PATTERN", "DURATION_PATTERN", "REPOSITORY_PATTERN",
-    "AGE_RECIPIENT_PATTERN", "Access", "BlockName", "ContainerName", "DatabaseName", "Decryption", "Repository",
-    "RestoreSource", "RestoreTarget", "Seconds", "VerifySource", "build", "check_value",
+    "ACCEPT_PATTERN", "AGE_RECIPIENT_PATTERN", "BACKUP_ID_PATTERN", "BLOCK_NAME_PATTERN", "CHECK_ID_PATTERN",
+    "CONTAINER_PATTERN", "DURATION_PATTERN", "REPOSITORY_PATTERN", "REPOSITORY_HELP", "STATE_PATTERN",
+    "CONFIG_HELP", "STATE_HELP",
+    "CheckId", "StateStore",
+    "AgeRecipient", "BackupId", "BlockName", "CleanupPart", "ContainerName", "Count", "DatabaseName", "MediaMode",
+    "Repository", "Seconds",
+    "Access", "Decryption", "MigrateApply", "MigrateOverrides", "RestoreSource", "RestoreTarget", "Retention",
+    "VerifySource", "build", "check_value",
 ]
 
 # s3://bucket[/prefix] or file://path; no whitespace and no '@' (credentials never go in the URL).
@@ -38,6 +44,12 @@ BACKUP_ID_PATTERN = r"^(latest|\d{8}T\d{6}Z-[0-9a-f]{4,})$"
 # charhub_ops.retention.parse_duration: number + unit groups (7d, 2w, 1y6m, 36h); zero or a unit twice is
 # refused by the policy itself.
 DURATION_PATTERN = r"^(\d+[ymwdh])+$"
+# migrate --accept: a squawk rule, optionally ':' and a migration directory name.
+ACCEPT_PATTERN = r"^[A-Za-z0-9_-]+(:[^\s:]+)?$"
+# charhub_ops.monitoring.config.ID_RE: a check id (also a Prefect variable name and event resource part).
+CHECK_ID_PATTERN = ID_RE.pattern
+# setting monitor_state: where the monitor's state lives.
+STATE_PATTERN = r"^(auto|prefect|repository|(s3|file)://\S+)$"
 # age X25519 recipients: bech32 "age1" + 58 characters.
 AGE_RECIPIENT_PATTERN = r"^age1[02-9ac-hj-np-z]{58}$"
 
@@ -48,7 +60,15 @@ DatabaseName = Annotated[str, StringConstraints(min_length=1, max_length=63)]
 BackupId = Annotated[str, StringConstraints(pattern=BACKUP_ID_PATTERN)]
 AgeRecipient = Annotated[str, StringConstraints(pattern=AGE_RECIPIENT_PATTERN)]
 Seconds = Annotated[float, Field(gt=0, le=86400)]
+Count = Annotated[int, Field(ge=-1, le=100_000)]
+CheckId = Annotated[str, StringConstraints(pattern=CHECK_ID_PATTERN)]
+StateStore = Annotated[str, StringConstraints(pattern=STATE_PATTERN, max_length=1024)]
+CleanupPart = Literal["rows", "storage", "docker"]
+MediaMode = Literal["dry-run", "quarantine", "delete"]
 
+CONFIG_HELP = "The monitor's YAML file (checks, windows, incidents); default from settings (CHARHUB_OPS_MONITOR_CONFIG)"
+STATE_HELP = ("Where streaks and incidents live: auto, prefect (Variables), repository, or a file:// / s3:// URL; "
+              "default from settings (CHARHUB_OPS_MONITOR_STATE)")
 REPOSITORY_HELP = "s3://bucket/prefix (S3 or R2) or file:///path; default from settings (CHARHUB_OPS_REPOSITORY)"
 
 _FORM = ConfigDict(extra="forbid", frozen=True)
@@ -134,6 +154,61 @@ class RestoreTarget(BaseModel):
 def _problems(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(f"{'.'.join(map(str, (prefix, *e['loc']) if prefix else e['loc']))}: {e['msg']}"
                      for e in exc.errors())
+
+
+class Retention(BaseModel):
+    """The GFS policy of a prune run (restic ``forget`` semantics, see charhub_ops.retention_options)."""
+
+    model_config = ConfigDict(_FORM, title="Retention policy (any rule given replaces the settings' policy)")
+
+    keep_daily: Count | None = Field(
+        None, title="Daily", description="Keep the newest backup of each of the last N days (-1 = all); "
+                                         "none given: the settings' policy (daily 7, weekly 4, monthly 6)")
+    keep_weekly: Count | None = Field(
+        None, title="Weekly", description="Keep the newest backup of each of the last N ISO weeks")
+    keep_monthly: Count | None = Field(
+        None, title="Monthly", description="Keep the newest backup of each of the last N months")
+    keep_yearly: Count | None = Field(
+        None, title="Yearly", description="Keep the newest backup of each of the last N years")
+    keep_last: Count | None = Field(None, title="Last", description="Keep the newest N backups (-1 = all)")
+    keep_within: Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)] | None = Field(
+        None, title="Within", description="Keep every backup within this duration of the newest (7d, 2w, 1y6m, 36h)")
+    keep_hourly: Count | None = Field(
+        None, title="Hourly", description="Keep the newest backup of each of the last N hours")
+    min_keep: Annotated[int, Field(ge=0, le=100_000)] | None = Field(
+        None, title="At least", description="Never keep fewer complete backups of a database; default from "
+                                            "settings (CHARHUB_OPS_MIN_KEEP, 3)")
+
+
+class MigrateApply(BaseModel):
+    """How the migrations are applied."""
+
+    model_config = ConfigDict(_FORM, title="How to apply")
+
+    prisma_container: ContainerName | None = Field(
+        None, title="Prisma container",
+        description="Apply with the app's `npx prisma migrate deploy` in this container instead of natively")
+    lock_wait: Annotated[float, Field(ge=0, le=3600)] | None = Field(
+        None, title="Lock wait (s)",
+        description="Seconds to wait for Prisma's migration lock; default from settings (migrate_lock_wait)")
+    operator: Annotated[str, StringConstraints(max_length=100)] | None = Field(
+        None, title="Operator", description="Who runs this (recorded); default: the OS user")
+
+
+class MigrateOverrides(BaseModel):
+    """Deliberate exceptions to a check, each recorded in the migration history with the operator."""
+
+    model_config = ConfigDict(_FORM, title="Overrides (recorded in the history)")
+
+    accept: list[Annotated[str, StringConstraints(pattern=ACCEPT_PATTERN)]] | None = Field(
+        None, title="Accepted lint findings",
+        description="RULE or RULE:MIGRATION (e.g. adding-required-field:20261101_add_tier) whose lock is "
+                    "acceptable; every other blocking finding still stops the run")
+    allow_drift: bool = Field(
+        False, title="Allow drift", description="Run although applied migrations differ from the files")
+    no_backup: bool = Field(
+        False, title="Skip the backup", description="Apply without the backup taken before (then no "
+                                                    "restore_on_failure is possible)")
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -19,10 +19,14 @@ from prefect.utilities.callables import parameter_schema
 
 from charhub_ops.errors import ConfigError
 from flows.params import (
+    ACCEPT_PATTERN,
     BACKUP_ID_PATTERN,
     BLOCK_NAME_PATTERN,
+    CHECK_ID_PATTERN,
     CONTAINER_PATTERN,
+    DURATION_PATTERN,
     REPOSITORY_PATTERN,
+    STATE_PATTERN,
     Repository,
     RestoreSource,
     build,
@@ -169,3 +173,44 @@ def test_prefect_yaml_parameters_fit_the_forms(deployment):
     flow.validate_parameters({**dict.fromkeys(required, "db"), **base})
     for trigger in deployment.get("triggers", []):
         flow.validate_parameters({**base, **_sample(trigger.get("parameters") or {})})
+
+
+def test_prune_form_policy_has_bounds_and_the_duration_pattern():
+    from charhub_ops.retention_options import SETTINGS_FIELDS
+
+    schema = _schema("flows/prune.py:prune_flow")
+    assert [n for n in sorted(schema["properties"], key=lambda n: schema["properties"][n]["position"])] == [
+        "repository", "dry_run", "database", "policy"]
+    policy = schema["definitions"]["Retention"]["properties"]
+    assert set(policy) == set(SETTINGS_FIELDS)  # every rule of the settings, no other
+    assert list(policy)[:3] == ["keep_daily", "keep_weekly", "keep_monthly"] and list(policy)[-1] == "min_keep"
+    for name in set(policy) - {"keep_within", "min_keep"}:
+        count = policy[name]["anyOf"][0]
+        assert (count["type"], count["minimum"], count["maximum"]) == ("integer", -1, 100_000), name
+    assert policy["min_keep"]["anyOf"][0]["minimum"] == 0
+    assert _string_schema(policy["keep_within"])["pattern"] == DURATION_PATTERN
+    flow = _flow("flows/prune.py:prune_flow")
+    for bad in ({"keep_within": "soon"}, {"keep_last": -2}, {"min_keep": -1}):
+        with pytest.raises(ParameterTypeError, match=next(iter(bad))):
+            flow.validate_parameters({"policy": bad})
+
+
+def test_migrate_form_dry_run_first_and_overrides_last():
+    schema = _schema("flows/migrate.py:migrate_flow")
+    order = sorted(schema["properties"], key=lambda n: schema["properties"][n]["position"])
+    assert order == ["dry_run", "migrations_dir", "restore_on_failure", "repository", "access", "apply", "overrides"]
+    assert schema["properties"]["dry_run"]["default"] is True
+    overrides = schema["definitions"]["MigrateOverrides"]
+    assert "recorded" in overrides["title"] and list(overrides["properties"]) == ["accept", "allow_drift",
+                                                                                  "no_backup"]
+    assert overrides["properties"]["accept"]["anyOf"][0]["items"]["pattern"] == ACCEPT_PATTERN
+
+
+def test_cleanup_and_monitor_forms_offer_choices():
+    cleanup = _schema("flows/cleanup.py:cleanup_flow")["properties"]
+    assert cleanup["parts"]["items"]["enum"] == ["rows", "storage", "docker"]
+    assert cleanup["media_mode"]["anyOf"][0]["enum"] == ["dry-run", "quarantine", "delete"]
+    respond = _schema("flows/incident.py:incident_respond_flow")
+    assert respond["required"] == ["check_id"] and respond["properties"]["check_id"]["pattern"] == CHECK_ID_PATTERN
+    monitor = _schema("flows/monitor.py:monitor_flow")["properties"]
+    assert _string_schema(monitor["state"])["pattern"] == STATE_PATTERN

@@ -219,7 +219,7 @@ def _happy_path(s: Scenario, repo: str, pub: str, port: int, mp) -> None:
     assert verify_flow(repository=repo, decryption={"identity_secret": IDENTITY_BLOCK},
                        access={"database_url_secret": URL_BLOCK})["ok"]
     s.objects.update(_snapshot(repo.split("/")[2], os.environ["AWS_ENDPOINT_URL_S3"], "before prune"))
-    prune_flow(repository=repo, keep_last=1, min_keep=0, **NO_PERIODS)
+    prune_flow(repository=repo, policy={"keep_last": 1, "min_keep": 0, **NO_PERIODS})
 
 
 def _failures(s: Scenario, repo: str, port: int, mp) -> None:
