@@ -9,7 +9,7 @@ Secrets are never parameters: a form asks for the NAME of a Prefect Secret block
 URL with a password or an identity's text. No parameter skips a safety check (the swap's approval is
 asked by the flow itself). Python callers may pass a dict for a model (pydantic validates it).
 
-This module imports only pydantic (the CLI builds these models before Prefect starts).
+No Prefect import here: the CLI builds these models (:func:`build`) before Prefect starts.
 """
 
 from __future__ import annotations
@@ -23,14 +23,18 @@ from charhub_ops.errors import ConfigError
 from charhub_ops.monitoring.config import ID_RE
 
 __all__ = [
+    # patterns (also the JSON schema's) and help texts
     "ACCEPT_PATTERN", "AGE_RECIPIENT_PATTERN", "BACKUP_ID_PATTERN", "BLOCK_NAME_PATTERN", "CHECK_ID_PATTERN",
-    "CONTAINER_PATTERN", "DURATION_PATTERN", "REPOSITORY_PATTERN", "REPOSITORY_HELP", "STATE_PATTERN",
-    "CONFIG_HELP", "STATE_HELP",
-    "CheckId", "StateStore",
-    "AgeRecipient", "BackupId", "BlockName", "CleanupPart", "ContainerName", "Count", "DatabaseName", "MediaMode",
-    "Repository", "Seconds",
+    "CONTAINER_PATTERN", "DURATION_PATTERN", "REPOSITORY_PATTERN", "STATE_PATTERN",
+    "CONFIG_HELP", "REPOSITORY_HELP", "STATE_HELP",
+    # constrained types for flat parameters
+    "AgeRecipient", "BackupId", "BlockName", "CheckId", "CleanupPart", "ContainerName", "Count", "DatabaseName",
+    "MediaMode", "Repository", "Seconds", "StateStore",
+    # groups
     "Access", "Decryption", "MigrateApply", "MigrateOverrides", "RestoreSource", "RestoreTarget", "Retention",
-    "VerifySource", "build", "check_value",
+    "VerifySource",
+    # for the CLI
+    "build", "check_value",
 ]
 
 # s3://bucket[/prefix] or file://path; no whitespace and no '@' (credentials never go in the URL).
@@ -151,11 +155,6 @@ class RestoreTarget(BaseModel):
         description="Restore without ownership and privileges (for a server without the backup's roles)")
 
 
-def _problems(exc: ValidationError, prefix: str = "") -> str:
-    return "; ".join(f"{'.'.join(map(str, (prefix, *e['loc']) if prefix else e['loc']))}: {e['msg']}"
-                     for e in exc.errors())
-
-
 class Retention(BaseModel):
     """The GFS policy of a prune run (restic ``forget`` semantics, see charhub_ops.retention_options)."""
 
@@ -229,3 +228,8 @@ def check_value(name: str, annotation: Any, value: Any) -> Any:
         return TypeAdapter(annotation).validate_python(value)
     except ValidationError as exc:
         raise ConfigError(_problems(exc, name)) from None
+
+
+def _problems(exc: ValidationError, prefix: str = "") -> str:
+    return "; ".join(f"{'.'.join(map(str, (prefix, *e['loc']) if prefix else e['loc']))}: {e['msg']}"
+                     for e in exc.errors())

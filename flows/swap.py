@@ -5,6 +5,9 @@ in the UI) → safety backup of the live database (the backup flow) → in one t
 containers → block and terminate connections → rename live → ``<live>_pre_restore_<ts>`` → rename
 restored → live → allow connections → start the containers and wait for their health checks. Any
 failure rolls every step back in reverse order. The old database is kept; this flow never drops one.
+
+No parameter skips the approval: the restore flow, which asks with its whole plan, runs the same steps
+(:func:`swap_databases`) inside its own run instead of calling this flow.
 """
 
 from __future__ import annotations

@@ -403,7 +403,10 @@ def test_prune_after_backup_trigger_passes_repository_and_database() -> None:
                   payload={"backup_id": "x", "database": "charhub_db", "repository": "s3://charhub-backups/prod",
                            "size_bytes": 1})
     rendered = {name: render_user_template_sync(value, {"event": event}) if isinstance(value, str) else value
-                for name, value in {**trigger["parameters"], "keep_daily": 14}.items()}
-    assert rendered == {"repository": "s3://charhub-backups/prod", "database": "charhub_db", "keep_daily": 14}
+                for name, value in {**trigger["parameters"], "policy": {"keep_daily": 14}}.items()}
+    assert rendered == {"repository": "s3://charhub-backups/prod", "database": "charhub_db",
+                        "policy": {"keep_daily": 14}}
     validated = prune_flow.validate_parameters(rendered)
-    assert {k: validated[k] for k in rendered} == rendered
+    assert validated["policy"].model_dump(exclude_none=True) == {"keep_daily": 14}
+    assert {k: validated[k] for k in ("repository", "database")} == {k: rendered[k] for k in ("repository",
+                                                                                            "database")}
