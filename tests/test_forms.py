@@ -214,3 +214,37 @@ def test_cleanup_and_monitor_forms_offer_choices():
     assert respond["required"] == ["check_id"] and respond["properties"]["check_id"]["pattern"] == CHECK_ID_PATTERN
     monitor = _schema("flows/monitor.py:monitor_flow")["properties"]
     assert _string_schema(monitor["state"])["pattern"] == STATE_PATTERN
+
+
+def test_the_prefect_server_checks_a_deployment_run_against_the_form(prefect_server):
+    """What the UI sends goes through the server's JSON-schema check (nested groups included) before a run
+    exists; a valid grouped run is created with its groups as given."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    from deployments.serve import load_deployments
+
+    (restore,) = [d for d in load_deployments() if d.name == "restore"]
+    deployment_id = restore.apply()
+    with get_client(sync_client=True) as client:
+        for bad in ({"source": {"backup": "yesterday"}}, {"target": {"approved": True}},
+                    {"access": {"database_url_secret": "postgresql://u:pw@h/db"}}):
+            with pytest.raises(PrefectHTTPStatusError, match="409|422"):
+                client.create_flow_run_from_deployment(deployment_id, parameters=bad)
+        good = {"source": {"backup": "20261126T023000Z-3f9a"}, "target": {"target_database": "charhub_copy"}}
+        run = client.create_flow_run_from_deployment(deployment_id, parameters=good)
+        assert run.parameters == good
+        client.delete_flow_run(run.id)
+
+
+def test_the_cli_reports_a_value_outside_the_form_as_one_error_line(monkeypatch):
+    from typer.testing import CliRunner
+
+    from charhub_ops.cli import app
+
+    monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", "postgresql://ops@127.0.0.1:9/charhub_copy")
+    result = CliRunner().invoke(app, ["restore", "--backup", "yesterday", "--from", "file:///tmp/nowhere"])
+    assert result.exit_code == 1, result.output
+    assert "Which backup: backup: String should match pattern" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, ["verify", "--from", "ftp://host/x"])
+    assert result.exit_code == 1 and "--from: String should match pattern" in " ".join(result.output.split())
