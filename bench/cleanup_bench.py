@@ -1,7 +1,7 @@
 """Cleanup benchmark: 1 M expired rows deleted in batches vs one single DELETE, side by side, with a writer.
 
     .venv/bin/python bench/cleanup_bench.py [--rows 1000000] [--fresh 250000] [--batch 5000] [--pause 0.01]
-        [--pause-ratio 0.25] [--max-batch 50000]
+        [--pause-ratio 0.25] [--max-batch 50000] [--repeat 3]
 
 Starts a throwaway PostgreSQL cluster (tests/harness), builds a CharHub ``UsageLog`` (text ids, timestamp(3),
 index on the timestamp) with ``--rows`` expired processed rows and ``--fresh`` recent ones (not timed), then
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import statistics
 import sys
 import threading
 import time
@@ -113,6 +114,24 @@ def single(conn: psycopg.Connection):
     return delete
 
 
+def print_table(results: dict[str, list[tuple[float, float, int]]], rows: int) -> None:
+    """Medians (and ranges) per method, then the throughput ratios of the medians."""
+    def median(values: list[float]) -> float:
+        return statistics.median(values)
+
+    print("\n| method | seconds (median, range) | rows/s | writer's worst wait (worst of all rounds) |")
+    print("|---|---|---|---|")
+    for name, runs in results.items():
+        seconds = [r[0] for r in runs]
+        print(f"| {name} | {median(seconds):.2f} ({min(seconds):.2f}–{max(seconds):.2f}) | "
+              f"{rows / median(seconds):,.0f} | {max(r[1] for r in runs) * 1000:.0f} ms |")
+    single_s = median([r[0] for r in results["single DELETE"]])
+    ratios = ", ".join(f"{name} {single_s / median([r[0] for r in runs]):.2f}×"
+                       for name, runs in results.items() if name != "single DELETE")
+    print(f"\nthroughput vs the single DELETE (medians of {len(results['single DELETE'])} rounds): {ratios} "
+          f"(target ≥ 0.5×); {os.cpu_count()} CPUs, {datetime.now(UTC):%Y-%m-%d}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -121,27 +140,24 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=RowOptions().pause)
     parser.add_argument("--pause-ratio", type=float, default=RowOptions().pause_ratio)
     parser.add_argument("--max-batch", type=int, default=RowOptions().max_batch)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (the methods alternate; medians reported)")
     args = parser.parse_args()
     opts = RowOptions(pause=args.pause, pause_ratio=args.pause_ratio, max_batch=args.max_batch)
     cluster = start_pg_cluster()
     try:
         url = cluster.create_database("bench")
-        results = {}
+        results: dict[str, list[tuple[float, float, int]]] = {}
         with psycopg.connect(url, autocommit=True) as conn:
             index = opts.model_copy(update={"sweep": "index"})
-            for name, prepare in (("batched", lambda: batched(conn, args.batch, opts)),
-                                  ("batched, index sweep", lambda: batched(conn, args.batch, index)),
-                                  ("single DELETE", lambda: single(conn))):
-                build(conn, args.rows, args.fresh)
-                print(f"{name}: table ready ({args.rows:,} expired + {args.fresh:,} fresh rows)", flush=True)
-                results[name] = timed(url, args.rows, prepare())
-        print("\n| method | seconds | rows/s | writer's worst wait | writer statements |\n|---|---|---|---|---|")
-        for name, (seconds, worst, count) in results.items():
-            print(f"| {name} | {seconds:.1f} | {args.rows / seconds:,.0f} | {worst * 1000:.0f} ms | {count} |")
-        single_s = results["single DELETE"][0]
-        ratios = ", ".join(f"{name} {single_s / results[name][0]:.2f}×" for name in results if name != "single DELETE")
-        print(f"\nthroughput vs the single DELETE: {ratios} (target ≥ 0.5×); {os.cpu_count()} CPUs, "
-              f"{datetime.now(UTC):%Y-%m-%d}")
+            for round_ in range(1, args.repeat + 1):
+                for name, prepare in (("batched", lambda: batched(conn, args.batch, opts)),
+                                      ("batched, index sweep", lambda: batched(conn, args.batch, index)),
+                                      ("single DELETE", lambda: single(conn))):
+                    build(conn, args.rows, args.fresh)
+                    print(f"round {round_}, {name}: table ready ({args.rows:,} expired + {args.fresh:,} fresh rows)",
+                          flush=True)
+                    results.setdefault(name, []).append(timed(url, args.rows, prepare()))
+        print_table(results, args.rows)
     finally:
         cluster.stop()
 

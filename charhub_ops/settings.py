@@ -19,6 +19,7 @@ from charhub_ops.errors import ConfigError
 __all__ = ["Settings", "load_settings", "env_name", "endpoint_url_problem"]
 
 PREFIX = "CHARHUB_OPS_"
+BLOCK_NAME = "^[a-z0-9][a-z0-9-]*$"  # Prefect block document names
 
 
 def _aliases(name: str, *extra: str) -> AliasChoices:
@@ -251,6 +252,26 @@ class Settings(BaseSettings):
     deploy_window_minutes: float = Field(
         30.0, gt=0, validation_alias=_aliases("deploy_window_minutes"),
         description="Deploy: the maintenance window opened by `deploy pre` closes itself after this long.")
+    # --- bootstrap (charhub-ops setup creates these blocks when missing; never overwrites one) ---
+    database_url_block: str = Field(
+        "charhub-ops-database-url", pattern=BLOCK_NAME, validation_alias=_aliases("database_url_block"),
+        description="Setup: Secret block created from database_url when missing; forms take its name "
+                    "(access.database_url_secret).")
+    scratch_url_block: str = Field(
+        "charhub-ops-scratch-url", pattern=BLOCK_NAME, validation_alias=_aliases("scratch_url_block"),
+        description="Setup: Secret block with the scratch server's URL for restore drills (the name "
+                    "verify-after-backup uses), created from scratch_url when missing.")
+    scratch_url: SecretStr | None = Field(
+        None, validation_alias=_aliases("scratch_url"),
+        description="Setup only: the scratch server's URL, stored in the Secret block scratch_url_block.")
+    age_identity_block: str = Field(
+        "charhub-ops-age-identity", pattern=BLOCK_NAME, validation_alias=_aliases("age_identity_block"),
+        description="Setup: Secret block created from the contents of age_identity_file when missing; forms "
+                    "take its name (decryption.identity_secret).")
+    notify_url: SecretStr | None = Field(
+        None, validation_alias=_aliases("notify_url"),
+        description="Setup only: webhook URL for creating the notification block notify_block when it is "
+                    "missing (types with a url: slack-webhook, custom-webhook, ms-teams-webhook).")
 
     @field_validator("migrate_health_urls", "cleanup_media_prefixes", "cleanup_media_references", mode="before")
     @classmethod
