@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import getpass
 import uuid
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -27,6 +28,7 @@ from flows.params import (
     Repository,
     RestoreSource,
     RestoreTarget,
+    described,
 )
 from tasks.migrations import (
     apply_migrations,
@@ -70,16 +72,19 @@ def _fail(exc: OpsError, summary: dict) -> OpsError:
 
 
 @flow(name="migrate", on_failure=[notify_failure])
+@described
 def migrate_flow(
-    dry_run: bool = Field(True, description="Plan, lint and preview only; nothing is changed"),
-    migrations_dir: str = Field("prisma/migrations", description="Prisma migrations directory (<name>/migration.sql)"),
-    restore_on_failure: bool = Field(False, description="If the run fails, restore the backup taken before it "
-                                                        "(restore with replace)"),
-    repository: Repository | None = Field(None, description="Backup repository; " + REPOSITORY_HELP),
-    access: Access = Field(Access(), description="How to reach the database server (docker_container: where "
-                                                 "pg_dump runs for the backup)"),
-    apply: MigrateApply = Field(MigrateApply(), description="How the migrations are applied"),
-    overrides: MigrateOverrides = Field(MigrateOverrides(), description="Exceptions to the checks (recorded)"),
+    dry_run: Annotated[bool, Field(description="Plan, lint and preview only; nothing is changed")] = True,
+    migrations_dir: Annotated[str, Field(
+        description="Prisma migrations directory (<name>/migration.sql)")] = "prisma/migrations",
+    restore_on_failure: Annotated[bool, Field(description="If the run fails, restore the backup taken before it "
+                                                        "(restore with replace)")] = False,
+    repository: Annotated[Repository | None, Field(description="Backup repository; " + REPOSITORY_HELP)] = None,
+    access: Annotated[Access, Field(description="How to reach the database server (docker_container: where "
+                                                 "pg_dump runs for the backup)")] = Access(),
+    apply: Annotated[MigrateApply, Field(description="How the migrations are applied")] = MigrateApply(),
+    overrides: Annotated[MigrateOverrides, Field(
+        description="Exceptions to the checks (recorded)")] = MigrateOverrides(),
 ) -> dict:
     """Plan, lint, preview; unless dry_run: back up, apply under the lock, check. Returns the summary."""
     accept, no_backup, allow_drift = overrides.accept or [], overrides.no_backup, overrides.allow_drift
