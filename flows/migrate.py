@@ -2,7 +2,7 @@
 
 Runbook: resolve configuration → **plan** (applied / pending / failed / drift) → **lint** the pending
 files (squawk + live table sizes) → **preview** artifact (``dry_run`` stops here) → **backup** (the
-backup flow; skipped only with ``no_backup``, recorded) → **lock + apply** (Prisma's advisory lock, one
+backup flow; skipped only with the CLI's ``--no-backup``, recorded) → **lock + apply** (Prisma's advisory lock, one
 transaction per migration, lock-timeout retries; Prisma's ledger rows) → **checks** (health URLs) →
 **report** artifact + event ``charhub.migration.applied``. A failure records the outcome, emits
 ``charhub.migration.failed``, notifies, and — with ``restore_on_failure`` — restores the backup taken
@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import getpass
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Annotated
 
 from prefect import flow, get_run_logger
@@ -71,6 +74,21 @@ def _fail(exc: OpsError, summary: dict) -> OpsError:
     return exc
 
 
+# Exceptions only an operator at the CLI can make: not parameters, so no form, API call or trigger can skip the
+# drift check or the backup. Recorded in the history like the rest. (allow_drift, no_backup)
+_CLI_EXCEPTIONS: ContextVar[tuple[bool, bool]] = ContextVar("charhub_ops_migrate_exceptions", default=(False, False))
+
+
+@contextmanager
+def cli_exceptions(*, allow_drift: bool, no_backup: bool) -> Iterator[None]:
+    """``--allow-drift`` / ``--no-backup`` for a migrate run started in this context (the CLI's)."""
+    token = _CLI_EXCEPTIONS.set((allow_drift, no_backup))
+    try:
+        yield
+    finally:
+        _CLI_EXCEPTIONS.reset(token)
+
+
 @flow(name="migrate", on_failure=[notify_failure])
 @described
 def migrate_flow(
@@ -87,7 +105,7 @@ def migrate_flow(
         description="Exceptions to the checks (recorded)")] = MigrateOverrides(),
 ) -> dict:
     """Plan, lint, preview; unless dry_run: back up, apply under the lock, check. Returns the summary."""
-    accept, no_backup, allow_drift = overrides.accept or [], overrides.no_backup, overrides.allow_drift
+    accept, (allow_drift, no_backup) = overrides.accept or [], _CLI_EXCEPTIONS.get()
     cfg = resolve_migrate_config(apply.lock_wait, access.database_url_secret)
     plan, major = plan_migrations(cfg.url, migrations_dir)
     lint = lint_migrations(cfg.url, migrations_dir, plan["pending"], major, cfg.big_rows, accept)

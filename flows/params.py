@@ -200,7 +200,8 @@ class MigrateApply(BaseModel):
 
 
 class MigrateOverrides(BaseModel):
-    """Deliberate exceptions to a check, each recorded in the migration history with the operator."""
+    """Lint findings the operator accepts, recorded in the migration history with the operator. Skipping the drift
+    check or the backup is no form field: only the CLI can (``flows.migrate.cli_exceptions``)."""
 
     model_config = ConfigDict(_FORM, title="Overrides (recorded in the history)")
 
@@ -208,11 +209,6 @@ class MigrateOverrides(BaseModel):
         None, title="Accepted lint findings",
         description="RULE or RULE:MIGRATION (e.g. adding-required-field:20261101_add_tier) whose lock is "
                     "acceptable; every other blocking finding still stops the run")
-    allow_drift: bool = Field(
-        False, title="Allow drift", description="Run although applied migrations differ from the files")
-    no_backup: bool = Field(
-        False, title="Skip the backup", description="Apply without the backup taken before (then no "
-                                                    "restore_on_failure is possible)")
 
 
 M = TypeVar("M", bound=BaseModel)

@@ -219,8 +219,7 @@ def test_migrate_form_dry_run_first_and_overrides_last():
     assert order == ["dry_run", "migrations_dir", "restore_on_failure", "repository", "access", "apply", "overrides"]
     assert schema["properties"]["dry_run"]["default"] is True
     overrides = schema["definitions"]["MigrateOverrides"]
-    assert "recorded" in overrides["title"] and list(overrides["properties"]) == ["accept", "allow_drift",
-                                                                                  "no_backup"]
+    assert "recorded" in overrides["title"] and list(overrides["properties"]) == ["accept"]  # no safety skipped
     assert overrides["properties"]["accept"]["anyOf"][0]["items"]["pattern"] == ACCEPT_PATTERN
 
 
