@@ -34,7 +34,7 @@ from charhub_ops.monitoring.incidents import ActionResult
 from charhub_ops.monitoring.runner import secret_values
 from charhub_ops.settings import Settings, load_settings
 from flows.backup import backup_flow
-from flows.params import Repository, StateStore
+from flows.params import Repository, RestoreSource, RestoreTarget, StateStore
 from flows.restore import restore_flow
 from flows.swap import approve
 from tasks.config import repo_spec
@@ -231,7 +231,8 @@ def rollback_flow(services: Services, restore_data: bool = False, reason: str = 
     restored = None
     if restore_data:
         g = guards[services[0]]
-        restored = restore_flow(repository=repo.url, source_database=g.database, backup=g.backup_id, replace=True)
+        source = RestoreSource(source_database=g.database, backup=g.backup_id)
+        restored = restore_flow(repository=repo.url, source=source, target=RestoreTarget(replace=True))
         run.actions.append(ActionResult(action="restore-data", ok=True, ran=True, at=utcnow(),
                                         detail=f"backup {g.backup_id} swapped into {restored['database']}"))
     gate, outcome = _gate(settings, by_service)
