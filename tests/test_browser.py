@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.prefect_server import ROOT, OpsStack, ops_stack  # noqa: F401 - fixture
+from tests.harness import prefect_server
+from tests.harness.prefect_server import ROOT, OpsStack
 
+ops_stack = prefect_server.ops_stack  # the shared stack (one per session)
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = ROOT / "test-artifacts" / "browser"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

@@ -18,9 +18,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 POOL = "charhub-ops"
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+MONITOR_CHECK = "e2e-web"
 
 
 def _wait_healthy(proc: subprocess.Popen, api: str, log: Path, timeout: float = 180) -> None:
@@ -170,6 +173,24 @@ class OpsStack:
         body = {"deployments": {"id": {"any_": [self.deployment_id(deployment)]}}, "sort": "EXPECTED_START_TIME_ASC"}
         return self.request("POST", "/flow_runs/filter", body)
 
+    def wait_idle(self, timeout: float = 300) -> None:
+        """Until no flow run is pending, running or waiting for a slot (triggered runs of earlier tests)."""
+        body = {"flow_runs": {"state": {"type": {"any_": ["PENDING", "RUNNING", "SCHEDULED"]}}}}
+        deadline = time.monotonic() + timeout
+        while busy := self.request("POST", "/flow_runs/filter", body):
+            assert time.monotonic() < deadline, f"still busy: {[r['name'] for r in busy]}"
+            time.sleep(0.5)
+
+    def task_runs(self, run_id: str, name: str) -> list[dict]:
+        body = {"flow_runs": {"id": {"any_": [run_id]}}, "task_runs": {"name": {"like_": name}}}
+        return self.request("POST", "/task_runs/filter", body)
+
+    def emit(self, event: str, resource_id: str, payload: dict) -> None:
+        """Post one event to the server, as a monitor pass or any client would emit it."""
+        body = [{"id": str(uuid.uuid4()), "occurred": datetime.now(UTC).isoformat(), "event": event,
+                 "resource": {"prefect.resource.id": resource_id}, "payload": payload}]
+        self.request("POST", "/events", body)
+
     def logs(self, run_id: str) -> list[dict]:
         body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200}
         return self.request("POST", "/logs/filter", body)
@@ -201,16 +222,21 @@ def ops_stack(pg, tmp_path_factory) -> Iterator[OpsStack]:
     """One stack for the session (modules importing this fixture share it): two workers running at most two
     flow runs each, a production target (restores need approval), the application database ``e2e_app``
     (table ``items``) as DATABASE_URL, a file repository, the Secret block charhub-ops-scratch-url
-    (verify-after-backup restores into this cluster)."""
+    (verify-after-backup restores into this cluster), a monitor config with one check (MONITOR_CHECK)."""
     if "stack" not in _SHARED:
         home = tmp_path_factory.mktemp("ops-stack")
         app = pg.create_database("e2e_app")
         with pg.connect("e2e_app") as conn:
             conn.execute("CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL)")
             conn.execute("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 1000) g")
+        monitor = home / "monitor.yaml"
+        monitor.write_text(json.dumps({"checks": [{"id": MONITOR_CHECK, "type": "http", "url": "http://127.0.0.1:9/",
+                                                   "threshold": 1, "recovery_threshold": 1, "timeout": 1}],
+                                       "incident_dir": str(home / "incidents")}))
         env = {**os.environ, "CHARHUB_OPS_HOME": str(ROOT), "DATABASE_URL": app, "CHARHUB_OPS_PRODUCTION": "true",
                "CHARHUB_OPS_REPOSITORY": f"file://{home}/repo", "PREFECT_WORKER_QUERY_SECONDS": "1",
-               "CHARHUB_OPS_TASK_RETRIES": "0"}
+               "CHARHUB_OPS_TASK_RETRIES": "0", "CHARHUB_OPS_CLEANUP_PAUSE": "0",
+               "CHARHUB_OPS_MONITOR_CONFIG": str(monitor)}
         stack = start_stack(home, pg, env, workers=2, worker_limit=2)
         with stack.settings():
             from prefect.blocks.system import Secret
