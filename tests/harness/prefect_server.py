@@ -214,35 +214,39 @@ def start_stack(home: Path, pg: PgCluster, worker_env: dict[str, str], *, worker
     return stack
 
 
+def start_ops_stack(home: Path, pg: PgCluster, poll: float = 1) -> OpsStack:
+    """The stack the e2e tests and bench/event_latency.py use: two workers running at most two flow runs
+    each (polling every ``poll`` s), a production target (restores need approval), the application database
+    ``e2e_app`` (table ``items``) as DATABASE_URL, a file repository, the Secret block charhub-ops-scratch-url
+    (verify-after-backup restores into this cluster), a monitor config with one check (MONITOR_CHECK)."""
+    app = pg.create_database("e2e_app")
+    with pg.connect("e2e_app") as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL)")
+        conn.execute("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 1000) g")
+    monitor = home / "monitor.yaml"
+    monitor.write_text(json.dumps({"checks": [{"id": MONITOR_CHECK, "type": "http", "url": "http://127.0.0.1:9/",
+                                               "threshold": 1, "recovery_threshold": 1, "timeout": 1}],
+                                   "incident_dir": str(home / "incidents")}))
+    env = {**os.environ, "CHARHUB_OPS_HOME": str(ROOT), "DATABASE_URL": app, "CHARHUB_OPS_PRODUCTION": "true",
+           "CHARHUB_OPS_REPOSITORY": f"file://{home}/repo", "PREFECT_WORKER_QUERY_SECONDS": str(poll),
+           "CHARHUB_OPS_TASK_RETRIES": "0", "CHARHUB_OPS_CLEANUP_PAUSE": "0",
+           "CHARHUB_OPS_MONITOR_CONFIG": str(monitor)}
+    stack = start_stack(home, pg, env, workers=2, worker_limit=2)
+    with stack.settings():
+        from prefect.blocks.system import Secret
+
+        Secret(value=pg.url("postgres")).save("charhub-ops-scratch-url", overwrite=True)
+    return stack
+
+
 _SHARED: dict[str, object] = {}
 
 
 @pytest.fixture(scope="session")
 def ops_stack(pg, tmp_path_factory) -> Iterator[OpsStack]:
-    """One stack for the session (modules importing this fixture share it): two workers running at most two
-    flow runs each, a production target (restores need approval), the application database ``e2e_app``
-    (table ``items``) as DATABASE_URL, a file repository, the Secret block charhub-ops-scratch-url
-    (verify-after-backup restores into this cluster), a monitor config with one check (MONITOR_CHECK)."""
+    """One :func:`start_ops_stack` for the session (the modules importing this fixture share it)."""
     if "stack" not in _SHARED:
-        home = tmp_path_factory.mktemp("ops-stack")
-        app = pg.create_database("e2e_app")
-        with pg.connect("e2e_app") as conn:
-            conn.execute("CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL)")
-            conn.execute("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 1000) g")
-        monitor = home / "monitor.yaml"
-        monitor.write_text(json.dumps({"checks": [{"id": MONITOR_CHECK, "type": "http", "url": "http://127.0.0.1:9/",
-                                                   "threshold": 1, "recovery_threshold": 1, "timeout": 1}],
-                                       "incident_dir": str(home / "incidents")}))
-        env = {**os.environ, "CHARHUB_OPS_HOME": str(ROOT), "DATABASE_URL": app, "CHARHUB_OPS_PRODUCTION": "true",
-               "CHARHUB_OPS_REPOSITORY": f"file://{home}/repo", "PREFECT_WORKER_QUERY_SECONDS": "1",
-               "CHARHUB_OPS_TASK_RETRIES": "0", "CHARHUB_OPS_CLEANUP_PAUSE": "0",
-               "CHARHUB_OPS_MONITOR_CONFIG": str(monitor)}
-        stack = start_stack(home, pg, env, workers=2, worker_limit=2)
-        with stack.settings():
-            from prefect.blocks.system import Secret
-
-            Secret(value=pg.url("postgres")).save("charhub-ops-scratch-url", overwrite=True)
-        _SHARED.update(stack=stack, users=0)
+        _SHARED.update(stack=start_ops_stack(tmp_path_factory.mktemp("ops-stack"), pg), users=0)
     _SHARED["users"] = int(_SHARED["users"]) + 1
     yield _SHARED["stack"]  # type: ignore[misc]
     _SHARED["users"] = int(_SHARED["users"]) - 1
