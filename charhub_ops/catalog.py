@@ -138,6 +138,7 @@ def backup_summary(repository_url: str, m: Manifest, verification: Verification 
         "rows": sum(t.rows for t in m.tables),
         "verified_at": _iso(verification.verified_at) if verification else None,
         "verified_ok": verification.ok if verification else None,
+        "label": m.label,
     }
 
 

@@ -80,6 +80,7 @@ class Manifest(BaseModel):
     tool_version: str
     locale: DatabaseLocale | None = Field(None, description="None in manifests written before it was recorded")
     hash_format: int = Field(1, description="how content hashes were computed (charhub_ops.postgres.HASH_FORMAT)")
+    label: str | None = Field(None, description="why it was taken, e.g. pre-deploy-<tag or sha> (None: a plain backup)")
 
     @property
     def encrypted(self) -> bool:

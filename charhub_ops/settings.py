@@ -8,7 +8,7 @@ Every secret is a ``SecretStr``: its repr is ``**********``.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -19,6 +19,7 @@ from charhub_ops.errors import ConfigError
 __all__ = ["Settings", "load_settings", "env_name", "endpoint_url_problem"]
 
 PREFIX = "CHARHUB_OPS_"
+BLOCK_NAME = "^[a-z0-9][a-z0-9-]*$"  # Prefect block document names
 
 
 def _aliases(name: str, *extra: str) -> AliasChoices:
@@ -182,6 +183,11 @@ class Settings(BaseSettings):
     cleanup_min_batch: int = Field(
         100, ge=1, validation_alias=_aliases("cleanup_min_batch"),
         description="Cleanup: the smallest batch after timeouts; still timing out there fails the run (transient).")
+    cleanup_sweep: Literal["auto", "index", "blocks"] = Field(
+        "auto", validation_alias=_aliases("cleanup_sweep"),
+        description="Cleanup: how batches find rows: along the timestamp index, block by block through the table, "
+                    "or auto (blocks once the expired rows are >= 10 % of the table or no index leads with the "
+                    "timestamp).")
     cleanup_media_repository: str | None = Field(
         None, validation_alias=_aliases("cleanup_media_repository"),
         description="Cleanup: the media bucket (CharHub: s3://charhub-media); unset = no orphan scan.")
@@ -224,6 +230,48 @@ class Settings(BaseSettings):
         "auto", validation_alias=_aliases("monitor_state"),
         description="Monitor: where streaks, incidents and windows live: auto (Prefect Variables when "
                     "PREFECT_API_URL is set, else the repository), prefect, repository, or a file:// / s3:// URL.")
+
+    # --- capacity report (charhub-ops capacity) ---
+    capacity_window_days: float = Field(
+        90.0, gt=0, validation_alias=_aliases("capacity_window_days"),
+        description="Capacity: days of backups and disk samples the least-squares forecast is fitted over.")
+    capacity_database_disk: str | None = Field(
+        None, validation_alias=_aliases("capacity_database_disk"),
+        description="Capacity: the disk path (of a monitor disk check) holding the database's data; "
+                    "default: the first disk check's first path.")
+    # --- deploy guard and rollback (charhub-ops deploy pre|post, rollback) ---
+    deploy_gate_passes: int = Field(
+        3, ge=1, validation_alias=_aliases("deploy_gate_passes"),
+        description="Deploy: the health gate needs every check of the services to pass this many times in a row.")
+    deploy_gate_timeout: float = Field(
+        120.0, gt=0, validation_alias=_aliases("deploy_gate_timeout"),
+        description="Deploy: seconds the health gate may take before it fails.")
+    deploy_gate_interval: float = Field(
+        2.0, ge=0, validation_alias=_aliases("deploy_gate_interval"),
+        description="Deploy: seconds between two rounds of the health gate's probes.")
+    deploy_window_minutes: float = Field(
+        30.0, gt=0, validation_alias=_aliases("deploy_window_minutes"),
+        description="Deploy: the maintenance window opened by `deploy pre` closes itself after this long.")
+    # --- bootstrap (charhub-ops setup creates these blocks when missing; never overwrites one) ---
+    database_url_block: str = Field(
+        "charhub-ops-database-url", pattern=BLOCK_NAME, validation_alias=_aliases("database_url_block"),
+        description="Setup: Secret block created from database_url when missing; forms take its name "
+                    "(access.database_url_secret).")
+    scratch_url_block: str = Field(
+        "charhub-ops-scratch-url", pattern=BLOCK_NAME, validation_alias=_aliases("scratch_url_block"),
+        description="Setup: Secret block with the scratch server's URL for restore drills (the name "
+                    "verify-after-backup uses), created from scratch_url when missing.")
+    scratch_url: SecretStr | None = Field(
+        None, validation_alias=_aliases("scratch_url"),
+        description="Setup only: the scratch server's URL, stored in the Secret block scratch_url_block.")
+    age_identity_block: str = Field(
+        "charhub-ops-age-identity", pattern=BLOCK_NAME, validation_alias=_aliases("age_identity_block"),
+        description="Setup: Secret block created from the contents of age_identity_file when missing; forms "
+                    "take its name (decryption.identity_secret).")
+    notify_url: SecretStr | None = Field(
+        None, validation_alias=_aliases("notify_url"),
+        description="Setup only: webhook URL for creating the notification block notify_block when it is "
+                    "missing (types with a url: slack-webhook, custom-webhook, ms-teams-webhook).")
 
     @field_validator("migrate_health_urls", "cleanup_media_prefixes", "cleanup_media_references", mode="before")
     @classmethod

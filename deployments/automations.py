@@ -6,7 +6,7 @@ a message when:
 - ``charhub.backup.verification-failed``, ``charhub.backup.size-anomaly`` or ``charhub.migration.failed``
   is emitted (resource ``charhub.*``);
 - a flow run of a deployment of prefect.yaml ends Failed or Crashed (Crashed: the process died, so the
-  flows' own on_failure hook never ran);
+  flows' own on_failure hook never ran; for Failed the hook sees this automation and stays silent: one message);
 - a deployment of prefect.yaml stops being scheduled: ``prefect.deployment.not-ready`` (no worker or
   ``serve`` process polls it any more, so its scheduled runs would sit Late) or ``prefect.deployment.disabled``.
 
@@ -26,6 +26,7 @@ from prefect.events.actions import SendNotification
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 
 from deployments.serve import load_spec
+from tasks.notify import FAILED_RUNS_AUTOMATION
 
 __all__ = ["ALERT_EVENTS", "apply_automations", "automations"]
 
@@ -41,7 +42,7 @@ def automations(block_document_id: UUID, deployment_names: Iterable[str] | None 
         f"{PREFIX} {event}": EventTrigger(expect={event}, match={"prefect.resource.id": "charhub.*"})
         for event in ALERT_EVENTS
     }
-    triggers[f"{PREFIX} flow run failed or crashed"] = EventTrigger(
+    triggers[FAILED_RUNS_AUTOMATION] = EventTrigger(
         expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
         match={"prefect.resource.id": "prefect.flow-run.*"},
         match_related={"prefect.resource.role": "deployment", "prefect.resource.name": names})

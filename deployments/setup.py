@@ -1,11 +1,12 @@
 """One-command bootstrap and status against the server in ``PREFECT_API_URL`` (``charhub-ops setup|status``).
 
-:func:`setup` is idempotent: it creates the work pool of prefect.yaml when missing, applies the automations
+:func:`setup` is idempotent: it creates the work pool of prefect.yaml when missing, the blocks named in settings
+and prefect.yaml that are missing (deployments/blocks.py: Secret blocks from values in the environment, the
+notification block from its webhook URL; an existing block is never overwritten), applies the automations
 (deployments/automations.py) to the notification block of setting ``notify_block``, and registers every
-deployment of prefect.yaml for that pool. What needs a secret nobody gave (a Secret block named by a
-deployment's ``*_secret`` parameter, the notification block) is a warning naming how to create it, never a
-failure, and no secret is ever asked for on a command line. :func:`status` lists the last run of each
-deployment.
+deployment of prefect.yaml for that pool. A block that needs a secret nobody gave is a warning naming the
+variable or the one-liner that creates it, never a failure, and no secret is ever taken from a command line.
+:func:`status` lists the last run of each deployment.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import (
@@ -29,31 +29,31 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 
 from deployments.automations import apply_automations
+from deployments.blocks import BlockSpec, block_exists, ensure_blocks
 from deployments.serve import ROOT, load_deployments, load_spec
 
 __all__ = ["setup", "status", "secret_blocks"]
 
 
-def setup(notify_block: str | None) -> dict[str, Any]:
-    """Bootstrap the server; returns {work_pool, automations, deployments, warnings}."""
-    spec, warnings = load_spec(), []
+def setup(notify_block: str | None, blocks: list[BlockSpec]) -> dict[str, Any]:
+    """Bootstrap the server; returns {work_pool, blocks, automations, deployments, warnings}.
+    ``blocks``: :func:`deployments.blocks.wanted_blocks` (values from the environment only)."""
+    spec = load_spec()
     pool = _ensure_work_pool(spec)
+    created, warnings = ensure_blocks(blocks)
     automations: dict[str, str] = {}
     if not notify_block:
         warnings.append("no automations: set CHARHUB_OPS_NOTIFY_BLOCK to a notification block (e.g. "
-                        "slack-webhook/ops-alerts, created in the Prefect UI under Blocks) and run setup again")
-    elif not _block_exists(notify_block):
+                        "slack-webhook/ops-alerts; with CHARHUB_OPS_NOTIFY_URL setup creates it) and run setup again")
+    elif created.get(notify_block, "exists" if block_exists(notify_block) else "missing") == "missing":
         warnings.append(f"no automations: notification block {notify_block!r} (CHARHUB_OPS_NOTIFY_BLOCK) does not "
-                        "exist; create it in the Prefect UI under Blocks and run setup again")
+                        "exist yet")
     else:
         automations = apply_automations(notify_block)
-    for name, users in sorted(secret_blocks(spec).items()):
-        if not _block_exists(f"secret/{name}"):
-            warnings.append(f"Secret block {name!r} (used by {', '.join(users)}) is missing: create it in the "
-                            "Prefect UI (Blocks → Secret) with that name; those runs fail until it exists")
     os.environ.setdefault("CHARHUB_OPS_HOME", str(ROOT))  # the pull step's working directory
     registered = {d.name: str(d.apply()) for d in load_deployments(work_pool=True)}
-    return {"work_pool": pool, "automations": automations, "deployments": registered, "warnings": warnings}
+    return {"work_pool": pool, "blocks": created, "automations": automations, "deployments": registered,
+            "warnings": warnings}
 
 
 def secret_blocks(spec: dict[str, Any]) -> dict[str, list[str]]:
@@ -61,9 +61,18 @@ def secret_blocks(spec: dict[str, Any]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for dep in spec["deployments"]:
         params = [dep.get("parameters") or {}] + [t.get("parameters") or {} for t in dep.get("triggers") or []]
-        for value in {v for p in params for k, v in p.items() if k.endswith("_secret") and "{{" not in str(v)}:
+        for value in sorted({v for p in params for v in _secret_values(p)}):
             out.setdefault(value, []).append(dep["name"])
     return out
+
+
+def _secret_values(params: dict[str, Any]):
+    """Values of ``*_secret`` keys, also inside groups (``access: {database_url_secret: …}``); no templates."""
+    for key, value in params.items():
+        if isinstance(value, dict):
+            yield from _secret_values(value)
+        elif key.endswith("_secret") and isinstance(value, str) and "{{" not in value:
+            yield value
 
 
 def _ensure_work_pool(spec: dict[str, Any]) -> str:
@@ -74,14 +83,6 @@ def _ensure_work_pool(spec: dict[str, Any]) -> str:
         except ObjectNotFound:
             client.create_work_pool(WorkPoolCreate(name=name, type="process"))
     return name
-
-
-def _block_exists(slug: str) -> bool:
-    try:
-        Block.load(slug)
-    except ValueError:
-        return False
-    return True
 
 
 def status() -> list[dict[str, Any]]:

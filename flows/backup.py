@@ -14,6 +14,7 @@ from charhub_ops.catalog import backup_summary, size_anomaly
 from charhub_ops.errors import OpsError
 from charhub_ops.manifest import Manifest
 from charhub_ops.progress import expected_total
+from flows.params import REPOSITORY_HELP, Access, AgeRecipient, Repository
 from tasks.config import resolve_backup_config
 from tasks.notify import emit, ensure_concurrency_limit, notify_failure
 from tasks.postgres import BACKUP_LIMIT, dump_database, dump_globals, preflight
@@ -28,15 +29,14 @@ ANOMALY = "charhub.backup.size-anomaly"
 
 @flow(name="backup", on_failure=[notify_failure])
 def backup_flow(
-    repository: str | None = Field(None, description="s3://bucket/prefix or file:///path; default from settings"),
+    repository: Repository | None = Field(None, description=REPOSITORY_HELP),
     all_databases: bool = Field(False, description="Back up every non-template database of the server"),
-    docker_container: str | None = Field(None, description="Run pg_dump inside this container (charhub-postgres-1)"),
-    encrypt_to: list[str] | None = Field(None, description="age public keys (age1…); default from settings"),
-    database_url_secret: str | None = Field(
-        None, description="Prefect Secret block holding the database URL; default DATABASE_URL"),
+    access: Access = Field(Access(), description="How to reach the database server"),
+    encrypt_to: list[AgeRecipient] | None = Field(None, description="age public keys (age1…) to encrypt to; "
+                                                                    "default from settings (CHARHUB_OPS_ENCRYPT_TO)"),
 ) -> list[dict]:
     """Back up one database (or all of a server) into the repository; returns one summary per backup."""
-    cfg = resolve_backup_config(repository, docker_container, encrypt_to, database_url_secret)
+    cfg = resolve_backup_config(repository, access.docker_container, encrypt_to, access.database_url_secret)
     pre = preflight(cfg.url, cfg.container, all_databases)
     limit = BACKUP_LIMIT if len(pre.databases) > 1 else None  # one database: the deployment's limit suffices
     if limit:

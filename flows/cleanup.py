@@ -21,6 +21,7 @@ from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from charhub_ops.errors import ConfigError
+from flows.params import REPOSITORY_HELP, BlockName, CleanupPart, MediaMode, Repository
 from tasks.cleanup import (
     act_docker,
     act_rows,
@@ -49,14 +50,17 @@ def _check_parts(parts: list[str]) -> list[str]:
 
 @flow(name="cleanup", on_failure=[notify_failure])
 def cleanup_flow(
-    parts: list[str] = Field(["rows", "storage", "docker"], description="What to clean: rows, storage, docker"),
+    parts: list[CleanupPart] = Field(["rows", "storage", "docker"], description="What to clean: rows, storage, "
+                                                                                "docker"),
     dry_run: bool = Field(False, description="Plan, count and preview only; nothing is deleted"),
     policy_file: str | None = Field(None, description="Row-retention policy file (YAML); default from settings "
                                                       "(cleanup_policy_file)"),
-    media_mode: str | None = Field(None, description="Media orphans: dry-run, quarantine or delete; default from "
-                                                     "settings (cleanup_media_mode, dry-run)"),
-    repository: str | None = Field(None, description="Backup repository (stale uploads); default from settings"),
-    database_url_secret: str | None = Field(None, description="Prefect Secret block with the database URL"),
+    media_mode: MediaMode | None = Field(None, description="Media orphans: dry-run, quarantine or delete; default "
+                                                           "from settings (cleanup_media_mode, dry-run)"),
+    repository: Repository | None = Field(None, description="Backup repository (stale uploads); "
+                                                            + REPOSITORY_HELP),
+    database_url_secret: BlockName | None = Field(None, description="Name of the Prefect Secret block with the "
+                                                                    "database URL; default: DATABASE_URL"),
 ) -> dict:
     """Plan every part, preview, then (unless dry_run) clean and report. Returns the summary."""
     parts = _check_parts(parts)

@@ -19,6 +19,15 @@ from prefect.runtime import flow_run
 from pydantic import Field
 
 from charhub_ops.errors import ConfigError, DatabaseError, OpsError, VerificationError
+from flows.params import (
+    REPOSITORY_HELP,
+    Access,
+    MigrateApply,
+    MigrateOverrides,
+    Repository,
+    RestoreSource,
+    RestoreTarget,
+)
 from tasks.migrations import (
     apply_migrations,
     check_health,
@@ -62,25 +71,19 @@ def _fail(exc: OpsError, summary: dict) -> OpsError:
 
 @flow(name="migrate", on_failure=[notify_failure])
 def migrate_flow(
-    migrations_dir: str = Field("prisma/migrations", description="Prisma migrations directory (<name>/migration.sql)"),
     dry_run: bool = Field(True, description="Plan, lint and preview only; nothing is changed"),
-    no_backup: bool = Field(False, description="Skip the backup before applying (recorded in the history)"),
-    accept: list[str] | None = Field(None, description="Lint findings accepted: RULE or RULE:MIGRATION (recorded)"),
-    allow_drift: bool = Field(False, description="Run although applied migrations differ from the files (recorded)"),
-    lock_wait: float | None = Field(None, description="Seconds to wait for Prisma's migration lock; default from "
-                                                      "settings (migrate_lock_wait)"),
+    migrations_dir: str = Field("prisma/migrations", description="Prisma migrations directory (<name>/migration.sql)"),
     restore_on_failure: bool = Field(False, description="If the run fails, restore the backup taken before it "
-                                                        "(restore --replace)"),
-    prisma_container: str | None = Field(None, description="Apply with the app's `npx prisma migrate deploy` in "
-                                                           "this container instead of natively"),
-    repository: str | None = Field(None, description="Backup repository; default from settings"),
-    docker_container: str | None = Field(None, description="Run pg_dump (backup) inside this container"),
-    database_url_secret: str | None = Field(None, description="Prefect Secret block with the database URL"),
-    operator: str | None = Field(None, description="Who runs this (recorded); default: the OS user"),
+                                                        "(restore with replace)"),
+    repository: Repository | None = Field(None, description="Backup repository; " + REPOSITORY_HELP),
+    access: Access = Field(Access(), description="How to reach the database server (docker_container: where "
+                                                 "pg_dump runs for the backup)"),
+    apply: MigrateApply = Field(MigrateApply(), description="How the migrations are applied"),
+    overrides: MigrateOverrides = Field(MigrateOverrides(), description="Exceptions to the checks (recorded)"),
 ) -> dict:
     """Plan, lint, preview; unless dry_run: back up, apply under the lock, check. Returns the summary."""
-    accept = accept or []
-    cfg = resolve_migrate_config(lock_wait, database_url_secret)
+    accept, no_backup, allow_drift = overrides.accept or [], overrides.no_backup, overrides.allow_drift
+    cfg = resolve_migrate_config(apply.lock_wait, access.database_url_secret)
     plan, major = plan_migrations(cfg.url, migrations_dir)
     lint = lint_migrations(cfg.url, migrations_dir, plan["pending"], major, cfg.big_rows, accept)
     summary = {"kind": "preview", "database": cfg.url.dbname, "outcome": "dry-run" if dry_run else "planned",
@@ -89,7 +92,7 @@ def migrate_flow(
                "drift": plan["drift"], "lint": lint, "backup_id": None, "no_backup": no_backup,
                "allow_drift": allow_drift, "accept": accept, "lock_wait": cfg.options.lock_wait,
                "run_id": None, "checks": [], "error": None, "restored": None, "previous_database": None,
-               "prisma_container": prisma_container}
+               "prisma_container": apply.prisma_container}
     blockers = _blockers(summary)
     if blockers:
         summary["outcome"] = "blocked"
@@ -103,25 +106,22 @@ def migrate_flow(
         summary.update(kind="report", outcome="up-to-date")
         migration_report(summary)
         return summary
-    return _act(cfg, migrations_dir, summary, restore_on_failure, prisma_container, repository, docker_container,
-                database_url_secret, operator)
+    return _act(cfg, migrations_dir, summary, restore_on_failure, apply, repository, access)
 
 
-def _act(cfg, migrations_dir: str, summary: dict, restore_on_failure: bool, prisma_container: str | None,
-         repository: str | None, docker_container: str | None, database_url_secret: str | None,
-         operator: str | None) -> dict:
+def _act(cfg, migrations_dir: str, summary: dict, restore_on_failure: bool, apply: MigrateApply,
+         repository: str | None, access: Access) -> dict:
     """Backup → history → lock + apply → checks → report; any failure is recorded, reported and raised."""
     summary.update(kind="report", run_id=str(flow_run.get_id() or uuid.uuid4()))
     if not summary["no_backup"]:
         from flows.backup import backup_flow
 
-        (backup,) = backup_flow(repository=repository, docker_container=docker_container,
-                                database_url_secret=database_url_secret)
+        (backup,) = backup_flow(repository=repository, access=access)
         summary["backup_id"] = backup["backup_id"]
-    summary["operator"] = operator or getpass.getuser()
+    summary["operator"] = apply.operator or getpass.getuser()
     _record_start(cfg, summary)
     try:
-        result = apply_migrations(cfg.url, migrations_dir, cfg.options, summary["allow_drift"], prisma_container)
+        result = apply_migrations(cfg.url, migrations_dir, cfg.options, summary["allow_drift"], apply.prisma_container)
         summary["applied"] = [a["migration"] for a in result["applied"]]
         summary["pending"] = [p for p in summary["planned"] if p not in summary["applied"] and p != result["failed"]]
         if result["error"]:
@@ -134,7 +134,7 @@ def _act(cfg, migrations_dir: str, summary: dict, restore_on_failure: bool, pris
             summary.update(outcome="unhealthy", error="health checks failed after migrating: " + ", ".join(bad))
             raise VerificationError(summary["error"], details=summary)
     except OpsError as exc:
-        _on_failure(cfg, summary, exc, restore_on_failure, repository, docker_container, database_url_secret)
+        _on_failure(cfg, summary, exc, restore_on_failure, repository, access)
         raise _fail(exc, summary) from None
     summary["outcome"] = "applied"
     record_outcome(cfg.url, summary["run_id"], "applied", summary["applied"], None)
@@ -162,7 +162,7 @@ def _record_outcome(cfg, summary: dict) -> None:
 
 
 def _on_failure(cfg, summary: dict, exc: OpsError, restore_on_failure: bool, repository: str | None,
-                docker_container: str | None, database_url_secret: str | None) -> None:
+                access: Access) -> None:
     """Record the failure; with ``restore_on_failure``, restore the backup taken before the run (the failed
     database is kept under ``<db>_pre_restore_<ts>`` with its history) and record the run again in the
     restored database (its history predates the run); then report and emit ``charhub.migration.failed``."""
@@ -174,9 +174,9 @@ def _on_failure(cfg, summary: dict, exc: OpsError, restore_on_failure: bool, rep
         from flows.restore import restore_flow
 
         try:
-            restored = restore_flow(repository=repository, source_database=cfg.url.dbname,
-                                    backup=summary["backup_id"], replace=True, docker_container=docker_container,
-                                    database_url_secret=database_url_secret)
+            restored = restore_flow(repository=repository,
+                                    source=RestoreSource(source_database=cfg.url.dbname, backup=summary["backup_id"]),
+                                    target=RestoreTarget(replace=True), access=access)
             summary.update(restored=restored["backup_id"], outcome=summary["outcome"] + ", restored",
                            previous_database=restored.get("previous_database"))
             _record_start(cfg, summary)

@@ -18,7 +18,8 @@ from pydantic import Field
 
 from charhub_ops.errors import VerificationError
 from charhub_ops.restore import restore_name
-from flows.swap import approve, swap_flow
+from flows.params import REPOSITORY_HELP, Access, Decryption, Repository, RestoreSource, RestoreTarget
+from flows.swap import approve, swap_databases
 from tasks.notify import notify_failure
 from tasks.report import check_report, restore_plan
 from tasks.restore import (
@@ -39,48 +40,41 @@ __all__ = ["restore_flow"]
 
 @flow(name="restore", on_failure=[notify_failure])
 def restore_flow(
-    repository: str | None = Field(None, description="s3://bucket/prefix or file:///path; default from settings"),
-    source_database: str | None = Field(None, description="Whose backups; default: the only one in the repository"),
-    backup: str = Field("latest", description="'latest' or a backup id"),
-    before: datetime | None = Field(None, description="Newest complete backup at or before this time (UTC)"),
-    target_database: str | None = Field(None, description="New database to create; default <db>_restore_<UTC time>"),
-    replace: bool = Field(False, description="Swap the verified copy into the live name (safety backup first)"),
-    docker_container: str | None = Field(None, description="Run pg_restore/psql inside this container"),
-    identity_file: str | None = Field(None, description="age identity file for encrypted backups"),
-    identity_secret: str | None = Field(None, description="Prefect Secret block holding the age identity"),
-    database_url_secret: str | None = Field(None, description="Prefect Secret block with the server URL"),
-    no_owner: bool = Field(False, description="Restore without ownership/privileges (roles may not exist)"),
-    with_globals: bool = Field(False, description="Create the backup's roles the server lacks (existing roles "
-                                                  "are never altered)"),
+    repository: Repository | None = Field(None, description=REPOSITORY_HELP),
+    source: RestoreSource = Field(RestoreSource(), description="Which backup to restore"),
+    target: RestoreTarget = Field(RestoreTarget(), description="The new database, and whether it replaces the "
+                                                               "live one"),
+    access: Access = Field(Access(), description="How to reach the database server"),
+    decryption: Decryption = Field(Decryption(), description="For encrypted backups"),
 ) -> dict:
     """Restore one backup; returns backup_id, database, tables, rows, ok."""
     now = datetime.now(UTC)
-    cfg = resolve_restore_config(repository, docker_container, identity_file, identity_secret, database_url_secret)
-    manifest = select_backup(cfg.repo, source_database, cfg.url.dbname, backup, before)
-    target = target_database or restore_name(manifest.database, now)
-    plan = restore_plan(manifest, target, cfg.url.redacted(), replace, cfg.url.dbname, cfg.app_containers, now)
-    if replace and cfg.production:
+    cfg = resolve_restore_config(repository, access.docker_container, decryption.identity_file,
+                                 decryption.identity_secret, access.database_url_secret)
+    manifest = select_backup(cfg.repo, source.source_database, cfg.url.dbname, source.backup, source.before)
+    name = target.target_database or restore_name(manifest.database, now)
+    plan = restore_plan(manifest, name, cfg.url.redacted(), target.replace, cfg.url.dbname, cfg.app_containers, now)
+    if target.replace and cfg.production:
         approve(plan)
-    ensure_absent(cfg.url, cfg.container, target)
+    ensure_absent(cfg.url, cfg.container, name)
     dump = fetch_backup(cfg, manifest) if choose_restore_mode(cfg, manifest) == "file" else None
     roles = None
     try:
-        roles = fetch_globals(cfg, manifest) if with_globals else None
+        roles = fetch_globals(cfg, manifest) if target.with_globals else None
         create_missing_roles(cfg.url, cfg.container, roles)
-        restore_new_database(cfg, manifest, target, no_owner, dump)
+        restore_new_database(cfg, manifest, name, target.no_owner, dump)
     finally:
         remove_work_files(dump, roles)
-    result = check_copy(cfg.url, cfg.container, target, manifest, with_hashes=True)
-    check_report("Restore", manifest, target, result.ok, result.tables, result.rows, result.hashed, result.mismatches)
+    result = check_copy(cfg.url, cfg.container, name, manifest, with_hashes=True)
+    check_report("Restore", manifest, name, result.ok, result.tables, result.rows, result.hashed, result.mismatches)
     if not result.ok:
-        raise VerificationError(f"restored copy '{target}' differs from backup {manifest.backup_id} "
+        raise VerificationError(f"restored copy '{name}' differs from backup {manifest.backup_id} "
                                 f"({len(result.mismatches)} problems; the database is kept for inspection): "
                                 + "; ".join(result.mismatches[:3]))
-    summary = {"backup_id": manifest.backup_id, "source_database": manifest.database, "database": target,
+    summary = {"backup_id": manifest.backup_id, "source_database": manifest.database, "database": name,
                "tables": result.tables, "rows": result.rows, "hashed_tables": result.hashed, "ok": result.ok,
                "replaced": False}
-    if replace:
-        summary.update(swap_flow(live=cfg.url.dbname, restored=target, repository=cfg.repo.url,
-                                 docker_container=docker_container, database_url_secret=database_url_secret,
-                                 approved=True))
+    if target.replace:  # approved above (production) with the whole plan: the swap asks nothing more
+        summary.update(swap_databases(cfg, live=cfg.url.dbname, restored=name, repository=cfg.repo.url,
+                                      access=access))
     return summary

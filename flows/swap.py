@@ -5,6 +5,9 @@ in the UI) → safety backup of the live database (the backup flow) → in one t
 containers → block and terminate connections → rename live → ``<live>_pre_restore_<ts>`` → rename
 restored → live → allow connections → start the containers and wait for their health checks. Any
 failure rolls every step back in reverse order. The old database is kept; this flow never drops one.
+
+No parameter skips the approval: the restore flow, which asks with its whole plan, runs the same steps
+(:func:`swap_databases`) inside its own run instead of calling this flow.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ from pydantic import Field
 from charhub_ops.errors import ConfigError
 from charhub_ops.swap import pre_restore_name
 from flows.backup import backup_flow
+from flows.params import Access, DatabaseName, Repository, Seconds
 from tasks.notify import notify_failure
-from tasks.restore import resolve_restore_config
+from tasks.restore import RestoreConfig, resolve_restore_config
 from tasks.swap import allow, block_live, rename, start_apps, stop_apps
 
-__all__ = ["swap_flow", "Approval", "approve"]
+__all__ = ["swap_flow", "swap_databases", "Approval", "approve"]
 
 
 class Approval(RunInput):
@@ -33,21 +37,26 @@ class Approval(RunInput):
 
 @flow(name="swap-restored-database", on_failure=[notify_failure])
 def swap_flow(
-    live: str = Field(..., description="The live database name (it is renamed, never dropped)"),
-    restored: str = Field(..., description="The verified restored copy to put in its place"),
-    repository: str | None = Field(None, description="Repository for the safety backup; default from settings"),
-    docker_container: str | None = Field(None, description="Database container for psql/pg_dump"),
-    database_url_secret: str | None = Field(None, description="Prefect Secret block with the server URL"),
-    health_timeout: float = Field(120, description="Seconds to wait for the app containers' health checks"),
-    approved: bool = Field(False, description="Already approved (the restore flow asked with the full plan)"),
+    live: DatabaseName = Field(..., description="The live database name (it is renamed, never dropped)"),
+    restored: DatabaseName = Field(..., description="The verified restored copy to put in its place"),
+    repository: Repository | None = Field(None, description="Repository for the safety backup; default from "
+                                                            "settings"),
+    access: Access = Field(Access(), description="How to reach the database server"),
+    health_timeout: Seconds = Field(120, description="Seconds to wait for the app containers' health checks"),
 ) -> dict:
-    """Swap ``restored`` into ``live``; returns the names used."""
-    cfg = resolve_restore_config(repository, docker_container, None, None, database_url_secret)
-    if cfg.production and not approved:
+    """Swap ``restored`` into ``live`` (production: after an approval); returns the names used."""
+    cfg = resolve_restore_config(repository, access.docker_container, None, None, access.database_url_secret)
+    if cfg.production:
         approve(f"Swap `{restored}` into `{live}`? The live database is renamed (kept); containers stopped: "
                 f"{', '.join(cfg.app_containers) or 'none'}.")
-    safety = backup_flow(repository=repository, docker_container=docker_container,
-                         database_url_secret=database_url_secret)
+    return swap_databases(cfg, live, restored, repository, access, health_timeout)
+
+
+def swap_databases(cfg: RestoreConfig, live: str, restored: str, repository: str | None, access: Access,
+                   health_timeout: float = 120) -> dict:
+    """The swap itself, inside the caller's run, for a caller that had it approved (restore with ``replace``
+    asks with the whole plan first): safety backup, then the renames in one transaction."""
+    safety = backup_flow(repository=repository, access=access)
     old = pre_restore_name(live, datetime.now(UTC).strftime("%Y%m%d%H%M%S"))
     url, box = cfg.url, cfg.container
     with transaction():

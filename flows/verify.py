@@ -25,6 +25,7 @@ from pydantic import Field
 from charhub_ops.errors import DatabaseError, NotFoundError, OpsError, VerificationError
 from charhub_ops.manifest import Manifest
 from charhub_ops.restore import CheckResult
+from flows.params import REPOSITORY_HELP, Access, Decryption, Repository, VerifySource
 from tasks.common import is_transient
 from tasks.locks import database_lock
 from tasks.notify import emit, notify_failure
@@ -50,18 +51,18 @@ VERIFICATION_FAILED = "charhub.backup.verification-failed"
 
 @flow(name="verify", on_failure=[notify_failure])
 def verify_flow(
-    repository: str | None = Field(None, description="s3://bucket/prefix or file:///path; default from settings"),
-    source_database: str | None = Field(None, description="Whose backups; default: the only one in the repository"),
-    backup: str = Field("latest", description="'latest' (the newest never verified) or a backup id"),
-    docker_container: str | None = Field(None, description="Run pg_restore/psql inside this container"),
-    identity_file: str | None = Field(None, description="age identity file for encrypted backups"),
-    identity_secret: str | None = Field(None, description="Prefect Secret block holding the age identity"),
-    database_url_secret: str | None = Field(None, description="Prefect Secret block with the scratch server URL"),
+    repository: Repository | None = Field(None, description=REPOSITORY_HELP),
+    source: VerifySource = Field(VerifySource(), description="Which backup to verify"),
+    access: Access = Field(Access(), description="How to reach the SCRATCH server the drill restores into "
+                                                 "(deployments: the Secret block charhub-ops-scratch-url)"),
+    decryption: Decryption = Field(Decryption(), description="For encrypted backups"),
 ) -> dict:
     """Verify one backup by restoring it; returns backup_id, ok, tables, mismatches."""
     started = datetime.now(UTC)
-    cfg = resolve_restore_config(repository, docker_container, identity_file, identity_secret, database_url_secret)
-    manifest = select_backup(cfg.repo, source_database, cfg.url.dbname, backup, None, unverified_first=True)
+    cfg = resolve_restore_config(repository, access.docker_container, decryption.identity_file,
+                                 decryption.identity_secret, access.database_url_secret)
+    manifest = select_backup(cfg.repo, source.source_database, cfg.url.dbname, source.backup, None,
+                             unverified_first=True)
     scratch = f"{manifest.database}_verify_{started:%Y%m%d%H%M%S}"[:63]
     subject = f"charhub.database.{manifest.database}"
     try:

@@ -76,7 +76,8 @@ def resolve_cleanup_config(parts: list[str], policy_file: str | None, media_mode
     needs_db = "rows" in parts and policies is not None or media is not None
     rows = RowOptions(lock_timeout=settings.cleanup_lock_timeout, statement_timeout=settings.cleanup_statement_timeout,
                       pause=settings.cleanup_pause, pause_ratio=settings.cleanup_pause_ratio,
-                      max_batch=settings.cleanup_max_batch, floor=settings.cleanup_min_batch)
+                      max_batch=settings.cleanup_max_batch, floor=settings.cleanup_min_batch,
+                      sweep=settings.cleanup_sweep)
     return CleanupConfig(url=database_url(settings, database_url_secret) if needs_db else None, policies=policies,
                          rows=rows, backups=repo_spec(settings) if "storage" in parts else None, media=media,
                          container_age_hours=settings.cleanup_container_age_hours,
@@ -140,12 +141,13 @@ def act_docker(plan: docker_host.DockerPlan) -> dict:
 # --- artifacts ----------------------------------------------------------------------------------------
 
 def _rows_lines(summary: dict) -> list[str]:
-    lines = ["## Rows", "", "| table | older than | cutoff | matched | deleted | batches | duration | slowest batch "
-             "| lock waits | stopped |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["## Rows", "", "| table | older than | cutoff | matched | deleted | sweep | batches | duration "
+             "| slowest batch | lock waits | SKIP LOCKED reruns | stopped |", "|---" * 12 + "|"]
     for p in summary["policies"]:
         lines.append(f"| {p['table']} | {p['older_than']} | {p['cutoff'][:19]} | {p['matched']} | {p['deleted']} "
-                     f"| {p['batches']} | {p['seconds']:.1f} s | {p['slowest_batch'] * 1000:.0f} ms "
-                     f"| {p['lock_waits']} | {p['stopped']} |")
+                     f"| {p.get('sweep') or '—'} | {p['batches']} | {p['seconds']:.1f} s "
+                     f"| {p['slowest_batch'] * 1000:.0f} ms | {p['lock_waits']} | {p.get('skip_locked_batches', 0)} "
+                     f"| {p['stopped']} |")
     for p in summary["policies"]:
         lines += [f"- ⚠ {p['index_warning']}"] if p["index_warning"] else []
         lines += [f"- {p['table']}: also deletes/changes via {c} (cascade: allowed)" for c in p["cascades"]]
@@ -210,7 +212,8 @@ def cleanup_report(summary: dict) -> str:
     markdown = _markdown({**summary, "kind": "report"})
     create_markdown_artifact(markdown, key="cleanup-report", description="charhub-ops cleanup")
     if summary["policies"]:
-        keys = ("table", "matched", "deleted", "batches", "seconds", "slowest_batch", "lock_waits", "stopped")
+        keys = ("table", "matched", "deleted", "sweep", "batches", "seconds", "slowest_batch", "lock_waits",
+                "skip_locked_batches", "stopped")
         create_table_artifact([{k: p[k] for k in keys} for p in summary["policies"]], key="cleanup-rows",
                               description="charhub-ops cleanup: rows per policy")
     return markdown

@@ -13,7 +13,11 @@ from charhub_ops.errors import ConfigError
 from charhub_ops.pgurl import parse_pg_url
 from charhub_ops.settings import Settings, load_settings
 
-__all__ = ["emit", "emit_many", "ensure_concurrency_limit", "notify", "notify_failure", "scrub"]
+__all__ = ["FAILED_RUNS_AUTOMATION", "emit", "emit_many", "ensure_concurrency_limit", "notify", "notify_failure",
+           "scrub"]
+
+# The automation (deployments/automations.py) that notifies on a failed or crashed run of a deployment.
+FAILED_RUNS_AUTOMATION = "charhub-ops: flow run failed or crashed"
 
 
 @task(name="emit-event", cache_policy=NONE)
@@ -64,9 +68,10 @@ def _settings_or_none() -> Settings | None:
 
 
 def notify_failure(flow, flow_run, state) -> None:
-    """Flow on_failure hook: send a secret-free message through the notification block in settings."""
+    """Flow on_failure hook: send a secret-free message through the notification block in settings — unless
+    the run is a deployment's that the failed-runs automation watches (it says it already: once is enough)."""
     settings = _settings_or_none()
-    if settings is None or not settings.notify_block:
+    if settings is None or not settings.notify_block or _automation_notifies(flow_run):
         return
     subject = f"charhub-ops: {flow.name} run {flow_run.name} failed"
     body = scrub(f"{subject}\nstate: {state.name}\n{state.message or ''}", settings)
@@ -75,6 +80,24 @@ def notify_failure(flow, flow_run, state) -> None:
     except Exception as exc:  # noqa: BLE001 - the failure being reported matters more
         get_logger("charhub_ops.notify").error("notification block %r failed: %s", settings.notify_block,
                                                type(exc).__name__)
+
+
+def _automation_notifies(flow_run) -> bool:
+    """Whether an enabled :data:`FAILED_RUNS_AUTOMATION` watches this run's deployment. When in doubt (an ad hoc
+    run, no automation, the API unreachable) False: a message twice is better than none."""
+    if not getattr(flow_run, "deployment_id", None):
+        return False
+    try:
+        with get_client(sync_client=True) as client:
+            watching = [a for a in client.read_automations_by_name(FAILED_RUNS_AUTOMATION) if a.enabled]
+            if not watching:
+                return False
+            name = client.read_deployment(flow_run.deployment_id).name
+    except Exception:  # noqa: BLE001 - a failure report must never fail on this check
+        return False
+    related = watching[0].trigger.match_related
+    names = related.get("prefect.resource.name") if related is not None and hasattr(related, "get") else None
+    return name in (names if isinstance(names, list) else [names])
 
 
 @task(name="notify", cache_policy=NONE)

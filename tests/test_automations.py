@@ -13,6 +13,7 @@ from prefect.events import emit_event
 from prefect.states import Crashed, Failed
 
 from deployments.automations import ALERT_EVENTS, apply_automations
+from tasks.notify import notify_failure
 from tests.harness.webhook import notification_hook
 
 DEPLOYMENT = f"e2e-alerts-{uuid.uuid4().hex[:6]}"
@@ -21,6 +22,11 @@ DEPLOYMENT = f"e2e-alerts-{uuid.uuid4().hex[:6]}"
 @flow(name="alert-probe")
 def alert_probe() -> None:
     """Never runs: its runs are moved to Failed/Crashed through the API, as a worker would report them."""
+
+
+@flow(name="failing-probe", on_failure=[notify_failure])
+def failing_probe() -> None:
+    raise RuntimeError("probe failure")
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +81,21 @@ def test_a_deployment_that_stops_being_scheduled_notifies(alerts):
                resource={"prefect.resource.id": f"prefect.deployment.{deployment_id}",
                          "prefect.resource.name": DEPLOYMENT})
     _wait_for(bodies, "prefect.deployment.not-ready", DEPLOYMENT)
+
+
+def test_a_failed_deployment_run_notifies_once_and_an_ad_hoc_run_through_its_hook(alerts):
+    """The flows' on_failure hook stays silent for a run the failed-runs automation watches (before: two
+    messages per failed deployment run); a run outside any deployment is still reported by the hook."""
+    bodies = alerts[0]
+    deployment_id = failing_probe.to_deployment(name=DEPLOYMENT).apply()
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run_from_deployment(deployment_id)
+    from prefect.flow_engine import run_flow
+
+    assert run_flow(failing_probe, flow_run=run, return_type="state").is_failed()  # as a worker runs it
+    _wait_for(bodies, "prefect.flow-run.Failed", run.name)
+    ad_hoc = failing_probe(return_state=True)
+    _wait_for(bodies, "failing-probe run", "failed")  # the hook's message
+    time.sleep(2)  # the automation answers within ~1 s (above); a second message would have come by now
+    assert len([b for b in bodies if run.name in b]) == 1
+    assert ad_hoc.is_failed()

@@ -131,7 +131,7 @@ def test_backup_through_docker_exec(prefect_server, pg_container, tmp_path, monk
     pg_container.psql("CREATE DATABASE charhub_db")
     create_varied_schema_in_container(pg_container)
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", "postgresql://postgres@/charhub_db?host=/var/run/postgresql")
-    (summary,) = backup_flow(repository=f"file://{tmp_path}/repo", docker_container=pg_container.name)
+    (summary,) = backup_flow(repository=f"file://{tmp_path}/repo", access={"docker_container": pg_container.name})
     storage = LocalStorage(tmp_path / "repo")
     (manifest,) = list_backups(storage)
     assert manifest.dump_method == "docker" and summary["rows"] == 300 + 900 + 300

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 import yaml
 
-from charhub_ops.cleanup.batches import BatchSizer, Budget, pause_after, stop_reason
+from charhub_ops.cleanup.batches import BatchSizer, Budget, choose_sweep, pause_after, stop_reason
 from charhub_ops.cleanup.policy import PolicyFile, load_policy_file
 from charhub_ops.cleanup.run import plan_policies
 from charhub_ops.errors import PolicyError
@@ -83,22 +83,33 @@ def test_pause_is_proportional_to_the_batch(seconds, minimum, ratio, pause):
     assert pause_after(seconds, minimum, ratio) == pytest.approx(pause)
 
 
-@pytest.mark.parametrize(("size", "deleted", "max_rows", "limit"), [
-    (5000, 0, None, 5000), (5000, 0, 1200, 1200), (5000, 1000, 1200, 200), (5000, 1200, 1200, 0),
+@pytest.mark.parametrize(("budget", "deleted", "elapsed", "finished", "reason"), [
+    (Budget(), 10, 1.0, True, "done"),
+    (Budget(), 10, 1.0, False, None),  # a short batch (rows skipped as locked) is not the end
+    (Budget(max_rows=10), 10, 1.0, True, "done"),  # both: done wins (no cursor kept)
+    (Budget(max_rows=10), 10, 1.0, False, "max_rows"),
+    (Budget(max_seconds=2), 5, 2.5, False, "max_seconds"),
+    (Budget(max_rows=100, max_seconds=60), 50, 1.0, False, None),
 ])
-def test_next_size_respects_max_rows(size, deleted, max_rows, limit):
-    assert BatchSizer(size).next_size(deleted, max_rows) == limit
+def test_stop_reason(budget, deleted, elapsed, finished, reason):
+    assert stop_reason(budget, deleted, elapsed, finished) == reason
 
 
-@pytest.mark.parametrize(("budget", "deleted", "elapsed", "last", "reason"), [
-    (Budget(), 10, 1.0, 0, "done"),
-    (Budget(), 10, 1.0, 3, None),  # a short batch (rows skipped as locked) is not the end
-    (Budget(max_rows=10), 10, 1.0, 5, "max_rows"),
-    (Budget(max_seconds=2), 5, 2.5, 5, "max_seconds"),
-    (Budget(max_rows=100, max_seconds=60), 50, 1.0, 5, None),
+@pytest.mark.parametrize(("requested", "partitioned", "indexed", "matched", "estimated", "sweep"), [
+    ("auto", False, True, 1_000, 1_000_000, "index"),  # 0.1 % of the table: read only those rows
+    ("auto", False, True, 100_000, 1_000_000, "blocks"),  # 10 %: one pass over the heap is cheaper
+    ("auto", False, True, 900_000, 1_000_000, "blocks"),
+    ("auto", False, True, 10, 0, "blocks"),  # never analyzed: no estimate to trust
+    ("auto", False, False, 1, 1_000_000, "blocks"),  # no index: an index walk would scan per batch
+    ("index", False, False, 1, 1_000_000, "blocks"),  # ... even when asked for
+    ("auto", True, True, 900_000, 1_000_000, "index"),  # partitioned: block numbers are per partition
+    ("blocks", True, True, 1, 1_000_000, "index"),
+    ("index", False, True, 900_000, 1_000_000, "index"),  # an explicit choice wins when both are possible
+    ("blocks", False, True, 1, 1_000_000, "blocks"),
 ])
-def test_stop_reason(budget, deleted, elapsed, last, reason):
-    assert stop_reason(budget, deleted, elapsed, last) == reason
+def test_choose_sweep(requested, partitioned, indexed, matched, estimated, sweep):
+    assert choose_sweep(requested, partitioned=partitioned, indexed=indexed, matched=matched,
+                        estimated_rows=estimated, share=0.1) == sweep
 
 
 @pytest.fixture
@@ -189,7 +200,7 @@ def test_the_file_shape_is_checked(tmp_path, content, message):
     ("policy", {"ALWAYS_PROTECTED", "is_not_null", "RowPolicy", "PolicyFile", "TablePlan", "load_policy_file",
                 "check_policy", "index_hint"}),
     ("schema", {"TableShape", "table_shape"}),
-    ("batches", {"BatchSizer", "Budget", "pause_after", "stop_reason"}),
+    ("batches", {"BatchSizer", "Budget", "choose_sweep", "pause_after", "stop_reason"}),
     ("rows", {"RowOptions", "PolicyResult", "cursor_key", "count_matching", "delete_expired", "vacuum_analyze",
               "read_cursor", "save_cursor", "ensure_cursors"}),
     ("run", {"plan_policies", "run_policy", "run_policies", "rows_to_json", "plan_to_json"}),

@@ -17,6 +17,9 @@ from tests.harness.charhub_schema import create_charhub_schema
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 FAST = RowOptions(pause=0.0, pause_ratio=0.0, floor=10, max_batch=1, target_batch_seconds=3600)  # fixed sizes
+INDEX = FAST.model_copy(update={"sweep": "index"})
+BLOCKS = FAST.model_copy(update={"sweep": "blocks"})
+SWEEPS = pytest.mark.parametrize("opts", [INDEX, BLOCKS], ids=["index", "blocks"])
 
 
 @pytest.fixture
@@ -47,17 +50,22 @@ def counts(conn) -> dict[tuple[bool, bool], int]:
     return {(old, done): n for old, done, n in rows}
 
 
-def test_only_matching_rows_go_and_a_dry_run_deletes_nothing(db):
+@SWEEPS
+def test_only_matching_rows_go_and_a_dry_run_deletes_nothing(db, opts):
     fill_usage(db, 4000)
     before = counts(db)
     assert before[(True, True)] == 1000 and before[(True, False)] == 1000  # both sides of the boundary and condition
     (plan,) = plans(db, batch_size=300)
-    (dry,) = run_policies(db, [plan], NOW, FAST, dry_run=True)
+    (dry,) = run_policies(db, [plan], NOW, opts, dry_run=True)
     assert (dry.matched, dry.deleted, dry.batches, dry.stopped) == (1000, 0, 0, "dry-run")
     assert counts(db) == before
-    (done,) = run_policies(db, [plan], NOW, FAST, dry_run=False)
-    assert (done.matched, done.deleted, done.stopped, done.cursor) == (1000, 1000, "done", None)
-    assert done.batches == 5  # 4 of 300, one of 100, then the empty one that says "done"
+    (done,) = run_policies(db, [plan], NOW, opts, dry_run=False)
+    assert (done.matched, done.deleted, done.stopped, done.cursor, done.sweep) == (1000, 1000, "done", None, opts.sweep)
+    if opts.sweep == "index":
+        assert done.batches == 5  # 4 of 300, one of 100, then the empty one that says "done"
+    else:  # 300 rows' worth of blocks (100 rows a block guessed: never analyzed) per batch, to the table's end
+        blocks = db.execute("""SELECT pg_relation_size('"UsageLog"') / 8192""").fetchone()[0]
+        assert done.batches == -(-blocks // 3)
     after = counts(db)
     assert (True, True) not in after
     assert after[(True, False)] == 1000 and after[(False, True)] == 1000 and after[(False, False)] == 1000
@@ -69,7 +77,7 @@ def test_fast_batches_grow_up_to_max_batch_and_pauses_follow_the_batch(db):
     pauses = []
     from charhub_ops.cleanup import rows
 
-    opts = RowOptions(pause=0.01, pause_ratio=0.25, floor=10, max_batch=1000)
+    opts = RowOptions(pause=0.01, pause_ratio=0.25, floor=10, max_batch=1000, sweep="index")
     result = rows.delete_expired(db, plan, NOW - timedelta(days=90), opts, matched=1000,
                                  clock=lambda: 0.0, sleep=pauses.append)  # every batch takes no time
     assert (result.deleted, result.stopped) == (1000, "done")
@@ -77,19 +85,24 @@ def test_fast_batches_grow_up_to_max_batch_and_pauses_follow_the_batch(db):
     assert result.batch_size == 505 and pauses == [0.01] * 5  # the short batch did not grow it further
 
 
-def test_a_run_stopped_by_its_budget_resumes_where_it_stopped(db):
+@SWEEPS
+def test_a_run_stopped_by_its_budget_resumes_where_it_stopped(db, opts):
     fill_usage(db, 2000)
     (plan,) = plans(db, batch_size=100, max_rows=250)
-    first = run_policy(db, plan, NOW, FAST, dry_run=False)
+    first = run_policy(db, plan, NOW, opts, dry_run=False)
     assert (first.deleted, first.stopped) == (250, "max_rows")
-    oldest_left = db.execute("""SELECT min("timestamp") FROM "UsageLog" WHERE processed""").fetchone()[0]
-    assert first.cursor is not None and datetime.fromisoformat(first.cursor) <= oldest_left
+    assert first.cursor is not None
     assert read_cursor(db, cursor_key(plan.policy)) == first.cursor  # kept in charhub_ops.cleanup_cursors
-    second = run_policy(db, plan, NOW, FAST, dry_run=False)
+    oldest_left = db.execute("""SELECT min("timestamp") FROM "UsageLog" WHERE processed""").fetchone()[0]
+    if opts.sweep == "index":
+        assert datetime.fromisoformat(first.cursor) <= oldest_left
+    second = run_policy(db, plan, NOW, opts, dry_run=False)
     assert (second.matched, second.deleted, second.stopped) == (250, 250, "max_rows")
-    assert datetime.fromisoformat(second.cursor) > datetime.fromisoformat(first.cursor)
+    assert second.cursor != first.cursor  # went on from where the first run stopped
+    if opts.sweep == "blocks":  # the block of the 250th row: the next run starts there
+        assert int(second.cursor.removeprefix("block:")) > int(first.cursor.removeprefix("block:")) > 0
     (unlimited,) = plans(db, batch_size=100)
-    third = run_policy(db, unlimited, NOW, FAST, dry_run=False)  # same policy key: the cursor is shared
+    third = run_policy(db, unlimited, NOW, opts, dry_run=False)  # same policy key: the cursor is shared
     assert (third.deleted, third.stopped, third.cursor) == (0, "done", None)
     assert counts(db).get((True, True)) is None
 
@@ -108,16 +121,17 @@ def test_the_where_vocabulary(db, where, expected):
     assert run_policy(db, plan, NOW, FAST, dry_run=True).matched == expected
 
 
-def test_a_time_budget_ends_the_run_cleanly(db):
+@SWEEPS
+def test_a_time_budget_ends_the_run_cleanly(db, opts):
     fill_usage(db, 1000)
     (plan,) = plans(db, batch_size=50, max_seconds=3)
     from charhub_ops.cleanup import rows
 
     ticks = iter(range(10_000))
-    result = rows.delete_expired(db, plan, NOW - timedelta(days=90), FAST, matched=250,
+    result = rows.delete_expired(db, plan, NOW - timedelta(days=90), opts, matched=250,
                                  clock=lambda: float(next(ticks)), sleep=lambda s: None)
     assert result.stopped == "max_seconds" and 0 < result.deleted < 250
-    rest = run_policy(db, plans(db, batch_size=50)[0], NOW, FAST, dry_run=False)
+    rest = run_policy(db, plans(db, batch_size=50)[0], NOW, opts, dry_run=False)
     assert rest.deleted == 250 - result.deleted
 
 
@@ -135,7 +149,7 @@ def test_lock_timeouts_shrink_the_batch_instead_of_failing(db, database):
 
     from charhub_ops.cleanup import rows
 
-    opts = RowOptions(lock_timeout=0.05, pause=0.0, floor=10)
+    opts = RowOptions(lock_timeout=0.05, pause=0.0, floor=10, sweep="index")
     result = rows.delete_expired(db, plan, NOW - timedelta(days=90), opts, matched=200, sleep=sleep)
     blocker.close()
     assert result.lock_waits == 3 and result.batch_size == 85  # 200 → 150 → 113 → 85: a quarter off each time
@@ -148,7 +162,8 @@ def test_a_table_locked_for_good_fails_transient_at_the_floor(db, database):
     with psycopg.connect(database) as blocker:
         blocker.execute('LOCK TABLE "UsageLog" IN SHARE MODE')
         with pytest.raises(DatabaseError, match="still timing out at 10 rows per batch") as caught:
-            run_policy(db, plan, NOW, RowOptions(lock_timeout=0.02, pause=0.0, floor=10), dry_run=False)
+            run_policy(db, plan, NOW, RowOptions(lock_timeout=0.02, pause=0.0, floor=10, sweep="index"),
+                       dry_run=False)
     assert caught.value.transient
 
 
@@ -169,7 +184,8 @@ def _writer(url: str, stop: threading.Event, waits: list[float], errors: list[Ba
         errors.append(exc)
 
 
-def test_a_concurrent_writer_is_not_blocked_and_held_rows_are_skipped(db, database):
+@pytest.mark.parametrize("sweep", ["index", "blocks"])
+def test_a_concurrent_writer_is_not_blocked_and_held_rows_are_skipped(db, database, sweep):
     """SKIP LOCKED: the cleaner never waits for rows a writer holds (they stay for the next run); a writer
     waits for the cleaner's rows at most one short batch (bounded by the batch's statement_timeout)."""
     fill_usage(db, 100_000)
@@ -180,7 +196,7 @@ def test_a_concurrent_writer_is_not_blocked_and_held_rows_are_skipped(db, databa
     stop, waits, errors = threading.Event(), [], []
     writer = threading.Thread(target=_writer, args=(database, stop, waits, errors))
     writer.start()
-    opts = RowOptions(lock_timeout=0.2, statement_timeout=5.0, pause=0.01)
+    opts = RowOptions(lock_timeout=0.2, statement_timeout=5.0, pause=0.01, sweep=sweep)
     result = run_policy(db, plan, NOW, opts, dry_run=False)
     stop.set()
     writer.join()
@@ -190,6 +206,7 @@ def test_a_concurrent_writer_is_not_blocked_and_held_rows_are_skipped(db, databa
                          """, [result.cutoff]).fetchall()
     assert set(held) <= {r[0] for r in left} and len(left) == 25_000 - result.deleted
     assert result.lock_waits == 0  # the held rows never made the cleaner wait
+    assert result.skip_locked_batches >= 1 and result.sweep == sweep  # the batch holding them was rerun SKIP LOCKED
     assert max(waits) < opts.statement_timeout  # the design's bound; the bench reports the measured figure
     print(f"writer: {len(waits)} statements, worst wait {max(waits) * 1000:.0f} ms; slowest batch "
           f"{result.slowest_batch * 1000:.0f} ms")

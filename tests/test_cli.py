@@ -36,9 +36,11 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> N
 
 
 ENTRY_POINTS = {"script": [EXE], "python -m": [sys.executable, "-m", "charhub_ops.cli"]}
-COMMANDS = {(): ["backup", "backups", "retention", "restore", "verify", "setup", "serve", "status"],
+COMMANDS = {(): ["backup", "backups", "retention", "restore", "verify", "setup", "serve", "status",
+                 "capacity", "deploy", "rollback"],
             ("backups",): ["list", "prune"],
-            ("retention",): ["plan"]}
+            ("retention",): ["plan"],
+            ("deploy",): ["pre", "post"]}
 
 
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
@@ -57,7 +59,7 @@ def test_every_entry_point_lists_every_command(entry):
 
 def test_cli_modules_import_alone_without_prefect():
     """One module per command group, each importable first (no import cycle), none pulling in Prefect."""
-    for module in ("app", "backup", "backups", "retention", "restore", "ops"):
+    for module in ("app", "backup", "backups", "retention", "restore", "ops", "capacity", "deploy"):
         code = f"import sys, charhub_ops.cli.{module}; assert 'prefect' not in sys.modules"
         subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 

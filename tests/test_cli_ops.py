@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import uuid
 
+from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.states import Completed, Running
 from typer.testing import CliRunner
@@ -24,8 +26,9 @@ def test_setup_is_idempotent_and_warns_about_missing_secrets(prefect_server, mon
     assert sorted(second["deployments"]) == sorted(NAMES) and second["work_pool"] == "charhub-ops"
     assert second["deployments"] == json.loads(first.stdout)["deployments"]  # updated in place, same ids
     assert len(second["automations"]) == 5 and set(second["automations"].values()) == {"unchanged"}
-    (secret,) = [w for w in second["warnings"] if "charhub-ops-scratch-url" in w]
-    assert "verify-after-backup" in secret and "Prefect UI" in secret
+    (secret,) = [w for w in second["warnings"] if "'charhub-ops-scratch-url'" in w]
+    assert "verify-after-backup" in secret and "CHARHUB_OPS_SCRATCH_URL" in secret and "getpass" in secret
+    assert second["blocks"]["secret/charhub-ops-scratch-url"] == "missing"
     with get_client(sync_client=True) as client:
         assert client.read_work_pool("charhub-ops").type == "process"
 
@@ -58,3 +61,69 @@ def test_status_lists_the_last_run_of_every_deployment(prefect_server, monkeypat
     assert table.exit_code == 0 and any(line.split()[:2] == ["migrate", "Completed"]
                                         for line in table.stdout.splitlines()), table.output
 
+
+
+def test_setup_creates_the_blocks_named_in_settings_from_the_environment_once(prefect_server, monkeypatch,
+                                                                               tmp_path):
+    """Values only from the environment; created once, then "exists"; an existing block is never overwritten;
+    no value appears in the output."""
+    tag = uuid.uuid4().hex[:8]
+    names = {"database_url_block": f"db-{tag}", "scratch_url_block": f"scratch-{tag}",
+             "age_identity_block": f"age-{tag}"}
+    for setting, name in names.items():
+        monkeypatch.setenv(f"CHARHUB_OPS_{setting.upper()}", name)
+    identity = tmp_path / "age.key"
+    identity.write_text(f"AGE-SECRET-KEY-1{tag.upper()}\n")
+    values = {"db": f"postgresql://ops:pw-{tag}@db.internal/charhub", "scratch": f"postgresql://s:sc-{tag}@scratch/x"}
+    monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", values["db"])
+    monkeypatch.setenv("CHARHUB_OPS_SCRATCH_URL", values["scratch"])
+    monkeypatch.setenv("CHARHUB_OPS_AGE_IDENTITY_FILE", str(identity))
+    monkeypatch.delenv("CHARHUB_OPS_NOTIFY_BLOCK", raising=False)
+    Secret(value="kept").save(names["age_identity_block"])  # already there: setup must not touch it
+    runner, env = CliRunner(), {"PREFECT_API_URL": prefect_server}
+
+    first = runner.invoke(app, ["setup", "--json"], env=env)
+    assert first.exit_code == 0, first.output
+    outcome = json.loads(first.stdout)["blocks"]
+    assert {k: outcome[f"secret/{v}"] for k, v in names.items()} == {
+        "database_url_block": "created", "scratch_url_block": "created", "age_identity_block": "exists"}
+    assert Secret.load(names["database_url_block"]).get() == values["db"]
+    assert Secret.load(names["scratch_url_block"]).get() == values["scratch"]
+    assert Secret.load(names["age_identity_block"]).get() == "kept"
+    assert not any(v in first.output for v in (*values.values(), "pw-", tag.upper()))
+
+    monkeypatch.setenv("CHARHUB_OPS_SCRATCH_URL", "postgresql://other@elsewhere/x")
+    second = runner.invoke(app, ["setup", "--json"], env=env)
+    assert second.exit_code == 0, second.output
+    assert {outcome for slug, outcome in json.loads(second.stdout)["blocks"].items()
+            if slug.removeprefix("secret/") in names.values()} == {"exists"}
+    assert Secret.load(names["scratch_url_block"]).get() == values["scratch"]  # never overwritten
+
+
+def test_setup_names_the_variable_for_a_block_nobody_gave(prefect_server, monkeypatch):
+    tag = uuid.uuid4().hex[:8]
+    monkeypatch.setenv("CHARHUB_OPS_SCRATCH_URL_BLOCK", f"scratch-{tag}")
+    monkeypatch.setenv("CHARHUB_OPS_NOTIFY_BLOCK", f"custom-webhook/alerts-{tag}")
+    for var in ("CHARHUB_OPS_SCRATCH_URL", "CHARHUB_OPS_NOTIFY_URL"):
+        monkeypatch.delenv(var, raising=False)
+    result = CliRunner().invoke(app, ["setup"], env={"PREFECT_API_URL": prefect_server})
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"block secret/scratch-{tag}: missing" in text
+    assert f"Secret block 'scratch-{tag}' (used by forms) is missing: set CHARHUB_OPS_SCRATCH_URL" in text
+    assert f".save('scratch-{tag}')" in text and "getpass.getpass" in text
+    assert f"notification block 'custom-webhook/alerts-{tag}' (used by automations) is missing: set " \
+           "CHARHUB_OPS_NOTIFY_URL" in text
+
+
+def test_setup_creates_the_notification_block_from_its_url_then_the_automations(prefect_server, monkeypatch):
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    block = f"custom-webhook/alerts-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("CHARHUB_OPS_NOTIFY_BLOCK", block)
+    monkeypatch.setenv("CHARHUB_OPS_NOTIFY_URL", "http://127.0.0.1:9/hook")
+    result = CliRunner().invoke(app, ["setup", "--json"], env={"PREFECT_API_URL": prefect_server})
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["blocks"][block] == "created" and len(out["automations"]) == 5
+    assert CustomWebhookNotificationBlock.load(block.split("/")[1]).url == "http://127.0.0.1:9/hook"

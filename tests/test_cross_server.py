@@ -123,7 +123,8 @@ def test_a_good_backup_verifies_on_another_server(icu_backup, server, via, reque
     other = request.getfixturevalue(server)
     url, container = (SOCKET_URL.format("postgres"), other.name) if via == "docker" else (other.url(), None)
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", url)
-    result = verify_flow(repository=repository, backup=manifest.backup_id, docker_container=container)
+    result = verify_flow(repository=repository, source={"backup": manifest.backup_id},
+                         access={"docker_container": container})
     assert result["mismatches"] == [] and result["ok"]
     assert result["hashed_tables"] == len(manifest.tables) == 2
     assert result["rows"] == 4 + 13
@@ -136,7 +137,7 @@ def test_restore_creates_the_database_with_the_backup_locale(icu_backup, pg_sql_
     repository, manifest = icu_backup
     target = "xdst_" + uuid.uuid4().hex[:6]
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", pg_sql_ascii.url(target))
-    assert restore_flow(repository=repository, target_database=target)["ok"]
+    assert restore_flow(repository=repository, target={"target_database": target})["ok"]
     row = pg_sql_ascii.psql("SELECT pg_encoding_to_char(encoding), datcollate, datctype, datlocprovider, daticulocale "
                             f"FROM pg_database WHERE datname = '{target}'")
     assert row.strip() == "UTF8|C.UTF-8|C.UTF-8|i|en-US"  # the server's own default is SQL_ASCII, C

@@ -4,6 +4,7 @@ tags, description, work pool)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -109,7 +110,8 @@ def test_restore_is_manual_and_its_form_cannot_skip_the_approval():
     assert dep["entrypoint"] == "flows/restore.py:restore_flow"
     assert not dep.get("schedules") and not dep.get("triggers")  # manual only
     (restore,) = [d for d in load_deployments() if d.name == "restore"]
-    form = restore._parameter_openapi_schema.properties
-    assert "replace" in form and "approved" not in form and not dep["parameters"]
+    form = restore._parameter_openapi_schema
+    assert "replace" in form.definitions["RestoreTarget"]["properties"] and not dep["parameters"]
+    assert "approved" not in json.dumps(form.model_dump())
     # the swap flow's `approved` flag is reachable from no deployment: no deployment serves the swap flow
     assert all("swap" not in d["entrypoint"] for d in SPEC["deployments"])

@@ -358,7 +358,8 @@ def test_prune_flow_dry_run_then_real(prefect_server, bucket: str) -> None:
     put_backups(bucket, "f", [("db", days_ago(d), True) for d in range(6)])
     storage, repo = S3Storage(bucket, "f"), f"s3://{bucket}/f"
 
-    state = prune_flow(repository=repo, keep_last=2, min_keep=0, dry_run=True, return_state=True, **NO_PERIODS)
+    state = prune_flow(repository=repo, policy={"keep_last": 2, "min_keep": 0, **NO_PERIODS}, dry_run=True,
+                       return_state=True)
     out = state.result()
     assert out["dry_run"] and out["removed"] == [] and len(keys_in(storage)) == 18
     assert [k["reasons"] for k in out["databases"][0]["keep"]] == [["last"], ["last"]]
@@ -368,7 +369,7 @@ def test_prune_flow_dry_run_then_real(prefect_server, bucket: str) -> None:
     assert [(r["action"], r["detail"]) for r in artifacts["prune-preview"]][:3] == [
         ("keep", "last"), ("keep", "last"), ("remove", "not kept by any rule")]
 
-    state = prune_flow(repository=repo, keep_last=2, min_keep=0, return_state=True, **NO_PERIODS)
+    state = prune_flow(repository=repo, policy={"keep_last": 2, "min_keep": 0, **NO_PERIODS}, return_state=True)
     out = state.result()
     assert not out["dry_run"] and sorted(out["removed"]) == sorted(f"db/{bid(days_ago(d))}" for d in range(2, 6))
     assert len(keys_in(storage)) == 6
@@ -379,8 +380,8 @@ def test_prune_flow_dry_run_then_real(prefect_server, bucket: str) -> None:
 def test_prune_flow_fails_on_a_bad_policy_before_listing(prefect_server, tmp_path) -> None:
     from flows.prune import prune_flow
 
-    with pytest.raises(PolicyError, match="keep_within: cannot parse duration 'soon'"):
-        prune_flow(repository=f"file://{tmp_path}", keep_within="soon")
+    with pytest.raises(PolicyError, match="keep_within: cannot parse duration '1d1d': unit 'd' given twice"):
+        prune_flow(repository=f"file://{tmp_path}", policy={"keep_within": "1d1d"})
 
 
 def test_prune_after_backup_trigger_passes_repository_and_database() -> None:
@@ -402,7 +403,10 @@ def test_prune_after_backup_trigger_passes_repository_and_database() -> None:
                   payload={"backup_id": "x", "database": "charhub_db", "repository": "s3://charhub-backups/prod",
                            "size_bytes": 1})
     rendered = {name: render_user_template_sync(value, {"event": event}) if isinstance(value, str) else value
-                for name, value in {**trigger["parameters"], "keep_daily": 14}.items()}
-    assert rendered == {"repository": "s3://charhub-backups/prod", "database": "charhub_db", "keep_daily": 14}
+                for name, value in {**trigger["parameters"], "policy": {"keep_daily": 14}}.items()}
+    assert rendered == {"repository": "s3://charhub-backups/prod", "database": "charhub_db",
+                        "policy": {"keep_daily": 14}}
     validated = prune_flow.validate_parameters(rendered)
-    assert {k: validated[k] for k in rendered} == rendered
+    assert validated["policy"].model_dump(exclude_none=True) == {"keep_daily": 14}
+    assert {k: validated[k] for k in ("repository", "database")} == {k: rendered[k] for k in ("repository",
+                                                                                            "database")}

@@ -78,7 +78,7 @@ def test_restore_round_trip_checks_rows_and_hashes(backed_up, pg, monkeypatch, b
     source, _, manifest = backed_up
     target = "copy_" + uuid.uuid4().hex[:8]
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", _server_url(pg, target))
-    result = restore_flow(repository=f"s3://{bucket}/r", target_database=target)
+    result = restore_flow(repository=f"s3://{bucket}/r", target={"target_database": target})
     assert result["backup_id"] == manifest.backup_id and result["ok"] and result["database"] == target
     assert result["tables"] == 3 and result["hashed_tables"] == 3 and result["rows"] == 200 + 600 + 200
     assert table_hashes(pg.url(target)) == table_hashes(source)
@@ -92,7 +92,7 @@ def test_existing_target_is_refused_before_download(backed_up, pg, monkeypatch, 
     before = table_hashes(source)
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", source)
     with pytest.raises(ConfigError, match="already exists"):
-        restore_flow(repository=f"s3://{bucket}/r", target_database=existing)
+        restore_flow(repository=f"s3://{bucket}/r", target={"target_database": existing})
     assert table_hashes(source) == before
 
 
@@ -110,7 +110,7 @@ def test_damaged_object_is_refused_before_the_server_is_touched(backed_up, pg, m
     target = "never_" + uuid.uuid4().hex[:8]
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", _server_url(pg, target))
     with pytest.raises(VerificationError):
-        restore_flow(repository=f"s3://{bucket}/r", target_database=target)
+        restore_flow(repository=f"s3://{bucket}/r", target={"target_database": target})
     assert not _exists(pg, target)
 
 
@@ -127,13 +127,13 @@ def test_wrong_identity_is_refused_before_the_server_is_touched(prefect_server, 
     target = "enc_" + uuid.uuid4().hex[:8]
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", _server_url(pg, target))
     with pytest.raises(VerificationError, match="wrong identity"):
-        restore_flow(repository=f"file://{tmp_path}/repo", target_database=target,
-                     identity_file=str(tmp_path / "wrong.key"))
+        restore_flow(repository=f"file://{tmp_path}/repo", target={"target_database": target},
+                     decryption={"identity_file": str(tmp_path / "wrong.key")})
     assert not _exists(pg, target)
     with pytest.raises(ConfigError, match="--identity"):
-        restore_flow(repository=f"file://{tmp_path}/repo", target_database=target)
-    result = restore_flow(repository=f"file://{tmp_path}/repo", target_database=target,
-                          identity_file=str(tmp_path / "right.key"))
+        restore_flow(repository=f"file://{tmp_path}/repo", target={"target_database": target})
+    result = restore_flow(repository=f"file://{tmp_path}/repo", target={"target_database": target},
+                          decryption={"identity_file": str(tmp_path / "right.key")})
     assert result["ok"] and table_hashes(pg.url(target)) == table_hashes(database)
 
 
@@ -188,7 +188,7 @@ def test_replace_swaps_in_the_copy_and_keeps_the_old_database(backed_up, pg, mon
         conn.execute('DELETE FROM "UsageLog"')  # the "incident" the restore repairs
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", source)
     monkeypatch.setenv("CHARHUB_OPS_APP_CONTAINERS", app_container)
-    result = restore_flow(repository=f"s3://{bucket}/r", replace=True)
+    result = restore_flow(repository=f"s3://{bucket}/r", target={"replace": True})
     assert result["replaced"] and result["database"] == live
     assert table_hashes(source) == expected
     old = result["previous_database"]
@@ -214,7 +214,7 @@ def test_failed_swap_is_rolled_back(backed_up, pg, monkeypatch, bucket, app_cont
     holder.start()  # the rename restored → live then fails: "being accessed by other users"
     try:
         with pytest.raises(Exception, match="being accessed by other users"):
-            restore_flow(repository=f"s3://{bucket}/r", replace=True)
+            restore_flow(repository=f"s3://{bucket}/r", target={"replace": True})
     finally:
         stop.set()
         holder.join()
@@ -257,15 +257,16 @@ def test_restore_and_verify_through_a_postgres_container(prefect_server, pg_cont
     socket_url = "postgresql://postgres@/{}?host=/var/run/postgresql"
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", socket_url.format(src))
     repo = f"file://{tmp_path}/repo"
-    backup_flow(repository=repo, docker_container=pg_container.name)
+    backup_flow(repository=repo, access={"docker_container": pg_container.name})
     target = "dst_" + uuid.uuid4().hex[:6]
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", socket_url.format(target))
-    result = restore_flow(repository=repo, target_database=target, docker_container=pg_container.name)
+    result = restore_flow(repository=repo, target={"target_database": target},
+                          access={"docker_container": pg_container.name})
     assert result["ok"] and result["rows"] == 50 + 150 + 50 and result["hashed_tables"] == 3
     count = 'SELECT count(*) FROM "UsageLog"'
     assert pg_container.psql(count, dbname=target).strip() == pg_container.psql(count, dbname=src).strip() == "150"
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", socket_url.format("postgres"))
-    assert verify_flow(repository=repo, docker_container=pg_container.name)["ok"]
+    assert verify_flow(repository=repo, access={"docker_container": pg_container.name})["ok"]
 
 
 @pytest.mark.parametrize(("existing", "expected_roles"), [
@@ -302,7 +303,7 @@ def test_with_globals_recreates_a_missing_owner_role(prefect_server, pg, databas
         conn.execute(f"REASSIGN OWNED BY {role} TO postgres; DROP OWNED BY {role}; DROP ROLE {role}")
     target = "roles_" + uuid.uuid4().hex[:6]
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", pg.url(target))
-    restore_flow(repository=f"file://{tmp_path}/repo", target_database=target, with_globals=True)
+    restore_flow(repository=f"file://{tmp_path}/repo", target={"target_database": target, "with_globals": True})
     with pg.connect(target) as conn:
         owner = conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'owned'").fetchone()[0]
     assert owner == role

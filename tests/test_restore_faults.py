@@ -163,10 +163,12 @@ def test_encrypted_restore_retries_a_read_that_broke_off(encrypted, pg, tmp_path
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", pg.url(target))
     if retries == 0:
         with pytest.raises(StorageError, match="injected") as info:
-            restore_flow(repository=f"file://{repo}", target_database=target, identity_file=str(key))
+            restore_flow(repository=f"file://{repo}", target={"target_database": target},
+                         decryption={"identity_file": str(key)})
         assert info.value.transient and not _exists(pg, target)  # the half-restored database was dropped
     else:
-        result = restore_flow(repository=f"file://{repo}", target_database=target, identity_file=str(key))
+        result = restore_flow(repository=f"file://{repo}", target={"target_database": target},
+                              decryption={"identity_file": str(key)})
         assert result["ok"] and flaky.opens == 2
         assert table_hashes(pg.url(target)) == table_hashes(source)
     assert list(tmp_path.iterdir()) == []  # no work file left behind
@@ -187,7 +189,7 @@ def test_streamed_restore_with_a_wrong_checksum_is_dropped_after_pg_restore(plai
     target = "sum_" + uuid.uuid4().hex[:8]
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", pg.url(target))
     with pytest.raises(VerificationError, match="checksum mismatch"):
-        restore_flow(repository=f"file://{repo}", target_database=target)
+        restore_flow(repository=f"file://{repo}", target={"target_database": target})
     assert not _exists(pg, target)
 
 
@@ -263,7 +265,7 @@ def test_verify_during_a_repository_outage_brands_nothing(encrypted, pg, prefect
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", pg.url("postgres"))
     since = datetime.now(UTC)
     with pytest.raises(StorageError) as info:
-        verify_flow(repository=f"file://{repo}", identity_file=str(key))
+        verify_flow(repository=f"file://{repo}", decryption={"identity_file": str(key)})
     assert info.value.transient
     ((_, verdict),) = list_backups_verified(LocalStorage(repo))
     assert verdict is None  # the next drill picks this backup again
@@ -291,7 +293,7 @@ def test_file_mode_never_touches_another_restores_work_file(plain, pg, tmp_path,
     monkeypatch.setenv("CHARHUB_OPS_WORK_DIR", str(work))
     target = "conc_" + uuid.uuid4().hex[:8]
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", pg.url(target))
-    assert restore_flow(repository=f"file://{repo}", target_database=target)["ok"]
+    assert restore_flow(repository=f"file://{repo}", target={"target_database": target})["ok"]
     assert list(work.iterdir()) == [other] and other.read_bytes() == b"another restore's dump, half written"
 
 
@@ -320,7 +322,7 @@ def test_file_mode_refuses_a_small_work_dir_before_creating_the_database(plain, 
     target = "full_" + uuid.uuid4().hex[:8]
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", pg.url(target))
     with pytest.raises(ConfigError) as info:
-        restore_flow(repository=f"file://{repo}", target_database=target)
+        restore_flow(repository=f"file://{repo}", target={"target_database": target})
     message = str(info.value)
     assert "CHARHUB_OPS_WORK_DIR" in message and "\n" not in message and not info.value.transient
     assert not _exists(pg, target) and list(tiny_work_dir.iterdir()) == []
@@ -344,7 +346,7 @@ def test_auto_mode_streams_past_a_small_work_dir(plain, pg, tiny_work_dir, monke
     monkeypatch.setenv("CHARHUB_OPS_WORK_DIR", str(tiny_work_dir))
     target = "auto_" + uuid.uuid4().hex[:8]
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", pg.url(target))
-    assert restore_flow(repository=f"file://{repo}", target_database=target)["ok"]
+    assert restore_flow(repository=f"file://{repo}", target={"target_database": target})["ok"]
     assert table_hashes(pg.url(target)) == table_hashes(source)
 
 
@@ -363,7 +365,7 @@ def container_backup(prefect_server, pg_container, tmp_path, monkeypatch):
     pg_container.psql(f"CREATE DATABASE {src}")
     pg_container.psql(VARIED_SCHEMA + fill_sql(30), dbname=src)
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", SOCKET_URL.format(src))
-    backup_flow(repository=f"file://{tmp_path}/repo", docker_container=pg_container.name)
+    backup_flow(repository=f"file://{tmp_path}/repo", access={"docker_container": pg_container.name})
     (manifest,) = list_backups(LocalStorage(tmp_path / "repo"))
     return tmp_path / "repo", manifest
 
@@ -380,7 +382,7 @@ def test_container_drill_records_a_pg_restore_failure(container_backup, pg_conta
     _garbage_dump(repo, manifest)
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", SOCKET_URL.format("postgres"))
     with pytest.raises(VerificationError) as info:
-        verify_flow(repository=f"file://{repo}", docker_container=pg_container.name)
+        verify_flow(repository=f"file://{repo}", access={"docker_container": pg_container.name})
     assert "pg_restore" in info.value.details["mismatches"][0]
     ((_, verdict),) = list_backups_verified(LocalStorage(repo))
     assert verdict.ok is False
@@ -397,5 +399,6 @@ def test_container_restore_cut_off_half_way_fails_cleanly(container_backup, pg_c
     target = "cut_" + uuid.uuid4().hex[:6]
     monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", SOCKET_URL.format(target))
     with pytest.raises(StorageError, match="injected") as info:
-        restore_flow(repository=f"file://{repo}", target_database=target, docker_container=pg_container.name)
+        restore_flow(repository=f"file://{repo}", target={"target_database": target},
+                     access={"docker_container": pg_container.name})
     assert info.value.transient and _container_databases(pg_container, target) == "0"

@@ -212,13 +212,14 @@ def _happy_path(s: Scenario, repo: str, pub: str, port: int, mp) -> None:
     for _ in range(2):
         backup_flow(repository=repo, encrypt_to=[pub])
     mp.setenv("CHARHUB_OPS_DATABASE_URL", _url(port, PASSWORD, "postgres"))
-    restored = restore_flow(repository=repo, target_database="scan_restored", identity_secret=IDENTITY_BLOCK,
-                            with_globals=True)
+    restored = restore_flow(repository=repo, target={"target_database": "scan_restored", "with_globals": True},
+                            decryption={"identity_secret": IDENTITY_BLOCK})
     assert restored["ok"]
     mp.delenv("CHARHUB_OPS_DATABASE_URL")  # verify reads the server URL from a Secret block instead
-    assert verify_flow(repository=repo, identity_secret=IDENTITY_BLOCK, database_url_secret=URL_BLOCK)["ok"]
+    assert verify_flow(repository=repo, decryption={"identity_secret": IDENTITY_BLOCK},
+                       access={"database_url_secret": URL_BLOCK})["ok"]
     s.objects.update(_snapshot(repo.split("/")[2], os.environ["AWS_ENDPOINT_URL_S3"], "before prune"))
-    prune_flow(repository=repo, keep_last=1, min_keep=0, **NO_PERIODS)
+    prune_flow(repository=repo, policy={"keep_last": 1, "min_keep": 0, **NO_PERIODS})
 
 
 def _failures(s: Scenario, repo: str, port: int, mp) -> None:
@@ -231,7 +232,8 @@ def _failures(s: Scenario, repo: str, port: int, mp) -> None:
     s.texts["wrong password (CLI)"] = _run_cli(s.api, repo, _url(port, WRONG_PASSWORD, DB))
     mp.setenv("CHARHUB_OPS_DATABASE_URL", _url(port, PASSWORD, "postgres"))
     s.texts["wrong identity"] = _expect(VerificationError, restore_flow, repository=repo,
-                                        target_database="scan_never", identity_secret=WRONG_BLOCK)
+                                        target={"target_database": "scan_never"},
+                                        decryption={"identity_secret": WRONG_BLOCK})
     mp.setenv("CHARHUB_OPS_DATABASE_URL", _url(port, PASSWORD, DB))
     s.texts["bad bucket"] = _expect(StorageError, backup_flow, repository="s3://no-such-bucket-4242/x")
     assert "bucket does not exist" in s.texts["bad bucket"]

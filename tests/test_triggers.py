@@ -18,9 +18,10 @@ def test_backup_completed_event_starts_verify_and_prune_with_the_event_parameter
     time.sleep(1)  # the automation is loaded by the trigger service
     emit_event(event="charhub.backup.completed", resource={"prefect.resource.id": "charhub.database.charhub_db"},
                payload={"backup_id": backup_id, "database": "charhub_db", "repository": "s3://backups/pg"})
-    verify = _wait_for_run(chained["verify-after-backup"], lambda p: p.get("backup") == backup_id)
-    assert verify.parameters == {"backup": backup_id, "source_database": "charhub_db",
-                                 "repository": "s3://backups/pg", "database_url_secret": "charhub-ops-scratch-url"}
+    verify = _wait_for_run(chained["verify-after-backup"], lambda p: p.get("source", {}).get("backup") == backup_id)
+    assert verify.parameters == {"repository": "s3://backups/pg",
+                                 "source": {"backup": backup_id, "source_database": "charhub_db"},
+                                 "access": {"database_url_secret": "charhub-ops-scratch-url"}}
     prune = _wait_for_run(chained["prune-after-backup"], lambda p: p.get("repository") == "s3://backups/pg")
     assert prune.parameters == {"repository": "s3://backups/pg", "database": "charhub_db"}
 

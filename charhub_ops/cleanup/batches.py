@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["BatchSizer", "Budget", "pause_after", "stop_reason"]
+__all__ = ["BatchSizer", "Budget", "choose_sweep", "pause_after", "stop_reason"]
 
 
 @dataclass
@@ -54,11 +54,6 @@ class BatchSizer:
     def _cut(self) -> None:
         self.size = max(self.floor, self.size - max(1, self.size // 4))
 
-    def next_size(self, deleted: int, max_rows: int | None) -> int:
-        """The next batch's LIMIT: the current size, cut to what is left of ``max_rows``."""
-        if max_rows is None:
-            return self.size
-        return max(0, min(self.size, max_rows - deleted))
 
 
 def pause_after(seconds: float, minimum: float, ratio: float) -> float:
@@ -73,15 +68,31 @@ class Budget:
     max_seconds: float | None = None
 
 
-def stop_reason(budget: Budget, deleted: int, elapsed: float, last_batch: int) -> str | None:
+def stop_reason(budget: Budget, deleted: int, elapsed: float, finished: bool) -> str | None:
     """Why the run stops before the next batch, or None to go on.
 
-    ``done``: the last batch found nothing (a short batch is not the end: SKIP LOCKED may have passed over
-    rows a writer holds); ``max_rows`` / ``max_seconds``: the budget is spent (the next run resumes)."""
-    if last_batch == 0:
+    ``done``: the sweep is through (the index sweep: a batch found nothing — a short batch is not the end, SKIP
+    LOCKED may have passed over rows a writer holds; the block sweep: it reached the table's end);
+    ``max_rows`` / ``max_seconds``: the budget is spent (the next run resumes)."""
+    if finished:
         return "done"
     if budget.max_rows is not None and deleted >= budget.max_rows:
         return "max_rows"
     if budget.max_seconds is not None and elapsed >= budget.max_seconds:
         return "max_seconds"
     return None
+
+
+def choose_sweep(requested: str, *, partitioned: bool, indexed: bool, matched: int, estimated_rows: int,
+                 share: float) -> str:
+    """``index`` or ``blocks`` (see :mod:`.sweep`). A partitioned table always walks the index (block numbers are
+    per partition); a table with no index leading with the timestamp always sweeps its blocks (one scan per run
+    instead of one per batch); otherwise ``requested``, or when it is ``auto`` the blocks once the matched rows
+    are at least ``share`` of the table (or the table was never analyzed), the index below that."""
+    if partitioned:
+        return "index"
+    if not indexed:
+        return "blocks"
+    if requested != "auto":
+        return requested
+    return "blocks" if estimated_rows <= 0 or matched >= share * estimated_rows else "index"

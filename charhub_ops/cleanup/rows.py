@@ -1,19 +1,17 @@
 """Deleting expired rows in short batches that a live application does not notice.
 
-Each batch is one transaction (GitLab's loose-foreign-keys cleaner is the model)::
+Each batch is one short transaction (GitLab's loose-foreign-keys cleaner is the model) with ``SET LOCAL
+lock_timeout, statement_timeout``; how a batch finds its rows — along the timestamp index or block by block
+through the heap — is :mod:`.sweep`'s, which one a policy gets is :func:`.batches.choose_sweep`'s. A batch first
+runs as a plain ``DELETE`` that may wait ``row_wait`` for a row a writer holds; past that it is rolled back and
+rerun with ``FOR UPDATE SKIP LOCKED`` (held rows wait for the next run), so the cleaner is never stuck behind a
+writer and pays for row locks only when there is one.
 
-    SET LOCAL lock_timeout, statement_timeout
-    WITH batch AS (SELECT <pk> FROM <table> WHERE <ts> < cutoff AND <ts> >= cursor AND <where>
-                   ORDER BY <ts> LIMIT n FOR UPDATE SKIP LOCKED)
-    DELETE FROM <table> WHERE <pk> IN (SELECT <pk> FROM batch)
-
-``SKIP LOCKED``: the cleaner never waits for a row a writer holds (that row waits for the next run); a
-writer waits for a row the cleaner holds at most one batch (bounded by the batch's ``statement_timeout``).
 Batches grow while they stay fast and shrink when slow; a lock or statement timeout shrinks the batch
 (:class:`.batches.BatchSizer`) instead of failing. The pause after a batch is proportional to its duration. The
-cursor (the newest timestamp deleted) is kept in ``charhub_ops.cleanup_cursors`` so the next batch — and
-the next run, after a budget stop — walks the index onward instead of rescanning dead entries from the
-start; a run that reaches the end clears it. ``VACUUM (ANALYZE)`` runs afterwards, outside a transaction.
+cursor (the newest timestamp deleted, or the next heap block) is kept in ``charhub_ops.cleanup_cursors`` so the
+next batch — and the next run, after a budget stop — goes on instead of rescanning from the start; a run that
+reaches the end clears it. ``VACUUM (ANALYZE)`` runs afterwards, outside a transaction.
 Sessions run with ``TimeZone=UTC`` (Prisma stores UTC in ``timestamp without time zone``).
 """
 
@@ -24,13 +22,23 @@ import json
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Literal
 
 import psycopg
 from psycopg import sql
 from pydantic import BaseModel
 
-from charhub_ops.cleanup.batches import BatchSizer, Budget, pause_after, stop_reason
-from charhub_ops.cleanup.policy import RowPolicy, TablePlan, is_not_null
+from charhub_ops.cleanup.batches import BatchSizer, Budget, choose_sweep, pause_after, stop_reason
+from charhub_ops.cleanup.policy import RowPolicy, TablePlan
+from charhub_ops.cleanup.sweep import (
+    BLOCK_PREFIX,
+    blocks_statement,
+    conditions,
+    heap_blocks,
+    index_statement,
+    parse_position,
+    table_name,
+)
 from charhub_ops.errors import DatabaseError
 from charhub_ops.migrations.ledger import HISTORY_SCHEMA
 from charhub_ops.pgerrors import db_errors
@@ -46,16 +54,20 @@ CREATE TABLE IF NOT EXISTS {schema}.cleanup_cursors (
     updated_at timestamptz NOT NULL DEFAULT now()
 )"""
 _TIMEOUTS = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
+_GUESS_ROWS_PER_BLOCK = 100.0  # a table never analyzed: sizes in blocks start from this guess
 
 
 class RowOptions(BaseModel):
-    lock_timeout: float = 0.2  # seconds the DELETE may wait for a lock (row locks are skipped, not awaited)
+    lock_timeout: float = 0.2  # seconds a batch may wait for a lock (after the SKIP LOCKED rerun: the table's)
+    row_wait: float = 0.05  # seconds the plain DELETE waits for a row a writer holds before the SKIP LOCKED rerun
     statement_timeout: float = 5.0  # seconds per batch: also the longest a writer can wait for a row
     pause: float = 0.01  # the shortest pause between batches (seconds)
     pause_ratio: float = 0.25  # pause = this × the batch's duration, at least ``pause``
-    floor: int = 100  # smallest batch after timeouts
-    max_batch: int = 50_000  # batches grow up to this (or the policy's batch_size if larger) while fast
+    floor: int = 100  # smallest batch after timeouts (rows)
+    max_batch: int = 50_000  # batches grow up to this (or the policy's batch_size if larger) while fast (rows)
     target_batch_seconds: float = 0.1  # grow while a full batch takes under half this, shrink over twice this
+    sweep: Literal["auto", "index", "blocks"] = "auto"  # auto: batches.choose_sweep
+    sweep_share: float = 0.1  # auto: the block sweep when the matched rows are at least this share of the table
 
 
 class PolicyResult(BaseModel):
@@ -67,7 +79,9 @@ class PolicyResult(BaseModel):
     seconds: float = 0.0
     slowest_batch: float = 0.0
     lock_waits: int = 0  # batches that hit lock_timeout / statement_timeout and were retried smaller
-    batch_size: int = 0  # the size at the end (smaller than configured after timeouts)
+    skip_locked_batches: int = 0  # batches rerun with SKIP LOCKED because a writer held a row past row_wait
+    batch_size: int = 0  # rows per batch at the end (smaller than configured after timeouts; blocks × rows/block)
+    sweep: str = ""  # index | blocks
     stopped: str = "dry-run"  # done | max_rows | max_seconds | dry-run
     cursor: str | None = None  # where the next run resumes (None: from the start)
 
@@ -76,108 +90,158 @@ def cursor_key(policy: RowPolicy) -> str:
     return f"{policy.name}.{policy.timestamp_column}|{json.dumps(policy.where, sort_keys=True)}"
 
 
-def _conditions(policy: RowPolicy, with_cursor: bool) -> tuple[sql.Composable, dict]:
-    ts = sql.Identifier(policy.timestamp_column)
-    parts = [sql.SQL("{} < %(cutoff)s").format(ts)]
-    params: dict = {}
-    if with_cursor:
-        parts.append(sql.SQL("{} >= %(position)s").format(ts))
-    for i, (column, value) in enumerate(sorted(policy.where.items())):
-        col = sql.Identifier(column)
-        if value is None:
-            parts.append(sql.SQL("{} IS NULL").format(col))
-        elif is_not_null(value):
-            parts.append(sql.SQL("{} IS NOT NULL").format(col))
-        else:
-            values = value if isinstance(value, list) else [value]
-            name = f"w{i}"
-            params[name] = [str(v) for v in values] if isinstance(values[0], str) else values
-            template = "{}::text = ANY(%({})s::text[])" if isinstance(values[0], str) else "{} = ANY(%({})s)"
-            parts.append(sql.SQL(template).format(col, sql.SQL(name)))
-    return sql.SQL(" AND ").join(parts), params
-
-
-def _table(policy: RowPolicy) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(policy.schema_name), sql.Identifier(policy.table))
-
-
 def count_matching(conn: psycopg.Connection, policy: RowPolicy, cutoff: datetime) -> int:
     """Exactly how many rows the policy would delete now (the dry run's figure)."""
-    where, params = _conditions(policy, with_cursor=False)
+    where, params = conditions(policy, with_cursor=False)
     with db_errors(f"count {policy.name}"):
         conn.execute("SET TimeZone = 'UTC'")
-        return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(_table(policy), where),
+        return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table_name(policy), where),
                             {**params, "cutoff": cutoff}).fetchone()[0]
 
 
-def _batch_statement(plan: TablePlan, with_cursor: bool) -> tuple[sql.Composed, dict]:
-    policy = plan.policy
-    where, params = _conditions(policy, with_cursor)
-    if plan.key == ["ctid"]:  # a TID scan: no index probe per row; the rows are locked, so ctids cannot move
-        key, match = sql.SQL("ctid"), sql.SQL("ctid = ANY(ARRAY(SELECT ctid FROM batch))")
-    else:  # partitioned: ctid is not unique across partitions, the primary key is
-        key = sql.SQL(", ").join(sql.Identifier(k) for k in plan.key)
-        match = sql.SQL("({key}) IN (SELECT {key} FROM batch)").format(key=key)
-    statement = sql.SQL(
-        "WITH batch AS (SELECT {key} FROM {table} WHERE {where} ORDER BY {ts} LIMIT %(limit)s "
-        "FOR UPDATE SKIP LOCKED), gone AS (DELETE FROM {table} WHERE {match} "
-        "RETURNING {ts} AS ts) SELECT count(*), max(ts) FROM gone").format(
-        key=key, match=match, table=_table(policy), where=where, ts=sql.Identifier(policy.timestamp_column))
-    return statement, params
-
-
-def _one_batch(conn: psycopg.Connection, statement: sql.Composed, params: dict, opts: RowOptions) -> tuple[int, object]:
-    """One transaction: (rows deleted, newest timestamp deleted). Raises the psycopg timeout errors as they are."""
-    with conn.transaction():
+def _in_batch(conn: psycopg.Connection, statement: sql.Composed, params: dict, opts: RowOptions,
+              lock_timeout: float) -> tuple[int, tuple | None]:
+    """One transaction: (rowcount, the returned row if any). Raises the psycopg timeout errors as they are.
+    Pipelined: BEGIN, the SET LOCALs, the statement and COMMIT go in one round trip."""
+    with conn.pipeline(), conn.transaction():
         conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-                     [f"{int(opts.lock_timeout * 1000)}ms", f"{int(opts.statement_timeout * 1000)}ms"])
-        count, newest = conn.execute(statement, params).fetchone()
-    return count, newest
+                     [f"{max(1, int(lock_timeout * 1000))}ms", f"{int(opts.statement_timeout * 1000)}ms"])
+        cur = conn.execute(statement, params)
+    return cur.rowcount, (cur.fetchone() if cur.description else None)
+
+
+class _IndexSweep:
+    """Batches of ``size`` rows in timestamp order; the cursor is the newest timestamp deleted."""
+
+    kind = "index"
+
+    def __init__(self, plan: TablePlan, cutoff: datetime, position: str | None) -> None:
+        self.plan, self.cutoff, self.position, self.finished = plan, cutoff, position, False
+
+    def sizes(self, opts: RowOptions) -> tuple[int, int, int]:
+        """(start, floor, ceiling) in rows."""
+        batch = self.plan.policy.batch_size
+        return batch, min(opts.floor, batch), opts.max_batch
+
+    def rows_per_unit(self) -> float:
+        return 1.0
+
+    def run(self, conn: psycopg.Connection, size: int, limit: int | None, opts: RowOptions, skip_locked: bool,
+            lock_timeout: float) -> tuple[int, bool]:
+        """(rows deleted, whether the batch was full)."""
+        size = size if limit is None else min(size, limit)
+        statement, params = index_statement(self.plan, self.position is not None, skip_locked)
+        params.update(cutoff=self.cutoff, position=self.position, limit=size)
+        _, (count, newest) = _in_batch(conn, statement, params, opts, lock_timeout)
+        self.position = newest.isoformat() if newest is not None else self.position
+        self.finished = count == 0
+        return count, count >= size
+
+    def cursor(self) -> str | None:
+        return self.position
+
+
+class _BlockSweep:
+    """Batches of ``size`` heap blocks from the cursor to the table's end (its size when the run started)."""
+
+    kind = "blocks"
+
+    def __init__(self, plan: TablePlan, cutoff: datetime, position: int | None, end: int, rows_per_block: float):
+        self.plan, self.cutoff, self.lo, self.end = plan, cutoff, position or 0, end
+        self.per_block = rows_per_block or _GUESS_ROWS_PER_BLOCK
+        self.finished = self.lo >= self.end
+
+    def sizes(self, opts: RowOptions) -> tuple[int, int, int]:
+        """(start, floor, ceiling) in blocks: as many blocks as hold that many rows."""
+        batch = self.plan.policy.batch_size
+
+        def blocks(rows: int) -> int:
+            return max(1, int(rows / self.per_block))
+        return blocks(batch), min(blocks(opts.floor), blocks(batch)), blocks(opts.max_batch)
+
+    def rows_per_unit(self) -> float:
+        return self.per_block
+
+    def run(self, conn: psycopg.Connection, size: int, limit: int | None, opts: RowOptions, skip_locked: bool,
+            lock_timeout: float) -> tuple[int, bool]:
+        limited = limit is not None and limit < size * self.per_block
+        statement, params = blocks_statement(self.plan, limited, skip_locked)
+        params.update(cutoff=self.cutoff, lo=self.lo, hi=self.lo + size, limit=limit)
+        rowcount, row = _in_batch(conn, statement, params, opts, lock_timeout)
+        if limited and row[0] >= limit:  # the budget ran out inside the range: resume at the last block touched
+            count, self.lo = row[0], row[1]
+        else:
+            count, self.lo = (row[0] if limited else rowcount), self.lo + size
+        self.finished = self.lo >= self.end
+        return count, not self.finished
+
+    def cursor(self) -> str | None:
+        return f"{BLOCK_PREFIX}{self.lo}"
+
+
+def _sweep(conn: psycopg.Connection, plan: TablePlan, cutoff: datetime, opts: RowOptions, matched: int,
+           position: str | None) -> _IndexSweep | _BlockSweep:
+    kind = choose_sweep(opts.sweep, partitioned=plan.key != ["ctid"], indexed=plan.index_warning is None,
+                        matched=matched, estimated_rows=plan.estimated_rows, share=opts.sweep_share)
+    if kind == "index":
+        return _IndexSweep(plan, cutoff, parse_position(position, "index"))
+    end, per_block = heap_blocks(conn, plan.policy)
+    return _BlockSweep(plan, cutoff, parse_position(position, "blocks"), end, per_block)
 
 
 class _Run:
-    """One policy's run: the batch size, the cursor and the tallies, one :meth:`step` per batch."""
+    """One policy's run: the sweep, the batch size and the tallies, one :meth:`step` per batch."""
 
-    def __init__(self, plan: TablePlan, cutoff: datetime, opts: RowOptions, position: str | None,
-                 result: PolicyResult, clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
-        self.plan, self.cutoff, self.opts, self.position, self.result = plan, cutoff, opts, position, result
-        self.sizer = BatchSizer(plan.policy.batch_size, floor=min(opts.floor, plan.policy.batch_size),
-                                ceiling=opts.max_batch, target_seconds=opts.target_batch_seconds)
-        self.budget = Budget(plan.policy.max_rows, plan.policy.max_seconds)
+    def __init__(self, sweep: _IndexSweep | _BlockSweep, opts: RowOptions, result: PolicyResult,
+                 clock: Callable[[], float], sleep: Callable[[float], None]) -> None:
+        self.sweep, self.opts, self.result = sweep, opts, result
+        policy = sweep.plan.policy
+        start, floor, ceiling = sweep.sizes(opts)
+        self.sizer = BatchSizer(start, floor=floor, ceiling=ceiling, target_seconds=opts.target_batch_seconds)
+        self.budget = Budget(policy.max_rows, policy.max_seconds)
         self.clock, self.sleep, self.start = clock, sleep, clock()
+        result.sweep = sweep.kind
 
     def step(self, conn: psycopg.Connection) -> None:
         """One batch; a lock/statement timeout shrinks the next one (or gives up at the floor, transient)."""
-        statement, params = _batch_statement(self.plan, with_cursor=self.position is not None)
-        limit = self.sizer.next_size(self.result.deleted, self.budget.max_rows)
-        params.update(cutoff=self.cutoff, position=self.position, limit=limit)
+        r = self.result
+        limit = None if self.budget.max_rows is None else self.budget.max_rows - r.deleted
         started = self.clock()
         try:
-            count, newest = _one_batch(conn, statement, params, self.opts)
+            count, full = self._attempt(conn, self.sizer.size, limit)
         except _TIMEOUTS as exc:
             self._timed_out(exc, self.clock() - started)
             return
-        r, took = self.result, self.clock() - started
+        took = self.clock() - started
         r.batches, r.deleted = r.batches + 1, r.deleted + count
         r.slowest_batch = max(r.slowest_batch, took)
-        self.sizer.record(took, full=count >= limit)
-        self.position = newest.isoformat() if newest is not None else self.position
-        r.stopped = stop_reason(self.budget, r.deleted, self.clock() - self.start, count) or "running"
+        self.sizer.record(took, full=full)
+        r.stopped = stop_reason(self.budget, r.deleted, self.clock() - self.start, self.sweep.finished) or "running"
         if r.stopped == "running":
             self.sleep(pause_after(took, self.opts.pause, self.opts.pause_ratio))
+
+    def _attempt(self, conn: psycopg.Connection, size: int, limit: int | None) -> tuple[int, bool]:
+        """The plain DELETE, waiting ``row_wait`` at most for a held row; past that, the SKIP LOCKED rerun."""
+        try:
+            return self.sweep.run(conn, size, limit, self.opts, skip_locked=False,
+                                  lock_timeout=min(self.opts.lock_timeout, self.opts.row_wait))
+        except psycopg.errors.LockNotAvailable:
+            self.result.skip_locked_batches += 1
+            return self.sweep.run(conn, size, limit, self.opts, skip_locked=True, lock_timeout=self.opts.lock_timeout)
 
     def _timed_out(self, exc: Exception, took: float) -> None:
         """Shrink the batch and pause (in proportion to the wait), or give up at the floor (transient)."""
         self.result.lock_waits += 1
         if not self.sizer.shrink():
-            raise DatabaseError(f"postgres: delete from {self.plan.policy.name}: still timing out at "
-                                f"{self.sizer.size} rows per batch: {str(exc).strip()}", transient=True) from exc
+            rows = int(self.sizer.size * self.sweep.rows_per_unit())
+            raise DatabaseError(f"postgres: delete from {self.sweep.plan.policy.name}: still timing out at "
+                                f"{rows} rows per batch: {str(exc).strip()}", transient=True) from exc
         self.sleep(pause_after(took, self.opts.pause, self.opts.pause_ratio))
 
     def finish(self) -> PolicyResult:
         r = self.result
-        r.seconds, r.batch_size = self.clock() - self.start, self.sizer.size
-        r.cursor = None if r.stopped == "done" else self.position
+        r.seconds, r.batch_size = self.clock() - self.start, int(self.sizer.size * self.sweep.rows_per_unit())
+        r.cursor = None if r.stopped == "done" else self.sweep.cursor()
         return r
 
 
@@ -189,10 +253,11 @@ def delete_expired(conn: psycopg.Connection, plan: TablePlan, cutoff: datetime, 
     key = cursor_key(plan.policy)
     ensure_cursors(conn)
     result = PolicyResult(table=plan.policy.name, cutoff=cutoff, matched=matched, stopped="running")
-    run = _Run(plan, cutoff, opts, read_cursor(conn, key), result, clock, sleep)
+    with db_errors(f"delete from {plan.policy.name}"):
+        conn.execute("SET TimeZone = 'UTC'")
+    run = _Run(_sweep(conn, plan, cutoff, opts, matched, read_cursor(conn, key)), opts, result, clock, sleep)
     try:
         with db_errors(f"delete from {plan.policy.name}"):
-            conn.execute("SET TimeZone = 'UTC'")
             while result.stopped == "running":
                 run.step(conn)
     except BaseException:
@@ -208,7 +273,7 @@ def delete_expired(conn: psycopg.Connection, plan: TablePlan, cutoff: datetime, 
 def vacuum_analyze(conn: psycopg.Connection, policy: RowPolicy) -> None:
     """``VACUUM (ANALYZE)`` the table (autocommit connection: VACUUM cannot run in a transaction)."""
     with db_errors(f"vacuum {policy.name}"):
-        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(_table(policy)))
+        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(table_name(policy)))
 
 
 # --- the cursor store (schema charhub_ops, beside the migration history) -------------------------------

@@ -8,7 +8,9 @@ One module per command group, each registered here, explicitly, on the one root 
 * :mod:`.migrate`: ``migrate`` (also a group: ``migrate status``, ``migrate resolve``);
 * :mod:`.cleanup`: ``cleanup`` (rows; also a group: ``cleanup storage``, ``cleanup docker``).
 * :mod:`.health`: ``health``; :mod:`.incident`: ``incident respond|list|show``; :mod:`.maintenance`:
-  ``maintenance start|stop|list``; :mod:`.ops`: ``setup``, ``serve``, ``status`` (the Prefect server itself).
+  ``maintenance start|stop|list``; :mod:`.ops`: ``setup``, ``serve``, ``status`` (the Prefect server itself);
+  :mod:`.capacity`: ``capacity``.
+* :mod:`.deploy`: ``deploy pre|post``, ``rollback`` (the deploy guard).
 
 Every expected error (an ``OpsError``, an unreachable Prefect API) becomes one red line on stderr and exit
 code 1, without a traceback. Secrets passed as options go to the process environment, never into flow
@@ -22,7 +24,9 @@ import typer
 from charhub_ops.cli import (
     backup,
     backups,
+    capacity,
     cleanup,
+    deploy,
     health,
     incident,
     maintenance,
@@ -50,6 +54,9 @@ app.add_typer(maintenance.app, name="maintenance")
 app.command()(ops.setup)
 app.command()(ops.serve)
 app.command()(ops.status)
+app.command()(capacity.capacity)
+app.add_typer(deploy.app, name="deploy")
+app.command()(deploy.rollback)
 
 
 def main() -> None:

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from charhub_ops.cli.app import JsonOpt, err, prepare_prefect, print_json, progress_bar, run_guarded, use_database_url
 
+if TYPE_CHECKING:
+    from flows.params import Access
+
 __all__ = ["backup"]
 
 
 def _check(database_url: str | None, to: str | None, docker_container: str | None,
-           encrypt_to: list[str] | None) -> None:
-    """Fail fast on bad input, before Prefect starts."""
+           encrypt_to: list[str] | None) -> Access:
+    """Fail fast on bad input, before Prefect starts; returns the flow's ``access`` parameter."""
     from charhub_ops.settings import load_settings
     from charhub_ops.storage import S3Options, open_storage
     from charhub_ops.streams import parse_recipients
+    from flows.params import Access, Repository, build, check_value
 
     if database_url is not None:
         os.environ["CHARHUB_OPS_DATABASE_URL"] = database_url
@@ -25,6 +29,8 @@ def _check(database_url: str | None, to: str | None, docker_container: str | Non
     use_database_url(None, settings)
     parse_recipients(settings.encrypt_to)
     open_storage(settings.repository, S3Options.from_settings(settings))
+    check_value("--to", Repository | None, to)
+    return build(Access, docker_container=docker_container)
 
 
 def backup(
@@ -39,13 +45,13 @@ def backup(
     as_json: JsonOpt = False,
 ) -> None:
     """Back up PostgreSQL into the repository (runs the Prefect 'backup' flow)."""
-    run_guarded(lambda: _check(database_url, to, docker_container, encrypt_to))
+    access = run_guarded(lambda: _check(database_url, to, docker_container, encrypt_to))
     prepare_prefect()
     from flows.backup import backup_flow
 
     with progress_bar(not as_json):
-        results = run_guarded(lambda: backup_flow(repository=to, all_databases=all_databases,
-                                                  docker_container=docker_container, encrypt_to=encrypt_to))
+        results = run_guarded(lambda: backup_flow(repository=to, all_databases=all_databases, access=access,
+                                                  encrypt_to=encrypt_to))
     if as_json:
         print_json(results if all_databases else results[0])
         return

@@ -68,10 +68,13 @@ def backups_prune(
     """Apply the retention policy and clean up leftovers (runs the Prefect 'prune' flow)."""
     options = policy_options(locals())
     choice = run_guarded(lambda: (open_repo(repository), choose(options))[1])  # fail fast, before Prefect
+    from flows.params import Retention, build
+
+    policy = run_guarded(lambda: build(Retention, **options))
     prepare_prefect()
     from flows.prune import prune_flow
 
-    out = run_guarded(lambda: prune_flow(repository=repository, dry_run=dry_run, database=database, **options))
+    out = run_guarded(lambda: prune_flow(repository=repository, dry_run=dry_run, database=database, policy=policy))
     if as_json:
         print_json(out)
         return

@@ -113,6 +113,9 @@ def storage(
     as_json: JsonOpt = False,
 ) -> None:
     """Abort stale multipart uploads in the backup repository; find (and quarantine) orphaned media."""
+    from flows.params import MediaMode, check_value
+
+    run_guarded(lambda: check_value("--mode", MediaMode | None, mode))
     _run_flow(as_json, parts=["storage"], dry_run=dry_run, media_mode=mode)
 
 

@@ -39,8 +39,10 @@ def respond(
     """Run the incident-response flow for a check (what the charhub.service.down trigger runs)."""
     from charhub_ops.monitoring.config import load_config
     from charhub_ops.settings import load_settings
+    from flows.params import StateStore, check_value
 
-    run_guarded(lambda: load_config(config or load_settings().monitor_config).check(check))
+    run_guarded(lambda: (check_value("--state", StateStore | None, state),
+                         load_config(config or load_settings().monitor_config).check(check)))
     prepare_prefect()
     from flows.incident import incident_respond_flow
 

@@ -45,23 +45,25 @@ def _run(database_url, migrations, dry_run, no_backup, accept, allow_drift, lock
          prisma_container, as_json) -> None:
     from charhub_ops.migrations.ledger import read_migrations
     from charhub_ops.migrations.lint import parse_accepts
+    from flows.params import MigrateApply, MigrateOverrides, build
 
-    def check():
+    def check() -> dict:
         if migrations is None:
             raise ConfigError("--migrations: required (the Prisma migrations directory)")
         use_database_url(database_url)
         parse_accepts(accept)
         read_migrations(migrations)
+        return {"apply": build(MigrateApply, lock_wait=lock_wait, prisma_container=prisma_container),
+                "overrides": build(MigrateOverrides, accept=accept, allow_drift=allow_drift, no_backup=no_backup)}
 
-    run_guarded(check)
+    groups = run_guarded(check)
     prepare_prefect()
     from flows.migrate import migrate_flow
 
     def run() -> dict:
         try:
-            return migrate_flow(migrations_dir=migrations, dry_run=dry_run, no_backup=no_backup, accept=accept,
-                                allow_drift=allow_drift, lock_wait=lock_wait, restore_on_failure=restore_on_failure,
-                                prisma_container=prisma_container)
+            return migrate_flow(migrations_dir=migrations, dry_run=dry_run, restore_on_failure=restore_on_failure,
+                                **groups)
         except OpsError as exc:  # the summary still goes out, then one error line
             details = getattr(exc, "details", None)
             if details:

@@ -11,21 +11,28 @@ __all__ = ["setup", "serve", "status"]
 
 
 def setup(as_json: JsonOpt = False) -> None:
-    """Idempotent bootstrap: work pool, automations (notification block of CHARHUB_OPS_NOTIFY_BLOCK) and every
+    """Idempotent bootstrap: work pool, the blocks named in settings that are missing (values from the
+    environment only; never overwritten), automations (notification block of CHARHUB_OPS_NOTIFY_BLOCK) and every
     deployment of prefect.yaml. Missing secrets are warnings naming how to create them."""
     from charhub_ops.settings import load_settings
 
     settings = run_guarded(load_settings)
     _require_server()
     prepare_prefect()
+    from deployments.blocks import wanted_blocks
+    from deployments.serve import load_spec
+    from deployments.setup import secret_blocks
     from deployments.setup import setup as bootstrap
 
-    result = run_guarded(lambda: bootstrap(settings.notify_block))
+    blocks = wanted_blocks(settings, secret_blocks(load_spec()))
+    result = run_guarded(lambda: bootstrap(settings.notify_block, blocks))
     if as_json:
         print_json(result)
         return
     err.print(f"work pool [bold]{result['work_pool']}[/]; {len(result['deployments'])} deployments registered",
               highlight=False)
+    for slug, outcome in result["blocks"].items():
+        err.print(f"  block {slug}: {outcome}", highlight=False)
     for name, outcome in result["automations"].items():
         err.print(f"  automation {name}: {outcome}", highlight=False)
     for warning in result["warnings"]:

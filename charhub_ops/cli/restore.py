@@ -59,23 +59,26 @@ def restore(
 ) -> None:
     """Restore a backup into a new database (the URL's, which must not exist), verified against its manifest."""
     from charhub_ops.settings import load_settings
+    from flows.params import Access, Decryption, Repository, RestoreSource, RestoreTarget, build, check_value
 
-    def check():
+    def check() -> dict:
         url = use_database_url(database_url)
         when = parse_time(before, "--before")
         if replace and load_settings().production and not yes:
             raise ConfigError("--replace on a production target (CHARHUB_OPS_PRODUCTION) needs --yes")
-        return url, when
+        return {"repository": check_value("--from", Repository | None, repository),
+                "source": build(RestoreSource, source_database=source, backup=backup, before=when),
+                "target": build(RestoreTarget, target_database=None if replace else url.dbname, replace=replace,
+                                no_owner=no_owner, with_globals=with_globals),
+                "access": build(Access, docker_container=docker_container),
+                "decryption": build(Decryption, identity_file=identity)}
 
-    url, when = run_guarded(check)
+    params = run_guarded(check)
     prepare_prefect()
     from flows.restore import restore_flow
 
     with progress_bar(not as_json):
-        result = run_guarded(lambda: restore_flow(
-            repository=repository, source_database=source, backup=backup, before=when,
-            target_database=None if replace else url.dbname, replace=replace, docker_container=docker_container,
-            identity_file=identity, no_owner=no_owner, with_globals=with_globals))
+        result = run_guarded(lambda: restore_flow(**params))
     if as_json:
         print_json(result)
     else:
@@ -94,15 +97,23 @@ def verify(
     as_json: JsonOpt = False,
 ) -> None:
     """Restore drill: restore a backup into a scratch database, compare it with the manifest, drop it."""
-    run_guarded(lambda: use_database_url(database_url))
+    from flows.params import Access, Decryption, Repository, VerifySource, build, check_value
+
+    def check() -> dict:
+        use_database_url(database_url)
+        return {"repository": check_value("--from", Repository | None, repository),
+                "source": build(VerifySource, source_database=source, backup=backup),
+                "access": build(Access, docker_container=docker_container),
+                "decryption": build(Decryption, identity_file=identity)}
+
+    params = run_guarded(check)
     prepare_prefect()
     from flows.verify import verify_flow
 
     def run() -> dict:
         try:
             with progress_bar(not as_json):
-                return verify_flow(repository=repository, source_database=source, backup=backup,
-                                   docker_container=docker_container, identity_file=identity)
+                return verify_flow(**params)
         except VerificationError as exc:  # the verdict still goes to stdout, then one error line
             if as_json and exc.details:
                 print_json(exc.details)

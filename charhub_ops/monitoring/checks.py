@@ -161,19 +161,21 @@ def disk_level(percent: float, levels: list[float]) -> int:
 
 
 def _disk(check: DiskCheck, ctx: CheckContext) -> CheckResult:
-    usage = {}
+    usage, total = {}, {}
     for path in check.paths:
         try:
             du = shutil.disk_usage(path)
         except OSError as exc:
             raise OpsError(f"disk: {path}: {exc.strerror or exc}") from exc
         usage[path] = round(du.used / du.total * 100, 1) if du.total else 0.0
+        total[path] = du.total
     worst = max(usage, key=usage.get)
     level = disk_level(usage[worst], check.levels)
     names = ["below the clean level", "past the clean level", "past the warn level", "past the critical level"]
     detail = ", ".join(f"{p} {v:g} %" for p, v in usage.items()) + f"; {worst} {names[min(level, 3)]}"
     ok = level < min(2, len(check.levels))
-    return CheckResult(check.id, ok, detail, level=level, facts={"usage": usage, "levels": check.levels})
+    return CheckResult(check.id, ok, detail, level=level, facts={"usage": usage, "levels": check.levels,
+                                                                 "total_bytes": total})
 
 
 def _backups(check: BackupsCheck, ctx: CheckContext) -> CheckResult:

@@ -1,7 +1,8 @@
 """One monitor pass, shared by the ``monitor`` flow and ``charhub-ops health`` without a Prefect server.
 
 :func:`evaluate` applies one probe result to a check's state (the pure state machine plus the disk level)
-and names the events to emit; :func:`run_pass` probes every check in order and saves the states —
+and names the events to emit (a disk check also keeps a usage sample every 6 h for
+:mod:`charhub_ops.capacity`); :func:`run_pass` probes every check in order and saves the states —
 the flow does the same with one Prefect task per probe and emits the events to the server.
 """
 
@@ -14,7 +15,7 @@ from datetime import datetime
 
 from charhub_ops.monitoring.checks import CheckContext, CheckResult, run_check
 from charhub_ops.monitoring.config import MonitorConfig
-from charhub_ops.monitoring.state import CheckState, step
+from charhub_ops.monitoring.state import CheckState, DiskSample, add_disk_sample, step
 from charhub_ops.monitoring.store import MonitorState
 from charhub_ops.monitoring.windows import active_windows
 from charhub_ops.pgurl import parse_pg_url
@@ -75,6 +76,9 @@ def evaluate(check, result: CheckResult, previous: CheckState, in_window: list[s
     if check.type == "disk" and result.level > previous.level:
         events.append("disk_high")
     new.level = result.level
+    if check.type == "disk" and result.facts.get("usage"):
+        sample = DiskSample(at=now, usage=result.facts["usage"], total_bytes=result.facts.get("total_bytes", {}))
+        new.disk_history = add_disk_sample(new.disk_history, sample)
     payload = {"check_id": check.id, "severity": check.severity, "detail": result.detail, "type": check.type,
                "streak": new.fail_streak, "status": new.status}
     if check.type == "disk":

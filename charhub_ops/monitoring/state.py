@@ -12,14 +12,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-__all__ = ["Probe", "CheckState", "Step", "step", "p95"]
+__all__ = ["Probe", "DiskSample", "DiskHistory", "CheckState", "Step", "step", "p95", "add_disk_sample"]
 
 PROBES_KEPT = 10
+DISK_SAMPLE_EVERY = 6 * 3600  # seconds between kept disk samples (the capacity forecast reads them)
+DISK_SAMPLES_KEPT = 120       # 30 days of them ...
+DISK_VALUES_KEPT = 480        # ... but at most this many percentages in all (paths × samples): a Variable is small
 Event = Literal["failed", "down", "reminder", "recovered", "suppressed"]
 
 
@@ -28,6 +31,27 @@ class Probe(BaseModel):
     ok: bool
     detail: str = ""
     latency_ms: float | None = None
+
+
+class DiskSample(BaseModel):
+    """A disk check's usage at one probe: percent used and total bytes per path."""
+
+    at: datetime
+    usage: dict[str, float]
+    total_bytes: dict[str, int] = Field(default_factory=dict)
+
+
+class DiskHistory(BaseModel):
+    """A disk check's kept samples by column (compact: it lives in the check's Prefect Variable)."""
+
+    times: list[int] = Field(default_factory=list)                       # epoch seconds
+    usage: dict[str, list[float | None]] = Field(default_factory=dict)   # path → percent used per time
+    total_bytes: dict[str, int] = Field(default_factory=dict)            # path → size at its newest sample
+
+    def samples(self) -> list[DiskSample]:
+        return [DiskSample(at=datetime.fromtimestamp(t, UTC), total_bytes=self.total_bytes,
+                           usage={p: v[i] for p, v in self.usage.items() if v[i] is not None})
+                for i, t in enumerate(self.times)]
 
 
 class CheckState(BaseModel):
@@ -46,6 +70,7 @@ class CheckState(BaseModel):
     probes: list[Probe] = Field(default_factory=list)
     level: int = 0                             # disk: how many levels the fullest path passed
     restart_count: int | None = None           # container: at the last probe
+    disk_history: DiskHistory = Field(default_factory=DiskHistory)  # disk: one sample per DISK_SAMPLE_EVERY
 
 
 class Step(BaseModel):
@@ -100,3 +125,19 @@ def p95(values: list[float]) -> float | None:
     ordered = sorted(values)
     rank = max(1, -(-95 * len(ordered) // 100))  # ceil(0.95 n)
     return ordered[rank - 1]
+
+
+def add_disk_sample(history: DiskHistory, sample: DiskSample, every: float = DISK_SAMPLE_EVERY,
+                    keep: int = DISK_SAMPLES_KEPT) -> DiskHistory:
+    """``history`` plus ``sample`` when its newest sample is at least ``every`` seconds older; at most ``keep``
+    samples (fewer with many paths: DISK_VALUES_KEPT in all), the oldest go first. Returns a new history."""
+    at = int(sample.at.timestamp())
+    if history.times and at - history.times[-1] < every:
+        return history.model_copy(deep=True)
+    keep = max(2, min(keep, DISK_VALUES_KEPT // max(1, len(sample.usage))))
+    blank = [None] * len(history.times)
+    usage = {p: [*history.usage.get(p, blank), sample.usage.get(p)][-keep:]
+             for p in sorted(set(history.usage) | set(sample.usage))}
+    usage = {p: v for p, v in usage.items() if any(x is not None for x in v)}
+    totals = {p: n for p, n in {**history.total_bytes, **sample.total_bytes}.items() if p in usage}
+    return DiskHistory(times=[*history.times, at][-keep:], usage=usage, total_bytes=totals)

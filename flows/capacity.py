@@ -1,0 +1,46 @@
+"""Capacity: how fast the databases, their tables, the backups and the disks grow, and when they run out.
+
+Runbook: resolve configuration (settings + parameters) → **gather** the inputs (the monitor's disk checks
+and their kept samples, the cleanup policy file) → **report** from every backup manifest in the window
+(database size, backup size, per-table sizes; least-squares growth per week; days until each disk reaches
+its critical level and until each database outgrows its disk; tables outpacing the rest, with the cleanup
+policy covering them) → the chart PNG in the work dir → **artifact** ``capacity-report`` (markdown, the
+chart embedded) → returns the report (``charhub-ops capacity --json`` prints the same model).
+
+Read only: nothing is changed. The ``capacity`` deployment runs it weekly, Monday 05:00 UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect import flow
+from pydantic import Field
+
+from charhub_ops.capacity.run import default_chart_path
+from charhub_ops.settings import load_settings
+from tasks.capacity import build_capacity_report, capacity_artifact, capacity_inputs
+from tasks.config import repo_spec
+from tasks.notify import notify_failure
+
+__all__ = ["capacity_flow"]
+
+
+@flow(name="capacity", on_failure=[notify_failure])
+def capacity_flow(
+    repository: str | None = Field(None, description="Backup repository whose manifests are read; default from "
+                                                     "settings"),
+    config: str | None = Field(None, description="Monitor config (its disk checks); default from settings "
+                                                 "(monitor_config)"),
+    state: str | None = Field(None, description="Monitor state store holding the disk samples; default from "
+                                                "settings (monitor_state)"),
+    chart: str | None = Field(None, description="Where to write the chart PNG; default: the work dir"),
+) -> dict:
+    """Gather, report, chart, artifact. Returns the report model."""
+    settings = load_settings(repository=repository)
+    now = datetime.now(UTC)
+    inputs = capacity_inputs(settings, config, state)
+    report = build_capacity_report(repo_spec(settings), inputs, now,
+                                   chart or str(default_chart_path(settings.work_dir, now)))
+    capacity_artifact(report)
+    return report
