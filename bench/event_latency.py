@@ -35,15 +35,15 @@ def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def _run_where(stack: OpsStack, deployment: str, after: datetime, **params) -> dict:
+def _run_where(stack: OpsStack, deployment: str, after: datetime, match) -> dict:
+    """The first run of ``deployment`` created after ``after`` whose parameters satisfy ``match``, once final."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        runs = [r for r in stack.runs_of(deployment) if _ts(r["created"]) >= after
-                and all(r["parameters"].get(k) == v for k, v in params.items())]
+        runs = [r for r in stack.runs_of(deployment) if _ts(r["created"]) >= after and match(r["parameters"])]
         if runs and runs[0]["start_time"]:
             return stack.wait_for_state(runs[0]["id"])  # the next repetition must not queue behind it
         time.sleep(0.2)
-    raise RuntimeError(f"no {deployment} run with {params} started within 300 s")
+    raise RuntimeError(f"no {deployment} run started within 300 s")
 
 
 def _figures(stack: OpsStack, label: str, origin: datetime, run: dict) -> str:
@@ -71,8 +71,10 @@ def _backup_chain(stack: OpsStack) -> list[str]:
     assert backup["state_type"] == "COMPLETED", backup["state"]["message"]
     event = _completed_event(stack, since)
     occurred = _ts(event["occurred"])
-    verify = _run_where(stack, "verify-after-backup", since, backup=event["payload"]["backup_id"])
-    prune = _run_where(stack, "prune-after-backup", since, database=event["payload"]["database"])
+    backup_id, database = event["payload"]["backup_id"], event["payload"]["database"]
+    verify = _run_where(stack, "verify-after-backup", since,
+                        lambda p: (p.get("source") or {}).get("backup") == backup_id)
+    prune = _run_where(stack, "prune-after-backup", since, lambda p: p.get("database") == database)
     return [_figures(stack, "backup.completed → verify-after-backup", occurred, verify),
             _figures(stack, "backup.completed → prune-after-backup", occurred, prune)]
 
@@ -80,7 +82,7 @@ def _backup_chain(stack: OpsStack) -> list[str]:
 def _incident(stack: OpsStack) -> str:
     posted = datetime.now(UTC)
     stack.emit("charhub.service.down", f"charhub.check.{MONITOR_CHECK}", {"check_id": MONITOR_CHECK})
-    run = _run_where(stack, "incident-respond", posted, check_id=MONITOR_CHECK)
+    run = _run_where(stack, "incident-respond", posted, lambda p: p.get("check_id") == MONITOR_CHECK)
     return _figures(stack, "service.down → incident-respond", posted, run)
 
 

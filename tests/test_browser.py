@@ -100,7 +100,7 @@ def test_custom_backup_run_from_the_form_completes_with_its_report(ops_stack, pa
 
 
 def _start_paused_restore(stack: OpsStack) -> str:
-    run_id = stack.run("restore", {"replace": True, "source_database": "e2e_app"})
+    run_id = stack.run("restore", {"target": {"replace": True}, "source": {"source_database": "e2e_app"}})
     run = stack.wait_for_state(run_id, "PAUSED", "COMPLETED", "FAILED", "CRASHED")
     assert run["state_type"] == "PAUSED", run["state"]["message"]
     return run_id

@@ -33,13 +33,19 @@ def _new_backups(stack: OpsStack, database: str, known: set[str]) -> list[str]:
                   if p.parent.name not in known)
 
 
+def _matches(parameters: dict, wanted: dict) -> bool:
+    """``wanted`` is a subset of ``parameters`` (groups compared key by key)."""
+    return all(_matches(parameters.get(k) or {}, v) if isinstance(v, dict) else parameters.get(k) == v
+               for k, v in wanted.items())
+
+
 def _first_run(stack: OpsStack, deployment: str, **params) -> dict:
     """The first run of ``deployment`` created with these parameters (by a trigger), once it exists."""
     import time
 
     deadline = time.monotonic() + 180
     while True:
-        runs = [r for r in stack.runs_of(deployment) if all(r["parameters"].get(k) == v for k, v in params.items())]
+        runs = [r for r in stack.runs_of(deployment) if _matches(r["parameters"], params)]
         if runs:
             return runs[0]
         assert time.monotonic() < deadline, f"no {deployment} run with {params}"
@@ -52,8 +58,7 @@ def test_a_completed_backup_starts_verify_and_prune(ops_stack) -> None:
     assert backup["state_type"] == "COMPLETED", backup["state"]["message"]
     (backup_id,) = _new_backups(ops_stack, "e2e_app", known)
 
-    verify = _first_run(ops_stack, "verify-after-backup", backup=backup_id)
-    assert verify["parameters"]["source_database"] == "e2e_app"
+    verify = _first_run(ops_stack, "verify-after-backup", source={"backup": backup_id, "source_database": "e2e_app"})
     prune = [r for r in ops_stack.runs_of("prune-after-backup") if r["created"] > backup["start_time"]]
     assert prune and prune[0]["parameters"]["database"] == "e2e_app"
     for run in (verify, prune[0]):
@@ -99,13 +104,14 @@ def _secret(database: str) -> str:
 
 
 def _params(kind: str, database: str, setup: dict, backup_id: str | None = None) -> tuple[str, dict]:
-    secret = {"database_url_secret": _secret(database)}
+    access = {"database_url_secret": _secret(database)}
     return {
-        "backup": ("nightly-backup", secret),
-        "cleanup": ("cleanup", {**secret, "parts": ["rows"], "policy_file": setup["policy"]}),
-        "migrate": ("migrate", {**secret, "migrations_dir": setup["migrations"], "dry_run": False, "no_backup": True}),
-        "verify": ("verify-after-backup", {"source_database": database, "backup": backup_id,
-                                           "database_url_secret": "charhub-ops-scratch-url"}),
+        "backup": ("nightly-backup", {"access": access}),
+        "cleanup": ("cleanup", {**access, "parts": ["rows"], "policy_file": setup["policy"]}),
+        "migrate": ("migrate", {"access": access, "migrations_dir": setup["migrations"], "dry_run": False,
+                                "overrides": {"no_backup": True}}),
+        "verify": ("verify-after-backup", {"source": {"source_database": database, "backup": backup_id},
+                                           "access": {"database_url_secret": "charhub-ops-scratch-url"}}),
     }[kind]
 
 
