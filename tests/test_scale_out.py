@@ -115,8 +115,19 @@ def _params(kind: str, database: str, setup: dict, backup_id: str | None = None)
     }[kind]
 
 
-def _sections(stack: OpsStack, run_ids: list[str]) -> dict[str, list[tuple[datetime, datetime, str]]]:
-    """Per limit name: (acquired, released, run id) of every critical section in these runs' logs."""
+def _sections(stack: OpsStack, run_ids: list[str], name: str, count: int) -> list[tuple[datetime, datetime, str]]:
+    """(acquired, released, run id) of the ``count`` sections of limit ``name`` in these runs' logs — waiting
+    for them: a run's last log lines reach the server in a batch after its final state."""
+    import time
+
+    deadline = time.monotonic() + 120
+    while len(spans := _read_sections(stack, run_ids).get(name, [])) < count:
+        assert time.monotonic() < deadline, f"{len(spans)} sections of {name} logged, {count} expected"
+        time.sleep(1)
+    return spans
+
+
+def _read_sections(stack: OpsStack, run_ids: list[str]) -> dict[str, list[tuple[datetime, datetime, str]]]:
     out: dict[str, list] = {}
     for run_id in run_ids:
         opened: dict[str, datetime] = {}
@@ -155,7 +166,7 @@ def test_per_database_work_never_overlaps_across_two_workers(ops_stack, two_data
         released = datetime.now().astimezone()
     done_a = ops_stack.wait_for_state(backup_a)
     assert done_a["state_type"] == "COMPLETED", done_a["state"]["message"]
-    ((acquired, _, _),) = _sections(ops_stack, [backup_a])["postgres-e2e_a"]
+    ((acquired, _, _),) = _sections(ops_stack, [backup_a], "postgres-e2e_a", 1)
     assert acquired > released, "the backup entered its section while the test held postgres-e2e_a"
     (backup_id,) = _new_backups(ops_stack, "e2e_a", set())
 
@@ -166,7 +177,7 @@ def test_per_database_work_never_overlaps_across_two_workers(ops_stack, two_data
     for run_id in runs:
         done = ops_stack.wait_for_state(run_id)
         assert done["state_type"] == "COMPLETED", (done["name"], done["state"]["message"])
-    spans = _sections(ops_stack, runs)["postgres-e2e_a"]
+    spans = _sections(ops_stack, runs, "postgres-e2e_a", 4)
     assert len(spans) == 4, spans
     for (_, end, first), (start, _, second) in zip(spans, spans[1:], strict=False):
         assert end < start, f"runs {first} and {second} held postgres-e2e_a at the same time"
