@@ -53,7 +53,8 @@ def page(browser, request):
 def field(scope, label: str):
     """A parameter of a Prefect schema form (in a page or a dialog), found by its label."""
     page = getattr(scope, "page", scope)  # a Locator knows its page; `has` must be built from the page
-    return scope.locator(".schema-form-property", has=page.get_by_text(label, exact=True))
+    # a group's property contains its fields' labels too: the innermost (last in document order) is the field
+    return scope.locator(".schema-form-property", has=page.get_by_text(label, exact=True)).last
 
 
 def fill_optional_text(scope, label: str, value: str) -> None:
@@ -84,12 +85,15 @@ def test_custom_backup_run_from_the_form_completes_with_its_report(ops_stack, pa
     repo = f"file://{tmp_path}/from-the-form"
     start_custom_run(page, ops_stack, "nightly-backup")
     fill_optional_text(page, "repository (Optional)", repo)
+    # a field inside a group (flows/params.py Access): the Secret block of another database of the server
+    fill_optional_text(page, "Database URL (Secret block name) (Optional)", "charhub-ops-scratch-url")
     page.shot("form")
     page.get_by_role("button", name="Submit", exact=True).click()
     run_id = wait_for_run(ops_stack, "nightly-backup", "repository", repo)
     run = ops_stack.wait_for_state(run_id)
     assert run["state_type"] == "COMPLETED", run["state"]["message"]
-    assert list((tmp_path / "from-the-form" / "e2e_app").glob("*/manifest.json")), "no backup in the changed repository"
+    assert run["parameters"]["access"]["database_url_secret"] == "charhub-ops-scratch-url"
+    assert list((tmp_path / "from-the-form" / "postgres").glob("*/manifest.json")), "no backup where the form said"
 
     page.goto(f"{ops_stack.ui}/runs/flow-run/{run_id}")
     page.get_by_text("Artifacts", exact=True).first.click()
@@ -171,8 +175,10 @@ def test_a_failed_run_retried_from_the_ui_completes_once_the_repository_is_fixed
 
     blocked.unlink()  # the fix: the repository's place is free again
     page.goto(f"{ops_stack.ui}/runs/flow-run/{run_id}")
+    retry = page.get_by_role("button", name="Retry", exact=False)
+    retry.wait_for()
     page.shot("failed")
-    page.get_by_role("button", name="Retry", exact=False).click()
+    retry.click()
     confirm = page.get_by_role("dialog")
     if confirm.count():
         confirm.get_by_role("button", name="Retry", exact=False).click()
