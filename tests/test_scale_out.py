@@ -18,7 +18,7 @@ import yaml
 from tests.harness import prefect_server
 from tests.harness.charhub_schema import create_charhub_schema
 from tests.harness.migrations import write_migrations
-from tests.harness.prefect_server import MONITOR_CHECK, OpsStack
+from tests.harness.prefect_server import FINAL, MONITOR_CHECK, OpsStack
 from tests.harness.services import PgCluster
 
 ops_stack = prefect_server.ops_stack  # the shared stack (one per session)
@@ -160,9 +160,10 @@ def test_per_database_work_never_overlaps_across_two_workers(ops_stack, two_data
         assert done_b["state_type"] == "COMPLETED", done_b["state"]["message"]
         deadline = time.monotonic() + 180
         while not any(t["state_type"] == "RUNNING" for t in ops_stack.task_runs(backup_a, "dump-database")):
+            assert ops_stack.flow_run(backup_a)["state_type"] not in FINAL, "the backup ran while the slot was held"
             assert time.monotonic() < deadline, "the backup of e2e_a never reached its dump"
             time.sleep(0.5)
-        assert ops_stack.flow_run(backup_a)["state_type"] == "RUNNING"
+        assert ops_stack.flow_run(backup_a)["state_type"] == "RUNNING", "the backup ran while the slot was held"
         released = datetime.now().astimezone()
     done_a = ops_stack.wait_for_state(backup_a)
     assert done_a["state_type"] == "COMPLETED", done_a["state"]["message"]
