@@ -5,12 +5,13 @@ background services that run triggers, and a PostgreSQL database instead of SQLi
 "database is locked" under concurrent writers such as two workers). :class:`OpsStack` adds what production
 has: the work pool and every deployment registered by ``charhub-ops setup``, and N process workers
 (``prefect worker start --pool charhub-ops``) whose environment names the checkout (CHARHUB_OPS_HOME), the
-database and the repository. The fixture :func:`ops_stack` starts one for the whole session (the browser,
-event-chain and scale-out tests share it); teardown kills every process it started.
+database and the repository. The fixture :func:`ops_stack` starts one that the browser, event-chain and
+scale-out tests share; teardown kills every process it started.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -205,6 +206,7 @@ def start_stack(home: Path, pg: PgCluster, worker_env: dict[str, str], *, worker
     """A PostgreSQL-backed server with UI and services, the deployments registered, ``workers`` workers."""
     server, api = start_prefect_server(home, database_url=pg.create_database("prefect_e2e"), ui=True, services=True)
     stack = OpsStack(home=home, api=api, server=server, worker_env=worker_env)
+    atexit.register(stack.stop)  # its processes run in their own sessions: never leave them behind
     try:
         stack.register()
         stack.start_workers(workers, worker_limit)
@@ -239,16 +241,17 @@ def start_ops_stack(home: Path, pg: PgCluster, poll: float = 1) -> OpsStack:
     return stack
 
 
-_SHARED: dict[str, object] = {}
+_SHARED: dict[str, OpsStack] = {}
 
 
-@pytest.fixture(scope="session")
-def ops_stack(pg, tmp_path_factory) -> Iterator[OpsStack]:
-    """One :func:`start_ops_stack` for the session (the modules importing this fixture share it)."""
+@pytest.fixture(scope="module")
+def ops_stack(pg, tmp_path_factory, request) -> Iterator[OpsStack]:
+    """One :func:`start_ops_stack` shared by the modules that import this fixture: started by the first,
+    stopped after the last of them in the session's order (not left idle through the rest of the suite)."""
     if "stack" not in _SHARED:
-        _SHARED.update(stack=start_ops_stack(tmp_path_factory.mktemp("ops-stack"), pg), users=0)
-    _SHARED["users"] = int(_SHARED["users"]) + 1
-    yield _SHARED["stack"]  # type: ignore[misc]
-    _SHARED["users"] = int(_SHARED["users"]) - 1
-    if not _SHARED["users"]:
-        _SHARED.pop("stack").stop()  # type: ignore[union-attr]
+        _SHARED["stack"] = start_ops_stack(tmp_path_factory.mktemp("ops-stack"), pg)
+    yield _SHARED["stack"]
+    items = request.session.items
+    last = max(i for i, item in enumerate(items) if getattr(item, "module", None) is request.module)
+    if not any("ops_stack" in item.fixturenames for item in items[last + 1:]):
+        _SHARED.pop("stack").stop()
