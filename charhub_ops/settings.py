@@ -171,10 +171,11 @@ class Settings(BaseSettings):
         5.0, gt=0, le=600, validation_alias=_aliases("cleanup_statement_timeout"),
         description="Cleanup: statement_timeout (s) of each delete batch: the longest a writer can wait for a row.")
     cleanup_pause: float = Field(
-        0.01, ge=0, le=60, validation_alias=_aliases("cleanup_pause"),
-        description="Cleanup: the shortest pause (s) between delete batches.")
+        0.0, ge=0, le=60, validation_alias=_aliases("cleanup_pause"),
+        description="Cleanup: the shortest pause (s) between delete batches (the pause is otherwise "
+                    "cleanup_pause_ratio × the batch's duration).")
     cleanup_pause_ratio: float = Field(
-        0.25, ge=0, le=100, validation_alias=_aliases("cleanup_pause_ratio"),
+        0.1, ge=0, le=100, validation_alias=_aliases("cleanup_pause_ratio"),
         description="Cleanup: the pause after a delete batch is this × the batch's duration (at least "
                     "cleanup_pause).")
     cleanup_max_batch: int = Field(

@@ -7,6 +7,8 @@ previous backup (part size, anomaly baseline) → streamed dump → globals → 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from prefect import flow, get_run_logger
 from pydantic import Field
 
@@ -14,7 +16,7 @@ from charhub_ops.catalog import backup_summary, size_anomaly
 from charhub_ops.errors import OpsError
 from charhub_ops.manifest import Manifest
 from charhub_ops.progress import expected_total
-from flows.params import REPOSITORY_HELP, Access, AgeRecipient, Repository
+from flows.params import REPOSITORY_HELP, Access, AgeRecipient, Repository, described
 from tasks.config import resolve_backup_config
 from tasks.notify import emit, ensure_concurrency_limit, notify_failure
 from tasks.postgres import BACKUP_LIMIT, dump_database, dump_globals, preflight
@@ -28,12 +30,13 @@ ANOMALY = "charhub.backup.size-anomaly"
 
 
 @flow(name="backup", on_failure=[notify_failure])
+@described
 def backup_flow(
-    repository: Repository | None = Field(None, description=REPOSITORY_HELP),
-    all_databases: bool = Field(False, description="Back up every non-template database of the server"),
-    access: Access = Field(Access(), description="How to reach the database server"),
-    encrypt_to: list[AgeRecipient] | None = Field(None, description="age public keys (age1…) to encrypt to; "
-                                                                    "default from settings (CHARHUB_OPS_ENCRYPT_TO)"),
+    repository: Annotated[Repository | None, Field(description=REPOSITORY_HELP)] = None,
+    all_databases: Annotated[bool, Field(description="Back up every non-template database of the server")] = False,
+    access: Annotated[Access, Field(description="How to reach the database server")] = Access(),
+    encrypt_to: Annotated[list[AgeRecipient] | None, Field(
+        description="age public keys (age1…) to encrypt to; default from settings (CHARHUB_OPS_ENCRYPT_TO)")] = None,
 ) -> list[dict]:
     """Back up one database (or all of a server) into the repository; returns one summary per backup."""
     cfg = resolve_backup_config(repository, access.docker_container, encrypt_to, access.database_url_secret)

@@ -13,12 +13,14 @@ Read only: nothing is changed. The ``capacity`` deployment runs it weekly, Monda
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 from prefect import flow
 from pydantic import Field
 
 from charhub_ops.capacity.run import default_chart_path
 from charhub_ops.settings import load_settings
+from flows.params import Repository, StateStore, described
 from tasks.capacity import build_capacity_report, capacity_artifact, capacity_inputs
 from tasks.config import repo_spec
 from tasks.notify import notify_failure
@@ -27,14 +29,15 @@ __all__ = ["capacity_flow"]
 
 
 @flow(name="capacity", on_failure=[notify_failure])
+@described
 def capacity_flow(
-    repository: str | None = Field(None, description="Backup repository whose manifests are read; default from "
-                                                     "settings"),
-    config: str | None = Field(None, description="Monitor config (its disk checks); default from settings "
-                                                 "(monitor_config)"),
-    state: str | None = Field(None, description="Monitor state store holding the disk samples; default from "
-                                                "settings (monitor_state)"),
-    chart: str | None = Field(None, description="Where to write the chart PNG; default: the work dir"),
+    repository: Annotated[Repository | None, Field(
+        description="Backup repository whose manifests are read; default from settings")] = None,
+    config: Annotated[str | None, Field(description="Monitor config (its disk checks); default from settings "
+                                                 "(monitor_config)")] = None,
+    state: Annotated[StateStore | None, Field(description="Monitor state store holding the disk samples; default from "
+                                                "settings (monitor_state)")] = None,
+    chart: Annotated[str | None, Field(description="Where to write the chart PNG; default: the work dir")] = None,
 ) -> dict:
     """Gather, report, chart, artifact. Returns the report model."""
     settings = load_settings(repository=repository)

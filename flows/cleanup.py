@@ -15,13 +15,14 @@ The ``cleanup`` deployment runs every part weekly and the docker part on ``charh
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 from prefect import flow
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from charhub_ops.errors import ConfigError
-from flows.params import REPOSITORY_HELP, BlockName, CleanupPart, MediaMode, Repository
+from flows.params import REPOSITORY_HELP, BlockName, CleanupPart, MediaMode, Repository, described
 from tasks.cleanup import (
     act_docker,
     act_rows,
@@ -49,18 +50,19 @@ def _check_parts(parts: list[str]) -> list[str]:
 
 
 @flow(name="cleanup", on_failure=[notify_failure])
+@described
 def cleanup_flow(
-    parts: list[CleanupPart] = Field(["rows", "storage", "docker"], description="What to clean: rows, storage, "
-                                                                                "docker"),
-    dry_run: bool = Field(False, description="Plan, count and preview only; nothing is deleted"),
-    policy_file: str | None = Field(None, description="Row-retention policy file (YAML); default from settings "
-                                                      "(cleanup_policy_file)"),
-    media_mode: MediaMode | None = Field(None, description="Media orphans: dry-run, quarantine or delete; default "
-                                                           "from settings (cleanup_media_mode, dry-run)"),
-    repository: Repository | None = Field(None, description="Backup repository (stale uploads); "
-                                                            + REPOSITORY_HELP),
-    database_url_secret: BlockName | None = Field(None, description="Name of the Prefect Secret block with the "
-                                                                    "database URL; default: DATABASE_URL"),
+    parts: Annotated[list[CleanupPart], Field(description="What to clean: rows, storage, docker")] = (
+        "rows", "storage", "docker"),
+    dry_run: Annotated[bool, Field(description="Plan, count and preview only; nothing is deleted")] = False,
+    policy_file: Annotated[str | None, Field(description="Row-retention policy file (YAML); default from settings "
+                                                      "(cleanup_policy_file)")] = None,
+    media_mode: Annotated[MediaMode | None, Field(description="Media orphans: dry-run, quarantine or delete; default "
+                                                           "from settings (cleanup_media_mode, dry-run)")] = None,
+    repository: Annotated[Repository | None, Field(description="Backup repository (stale uploads); "
+                                                            + REPOSITORY_HELP)] = None,
+    database_url_secret: Annotated[BlockName | None, Field(description="Name of the Prefect Secret block with the "
+                                                                    "database URL; default: DATABASE_URL")] = None,
 ) -> dict:
     """Plan every part, preview, then (unless dry_run) clean and report. Returns the summary."""
     parts = _check_parts(parts)

@@ -34,6 +34,7 @@ from charhub_ops.monitoring.incidents import ActionResult
 from charhub_ops.monitoring.runner import secret_values
 from charhub_ops.settings import Settings, load_settings
 from flows.backup import backup_flow
+from flows.params import Repository, StateStore
 from flows.restore import restore_flow
 from flows.swap import approve
 from tasks.config import repo_spec
@@ -204,7 +205,8 @@ def _targets(repo, services: Services, restore_data: bool):
 
 @flow(name="rollback", on_failure=[notify_failure])
 def rollback_flow(services: Services, restore_data: bool = False, reason: str = "manual rollback",
-                  config: str | None = None, state: str | None = None, repository: str | None = None) -> dict:
+                  config: str | None = None, state: StateStore | None = None,
+                  repository: Repository | None = None) -> dict:
     """Put each service back to its last-good release; returns services with from_image, to_image, healthy.
 
     Args:

@@ -29,7 +29,7 @@ from charhub_ops.monitoring.incidents import RESPONSE_TARGET, add, attach, new_i
 from charhub_ops.monitoring.mitigate import planned_actions
 from charhub_ops.monitoring.windows import active_windows
 from charhub_ops.settings import load_settings
-from flows.params import CONFIG_HELP, STATE_HELP, CheckId, StateStore
+from flows.params import CONFIG_HELP, STATE_HELP, CheckId, StateStore, described
 from tasks.incidents import run_action
 from tasks.monitoring import (
     check_context,
@@ -62,13 +62,14 @@ def _summary(inc, actions=None, suppressed: list[str] | None = None) -> dict:
 
 
 @flow(name="incident-respond")
+@described
 def incident_respond_flow(
-    check_id: CheckId = Field(..., description="The check that is down (its id in the monitor's config)"),
-    detail: Annotated[str, Field(max_length=2000)] | None = Field(
-        None, description="What is wrong; default: the check's last failed probe. A check id not in the config "
-                          "with a detail (the backup-overdue trigger) gets a backups check"),
-    config: str | None = Field(None, description=CONFIG_HELP),
-    state: StateStore | None = Field(None, description=STATE_HELP),
+    check_id: Annotated[CheckId, Field(description="The check that is down (its id in the monitor's config)")],
+    detail: Annotated[Annotated[str, Field(max_length=2000)] | None, Field(
+        description="What is wrong; default: the check's last failed probe. A check id not in the config "
+                    "with a detail (the backup-overdue trigger) gets a backups check")] = None,
+    config: Annotated[str | None, Field(description=CONFIG_HELP)] = None,
+    state: Annotated[StateStore | None, Field(description=STATE_HELP)] = None,
 ) -> dict:
     """Open (or attach to) the incident of ``check_id``; diagnose, mitigate, escalate, document, notify."""
     settings = load_settings()
@@ -128,10 +129,11 @@ def _tell(cfg, inc, secrets) -> None:
 
 
 @flow(name="incident-resolve")
+@described
 def incident_resolve_flow(
-    check_id: CheckId = Field(..., description="The check that recovered (its id in the monitor's config)"),
-    config: str | None = Field(None, description=CONFIG_HELP),
-    state: StateStore | None = Field(None, description=STATE_HELP),
+    check_id: Annotated[CheckId, Field(description="The check that recovered (its id in the monitor's config)")],
+    config: Annotated[str | None, Field(description=CONFIG_HELP)] = None,
+    state: Annotated[StateStore | None, Field(description=STATE_HELP)] = None,
 ) -> dict:
     """Close the open incident of ``check_id``: timeline, duration, report, notification."""
     settings = load_settings()

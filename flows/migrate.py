@@ -2,7 +2,7 @@
 
 Runbook: resolve configuration → **plan** (applied / pending / failed / drift) → **lint** the pending
 files (squawk + live table sizes) → **preview** artifact (``dry_run`` stops here) → **backup** (the
-backup flow; skipped only with ``no_backup``, recorded) → **lock + apply** (Prisma's advisory lock, one
+backup flow; skipped only with the CLI's ``--no-backup``, recorded) → **lock + apply** (Prisma's advisory lock, one
 transaction per migration, lock-timeout retries; Prisma's ledger rows) → **checks** (health URLs) →
 **report** artifact + event ``charhub.migration.applied``. A failure records the outcome, emits
 ``charhub.migration.failed``, notifies, and — with ``restore_on_failure`` — restores the backup taken
@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import getpass
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Annotated
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
@@ -27,6 +31,7 @@ from flows.params import (
     Repository,
     RestoreSource,
     RestoreTarget,
+    described,
 )
 from tasks.migrations import (
     apply_migrations,
@@ -69,20 +74,38 @@ def _fail(exc: OpsError, summary: dict) -> OpsError:
     return exc
 
 
+# Exceptions only an operator at the CLI can make: not parameters, so no form, API call or trigger can skip the
+# drift check or the backup. Recorded in the history like the rest. (allow_drift, no_backup)
+_CLI_EXCEPTIONS: ContextVar[tuple[bool, bool]] = ContextVar("charhub_ops_migrate_exceptions", default=(False, False))
+
+
+@contextmanager
+def cli_exceptions(*, allow_drift: bool, no_backup: bool) -> Iterator[None]:
+    """``--allow-drift`` / ``--no-backup`` for a migrate run started in this context (the CLI's)."""
+    token = _CLI_EXCEPTIONS.set((allow_drift, no_backup))
+    try:
+        yield
+    finally:
+        _CLI_EXCEPTIONS.reset(token)
+
+
 @flow(name="migrate", on_failure=[notify_failure])
+@described
 def migrate_flow(
-    dry_run: bool = Field(True, description="Plan, lint and preview only; nothing is changed"),
-    migrations_dir: str = Field("prisma/migrations", description="Prisma migrations directory (<name>/migration.sql)"),
-    restore_on_failure: bool = Field(False, description="If the run fails, restore the backup taken before it "
-                                                        "(restore with replace)"),
-    repository: Repository | None = Field(None, description="Backup repository; " + REPOSITORY_HELP),
-    access: Access = Field(Access(), description="How to reach the database server (docker_container: where "
-                                                 "pg_dump runs for the backup)"),
-    apply: MigrateApply = Field(MigrateApply(), description="How the migrations are applied"),
-    overrides: MigrateOverrides = Field(MigrateOverrides(), description="Exceptions to the checks (recorded)"),
+    dry_run: Annotated[bool, Field(description="Plan, lint and preview only; nothing is changed")] = True,
+    migrations_dir: Annotated[str, Field(
+        description="Prisma migrations directory (<name>/migration.sql)")] = "prisma/migrations",
+    restore_on_failure: Annotated[bool, Field(description="If the run fails, restore the backup taken before it "
+                                                        "(restore with replace)")] = False,
+    repository: Annotated[Repository | None, Field(description="Backup repository; " + REPOSITORY_HELP)] = None,
+    access: Annotated[Access, Field(description="How to reach the database server (docker_container: where "
+                                                 "pg_dump runs for the backup)")] = Access(),
+    apply: Annotated[MigrateApply, Field(description="How the migrations are applied")] = MigrateApply(),
+    overrides: Annotated[MigrateOverrides, Field(
+        description="Exceptions to the checks (recorded)")] = MigrateOverrides(),
 ) -> dict:
     """Plan, lint, preview; unless dry_run: back up, apply under the lock, check. Returns the summary."""
-    accept, no_backup, allow_drift = overrides.accept or [], overrides.no_backup, overrides.allow_drift
+    accept, (allow_drift, no_backup) = overrides.accept or [], _CLI_EXCEPTIONS.get()
     cfg = resolve_migrate_config(apply.lock_wait, access.database_url_secret)
     plan, major = plan_migrations(cfg.url, migrations_dir)
     lint = lint_migrations(cfg.url, migrations_dir, plan["pending"], major, cfg.big_rows, accept)

@@ -18,6 +18,8 @@ Returns one row per check: ``id``, ``ok``, ``detail``, ``streak`` (consecutive f
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from prefect import flow
 from pydantic import Field
 
@@ -25,7 +27,7 @@ from charhub_ops.monitoring.config import load_config
 from charhub_ops.monitoring.runner import EVENTS, evaluate
 from charhub_ops.monitoring.windows import active_windows
 from charhub_ops.settings import load_settings
-from flows.params import CONFIG_HELP, STATE_HELP, StateStore
+from flows.params import CONFIG_HELP, STATE_HELP, StateStore, described
 from tasks.monitoring import check_context, open_state, probe, utcnow
 from tasks.notify import emit_many, notify
 
@@ -33,9 +35,10 @@ __all__ = ["monitor_flow"]
 
 
 @flow(name="monitor")
+@described
 def monitor_flow(
-    config: str | None = Field(None, description=CONFIG_HELP),
-    state: StateStore | None = Field(None, description=STATE_HELP),
+    config: Annotated[str | None, Field(description=CONFIG_HELP)] = None,
+    state: Annotated[StateStore | None, Field(description=STATE_HELP)] = None,
 ) -> list[dict]:
     """One pass of all checks (``config``: the YAML file, default setting monitor_config; ``state``: the
     state store, default setting monitor_state)."""

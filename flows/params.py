@@ -14,8 +14,11 @@ No Prefect import here: the CLI builds these models (:func:`build`) before Prefe
 
 from __future__ import annotations
 
+import inspect
+import textwrap
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
@@ -35,6 +38,8 @@ __all__ = [
     "VerifySource",
     # for the CLI
     "build", "check_value",
+    # for the flows
+    "described",
 ]
 
 # s3://bucket[/prefix] or file://path; no whitespace and no '@' (credentials never go in the URL).
@@ -195,7 +200,8 @@ class MigrateApply(BaseModel):
 
 
 class MigrateOverrides(BaseModel):
-    """Deliberate exceptions to a check, each recorded in the migration history with the operator."""
+    """Lint findings the operator accepts, recorded in the migration history with the operator. Skipping the drift
+    check or the backup is no form field: only the CLI can (``flows.migrate.cli_exceptions``)."""
 
     model_config = ConfigDict(_FORM, title="Overrides (recorded in the history)")
 
@@ -203,11 +209,6 @@ class MigrateOverrides(BaseModel):
         None, title="Accepted lint findings",
         description="RULE or RULE:MIGRATION (e.g. adding-required-field:20261101_add_tier) whose lock is "
                     "acceptable; every other blocking finding still stops the run")
-    allow_drift: bool = Field(
-        False, title="Allow drift", description="Run although applied migrations differ from the files")
-    no_backup: bool = Field(
-        False, title="Skip the backup", description="Apply without the backup taken before (then no "
-                                                    "restore_on_failure is possible)")
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -233,3 +234,31 @@ def check_value(name: str, annotation: Any, value: Any) -> Any:
 def _problems(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(f"{'.'.join(map(str, (prefix, *e['loc']) if prefix else e['loc']))}: {e['msg']}"
                      for e in exc.errors())
+
+
+F = TypeVar("F", bound=Callable)
+
+
+def described(fn: F) -> F:
+    """Put each parameter's ``Annotated[…, Field(description=…)]`` text into the docstring's ``Args:`` section,
+    where Prefect's forms read it (decorate under ``@flow``).
+
+    Why not ``x: T = Field(None, description=…)``: Prefect's schema reads such a default, but a deployment run
+    that leaves the parameter out (a schedule's ``{}``, a trigger setting a few) then receives the ``FieldInfo``
+    object itself, not its default (tests/test_flow_parameters.py). So defaults are plain values, constraints live
+    in the ``Annotated`` type (the schema keeps them) and descriptions reach the form through the docstring."""
+    hints = get_type_hints(fn, include_extras=True)
+    lines = []
+    for name in inspect.signature(fn).parameters:
+        text = _description(hints.get(name))
+        if text:
+            lines += textwrap.wrap(f"{name}: {text}", 112, initial_indent="    ", subsequent_indent="        ")
+    if lines:
+        fn.__doc__ = f"{inspect.cleandoc(fn.__doc__ or '')}\n\nArgs:\n" + "\n".join(lines)
+    return fn
+
+
+def _description(hint: Any) -> str | None:
+    if get_origin(hint) is not Annotated:
+        return None
+    return next((m.description for m in get_args(hint)[1:] if getattr(m, "description", None)), None)

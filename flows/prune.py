@@ -16,13 +16,14 @@ the ``charhub.backup.completed`` event of ``flows.backup`` carries the repositor
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 from prefect import flow
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
 from charhub_ops.prune import prune_to_json
-from flows.params import REPOSITORY_HELP, DatabaseName, Repository, Retention
+from flows.params import REPOSITORY_HELP, DatabaseName, Repository, Retention, described
 from tasks.notify import notify_failure
 from tasks.retention import delete_backups, plan_prune, prune_preview, prune_report, resolve_prune_config
 
@@ -30,12 +31,13 @@ __all__ = ["prune_flow"]
 
 
 @flow(name="prune", on_failure=[notify_failure])
+@described
 def prune_flow(
-    repository: Repository | None = Field(None, description=REPOSITORY_HELP),
-    dry_run: bool = Field(False, description="Plan and preview only; delete nothing"),
-    database: DatabaseName | None = Field(None, description="Only this database; default every database in the "
-                                                            "repository"),
-    policy: Retention = Field(Retention(), description="Which backups to keep; empty: the settings' policy"),
+    repository: Annotated[Repository | None, Field(description=REPOSITORY_HELP)] = None,
+    dry_run: Annotated[bool, Field(description="Plan and preview only; delete nothing")] = False,
+    database: Annotated[DatabaseName | None, Field(description="Only this database; default every database in the "
+                                                            "repository")] = None,
+    policy: Annotated[Retention, Field(description="Which backups to keep; empty: the settings' policy")] = Retention(),
 ) -> dict:
     """Apply the retention policy to every database of the repository; returns the plan and what was done."""
     cfg = resolve_prune_config(repository, policy.model_dump())

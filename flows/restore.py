@@ -12,13 +12,14 @@ check keeps it for inspection and fails the run. The live database is only touch
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 from prefect import flow
 from pydantic import Field
 
 from charhub_ops.errors import VerificationError
 from charhub_ops.restore import restore_name
-from flows.params import REPOSITORY_HELP, Access, Decryption, Repository, RestoreSource, RestoreTarget
+from flows.params import REPOSITORY_HELP, Access, Decryption, Repository, RestoreSource, RestoreTarget, described
 from flows.swap import approve, swap_databases
 from tasks.notify import notify_failure
 from tasks.report import check_report, restore_plan
@@ -39,13 +40,14 @@ __all__ = ["restore_flow"]
 
 
 @flow(name="restore", on_failure=[notify_failure])
+@described
 def restore_flow(
-    repository: Repository | None = Field(None, description=REPOSITORY_HELP),
-    source: RestoreSource = Field(RestoreSource(), description="Which backup to restore"),
-    target: RestoreTarget = Field(RestoreTarget(), description="The new database, and whether it replaces the "
-                                                               "live one"),
-    access: Access = Field(Access(), description="How to reach the database server"),
-    decryption: Decryption = Field(Decryption(), description="For encrypted backups"),
+    repository: Annotated[Repository | None, Field(description=REPOSITORY_HELP)] = None,
+    source: Annotated[RestoreSource, Field(description="Which backup to restore")] = RestoreSource(),
+    target: Annotated[RestoreTarget, Field(description="The new database, and whether it replaces the "
+                                                               "live one")] = RestoreTarget(),
+    access: Annotated[Access, Field(description="How to reach the database server")] = Access(),
+    decryption: Annotated[Decryption, Field(description="For encrypted backups")] = Decryption(),
 ) -> dict:
     """Restore one backup; returns backup_id, database, tables, rows, ok."""
     now = datetime.now(UTC)

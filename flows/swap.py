@@ -13,6 +13,7 @@ No parameter skips the approval: the restore flow, which asks with its whole pla
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 from prefect import flow, get_run_logger, pause_flow_run, runtime
 from prefect.input import RunInput
@@ -22,7 +23,7 @@ from pydantic import Field
 from charhub_ops.errors import ConfigError
 from charhub_ops.swap import pre_restore_name
 from flows.backup import backup_flow
-from flows.params import Access, DatabaseName, Repository, Seconds
+from flows.params import Access, DatabaseName, Repository, Seconds, described
 from tasks.notify import notify_failure
 from tasks.restore import RestoreConfig, resolve_restore_config
 from tasks.swap import allow, block_live, rename, start_apps, stop_apps
@@ -36,13 +37,15 @@ class Approval(RunInput):
 
 
 @flow(name="swap-restored-database", on_failure=[notify_failure])
+@described
 def swap_flow(
-    live: DatabaseName = Field(..., description="The live database name (it is renamed, never dropped)"),
-    restored: DatabaseName = Field(..., description="The verified restored copy to put in its place"),
-    repository: Repository | None = Field(None, description="Repository for the safety backup; default from "
-                                                            "settings"),
-    access: Access = Field(Access(), description="How to reach the database server"),
-    health_timeout: Seconds = Field(120, description="Seconds to wait for the app containers' health checks"),
+    live: Annotated[DatabaseName, Field(description="The live database name (it is renamed, never dropped)")],
+    restored: Annotated[DatabaseName, Field(description="The verified restored copy to put in its place")],
+    repository: Annotated[Repository | None, Field(description="Repository for the safety backup; default from "
+                                                            "settings")] = None,
+    access: Annotated[Access, Field(description="How to reach the database server")] = Access(),
+    health_timeout: Annotated[Seconds, Field(
+        description="Seconds to wait for the app containers' health checks")] = 120,
 ) -> dict:
     """Swap ``restored`` into ``live`` (production: after an approval); returns the names used."""
     cfg = resolve_restore_config(repository, access.docker_container, None, None, access.database_url_secret)

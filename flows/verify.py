@@ -18,6 +18,7 @@ again.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Annotated
 
 from prefect import flow
 from pydantic import Field
@@ -25,7 +26,7 @@ from pydantic import Field
 from charhub_ops.errors import DatabaseError, NotFoundError, OpsError, VerificationError
 from charhub_ops.manifest import Manifest
 from charhub_ops.restore import CheckResult
-from flows.params import REPOSITORY_HELP, Access, Decryption, Repository, VerifySource
+from flows.params import REPOSITORY_HELP, Access, Decryption, Repository, VerifySource, described
 from tasks.common import is_transient
 from tasks.locks import database_lock
 from tasks.notify import emit, notify_failure
@@ -50,12 +51,13 @@ VERIFICATION_FAILED = "charhub.backup.verification-failed"
 
 
 @flow(name="verify", on_failure=[notify_failure])
+@described
 def verify_flow(
-    repository: Repository | None = Field(None, description=REPOSITORY_HELP),
-    source: VerifySource = Field(VerifySource(), description="Which backup to verify"),
-    access: Access = Field(Access(), description="How to reach the SCRATCH server the drill restores into "
-                                                 "(deployments: the Secret block charhub-ops-scratch-url)"),
-    decryption: Decryption = Field(Decryption(), description="For encrypted backups"),
+    repository: Annotated[Repository | None, Field(description=REPOSITORY_HELP)] = None,
+    source: Annotated[VerifySource, Field(description="Which backup to verify")] = VerifySource(),
+    access: Annotated[Access, Field(description="How to reach the SCRATCH server the drill restores into "
+                                                 "(deployments: the Secret block charhub-ops-scratch-url)")] = Access(),
+    decryption: Annotated[Decryption, Field(description="For encrypted backups")] = Decryption(),
 ) -> dict:
     """Verify one backup by restoring it; returns backup_id, ok, tables, mismatches."""
     started = datetime.now(UTC)

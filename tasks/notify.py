@@ -51,7 +51,8 @@ def scrub(text: str, settings: Settings | None = None) -> str:
 def _secret_values(settings: Settings) -> list[str]:
     """The secrets, plus the database password alone (messages show it decoded, outside its URL)."""
     values = [v.get_secret_value() for v in (settings.database_url, settings.r2_access_key_id,
-                                              settings.r2_secret_access_key) if v is not None]
+                                              settings.r2_secret_access_key, settings.scratch_url,
+                                              settings.notify_url) if v is not None]
     if settings.database_url is not None:
         try:
             values.append(parse_pg_url(settings.database_url.get_secret_value()).params.get("password", ""))

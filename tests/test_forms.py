@@ -16,6 +16,8 @@ import yaml
 from prefect.exceptions import ParameterTypeError
 from prefect.flows import load_flow_from_entrypoint
 from prefect.utilities.callables import parameter_schema
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
 
 from charhub_ops.errors import ConfigError
 from flows.params import (
@@ -158,21 +160,37 @@ def _sample(value):
         return {k: _sample(v) for k, v in value.items()}
     if isinstance(value, str) and "{{" in value:
         samples = {"backup_id": "20261126T023000Z-3f9a", "database": "charhub_db", "repository": "s3://backups/pg",
-                   "check_id": "db"}
+                   "check_id": "db", "services": ["charhub-backend-1"], "detail": "404"}
         return samples[re.search(r"event\.payload\.(\w+)", value).group(1)]
     return value
+
+
+def _field_infos(value, where: str = "") -> list[str]:
+    """Where a validated parameter set still holds a pydantic ``FieldInfo`` (instead of its default)."""
+    if isinstance(value, FieldInfo):
+        return [where]
+    if isinstance(value, dict):
+        return [hit for k, v in value.items() for hit in _field_infos(v, f"{where}.{k}".lstrip("."))]
+    if isinstance(value, BaseModel):
+        return [hit for k in type(value).model_fields for hit in _field_infos(getattr(value, k), f"{where}.{k}")]
+    return []
 
 
 @pytest.mark.parametrize("deployment", SPEC["deployments"], ids=lambda d: d["name"])
 def test_prefect_yaml_parameters_fit_the_forms(deployment):
     """The deployment's parameters and each trigger's (templates rendered, merged over them as the
-    server does) validate against the flow's schema."""
+    server does) validate against the flow's schema — and what the flow then receives holds plain defaults for
+    every parameter left out. A parameter written ``x: T = Field(None, …)`` received the ``FieldInfo`` object
+    itself in a schedule's or a trigger's run (every deployment but rollback failed this before)."""
     flow = _flow(deployment["entrypoint"])
     base = deployment.get("parameters") or {}
     required = parameter_schema(flow.fn).required or []  # asked in the form of a manual run (check_id)
-    flow.validate_parameters({**dict.fromkeys(required, "db"), **base})
+    asked = {name: ["charhub-backend-1"] if name == "services" else "db" for name in required}
+    for given in ({**asked, **base}, asked):
+        assert not _field_infos(flow.validate_parameters(given)), deployment["name"]
     for trigger in deployment.get("triggers", []):
-        flow.validate_parameters({**base, **_sample(trigger.get("parameters") or {})})
+        received = flow.validate_parameters({**base, **_sample(trigger.get("parameters") or {})})
+        assert not _field_infos(received), deployment["name"]
 
 
 def test_prune_form_policy_has_bounds_and_the_duration_pattern():
@@ -201,8 +219,7 @@ def test_migrate_form_dry_run_first_and_overrides_last():
     assert order == ["dry_run", "migrations_dir", "restore_on_failure", "repository", "access", "apply", "overrides"]
     assert schema["properties"]["dry_run"]["default"] is True
     overrides = schema["definitions"]["MigrateOverrides"]
-    assert "recorded" in overrides["title"] and list(overrides["properties"]) == ["accept", "allow_drift",
-                                                                                  "no_backup"]
+    assert "recorded" in overrides["title"] and list(overrides["properties"]) == ["accept"]  # no safety skipped
     assert overrides["properties"]["accept"]["anyOf"][0]["items"]["pattern"] == ACCEPT_PATTERN
 
 

@@ -19,3 +19,12 @@ def test_scrub_removes_url_password_and_r2_keys():
 
 def test_scrub_without_secrets_changes_nothing():
     assert scrub("backup failed", Settings()) == "backup failed"
+
+
+def test_scrub_removes_the_setup_only_secrets():
+    """scratch_url and notify_url (read by `charhub-ops setup` only) are secrets too."""
+    settings = Settings(scratch_url="postgresql://drill:scr4tch@scratch/postgres",
+                        notify_url="https://hooks.example.invalid/T0/B0/s3cr3t-hook")
+    clean = scrub("setup: postgresql://drill:scr4tch@scratch/postgres https://hooks.example.invalid/T0/B0/s3cr3t-hook",
+                  settings)
+    assert "scr4tch" not in clean and "s3cr3t-hook" not in clean

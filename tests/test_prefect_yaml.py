@@ -79,7 +79,7 @@ def test_migrate_is_manual_and_a_dry_run_by_default():
     assert not dep.get("schedules") and not dep.get("triggers")  # manual only
     assert dep["parameters"]["dry_run"] is True
     flow = load_flow_from_entrypoint(str(ROOT / dep["entrypoint"]))
-    assert inspect.signature(flow.fn).parameters["dry_run"].default.default is True  # the form's default too
+    assert inspect.signature(flow.fn).parameters["dry_run"].default is True  # the form's default too
     assert dep["concurrency_limit"]["limit"] == 1
 
 
@@ -93,7 +93,7 @@ def test_cleanup_runs_weekly_after_verify_and_docker_on_disk_high():
     (trigger,) = dep["triggers"]
     assert trigger["expect"] == ["charhub.disk.high"] and trigger["parameters"] == {"parts": ["docker"]}
     flow = load_flow_from_entrypoint(str(ROOT / dep["entrypoint"]))
-    assert inspect.signature(flow.fn).parameters["parts"].default.default == ["rows", "storage", "docker"]
+    assert inspect.signature(flow.fn).parameters["parts"].default == ("rows", "storage", "docker")
     assert dep["concurrency_limit"]["limit"] == 1
 
 

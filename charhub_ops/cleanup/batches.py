@@ -58,7 +58,7 @@ class BatchSizer:
 
 def pause_after(seconds: float, minimum: float, ratio: float) -> float:
     """Seconds to sleep after a batch that took ``seconds``: ``ratio`` × its duration, at least ``minimum``
-    (ratio 0.25: the cleaner works at most 80 % of the time, whatever the batch size)."""
+    (ratio 0.1: the cleaner works at most 91 % of the time, whatever the batch size)."""
     return max(minimum, seconds * ratio)
 
 

@@ -61,8 +61,8 @@ class RowOptions(BaseModel):
     lock_timeout: float = 0.2  # seconds a batch may wait for a lock (after the SKIP LOCKED rerun: the table's)
     row_wait: float = 0.05  # seconds the plain DELETE waits for a row a writer holds before the SKIP LOCKED rerun
     statement_timeout: float = 5.0  # seconds per batch: also the longest a writer can wait for a row
-    pause: float = 0.01  # the shortest pause between batches (seconds)
-    pause_ratio: float = 0.25  # pause = this × the batch's duration, at least ``pause``
+    pause: float = 0.0  # the shortest pause between batches (seconds); the pause is pause_ratio × the batch's time
+    pause_ratio: float = 0.1  # pause = this × the batch's duration, at least ``pause``
     floor: int = 100  # smallest batch after timeouts (rows)
     max_batch: int = 50_000  # batches grow up to this (or the policy's batch_size if larger) while fast (rows)
     target_batch_seconds: float = 0.1  # grow while a full batch takes under half this, shrink over twice this

@@ -54,16 +54,17 @@ def _run(database_url, migrations, dry_run, no_backup, accept, allow_drift, lock
         parse_accepts(accept)
         read_migrations(migrations)
         return {"apply": build(MigrateApply, lock_wait=lock_wait, prisma_container=prisma_container),
-                "overrides": build(MigrateOverrides, accept=accept, allow_drift=allow_drift, no_backup=no_backup)}
+                "overrides": build(MigrateOverrides, accept=accept)}
 
     groups = run_guarded(check)
     prepare_prefect()
-    from flows.migrate import migrate_flow
+    from flows.migrate import cli_exceptions, migrate_flow
 
     def run() -> dict:
         try:
-            return migrate_flow(migrations_dir=migrations, dry_run=dry_run, restore_on_failure=restore_on_failure,
-                                **groups)
+            with cli_exceptions(allow_drift=allow_drift, no_backup=no_backup):
+                return migrate_flow(migrations_dir=migrations, dry_run=dry_run,
+                                    restore_on_failure=restore_on_failure, **groups)
         except OpsError as exc:  # the summary still goes out, then one error line
             details = getattr(exc, "details", None)
             if details:
