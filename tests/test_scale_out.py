@@ -108,8 +108,7 @@ def _params(kind: str, database: str, setup: dict, backup_id: str | None = None)
     return {
         "backup": ("nightly-backup", {"access": access}),
         "cleanup": ("cleanup", {**access, "parts": ["rows"], "policy_file": setup["policy"]}),
-        "migrate": ("migrate", {"access": access, "migrations_dir": setup["migrations"], "dry_run": False,
-                                "overrides": {"no_backup": True}}),
+        "migrate": ("migrate", {"access": access, "migrations_dir": setup["migrations"], "dry_run": False}),
         "verify": ("verify-after-backup", {"source": {"source_database": database, "backup": backup_id},
                                            "access": {"database_url_secret": "charhub-ops-scratch-url"}}),
     }[kind]
@@ -171,15 +170,17 @@ def test_per_database_work_never_overlaps_across_two_workers(ops_stack, two_data
     assert acquired > released, "the backup entered its section while the test held postgres-e2e_a"
     (backup_id,) = _new_backups(ops_stack, "e2e_a", set())
 
-    # 2. Backup, verify, migrate and cleanup of e2e_a, submitted at once to two idle workers (two runs each).
+    # 2. Backup, verify, migrate (its backup first, then the apply: two sections) and cleanup of e2e_a,
+    #    submitted at once to two idle workers (two runs each).
     ops_stack.wait_idle()
     runs = [ops_stack.run(*_params(kind, "e2e_a", two_databases, backup_id))
             for kind in ("backup", "verify", "migrate", "cleanup")]
     for run_id in runs:
         done = ops_stack.wait_for_state(run_id)
         assert done["state_type"] == "COMPLETED", (done["name"], done["state"]["message"])
-    spans = _sections(ops_stack, runs, "postgres-e2e_a", 4)
-    assert len(spans) == 4, spans
-    for (_, end, first), (start, _, second) in zip(spans, spans[1:], strict=False):
+    ops_stack.wait_idle()  # and the runs their backups triggered (verify-after-backup locks e2e_a too)
+    everything = [r["id"] for r in ops_stack.request("POST", "/flow_runs/filter", {})]  # subflows included
+    spans = _sections(ops_stack, everything, "postgres-e2e_a", 6)  # phase 1 + backup, verify, migrate's
+    for (_, end, first), (start, _, second) in zip(spans, spans[1:], strict=False):  # backup and apply, cleanup
         assert end < start, f"runs {first} and {second} held postgres-e2e_a at the same time"
     assert len({_worker(ops_stack, r) for r in runs}) == 2, "one worker ran everything: no race across workers"
