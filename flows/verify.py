@@ -28,6 +28,7 @@ from charhub_ops.manifest import Manifest
 from charhub_ops.restore import CheckResult
 from flows.params import REPOSITORY_HELP, Access, Decryption, Repository, VerifySource, described
 from tasks.common import is_transient
+from tasks.locks import database_lock
 from tasks.notify import emit, notify_failure
 from tasks.report import check_report
 from tasks.restore import (
@@ -67,7 +68,8 @@ def verify_flow(
     scratch = f"{manifest.database}_verify_{started:%Y%m%d%H%M%S}"[:63]
     subject = f"charhub.database.{manifest.database}"
     try:
-        result = _drill(cfg, manifest, scratch)
+        with database_lock(manifest.database):
+            result = _drill(cfg, manifest, scratch)
     except OpsError as exc:
         if not blames_backup(exc):
             emit(VERIFICATION_FAILED, subject, {"backup_id": manifest.backup_id, "repository": cfg.repo.url,

@@ -26,6 +26,7 @@ from charhub_ops.settings import load_settings
 from charhub_ops.storage import S3Options, open_storage
 from tasks.common import RETRY, RepoSpec
 from tasks.config import database_url, repo_spec
+from tasks.locks import database_lock
 
 __all__ = ["CleanupConfig", "resolve_cleanup_config", "plan_rows", "act_rows", "plan_storage", "act_storage",
            "plan_docker", "act_docker", "cleanup_preview", "cleanup_report"]
@@ -94,7 +95,7 @@ def plan_rows(url: PgUrl, policies: PolicyFile, now: datetime, opts: RowOptions)
 
 @task(name="delete-rows", cache_policy=NONE)
 def act_rows(url: PgUrl, plans: list[TablePlan], now: datetime, opts: RowOptions) -> dict:
-    with PsycopgSession(url) as session:
+    with database_lock(url.dbname), PsycopgSession(url) as session:
         results = run_policies(session.conn, plans, now, opts, dry_run=False)
     return rows_to_json(plans, results, now, dry_run=False)
 

@@ -16,6 +16,7 @@ from charhub_ops.postgres import PsycopgSession, server_info
 from charhub_ops.settings import load_settings
 from tasks.common import RETRY
 from tasks.config import database_url
+from tasks.locks import database_lock
 
 __all__ = ["MigrateConfig", "resolve_migrate_config", "plan_migrations", "lint_migrations", "apply_migrations",
            "check_health", "record_start", "record_outcome", "migration_report"]
@@ -69,10 +70,11 @@ def apply_migrations(url: PgUrl, directory: str, options: runner.RunnerOptions, 
     """Lock, re-plan, apply natively — or run Prisma's own deploy in ``prisma_container``. Returns applied
     (name, seconds, attempts) and the failure (name, error) if any."""
     files, paths = ledger.read_migrations(directory)
-    if prisma_container:
-        result = prisma.deploy_in_container(url, prisma_container, files, options)
-    else:
-        result = runner.migrate_locked(url, files, paths, options, allow_drift=allow_drift)
+    with database_lock(url.dbname):
+        if prisma_container:
+            result = prisma.deploy_in_container(url, prisma_container, files, options)
+        else:
+            result = runner.migrate_locked(url, files, paths, options, allow_drift=allow_drift)
     return {"applied": [{"migration": a.name, "seconds": a.seconds, "attempts": a.attempts} for a in result.applied],
             "failed": result.failed, "error": str(result.error) if result.error else None}
 

@@ -14,6 +14,7 @@ from charhub_ops import backup, progress
 from charhub_ops.manifest import ObjectRef, new_backup_id
 from charhub_ops.pgurl import PgUrl
 from tasks.common import RETRY, RepoSpec
+from tasks.locks import database_lock
 
 __all__ = ["preflight", "dump_database", "dump_globals", "BACKUP_LIMIT"]
 
@@ -57,7 +58,7 @@ def dump_database(repo: RepoSpec, url: PgUrl, pre: backup.Preflight, database: s
     """pg_dump → zstd → age → SHA-256 → repository, under the global concurrency limit ``limit`` if given.
     ``expected_size`` (stored bytes, an upper bound) sizes the upload parts; ``expected_raw_size`` is
     the progress total (raw dump bytes)."""
-    with concurrency(limit, occupy=1, strict=True) if limit else nullcontext():
+    with database_lock(database), concurrency(limit, occupy=1, strict=True) if limit else nullcontext():
         backup_id = new_backup_id(_now())
         sink = _ProgressSink(database, expected_raw_size)
         result = backup.dump_database(repo.open(), url, pre, database, backup_id, recipients=recipients,

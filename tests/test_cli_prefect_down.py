@@ -16,37 +16,14 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.harness.prefect_server import kill, start_prefect_server
 from tests.harness.services import free_port
 from tests.test_cli import EXE, assert_one_line_error, run_cli
-
-PREFECT = str(Path(EXE).with_name("prefect"))
-
-
-def start_prefect_server(home: Path) -> tuple[subprocess.Popen, str]:
-    """A real Prefect server (API only: no UI, no background services), healthy; (process, API URL)."""
-    port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    with open(home / "server.log", "wb") as log:
-        proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port),
-                                 "--no-ui", "--no-services"], stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-    api = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 180  # ~12 s on a quiet machine
-    while True:
-        assert proc.poll() is None, (home / "server.log").read_text()[-2000:]
-        assert time.monotonic() < deadline, "prefect server not healthy: " + (home / "server.log").read_text()[-2000:]
-        try:
-            with urllib.request.urlopen(api + "/health", timeout=2):
-                return proc, api
-        except OSError:
-            time.sleep(0.2)
 
 
 @pytest.fixture
@@ -55,9 +32,7 @@ def prefect_process(tmp_path) -> Iterator[tuple[subprocess.Popen, str]]:
     home.mkdir()
     proc, api = start_prefect_server(home)
     yield proc, api
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill(proc)
 
 
 def client_env(api: str, home: Path) -> dict[str, str]:

@@ -1,0 +1,66 @@
+"""Per-database mutual exclusion across workers: the global concurrency limit ``postgres-<db>`` (one slot).
+
+Backup (the dump), verify (the restore drill), migrate (the apply) and cleanup (the row deletes) of one
+database hold it around their critical section, so two workers never run them on the same database at
+once, while different databases proceed in parallel. The limit is created when missing (Prefect skips a
+limit that does not exist unless ``strict``; here it is strict, so a lost limit fails loudly) and set back
+to one slot if someone changed it. Entering and leaving are logged in the run (``postgres-<db>: acquired``
+/ ``released``): the run's log shows how long it waited. Never nest two sections of the same database
+(one slot: a nested wait never ends) — the flows take it at task level, and a flow that runs another
+(migrate's backup) does so outside its own section.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect import get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import MissingContextError, ObjectAlreadyExists, ObjectNotFound
+
+__all__ = ["database_lock", "lock_name"]
+
+
+def lock_name(database: str) -> str:
+    """The global concurrency limit guarding ``database``."""
+    return f"postgres-{database}"
+
+
+@contextmanager
+def database_lock(database: str) -> Iterator[None]:
+    """Hold the one slot of ``postgres-<database>`` (waits for it as long as it takes)."""
+    name = lock_name(database)
+    _ensure_limit(name)
+    log = _logger()
+    with concurrency(name, occupy=1, strict=True):
+        log.info("%s: acquired", name)
+        try:
+            yield
+        finally:
+            log.info("%s: released", name)
+
+
+def _ensure_limit(name: str) -> None:
+    """Create the one-slot limit, or set it back to one slot; two workers creating it at once is fine."""
+    with get_client(sync_client=True) as client:
+        try:
+            current = client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            except ObjectAlreadyExists:
+                pass
+            return
+        if current.limit != 1 or not current.active:
+            client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
+
+
+def _logger() -> logging.Logger | logging.LoggerAdapter:
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("charhub_ops.locks")
