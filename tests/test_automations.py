@@ -32,6 +32,10 @@ def failing_probe() -> None:
 @pytest.fixture(scope="module")
 def alerts(prefect_server):
     with pytest.MonkeyPatch.context() as mp, notification_hook(mp, "ops-alerts") as bodies:
+        with get_client(sync_client=True) as client:  # another module's setup may have applied them already
+            for automation in client.read_automations():
+                if automation.name.startswith("charhub-ops:"):
+                    client.delete_automation(automation.id)
         first = apply_automations("custom-webhook/ops-alerts", [DEPLOYMENT])
         second = apply_automations("custom-webhook/ops-alerts", [DEPLOYMENT])
         deployment_id = alert_probe.to_deployment(name=DEPLOYMENT).apply()
