@@ -1,19 +1,25 @@
-"""The "deployment no longer scheduled" automation, fired by the server itself: a real `prefect server` whose
-foreman marks a deployment NOT_READY once nothing has polled it for a while (as when `charhub-ops serve` or the
-last worker stops) and emits `prefect.deployment.not-ready`; the automation sends the notification block a message.
-(test_automations.py sends that event itself; here nothing but the server does.)"""
+"""What only a real server's background services do, on a `prefect server` with short timeouts:
+
+- the "deployment no longer scheduled" automation: the foreman marks a deployment NOT_READY once nothing has polled
+  it for a while (as when `charhub-ops serve` or the last worker stops) and emits `prefect.deployment.not-ready`;
+  the automation sends the notification block a message (test_automations.py sends that event itself);
+- the `backup-overdue` dead-man switch of prefect.yaml: its proactive trigger starts a run of the deployment when no
+  `charhub.backup.completed` arrived within the window (26 h in prefect.yaml; 10 s here, the least Prefect allows)."""
 
 from __future__ import annotations
 
 import time
 import uuid
+from datetime import timedelta
 
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.automations import apply_automations
+from deployments.serve import load_deployments
 from tests.harness.prefect_server import kill, start_prefect_server
 from tests.harness.webhook import notification_hook
 
@@ -27,9 +33,9 @@ def not_ready_probe() -> None:
     """Never runs: only its deployment's readiness matters."""
 
 
-@pytest.fixture
-def foreman_server(tmp_path):
-    proc, api = start_prefect_server(tmp_path, services=True, settings=FOREMAN)
+@pytest.fixture(scope="module")
+def foreman_server(tmp_path_factory):
+    proc, api = start_prefect_server(tmp_path_factory.mktemp("foreman"), services=True, settings=FOREMAN)
     try:
         yield api
     finally:
@@ -50,3 +56,16 @@ def test_a_deployment_nothing_polls_any_more_notifies(foreman_server, monkeypatc
                 assert time.monotonic() < deadline, f"no not-ready notification; received: {bodies}"
                 time.sleep(0.5)
             assert client.read_deployment(deployment_id).status.value == "NOT_READY"
+
+
+def test_backup_overdue_starts_the_incident_flow_when_no_backup_completes(foreman_server):
+    (overdue,) = [d for d in load_deployments() if d.name == "backup-overdue"]  # as prefect.yaml declares it
+    assert overdue.triggers[0].within == timedelta(hours=26)
+    overdue.triggers[0].within = timedelta(seconds=10)  # the shortest a proactive trigger may have
+    with temporary_settings({PREFECT_API_URL: foreman_server}), get_client(sync_client=True) as client:
+        deployment_id = overdue.apply()
+        deadline = time.monotonic() + 120  # the window, then the triggers service's next proactive evaluation
+        while not (runs := client.read_flow_runs(deployment_filter=DeploymentFilter(id={"any_": [deployment_id]}))):
+            assert time.monotonic() < deadline, "the proactive trigger started no run"
+            time.sleep(1)
+    assert runs[0].parameters["check_id"] == "backup-overdue" and "26 h" in runs[0].parameters["detail"]
