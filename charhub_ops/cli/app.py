@@ -18,9 +18,9 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 
-from charhub_ops.errors import OpsError
+from charhub_ops.errors import OpsError, VerificationError
 
-__all__ = ["RepoOpt", "JsonOpt", "err", "fail", "run_guarded", "exit_now_if_api_gone", "print_json",
+__all__ = ["RepoOpt", "JsonOpt", "err", "fail", "run_guarded", "run_verdict", "exit_now_if_api_gone", "print_json",
            "prepare_prefect", "progress_bar", "use_database_url", "open_repo"]
 
 err = Console(stderr=True)
@@ -73,6 +73,21 @@ def run_guarded(func: Callable[[], Any]) -> Any:
             raise
         _api_gone = True
         fail(message)
+
+
+def run_verdict(func: Callable[[], Any], as_json: bool) -> Any:
+    """:func:`run_guarded` for a command whose failure carries a verdict (VerificationError ``details``: a failed
+    verify, a failed health gate): with ``as_json`` the verdict still goes to stdout, then the one error line."""
+
+    def run() -> Any:
+        try:
+            return func()
+        except VerificationError as exc:
+            if as_json and exc.details:
+                print_json(exc.details)
+            raise
+
+    return run_guarded(run)
 
 
 def exit_now_if_api_gone(code: int | str | None) -> None:

@@ -11,9 +11,8 @@ from typing import Annotated
 
 import typer
 
-from charhub_ops.cli.app import JsonOpt, err, fail, prepare_prefect, print_json, run_guarded
+from charhub_ops.cli.app import JsonOpt, err, fail, prepare_prefect, print_json, run_guarded, run_verdict
 from charhub_ops.cli.health import ConfigOpt, StateOpt
-from charhub_ops.errors import VerificationError
 
 __all__ = ["app", "rollback"]
 
@@ -38,15 +37,7 @@ def _run(services: list[str], config: str | None, as_json: bool, call: Callable[
     run_guarded(lambda: _check(services, config))
     prepare_prefect()
 
-    def run() -> dict:
-        try:
-            return call()
-        except VerificationError as exc:  # the verdict still goes to stdout, then one error line
-            if as_json and exc.details:
-                print_json(exc.details)
-            raise
-
-    result = run_guarded(run)
+    result = run_verdict(call, as_json)
     if as_json:
         print_json(result)
         return None

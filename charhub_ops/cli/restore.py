@@ -15,9 +15,10 @@ from charhub_ops.cli.app import (
     print_json,
     progress_bar,
     run_guarded,
+    run_verdict,
     use_database_url,
 )
-from charhub_ops.errors import ConfigError, VerificationError
+from charhub_ops.errors import ConfigError
 
 __all__ = ["restore", "verify", "parse_time"]
 
@@ -111,15 +112,10 @@ def verify(
     from flows.verify import verify_flow
 
     def run() -> dict:
-        try:
-            with progress_bar(not as_json):
-                return verify_flow(**params)
-        except VerificationError as exc:  # the verdict still goes to stdout, then one error line
-            if as_json and exc.details:
-                print_json(exc.details)
-            raise
+        with progress_bar(not as_json):
+            return verify_flow(**params)
 
-    result = run_guarded(run)
+    result = run_verdict(run, as_json)
     if as_json:
         print_json(result)
     else:
