@@ -20,7 +20,6 @@ import os
 import random
 import statistics
 import sys
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +32,7 @@ from charhub_ops.cleanup.policy import PolicyFile
 from charhub_ops.cleanup.rows import RowOptions, count_matching, delete_expired
 from charhub_ops.cleanup.run import plan_policies
 from tests.harness.services import start_pg_cluster
+from tests.harness.usage_writer import UsageWriter
 
 TABLE = """DROP TABLE IF EXISTS "UsageLog"; DROP SCHEMA IF EXISTS charhub_ops CASCADE;
 CREATE TABLE "UsageLog" ("id" TEXT PRIMARY KEY, "userId" TEXT, "timestamp" TIMESTAMP(3) NOT NULL,
@@ -52,31 +52,10 @@ def build(conn: psycopg.Connection, rows: int, fresh: int) -> None:
     conn.execute('VACUUM (ANALYZE) "UsageLog"')
 
 
-class Writer(threading.Thread):
-    """Inserts a row and updates a random expired row, again and again; records each pair's duration."""
-
-    def __init__(self, url: str, rows: int) -> None:
-        super().__init__(daemon=True)
-        self.url, self.rows, self.stop, self.waits = url, rows, threading.Event(), []
-
-    def run(self) -> None:
-        rng = random.Random(7)
-        with psycopg.connect(self.url, autocommit=True) as conn:
-            i = 0
-            while not self.stop.is_set():
-                i += 1
-                started = time.perf_counter()
-                conn.execute("""INSERT INTO "UsageLog" (id, "timestamp", processed) VALUES (%s, now(), true)""",
-                             [f"w{i}"])
-                conn.execute("""UPDATE "UsageLog" SET tokens = tokens + 1 WHERE id = %s""",
-                             [f"old{rng.randint(1, self.rows)}"])
-                self.waits.append(time.perf_counter() - started)
-                time.sleep(0.005)
-
-
 def timed(url: str, rows: int, action) -> tuple[float, float, int]:
     """(seconds, the writer's worst wait, writer statements) of ``action()`` under the writer."""
-    writer = Writer(url, rows)
+    rng = random.Random(7)
+    writer = UsageWriter(url, lambda i: f"old{rng.randint(1, rows)}", pause=0.005)
     writer.start()
     time.sleep(0.5)
     started = time.perf_counter()
@@ -84,6 +63,8 @@ def timed(url: str, rows: int, action) -> tuple[float, float, int]:
     seconds = time.perf_counter() - started
     writer.stop.set()
     writer.join()
+    if writer.errors:
+        raise writer.errors[0]
     return seconds, max(writer.waits), len(writer.waits)
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -14,6 +12,7 @@ from charhub_ops.cleanup.rows import RowOptions, cursor_key, read_cursor
 from charhub_ops.cleanup.run import plan_policies, run_policies, run_policy
 from charhub_ops.errors import DatabaseError
 from tests.harness.charhub_schema import create_charhub_schema
+from tests.harness.usage_writer import UsageWriter
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 FAST = RowOptions(pause=0.0, pause_ratio=0.0, floor=10, max_batch=1, target_batch_seconds=3600)  # fixed sizes
@@ -167,23 +166,6 @@ def test_a_table_locked_for_good_fails_transient_at_the_floor(db, database):
     assert caught.value.transient
 
 
-def _writer(url: str, stop: threading.Event, waits: list[float], errors: list[BaseException]) -> None:
-    """Inserts new rows and updates expired ones (which the cleaner may hold) until told to stop."""
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            i = 0
-            while not stop.is_set():
-                i += 1
-                started = time.perf_counter()
-                conn.execute("""INSERT INTO "UsageLog" (id, "timestamp", processed) VALUES (%s, now(), true)""",
-                             [f"w{i}"])
-                conn.execute("""UPDATE "UsageLog" SET tokens = tokens + 1 WHERE id = %s""",
-                             [f"u{1 + i * 37 % 100_000}"])
-                waits.append(time.perf_counter() - started)
-    except BaseException as exc:  # noqa: BLE001 - reported by the test
-        errors.append(exc)
-
-
 @pytest.mark.parametrize("sweep", ["index", "blocks"])
 def test_a_concurrent_writer_is_not_blocked_and_held_rows_are_skipped(db, database, sweep):
     """SKIP LOCKED: the cleaner never waits for rows a writer holds (they stay for the next run); a writer
@@ -193,22 +175,21 @@ def test_a_concurrent_writer_is_not_blocked_and_held_rows_are_skipped(db, databa
     holder = psycopg.connect(database)
     held = [r[0] for r in holder.execute("""SELECT id FROM "UsageLog" WHERE processed ORDER BY "timestamp"
                                             LIMIT 5 FOR UPDATE""").fetchall()]
-    stop, waits, errors = threading.Event(), [], []
-    writer = threading.Thread(target=_writer, args=(database, stop, waits, errors))
+    writer = UsageWriter(database, lambda i: f"u{1 + i * 37 % 100_000}")
     writer.start()
     opts = RowOptions(lock_timeout=0.2, statement_timeout=5.0, pause=0.01, sweep=sweep)
     result = run_policy(db, plan, NOW, opts, dry_run=False)
-    stop.set()
+    writer.stop.set()
     writer.join()
-    assert not errors
+    assert not writer.errors
     assert result.stopped == "done" and result.deleted <= 25_000 - len(held)  # the writer may hold one more a moment
     left = db.execute("""SELECT id FROM "UsageLog" WHERE processed AND "timestamp" < %s::timestamptz AT TIME ZONE 'UTC'
                          """, [result.cutoff]).fetchall()
     assert set(held) <= {r[0] for r in left} and len(left) == 25_000 - result.deleted
     assert result.lock_waits == 0  # the held rows never made the cleaner wait
     assert result.skip_locked_batches >= 1 and result.sweep == sweep  # the batch holding them was rerun SKIP LOCKED
-    assert max(waits) < opts.statement_timeout  # the design's bound; the bench reports the measured figure
-    print(f"writer: {len(waits)} statements, worst wait {max(waits) * 1000:.0f} ms; slowest batch "
+    assert max(writer.waits) < opts.statement_timeout  # the design's bound; the bench reports the measured figure
+    print(f"writer: {len(writer.waits)} statements, worst wait {max(writer.waits) * 1000:.0f} ms; slowest batch "
           f"{result.slowest_batch * 1000:.0f} ms")
     holder.rollback()
     holder.close()
