@@ -14,7 +14,7 @@ from prefect.states import Crashed, Failed
 
 from deployments.automations import ALERT_EVENTS, apply_automations
 from tasks.notify import notify_failure
-from tests.harness.webhook import notification_hook
+from tests.harness.webhook import notification_hook, wait_for_body
 
 DEPLOYMENT = f"e2e-alerts-{uuid.uuid4().hex[:6]}"
 
@@ -43,16 +43,6 @@ def alerts(prefect_server):
         yield bodies, first, second, deployment_id
 
 
-def _wait_for(bodies: list[str], *words: str) -> str:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        hits = [b for b in bodies if all(w in b for w in words)]
-        if hits:
-            return hits[0]
-        time.sleep(0.3)
-    raise AssertionError(f"no notification containing {words}; received: {bodies}")
-
-
 def test_applying_twice_changes_nothing(alerts):
     _, first, second = alerts[:3]
     assert set(first.values()) == {"created"} and len(first) == 5
@@ -64,7 +54,7 @@ def test_charhub_alert_events_notify(alerts, event):
     bodies = alerts[0]
     emit_event(event=event, resource={"prefect.resource.id": "charhub.database.charhub_db"},  # as flows/ emit them
                payload={"url": "postgresql://u:hunter2@db/charhub"})
-    body = _wait_for(bodies, event, "charhub.database.charhub_db")
+    body = wait_for_body(bodies, event, "charhub.database.charhub_db")
     assert "hunter2" not in body  # payloads are never forwarded
 
 
@@ -74,7 +64,7 @@ def test_a_failed_or_crashed_run_of_a_deployment_notifies(alerts, state):
     with get_client(sync_client=True) as client:
         run = client.create_flow_run_from_deployment(deployment_id)
         client.set_flow_run_state(run.id, state(message="probe"), force=True)
-    _wait_for(bodies, f"prefect.flow-run.{state().name}", run.name)
+    wait_for_body(bodies, f"prefect.flow-run.{state().name}", run.name)
 
 
 def test_a_deployment_that_stops_being_scheduled_notifies(alerts):
@@ -84,7 +74,7 @@ def test_a_deployment_that_stops_being_scheduled_notifies(alerts):
     emit_event(event="prefect.deployment.not-ready",
                resource={"prefect.resource.id": f"prefect.deployment.{deployment_id}",
                          "prefect.resource.name": DEPLOYMENT})
-    _wait_for(bodies, "prefect.deployment.not-ready", DEPLOYMENT)
+    wait_for_body(bodies, "prefect.deployment.not-ready", DEPLOYMENT)
 
 
 def test_a_failed_deployment_run_notifies_once_and_an_ad_hoc_run_through_its_hook(alerts):
@@ -97,9 +87,9 @@ def test_a_failed_deployment_run_notifies_once_and_an_ad_hoc_run_through_its_hoo
     from prefect.flow_engine import run_flow
 
     assert run_flow(failing_probe, flow_run=run, return_type="state").is_failed()  # as a worker runs it
-    _wait_for(bodies, "prefect.flow-run.Failed", run.name)
+    wait_for_body(bodies, "prefect.flow-run.Failed", run.name)
     ad_hoc = failing_probe(return_state=True)
-    _wait_for(bodies, "failing-probe run", "failed")  # the hook's message
+    wait_for_body(bodies, "failing-probe run", "failed")  # the hook's message
     time.sleep(2)  # the automation answers within ~1 s (above); a second message would have come by now
     assert len([b for b in bodies if run.name in b]) == 1
     assert ad_hoc.is_failed()

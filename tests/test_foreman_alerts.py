@@ -21,7 +21,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from deployments.automations import apply_automations
 from deployments.serve import load_deployments
 from tests.harness.prefect_server import kill, start_prefect_server
-from tests.harness.webhook import notification_hook
+from tests.harness.webhook import notification_hook, wait_for_body
 
 DEPLOYMENT = f"e2e-not-ready-{uuid.uuid4().hex[:6]}"
 FOREMAN = {"PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "1",
@@ -51,10 +51,8 @@ def test_a_deployment_nothing_polls_any_more_notifies(foreman_server, monkeypatc
             # one poll, as `serve` does: the server marks the deployment READY (a background task); the foreman
             # emits not-ready only on the way back from READY, so the message proves both transitions
             client.get_scheduled_flow_runs_for_deployments([deployment_id])
-            deadline = time.monotonic() + 90  # the foreman's timeout is 3 s here (production default 60 s)
-            while not any("prefect.deployment.not-ready" in b and DEPLOYMENT in b for b in bodies):
-                assert time.monotonic() < deadline, f"no not-ready notification; received: {bodies}"
-                time.sleep(0.5)
+            # the foreman's timeout is 3 s here (production default 60 s)
+            wait_for_body(bodies, "prefect.deployment.not-ready", DEPLOYMENT, timeout=90)
             assert client.read_deployment(deployment_id).status.value == "NOT_READY"
 
 

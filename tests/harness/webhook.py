@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["notification_hook"]
+__all__ = ["notification_hook", "wait_for_body"]
 
 
 @contextmanager
@@ -39,3 +40,14 @@ def notification_hook(monkeypatch, block_name: str) -> Iterator[list[str]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def wait_for_body(bodies: list[str], *words: str, timeout: float = 30) -> str:
+    """The first body received holding every one of ``words`` (waiting up to ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hits = [b for b in bodies if all(w in b for w in words)]
+        if hits:
+            return hits[0]
+        time.sleep(0.3)
+    raise AssertionError(f"no notification containing {words}; received: {bodies}")
