@@ -40,7 +40,7 @@ from charhub_ops.cleanup.sweep import (
     table_name,
 )
 from charhub_ops.errors import DatabaseError
-from charhub_ops.migrations.ledger import HISTORY_SCHEMA
+from charhub_ops.migrations.ledger import HISTORY_SCHEMA, ensure_ops_ddl
 from charhub_ops.pgerrors import db_errors
 
 __all__ = ["RowOptions", "PolicyResult", "cursor_key", "count_matching", "delete_expired", "vacuum_analyze",
@@ -283,8 +283,7 @@ def _cursors() -> sql.Composed:
 
 
 def ensure_cursors(conn: psycopg.Connection) -> None:
-    with db_errors("create charhub_ops.cleanup_cursors"):
-        conn.execute(sql.SQL(CURSOR_DDL).format(schema=sql.Identifier(HISTORY_SCHEMA)))
+    ensure_ops_ddl(conn, CURSOR_DDL, "create charhub_ops.cleanup_cursors")
 
 
 def read_cursor(conn: psycopg.Connection, key: str) -> str | None:

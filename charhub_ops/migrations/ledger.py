@@ -24,7 +24,7 @@ from charhub_ops.pgerrors import db_errors
 
 __all__ = ["PRISMA_TABLE", "HISTORY_SCHEMA", "ensure_ledger", "read_rows",
            "record_started", "record_finished", "record_failed", "resolve_applied", "resolve_rolled_back",
-           "ensure_history", "history_started", "history_finished", "read_history", "read_migrations"]
+           "ensure_history", "ensure_ops_ddl", "history_started", "history_finished", "read_history", "read_migrations"]
 
 PRISMA_TABLE = "_prisma_migrations"
 HISTORY_SCHEMA = "charhub_ops"
@@ -142,9 +142,17 @@ def _history() -> sql.Composed:
     return sql.SQL("{}.migration_runs").format(sql.Identifier(HISTORY_SCHEMA))
 
 
+def ensure_ops_ddl(conn: psycopg.Connection, ddl: str, what: str) -> None:
+    """Run ``ddl`` (``CREATE … IF NOT EXISTS`` in the ``charhub_ops`` schema, ``{schema}`` for its name) in one
+    transaction holding a transaction-level advisory lock: IF NOT EXISTS does not protect against a concurrent twin
+    (a migrate and a cleanup starting together: the loser fails on pg_namespace's or pg_type's unique index)."""
+    with db_errors(what), conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('charhub_ops: create schema objects'))")
+        conn.execute(sql.SQL(ddl).format(schema=sql.Identifier(HISTORY_SCHEMA)))
+
+
 def ensure_history(conn: psycopg.Connection) -> None:
-    with db_errors("create the migration history"):
-        conn.execute(sql.SQL(HISTORY_DDL).format(schema=sql.Identifier(HISTORY_SCHEMA)))
+    ensure_ops_ddl(conn, HISTORY_DDL, "create the migration history")
 
 
 def history_started(conn: psycopg.Connection, run_id: str, operator: str, plan: dict, accepted: list[str],
