@@ -3,6 +3,8 @@
 CharHub's ``DATABASE_URL`` is Prisma's form (``postgresql://u:p@h:5432/charhub_db?schema=public``),
 which libpq rejects because of ``schema``. Prisma-only query parameters are dropped here; every other
 parameter is kept verbatim and parsed by libpq itself, so psycopg and the client tools see the same thing.
+``schema`` is kept apart as :attr:`PgUrl.prisma_schema`: the migration pipeline uses it as Prisma does
+(``search_path`` and the schema of ``_prisma_migrations``).
 
 Client tools (pg_dump, pg_dumpall, pg_restore, psql) get the whole connection as a conninfo string
 *without* the password (``--dbname=<tool_conninfo>``: visible in ``ps``, harmless) and the password in
@@ -49,6 +51,7 @@ class PgUrl:
     conninfo: str
     params: dict[str, str]
     setting: str = "database_url"
+    prisma_schema: str | None = None  # Prisma's ?schema= (not a libpq parameter)
 
     @property
     def dbname(self) -> str:
@@ -60,7 +63,7 @@ class PgUrl:
     def with_params(self, **params: str) -> PgUrl:
         """The same connection with ``params`` set (they win over the URL's)."""
         merged = {**self.params, **params}
-        return PgUrl(psycopg.conninfo.make_conninfo(**merged), merged, self.setting)
+        return PgUrl(psycopg.conninfo.make_conninfo(**merged), merged, self.setting, self.prisma_schema)
 
     def tool_conninfo(self) -> str:
         """Every connection parameter but the password, for ``--dbname=`` of pg_dump/pg_restore/psql.
@@ -100,24 +103,25 @@ def parse_pg_url(url: str, setting: str = "database_url") -> PgUrl:
     url = url.strip()
     if not url:
         raise ConfigError(f"{setting}: empty database URL")
-    scheme = _SCHEME.match(url)
+    scheme, schema = _SCHEME.match(url), None
     if scheme:
         if scheme.group(1) not in ("postgresql", "postgres"):
             raise ConfigError(f"{setting}: unsupported scheme '{scheme.group(1)}' "
                               f"(expected postgresql://user@host:port/dbname)")
-        url = _check_uri(url, setting)
+        url, schema = _check_uri(url, setting)
     try:
         params = psycopg.conninfo.conninfo_to_dict(url)
         clean = {k: str(v) for k, v in params.items() if v is not None}
         _check_ports(clean.get("port", ""), setting)
-        return PgUrl(psycopg.conninfo.make_conninfo(**clean), clean, setting)
+        return PgUrl(psycopg.conninfo.make_conninfo(**clean), clean, setting, schema)
     except psycopg.Error as exc:
         reason = _scrub(str(exc), url)
         raise ConfigError(f"{setting}: invalid PostgreSQL connection string: {reason}") from None
 
 
-def _check_uri(url: str, setting: str) -> str:
-    """Drop Prisma-only query parameters (the rest verbatim); reject an unencoded '@' or '/' in the user info."""
+def _check_uri(url: str, setting: str) -> tuple[str, str | None]:
+    """Drop Prisma-only query parameters (the rest verbatim), returning Prisma's ``schema`` apart (decoded);
+    reject an unencoded '@' or '/' in the user info."""
     start = url.index("://") + 3
     # libpq's rule: the user info ends at the first '@', unless a '/' comes first (then there is none).
     end = next((i for i in range(start, len(url)) if url[i] in "@/"), len(url))
@@ -127,8 +131,11 @@ def _check_uri(url: str, setting: str) -> str:
     if "@" in head[host_start:]:
         raise ConfigError(f"{setting}: the user name or password holds an unencoded '@' or '/' "
                           f"(percent-encode them: %40, %2F)")
-    kept = [item for item in query.split("&") if item and unquote(item.split("=", 1)[0]) not in PRISMA_ONLY]
-    return head + ("?" + "&".join(kept) if kept else "")
+    items = [item.split("=", 1) for item in query.split("&") if item]
+    kept = ["=".join(kv) for kv in items if unquote(kv[0]) not in PRISMA_ONLY]
+    schema = next((unquote(kv[1]) for kv in reversed(items) if unquote(kv[0]) == "schema" and len(kv) == 2
+                   and kv[1]), None)
+    return head + ("?" + "&".join(kept) if kept else ""), schema
 
 
 def _check_ports(port: str, setting: str) -> None:

@@ -24,7 +24,8 @@ from charhub_ops.pgerrors import db_errors
 
 __all__ = ["PRISMA_TABLE", "HISTORY_SCHEMA", "ensure_ledger", "read_rows",
            "record_started", "record_finished", "record_failed", "resolve_applied", "resolve_rolled_back",
-           "ensure_history", "ensure_ops_ddl", "history_started", "history_finished", "read_history", "read_migrations"]
+           "ensure_history", "ensure_ops_ddl", "history_started", "history_finished", "read_history", "read_migrations",
+           "read_migration_texts"]
 
 PRISMA_TABLE = "_prisma_migrations"
 HISTORY_SCHEMA = "charhub_ops"
@@ -63,7 +64,10 @@ def _table(schema: str) -> sql.Composed:
 
 
 def ensure_ledger(conn: psycopg.Connection, schema: str = "public") -> None:
+    """The ledger table in ``schema`` (created first if missing, as Prisma does for ``?schema=``)."""
     with db_errors(f"create {PRISMA_TABLE}"):
+        if schema != "public":
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         conn.execute(sql.SQL(PRISMA_DDL).format(table=_table(schema)))
 
 
@@ -187,10 +191,21 @@ def read_migrations(directory: str | Path) -> tuple[list[MigrationFile], dict[st
     """``<dir>/<name>/migration.sql`` in name order: the files (checksums) and their paths.
 
     A file that uses CONCURRENTLY must hold that single statement (it cannot run in a transaction)."""
+    files, _, paths = _read(directory)
+    return files, paths
+
+
+def read_migration_texts(directory: str | Path) -> tuple[list[MigrationFile], dict[str, str]]:
+    """Like :func:`read_migrations`, with each file's text — the very bytes its checksum was computed from."""
+    files, texts, _ = _read(directory)
+    return files, texts
+
+
+def _read(directory: str | Path) -> tuple[list[MigrationFile], dict[str, str], dict[str, Path]]:
     root = Path(directory)
     if not root.is_dir():
         raise ConfigError(f"--migrations: {root} is not a directory")
-    files, paths = [], {}
+    files, texts, paths = [], {}, {}
     for path in sorted(root.glob("*/migration.sql")):
         data = path.read_bytes()
         try:
@@ -203,5 +218,5 @@ def read_migrations(directory: str | Path) -> tuple[list[MigrationFile], dict[st
             raise ConfigError(f"{path.parent.name}: a migration using CONCURRENTLY must contain only that one "
                               f"statement (it runs outside a transaction)")
         files.append(MigrationFile(path.parent.name, checksum(data), accepted_checksums(data), concurrent))
-        paths[path.parent.name] = path
-    return files, paths
+        texts[path.parent.name], paths[path.parent.name] = text, path
+    return files, texts, paths

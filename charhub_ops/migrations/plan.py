@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 __all__ = ["MigrationFile", "LedgerRow", "Drift", "Plan", "make_plan", "checksum", "accepted_checksums",
-           "blocking_reason"]
+           "blocking_reason", "plan_changes"]
 
 
 def checksum(data: bytes) -> str:
@@ -120,3 +120,19 @@ def blocking_reason(plan: Plan, allow_drift: bool) -> str | None:
         return (f"drift: applied migrations differ from the files on disk: {listed}; restore the files, "
                 f"or pass --allow-drift to run anyway (recorded)")
     return None
+
+
+def plan_changes(planned: dict[str, str], files: list[MigrationFile], pending: list[str]) -> list[str]:
+    """How the directory and the ledger now differ from ``planned`` ({name: checksum} of the pending migrations
+    that were linted and previewed): ``name (changed|gone|no longer pending|new)``; [] when they agree."""
+    by_name = {f.name: f for f in files}
+    changes = []
+    for name, recorded in planned.items():
+        file = by_name.get(name)
+        if file is None:
+            changes.append(f"{name} (gone)")
+        elif file.checksum != recorded:
+            changes.append(f"{name} (changed)")
+        elif name not in pending:
+            changes.append(f"{name} (no longer pending: applied or failed meanwhile)")
+    return changes + [f"{name} (new)" for name in pending if name not in planned]

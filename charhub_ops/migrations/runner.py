@@ -3,13 +3,20 @@
 * **Lock**: ``pg_try_advisory_lock(72707369)`` — Prisma's key — polled on a dedicated session until
   ``lock_wait`` runs out; never a blocking ``pg_advisory_lock``. The app's own ``migrate deploy`` and
   this run exclude each other.
-* **Each migration** is one simple-protocol query (one implicit transaction, as in Prisma), preceded by
-  ``SET LOCAL lock_timeout`` / ``SET LOCAL statement_timeout``. Its ledger row is written before and
-  after, outside that transaction, so a failure leaves the row failed with the error in ``logs``.
-* **Lock timeouts** (55P03) roll back cleanly and are retried with growing lock timeouts and pauses
+* **The plan**: under the lock the directory and the ledger are read again; the run applies exactly the
+  planned migrations (names and checksums, as linted and previewed) or stops with nothing applied.
+* **Each migration** runs as Prisma runs it — simple-protocol queries, one implicit transaction unless the
+  file has its own BEGIN/COMMIT — under **session-level** ``lock_timeout`` / ``statement_timeout`` that hold
+  for the whole file (also after the file's own COMMIT) and are reset after it. A file is sent in segments
+  cut after each of its own COMMIT/ROLLBACKs (the same transactions as one query), so a failure says how far
+  its commits got. Its ledger row is written before and after, outside those transactions, so a failure
+  leaves the row failed with the error in ``logs``.
+* **Lock timeouts** (55P03) roll the segment back and it is retried with growing lock timeouts and pauses
   (GitLab's ``with_lock_retries``): a busy table delays the migration instead of queueing every writer
-  behind an ACCESS EXCLUSIVE request.
-* A **CONCURRENTLY** migration (one statement) runs outside a transaction, with session timeouts, once.
+  behind an ACCESS EXCLUSIVE request. A segment already committed is never run again.
+* A **CONCURRENTLY** migration (one statement) runs outside a transaction with no lock_timeout and its own
+  statement timeout; an INVALID index it leaves on failure is dropped (:mod:`.concurrent`).
+* ``?schema=X`` in the URL: the ledger lives in ``X`` and the migrations run with ``search_path = "X"``.
 """
 
 from __future__ import annotations
@@ -21,16 +28,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from charhub_ops.errors import ConfigError, DatabaseError
 from charhub_ops.migrations import ledger
-from charhub_ops.migrations.plan import MigrationFile, Plan, blocking_reason, make_plan
+from charhub_ops.migrations.concurrent import run_concurrently
+from charhub_ops.migrations.plan import MigrationFile, Plan, blocking_reason, make_plan, plan_changes
+from charhub_ops.migrations.sqltext import transaction_segments
 from charhub_ops.pgerrors import db_errors
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import PsycopgSession
 
 __all__ = ["LOCK_KEY", "RunnerOptions", "Applied", "RunResult", "lock_retry_schedule", "advisory_lock", "apply_one",
-           "apply_pending", "current_plan", "migrate_locked"]
+           "apply_pending", "current_plan", "migrate_locked", "migrate_plan", "migration_session", "ledger_schema",
+           "session_timeouts"]
 
 LOCK_KEY = 72707369  # prisma-engines: the advisory lock key of the schema engine
 
@@ -46,6 +57,7 @@ class RunnerOptions:
     lock_timeout: float = 5.0  # the last (longest) lock_timeout of the retry schedule, seconds
     lock_retries: int = 10  # attempts of a migration hitting lock timeouts
     statement_timeout: float = 900.0  # seconds; 0 = none
+    concurrent_timeout: float = 3600.0  # statement_timeout of a CONCURRENTLY migration (no lock_timeout); 0 = none
     poll: float = 0.5  # advisory lock polling interval
 
 
@@ -55,6 +67,7 @@ class Applied:
     seconds: float
     attempts: int = 1
     lock_timeouts: list[float] = field(default_factory=list)
+    committed_line: int | None = None  # the last line the file's own COMMITs made durable
 
 
 def lock_retry_schedule(final_timeout: float, attempts: int, first: float = 0.1,
@@ -123,55 +136,63 @@ def _end_transaction(conn: psycopg.Connection) -> None:
         conn.execute("ROLLBACK")
 
 
-def _run_in_transaction(conn: psycopg.Connection, script: str, lock_timeout: float, statement_timeout: float) -> None:
-    """One simple-protocol query, as Prisma sends it (psycopg uses the simple protocol for a query without
-    parameters): one implicit transaction, timeouts SET LOCAL first. A failure leaves nothing behind."""
-    prefix = (f"SET LOCAL lock_timeout = '{_ms(lock_timeout)}ms';\n"
-              f"SET LOCAL statement_timeout = '{_ms(statement_timeout)}ms';\n")
-    try:
-        conn.execute(prefix + script)
-    except psycopg.Error:
-        _end_transaction(conn)
-        raise
-
-
-def _run_concurrently(conn: psycopg.Connection, script: str, lock_timeout: float, statement_timeout: float) -> None:
-    conn.execute(f"SET lock_timeout = '{_ms(lock_timeout)}ms'")
+@contextmanager
+def session_timeouts(conn: psycopg.Connection, statement_timeout: float) -> Iterator[None]:
+    """Session-level ``statement_timeout`` (and, per attempt, ``lock_timeout``) for the whole file — they hold
+    after the file's own COMMIT too, unlike SET LOCAL — reset afterwards, on success and on failure."""
     conn.execute(f"SET statement_timeout = '{_ms(statement_timeout)}ms'")
     try:
-        conn.execute(script)
+        yield
     finally:
-        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        if not conn.closed:
+            _end_transaction(conn)
             conn.execute("RESET lock_timeout; RESET statement_timeout")
 
 
-def _attempts(file: MigrationFile, script: str, conn: psycopg.Connection, opts: RunnerOptions,
-              sleep: Callable[[float], None], applied: Applied) -> None:
-    """Run the script, retrying lock timeouts along the schedule; re-raises the last error."""
-    if file.concurrent:
-        _run_concurrently(conn, script, opts.lock_timeout, opts.statement_timeout)
-        return
-    schedule = lock_retry_schedule(opts.lock_timeout, opts.lock_retries)
+def _run_segment(conn: psycopg.Connection, text: str, schedule: list[tuple[float, float]],
+                 sleep: Callable[[float], None], applied: Applied) -> None:
+    """One segment as one simple-protocol query (one implicit transaction unless it has its own BEGIN), with a
+    growing session lock_timeout per attempt; a lock timeout rolls the segment back and it is tried again."""
     for attempt, (timeout, pause) in enumerate(schedule, 1):
-        applied.attempts, applied.lock_timeouts = attempt, [*applied.lock_timeouts, timeout]
+        applied.attempts, applied.lock_timeouts = max(applied.attempts, attempt), [*applied.lock_timeouts, timeout]
+        conn.execute(f"SET lock_timeout = '{_ms(timeout)}ms'")
         try:
-            _run_in_transaction(conn, script, timeout, opts.statement_timeout)
+            conn.execute(text)
             return
-        except psycopg.errors.LockNotAvailable:
-            if attempt == len(schedule):
+        except psycopg.Error as exc:
+            _end_transaction(conn)
+            if not isinstance(exc, psycopg.errors.LockNotAvailable) or attempt == len(schedule):
                 raise
             sleep(pause)
 
 
-def apply_one(conn: psycopg.Connection, file: MigrationFile, path: Path, opts: RunnerOptions,
+def _run_file(conn: psycopg.Connection, script: str, opts: RunnerOptions, sleep: Callable[[float], None],
+              applied: Applied) -> None:
+    """The file cut after each of its own COMMIT/ROLLBACKs (sqltext.transaction_segments), segment by segment
+    under session timeouts: a lock timeout retries only the segment that hit it (what an inner COMMIT made
+    durable is not run twice), and ``applied.committed_line`` records how far the file's commits got."""
+    schedule = lock_retry_schedule(opts.lock_timeout, opts.lock_retries)
+    with session_timeouts(conn, opts.statement_timeout):
+        for segment in transaction_segments(script):
+            _run_segment(conn, segment.text, schedule, sleep, applied)
+            if segment.commits:
+                applied.committed_line = segment.last_line
+
+
+def apply_one(conn: psycopg.Connection, file: MigrationFile, script: str | Path, opts: RunnerOptions,
               sleep: Callable[[float], None] = time.sleep, schema: str = "public") -> Applied:
-    """Insert the ledger row, run the migration, mark it finished — or failed, with the error, and raise."""
-    script = path.read_bytes().decode("utf-8")
+    """Insert the ledger row, run the migration (``script``: its text, or a path to read), mark it finished —
+    or failed, with the error, and raise."""
+    script = script.read_bytes().decode("utf-8") if isinstance(script, Path) else script
     started = time.monotonic()
-    applied = Applied(file.name, 0.0)
+    applied = Applied(file.name, 0.0, attempts=0)
     row_id = ledger.record_started(conn, file.name, file.checksum, schema)
     try:
-        _attempts(file, script, conn, opts, sleep, applied)
+        if file.concurrent:
+            applied.attempts = 1
+            run_concurrently(conn, script, opts.concurrent_timeout)
+        else:
+            _run_file(conn, script, opts, sleep, applied)
     except psycopg.Error as exc:
         try:
             ledger.record_failed(conn, row_id, _error_text(exc), schema)
@@ -186,13 +207,22 @@ def apply_one(conn: psycopg.Connection, file: MigrationFile, path: Path, opts: R
 def _failure(file: MigrationFile, exc: psycopg.Error, applied: Applied) -> DatabaseError:
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     retried = f" after {applied.attempts} attempts (lock timeouts {applied.lock_timeouts[0]:g}–" \
-              f"{applied.lock_timeouts[-1]:g} s)" if isinstance(exc, psycopg.errors.LockNotAvailable) else ""
-    extra = " An INVALID index may remain: drop it (DROP INDEX CONCURRENTLY) first." if file.concurrent else ""
+              f"{applied.lock_timeouts[-1]:g} s)" if isinstance(exc, psycopg.errors.LockNotAvailable) \
+        and applied.lock_timeouts else ""
     state = f" (SQLSTATE {exc.sqlstate})" if exc.sqlstate else ""
-    return DatabaseError(
-        f"migrate: {file.name} failed{retried}: {first}{state}. Its transaction was rolled "
-        f"back and its row in _prisma_migrations is marked failed (Prisma P3018).{extra} Fix it, then "
-        f"`charhub-ops migrate resolve --rolled-back {file.name}` and run again.")
+    if file.concurrent:
+        done = " It ran outside a transaction. " + " ".join(getattr(exc, "__notes__", []))
+        fix = f"Fix it, then `charhub-ops migrate resolve --rolled-back {file.name}` and run again."
+    elif applied.committed_line:
+        done = (f" The file committed up to line {applied.committed_line} (its own COMMIT); the rest was rolled "
+                f"back.")
+        fix = (f"Complete the rest by hand, then `charhub-ops migrate resolve --applied {file.name}`; or make the "
+               f"file safe to run again, then `resolve --rolled-back {file.name}` and run again.")
+    else:
+        done = " Its transaction was rolled back: nothing of it was applied."
+        fix = f"Fix it, then `charhub-ops migrate resolve --rolled-back {file.name}` and run again."
+    return DatabaseError(f"migrate: {file.name} failed{retried}: {first}{state}.{done} Its row in "
+                         f"_prisma_migrations is marked failed (Prisma P3018). {fix}")
 
 
 @dataclass
@@ -203,35 +233,76 @@ class RunResult:
     error: DatabaseError | None = None
 
 
-def apply_pending(conn: psycopg.Connection, files: dict[str, MigrationFile], paths: dict[str, Path],
+def apply_pending(conn: psycopg.Connection, files: dict[str, MigrationFile], scripts: dict[str, str | Path],
                   pending: list[str], opts: RunnerOptions, sleep: Callable[[float], None] = time.sleep,
-                  ) -> tuple[list[Applied], str | None, DatabaseError | None]:
+                  schema: str = "public") -> tuple[list[Applied], str | None, DatabaseError | None]:
     """Apply ``pending`` in order (the caller holds the advisory lock); stop at the first failure, which is
     returned with its name rather than raised, so the caller can report what did get applied."""
     done: list[Applied] = []
     for name in pending:
         try:
-            done.append(apply_one(conn, files[name], paths[name], opts, sleep))
+            done.append(apply_one(conn, files[name], scripts[name], opts, sleep, schema))
         except DatabaseError as exc:
             return done, name, exc
     return done, None, None
 
 
-def current_plan(conn: psycopg.Connection, files: list[MigrationFile]) -> Plan:
-    return make_plan(files, ledger.read_rows(conn))
+def ledger_schema(url: PgUrl) -> str:
+    """Where ``_prisma_migrations`` lives: the URL's ``?schema=`` (as Prisma), else ``public``."""
+    return url.prisma_schema or "public"
+
+
+@contextmanager
+def migration_session(url: PgUrl) -> Iterator[PsycopgSession]:
+    """A session as Prisma's: with ``?schema=X`` in the URL, ``search_path`` is ``"X"`` (the migrations' SQL and
+    unqualified names resolve there)."""
+    with PsycopgSession(url) as session:
+        if url.prisma_schema:
+            with db_errors("set search_path"):
+                session.conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(url.prisma_schema)))
+        yield session
+
+
+def current_plan(conn: psycopg.Connection, files: list[MigrationFile], schema: str = "public") -> Plan:
+    return make_plan(files, ledger.read_rows(conn, schema))
+
+
+def migrate_plan(url: PgUrl, directory: str | Path, planned: dict[str, str] | None, opts: RunnerOptions,
+                 allow_drift: bool = False, sleep: Callable[[float], None] = time.sleep,
+                 expected: list[MigrationFile] | None = None) -> RunResult:
+    """Take the lock; under it read the directory and the ledger again, refuse on a failed migration or drift,
+    and apply exactly ``planned`` ({name: checksum} of the pending migrations that were linted and previewed):
+    if the files or what is pending differ from it, ConfigError and nothing is applied. ``planned=None``:
+    whatever is pending under the lock (with ``expected``, the files as read before: their checksums).
+    The scripts run are the bytes whose checksums were compared."""
+    schema = ledger_schema(url)
+    with PsycopgSession(url) as lock_session, advisory_lock(lock_session, opts.lock_wait, opts.poll, sleep):
+        with migration_session(url) as work:
+            files, scripts = ledger.read_migration_texts(directory)
+            plan = current_plan(work.conn, files, schema)
+            reason = blocking_reason(plan, allow_drift)
+            if planned is None and expected is not None:
+                known = {f.name: f.checksum for f in expected}
+                planned = {n: known[n] for n in plan.pending if n in known}
+            changes = plan_changes(planned, files, plan.pending) if planned is not None else []
+            if reason or changes:
+                raise ConfigError(f"migrate: {reason}" if reason else changed_error(changes))
+            ledger.ensure_ledger(work.conn, schema)
+            done, failed, error = apply_pending(work.conn, {f.name: f for f in files}, scripts, plan.pending,
+                                                opts, sleep, schema)
+    return RunResult(plan, done, failed, error)
+
+
+def changed_error(changes: list[str]) -> str:
+    return (f"migrate: the migrations changed after the plan was linted and previewed: {', '.join(changes)}. "
+            f"Nothing was applied: run again to lint and preview the current plan.")
 
 
 def migrate_locked(url: PgUrl, files: list[MigrationFile], paths: dict[str, Path], opts: RunnerOptions,
                    allow_drift: bool = False, sleep: Callable[[float], None] = time.sleep) -> RunResult:
-    """Take the lock, re-plan under it (the app may have migrated meanwhile), refuse on a failed migration
-    or drift, apply what is pending. Raises DatabaseError (lock), ConfigError (blocked)."""
-    with PsycopgSession(url) as lock_session, advisory_lock(lock_session, opts.lock_wait, opts.poll, sleep):
-        with PsycopgSession(url) as work:
-            ledger.ensure_ledger(work.conn)
-            plan = current_plan(work.conn, files)
-            reason = blocking_reason(plan, allow_drift)
-            if reason:
-                raise ConfigError(f"migrate: {reason}")
-            done, failed, error = apply_pending(work.conn, {f.name: f for f in files}, paths, plan.pending,
-                                                opts, sleep)
-    return RunResult(plan, done, failed, error)
+    """:func:`migrate_plan` of the directory ``paths`` come from, for the pending ``files`` as the caller read
+    them (the plan is: those checksums). Raises DatabaseError (lock), ConfigError (blocked, changed)."""
+    if not paths:
+        return RunResult(make_plan(files, []), [])
+    directory = next(iter(paths.values())).parent.parent
+    return migrate_plan(url, directory, None, opts, allow_drift, sleep, expected=files)

@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 
 __all__ = ["Statement", "split_statements", "statement_at", "offset_of", "strip_comments", "named_table",
-           "created_tables", "has_concurrently", "normalize_name"]
+           "created_tables", "has_concurrently", "normalize_name", "Segment", "transaction_segments",
+           "concurrent_index"]
 
 _DOLLAR = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
 _NAME = r'(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)(?:\s*\.\s*(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*))?'
@@ -22,7 +23,11 @@ _TABLE_PATTERNS = [
     re.compile(rf"^\s*(?:TRUNCATE|VACUUM|CLUSTER|REINDEX\s+TABLE)\s+(?:TABLE\s+)?(?:ONLY\s+)?({_NAME})", re.I),
     re.compile(rf"^\s*(?:UPDATE|DELETE\s+FROM|INSERT\s+INTO)\s+(?:ONLY\s+)?({_NAME})", re.I),
 ]
-_CREATE_TABLE = re.compile(rf"^\s*CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?({_NAME})", re.I)
+_CREATE_TABLE = re.compile(rf"^\s*CREATE\s+(?:UNLOGGED\s+)?TABLE\s+(IF\s+NOT\s+EXISTS\s+)?({_NAME})", re.I)
+_TX_END = re.compile(r"^\s*(COMMIT|END|ROLLBACK|ABORT)(?:\s+(?:WORK|TRANSACTION))?\s*(?:AND\s+(?:NO\s+)?CHAIN\s*)?$",
+                     re.I)
+_CONCURRENT_INDEX = re.compile(rf"^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+                               rf"({_NAME})\s+ON\s+(?:ONLY\s+)?({_NAME})", re.I)
 
 
 @dataclass(frozen=True)
@@ -121,16 +126,54 @@ def named_table(statement: str) -> str | None:
     return None
 
 
-def created_tables(text: str) -> set[str]:
-    """Tables created by the statements of ``text`` (normalized names, with and without a schema)."""
+def created_tables(text: str, if_not_exists: bool = False) -> set[str]:
+    """Tables created by the statements of ``text`` (normalized names, with and without a schema): by a plain
+    ``CREATE TABLE``, or with ``if_not_exists`` by ``CREATE TABLE IF NOT EXISTS`` (new only if it is missing)."""
     names: set[str] = set()
     for st in split_statements(text):
         match = _CREATE_TABLE.match(st.text)
-        if match:
-            name = normalize_name(match.group(1))
+        if match and bool(match.group(1)) == if_not_exists:
+            name = normalize_name(match.group(2))
             names |= {name, name.rsplit(".", 1)[-1]}
     return names
 
 
 def has_concurrently(text: str) -> bool:
     return re.search(r"\bCONCURRENTLY\b", strip_comments(text), re.I) is not None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of statements ending with a top-level COMMIT/END/ROLLBACK/ABORT, or the rest of the file."""
+
+    text: str  # the file's text of these statements, comments included
+    first_line: int  # 1-based line of the first statement
+    last_line: int  # 1-based line of the end of the last statement
+    commits: bool  # it ends with COMMIT / END (not ROLLBACK / ABORT)
+
+
+def _line(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def transaction_segments(text: str) -> list[Segment]:
+    """``text`` cut after each top-level COMMIT / END / ROLLBACK. Running the segments one after the other as
+    separate simple queries does what one simple query of the whole file does (a transaction-control statement
+    ends the current transaction either way), and tells how far the file got."""
+    segments, start, clean = [], None, strip_comments(text)
+    statements = split_statements(text)
+    for st in statements:
+        start = st.start if start is None else start
+        if _TX_END.match(st.text) or st is statements[-1]:
+            first = start + len(clean[start:st.end]) - len(clean[start:st.end].lstrip())
+            end = _TX_END.match(st.text)
+            segments.append(Segment(text[start:st.end], _line(text, first), _line(text, st.end - 1),
+                                    bool(end) and end.group(1).upper() in ("COMMIT", "END")))
+            start = None
+    return segments
+
+
+def concurrent_index(statement: str) -> tuple[str, str] | None:
+    """(index, table) of a ``CREATE [UNIQUE] INDEX CONCURRENTLY name ON table``, normalized; else None."""
+    match = _CONCURRENT_INDEX.match(strip_comments(statement).strip())
+    return (normalize_name(match.group(1)), normalize_name(match.group(2))) if match else None
