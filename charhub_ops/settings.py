@@ -147,10 +147,18 @@ class Settings(BaseSettings):
     migrate_statement_timeout: float = Field(
         900.0, ge=0, validation_alias=_aliases("migrate_statement_timeout"),
         description="Migrate: statement_timeout (s) of each migration; 0 = none.")
+    migrate_concurrent_timeout: float = Field(
+        3600.0, ge=0, validation_alias=_aliases("migrate_concurrent_timeout"),
+        description="Migrate: statement_timeout (s) of a CONCURRENTLY migration, which runs without lock_timeout "
+                    "(it waits for older transactions); 0 = none.")
     migrate_big_table_rows: int = Field(
         100_000, ge=0, validation_alias=_aliases("migrate_big_table_rows"),
         description="Migrate lint: lock/rewrite rules on tables with at least this many rows block the run "
                     "unless accepted (--accept RULE[:migration]).")
+    migrate_big_table_bytes: int = Field(
+        1 << 30, ge=0, validation_alias=_aliases("migrate_big_table_bytes"),
+        description="Migrate lint: ... or at least this many bytes (pg_total_relation_size: table, TOAST and "
+                    "indexes) block the run unless accepted.")
     migrate_health_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_aliases("migrate_health_urls"),
         description="Migrate: URLs that must answer 2xx after the migrations, comma-separated "

@@ -5,8 +5,11 @@ files (squawk + live table sizes) → **preview** artifact (``dry_run`` stops he
 backup flow; skipped only with the CLI's ``--no-backup``, recorded) → **lock + apply** (Prisma's advisory lock, one
 transaction per migration, lock-timeout retries; Prisma's ledger rows) → **checks** (health URLs) →
 **report** artifact + event ``charhub.migration.applied``. A failure records the outcome, emits
-``charhub.migration.failed``, notifies, and — with ``restore_on_failure`` — restores the backup taken
-before (restore flow, ``replace``). Every real attempt is recorded in ``charhub_ops.migration_runs``.
+``charhub.migration.failed``, notifies, and restores the backup taken before (restore flow, ``replace``:
+production pauses a deployment run for an approval; the CLI needs ``--yes``) only when asked: a failed
+migration with ``restore_on_failure``, failed health checks alone with ``restore_on_health_failure``; a run
+stopped before anything was applied restores nothing. Every real attempt is recorded in
+``charhub_ops.migration_runs``.
 """
 
 from __future__ import annotations
@@ -95,8 +98,11 @@ def migrate_flow(
     dry_run: Annotated[bool, Field(description="Plan, lint and preview only; nothing is changed")] = True,
     migrations_dir: Annotated[str, Field(
         description="Prisma migrations directory (<name>/migration.sql)")] = "prisma/migrations",
-    restore_on_failure: Annotated[bool, Field(description="If the run fails, restore the backup taken before it "
-                                                        "(restore with replace)")] = False,
+    restore_on_failure: Annotated[bool, Field(description="If a migration fails, restore the backup taken before "
+                                                        "the run (restore with replace; production: approval)")] = False,
+    restore_on_health_failure: Annotated[bool, Field(
+        description="If the migrations applied but the health checks fail, restore the backup taken before the run "
+                    "(restore with replace; production: approval)")] = False,
     repository: Annotated[Repository | None, Field(description="Backup repository; " + REPOSITORY_HELP)] = None,
     access: Annotated[Access, Field(description="How to reach the database server (docker_container: where "
                                                  "pg_dump runs for the backup)")] = Access(),
@@ -108,11 +114,11 @@ def migrate_flow(
     accept, (allow_drift, no_backup) = overrides.accept or [], _CLI_EXCEPTIONS.get()
     cfg = resolve_migrate_config(apply.lock_wait, access.database_url_secret)
     plan, major = plan_migrations(cfg.url, migrations_dir)
-    lint = lint_migrations(cfg.url, migrations_dir, plan["pending"], major, cfg.big_rows, accept)
+    lint = lint_migrations(cfg.url, migrations_dir, plan["checksums"], major, cfg.big_rows, accept, cfg.big_bytes)
     summary = {"kind": "preview", "database": cfg.url.dbname, "outcome": "dry-run" if dry_run else "planned",
                "applied": [], "applied_before": plan["applied"], "planned": plan["pending"],
                "pending": plan["pending"], "failed": plan["failed"], "failed_logs": plan["failed_logs"],
-               "drift": plan["drift"], "lint": lint, "backup_id": None, "no_backup": no_backup,
+               "drift": plan["drift"], "checksums": plan["checksums"], "lint": lint, "backup_id": None, "no_backup": no_backup,
                "allow_drift": allow_drift, "accept": accept, "lock_wait": cfg.options.lock_wait,
                "run_id": None, "checks": [], "error": None, "restored": None, "previous_database": None,
                "prisma_container": apply.prisma_container}
@@ -129,10 +135,11 @@ def migrate_flow(
         summary.update(kind="report", outcome="up-to-date")
         migration_report(summary)
         return summary
-    return _act(cfg, migrations_dir, summary, restore_on_failure, apply, repository, access)
+    restore = {"failed": restore_on_failure, "unhealthy": restore_on_health_failure}
+    return _act(cfg, migrations_dir, summary, restore, apply, repository, access)
 
 
-def _act(cfg, migrations_dir: str, summary: dict, restore_on_failure: bool, apply: MigrateApply,
+def _act(cfg, migrations_dir: str, summary: dict, restore: dict[str, bool], apply: MigrateApply,
          repository: str | None, access: Access) -> dict:
     """Backup → history → lock + apply → checks → report; any failure is recorded, reported and raised."""
     summary.update(kind="report", run_id=str(flow_run.get_id() or uuid.uuid4()))
@@ -144,7 +151,8 @@ def _act(cfg, migrations_dir: str, summary: dict, restore_on_failure: bool, appl
     summary["operator"] = apply.operator or getpass.getuser()
     _record_start(cfg, summary)
     try:
-        result = apply_migrations(cfg.url, migrations_dir, cfg.options, summary["allow_drift"], apply.prisma_container)
+        result = apply_migrations(cfg.url, migrations_dir, cfg.options, summary["allow_drift"], apply.prisma_container,
+                                  summary["checksums"])
         summary["applied"] = [a["migration"] for a in result["applied"]]
         summary["pending"] = [p for p in summary["planned"] if p not in summary["applied"] and p != result["failed"]]
         if result["error"]:
@@ -157,7 +165,7 @@ def _act(cfg, migrations_dir: str, summary: dict, restore_on_failure: bool, appl
             summary.update(outcome="unhealthy", error="health checks failed after migrating: " + ", ".join(bad))
             raise VerificationError(summary["error"], details=summary)
     except OpsError as exc:
-        _on_failure(cfg, summary, exc, restore_on_failure, repository, access)
+        _on_failure(cfg, summary, exc, restore, repository, access)
         raise _fail(exc, summary) from None
     summary["outcome"] = "applied"
     record_outcome(cfg.url, summary["run_id"], "applied", summary["applied"], None)
@@ -173,7 +181,7 @@ def _event(summary: dict) -> dict:
 
 def _record_start(cfg, summary: dict) -> None:
     record_start(cfg.url, summary["run_id"], summary["operator"],
-                 {k: summary[k] for k in ("applied_before", "planned", "failed", "drift")},
+                 {k: summary[k] for k in ("applied_before", "planned", "checksums", "failed", "drift")},
                  summary["accept"], summary["no_backup"], summary["allow_drift"], summary["backup_id"])
 
 
@@ -184,16 +192,26 @@ def _record_outcome(cfg, summary: dict) -> None:
         get_run_logger().error("could not record the outcome in charhub_ops.migration_runs: %s", exc)
 
 
-def _on_failure(cfg, summary: dict, exc: OpsError, restore_on_failure: bool, repository: str | None,
+def _wants_restore(summary: dict, restore: dict[str, bool]) -> bool:
+    """Restore only what was asked for by name: a failed migration (``restore["failed"]``) or failed health
+    checks after applying (``restore["unhealthy"]``); never a run that applied nothing and failed nothing."""
+    if not summary["backup_id"]:
+        return False
+    if summary["outcome"] == "unhealthy":
+        return restore["unhealthy"]
+    return restore["failed"] and bool(summary["applied"] or summary["failed"])
+
+
+def _on_failure(cfg, summary: dict, exc: OpsError, restore: dict[str, bool], repository: str | None,
                 access: Access) -> None:
-    """Record the failure; with ``restore_on_failure``, restore the backup taken before the run (the failed
-    database is kept under ``<db>_pre_restore_<ts>`` with its history) and record the run again in the
-    restored database (its history predates the run); then report and emit ``charhub.migration.failed``."""
+    """Record the failure; when asked for (:func:`_wants_restore`), restore the backup taken before the run
+    (the failed database is kept under ``<db>_pre_restore_<ts>`` with its history) and record the run again in
+    the restored database (its history predates the run); then report and emit ``charhub.migration.failed``."""
     if summary["outcome"] not in ("failed", "unhealthy"):
         summary.update(outcome="failed", error=str(exc))
     summary["error"] = summary["error"] or str(exc)
     _record_outcome(cfg, summary)
-    if restore_on_failure and summary["backup_id"]:
+    if _wants_restore(summary, restore):
         from flows.restore import restore_flow
 
         try:

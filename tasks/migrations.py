@@ -9,10 +9,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
+from charhub_ops.errors import ConfigError
 from charhub_ops.migrations import ledger, lint, prisma, runner
+from charhub_ops.migrations.plan import plan_changes
 from charhub_ops.migrations.checks import check_urls
 from charhub_ops.pgurl import PgUrl
-from charhub_ops.postgres import PsycopgSession, server_info
+from charhub_ops.postgres import server_info
 from charhub_ops.settings import load_settings
 from tasks.common import RETRY
 from tasks.config import database_url
@@ -28,6 +30,7 @@ class MigrateConfig(BaseModel):
     url: PgUrl
     options: runner.RunnerOptions
     big_rows: int
+    big_bytes: int
     health_urls: list[str]
     health_timeout: float
 
@@ -38,43 +41,65 @@ def resolve_migrate_config(lock_wait: float | None, database_url_secret: str | N
     opts = runner.RunnerOptions(
         lock_wait=settings.migrate_lock_wait if lock_wait is None else lock_wait,
         lock_timeout=settings.migrate_lock_timeout, lock_retries=settings.migrate_lock_retries,
-        statement_timeout=settings.migrate_statement_timeout)
+        statement_timeout=settings.migrate_statement_timeout,
+        concurrent_timeout=settings.migrate_concurrent_timeout)
     return MigrateConfig(url=database_url(settings, database_url_secret), options=opts,
-                         big_rows=settings.migrate_big_table_rows, health_urls=settings.migrate_health_urls,
+                         big_rows=settings.migrate_big_table_rows, big_bytes=settings.migrate_big_table_bytes,
+                         health_urls=settings.migrate_health_urls,
                          health_timeout=settings.migrate_health_timeout)
 
 
 @task(name="plan-migrations", cache_policy=NONE, **RETRY)
 def plan_migrations(url: PgUrl, directory: str) -> tuple[dict, int]:
-    """The plan (applied / pending / failed / drift, plus the failed migrations' logs) and the server's major."""
+    """The plan (applied / pending / failed / drift, the failed migrations' logs, and ``checksums``: name →
+    checksum of each pending file, which the lint and the apply step hold the directory to) and the server's
+    major version."""
     files, _ = ledger.read_migrations(directory)
-    with PsycopgSession(url) as session:
-        plan = runner.current_plan(session.conn, files)
+    with runner.migration_session(url) as session:
+        plan = runner.current_plan(session.conn, files, runner.ledger_schema(url))
         major = server_info(session).major
-    return {**plan.as_dict(), "failed_logs": plan.logs}, major
+    checksums = {f.name: f.checksum for f in files if f.name in plan.pending}
+    return {**plan.as_dict(), "failed_logs": plan.logs, "checksums": checksums}, major
+
+
+def _unchanged(directory: str, planned: dict[str, str], url: PgUrl | None = None) -> list:
+    """The directory's files; ConfigError when a planned file changed or went — or, with ``url``, when what
+    the ledger leaves pending is not exactly the plan (a new file, one applied meanwhile)."""
+    files, _ = ledger.read_migrations(directory)
+    pending = list(planned)
+    if url is not None:
+        with runner.migration_session(url) as session:
+            pending = runner.current_plan(session.conn, files, runner.ledger_schema(url)).pending
+    changes = plan_changes(planned, files, pending)
+    if changes:
+        raise ConfigError(runner.changed_error(changes))
+    return files
 
 
 @task(name="lint-migrations", cache_policy=NONE, **RETRY)
-def lint_migrations(url: PgUrl, directory: str, pending: list[str], major: int, big_rows: int,
-                    accept: list[str]) -> list[dict]:
-    files, _ = ledger.read_migrations(directory)
-    with PsycopgSession(url) as session:
-        items = lint.lint_pending(session.conn, Path(directory), files, pending, major, big_rows,
-                                  lint.parse_accepts(accept))
+def lint_migrations(url: PgUrl, directory: str, planned: dict[str, str], major: int, big_rows: int,
+                    accept: list[str], big_bytes: int = 1 << 30) -> list[dict]:
+    """squawk + live sizes on the planned files; the directory is checked against the plan after squawk ran."""
+    files = _unchanged(directory, planned)
+    with runner.migration_session(url) as session:
+        items = lint.lint_pending(session.conn, Path(directory), files, list(planned), major, big_rows,
+                                  lint.parse_accepts(accept), big_bytes=big_bytes)
+    _unchanged(directory, planned)
     return [i.as_dict() for i in items]
 
 
 @task(name="apply-migrations", cache_policy=NONE)  # no retries: --lock-wait is the wait, a failure is recorded
 def apply_migrations(url: PgUrl, directory: str, options: runner.RunnerOptions, allow_drift: bool,
-                     prisma_container: str | None = None) -> dict:
-    """Lock, re-plan, apply natively — or run Prisma's own deploy in ``prisma_container``. Returns applied
-    (name, seconds, attempts) and the failure (name, error) if any."""
-    files, paths = ledger.read_migrations(directory)
+                     prisma_container: str | None = None, planned: dict[str, str] | None = None) -> dict:
+    """Lock, check the directory and the ledger against ``planned`` (name → checksum, as linted and
+    previewed), apply exactly that natively — or run Prisma's own deploy in ``prisma_container`` once the
+    directory is checked. Returns applied (name, seconds, attempts) and the failure (name, error) if any."""
     with database_lock(url.dbname):
         if prisma_container:
+            files = _unchanged(directory, planned, url) if planned is not None else ledger.read_migrations(directory)[0]
             result = prisma.deploy_in_container(url, prisma_container, files, options)
         else:
-            result = runner.migrate_locked(url, files, paths, options, allow_drift=allow_drift)
+            result = runner.migrate_plan(url, directory, planned, options, allow_drift=allow_drift)
     return {"applied": [{"migration": a.name, "seconds": a.seconds, "attempts": a.attempts} for a in result.applied],
             "failed": result.failed, "error": str(result.error) if result.error else None}
 
@@ -87,13 +112,13 @@ def check_health(urls: list[str], timeout: float) -> list[dict]:
 @task(name="record-migration-start", cache_policy=NONE, **RETRY)
 def record_start(url: PgUrl, run_id: str, operator: str, plan: dict, accept: list[str], no_backup: bool,
                  allow_drift: bool, backup_id: str | None) -> None:
-    with PsycopgSession(url) as session:
+    with runner.migration_session(url) as session:
         ledger.history_started(session.conn, run_id, operator, plan, accept, no_backup, allow_drift, backup_id)
 
 
 @task(name="record-migration-outcome", cache_policy=NONE, **RETRY)
 def record_outcome(url: PgUrl, run_id: str, outcome: str, applied: list[str], error: str | None) -> None:
-    with PsycopgSession(url) as session:
+    with runner.migration_session(url) as session:
         ledger.history_finished(session.conn, run_id, outcome, applied, error)
 
 

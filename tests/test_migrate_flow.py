@@ -205,3 +205,82 @@ def test_drift_stops_the_run_unless_allowed_and_recorded(prefect_server, env, tm
     with psycopg.connect(env) as conn:
         history = read_history(conn)[-1]
     assert history["allow_drift"] is True and history["plan"]["drift"] == [{"migration": "1_init", "reason": "changed"}]
+
+
+def test_a_directory_changed_after_the_preview_stops_the_run(prefect_server, env, tmp_path, monkeypatch):
+    import flows.migrate
+
+    root = write_migrations(tmp_path / "m", {"1_init": CHARHUB["20250101000000_init"]})
+    preview = flows.migrate.migration_report
+
+    def edit_after_preview(summary):  # the operator reads the preview; meanwhile the directory changes
+        markdown = preview(summary)
+        if summary["kind"] == "preview":
+            (root / "1_init" / "migration.sql").write_text('CREATE TABLE "Unlinted" ("id" TEXT);\n')
+            write_migrations(root, {"2_late": 'DROP TABLE IF EXISTS "User";\n'})
+        return markdown
+
+    monkeypatch.setattr(flows.migrate, "migration_report", edit_after_preview)
+    result = cli("--migrations", str(root), "--no-backup", "--json")
+    assert result.exit_code == 1, result.output
+    (line,) = errors(result)
+    assert "changed after the plan was linted and previewed" in line and "1_init (changed)" in line
+    assert "2_late (new)" in line and "Nothing was applied" in line
+    with psycopg.connect(env) as conn:
+        assert conn.execute("SELECT to_regclass('\"Unlinted\"'), to_regclass('\"User\"'), "
+                            "to_regclass('_prisma_migrations')").fetchone() == (None, None, None)
+
+
+def test_lint_sizes_tables_by_bytes_too_and_if_not_exists_keeps_the_real_size(prefect_server, env, tmp_path,
+                                                                                 monkeypatch):
+    root = write_migrations(tmp_path / "m", CHARHUB)
+    assert cli("--migrations", str(root), "--no-backup").exit_code == 0
+    with psycopg.connect(env, autocommit=True) as conn:  # few rows, many bytes (TOAST): 200 rows, ~3 MiB
+        conn.execute('ALTER TABLE "UsageLog" ADD COLUMN "payload" TEXT')
+        conn.execute("INSERT INTO \"UsageLog\" (id, \"characterId\", payload) SELECT 'l' || g, 'c', "
+                     "(SELECT string_agg(md5(g::text || i::text), '') FROM generate_series(1, 500) i) "
+                     "FROM generate_series(1, 200) g")
+        conn.execute('ANALYZE "UsageLog"')
+    monkeypatch.setenv("CHARHUB_OPS_MIGRATE_BIG_TABLE_ROWS", "100000")
+    monkeypatch.setenv("CHARHUB_OPS_MIGRATE_BIG_TABLE_BYTES", str(1 << 20))
+    write_migrations(root, {"20250401000000_idx": BIG_INDEX,  # the table exists: not new, not empty
+                            "20250402000000_again": 'CREATE TABLE IF NOT EXISTS "UsageLog" ("id" TEXT NOT NULL);\n',
+                            "20250403000000_idx": 'CREATE INDEX "UsageLog_c_idx" ON "UsageLog"("characterId");\n'})
+    blocked = cli("--migrations", str(root), "--no-backup", "--dry-run", "--json")
+    assert blocked.exit_code == 1, blocked.output
+    items = [i for i in json.loads(blocked.stdout)["lint"] if i["rule"] == "require-concurrent-index-creation"]
+    assert {i["migration"]: i["verdict"] for i in items} == {"20250401000000_idx": "block",
+                                                             "20250403000000_idx": "block"}
+    assert all(i["table_rows"] < 100000 and i["table_bytes"] >= 1 << 20 for i in items)
+    assert "migrate_big_table_bytes" in items[0]["reason"]
+
+
+def test_restore_on_failure_needs_yes_in_production(env, tmp_path, monkeypatch):
+    root = write_migrations(tmp_path / "m", {"1_init": CHARHUB["20250101000000_init"]})
+    monkeypatch.setenv("CHARHUB_OPS_PRODUCTION", "1")
+    for option in ("--restore-on-failure", "--restore-on-health-failure"):
+        result = cli("--migrations", str(root), option)
+        assert result.exit_code == 1, result.output
+        assert f"{option} on a production target (CHARHUB_OPS_PRODUCTION) needs --yes" in errors(result)[0]
+    with psycopg.connect(env) as conn:  # refused before anything ran
+        assert conn.execute("SELECT to_regclass('_prisma_migrations')").fetchone() == (None,)
+
+
+def test_a_health_failure_alone_swaps_only_when_asked_by_name(prefect_server, env, tmp_path, monkeypatch,
+                                                              health_server):
+    root = write_migrations(tmp_path / "m", {"1_init": CHARHUB["20250101000000_init"]})
+    monkeypatch.setenv("CHARHUB_OPS_MIGRATE_HEALTH_URLS", f"{health_server}/down")
+    monkeypatch.setenv("CHARHUB_OPS_MIGRATE_HEALTH_TIMEOUT", "1")
+    kept = cli("--migrations", str(root), "--restore-on-failure", "--json")
+    assert kept.exit_code == 1
+    summary = json.loads(kept.stdout)
+    assert summary["outcome"] == "unhealthy" and summary["restored"] is None, summary["outcome"]
+    with psycopg.connect(env) as conn:  # the migrated database stays live
+        assert conn.execute("SELECT to_regclass('\"User\"') IS NOT NULL").fetchone() == (True,)
+    write_migrations(root, {"2_next": 'CREATE TABLE "Next" ("id" TEXT);\n'})
+    swapped = cli("--migrations", str(root), "--restore-on-health-failure", "--json")
+    assert swapped.exit_code == 1
+    summary = json.loads(swapped.stdout)
+    assert summary["outcome"] == "unhealthy, restored" and summary["restored"] == summary["backup_id"]
+    with psycopg.connect(env) as conn:
+        assert conn.execute("SELECT to_regclass('\"Next\"')").fetchone() == (None,)

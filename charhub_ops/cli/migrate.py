@@ -41,8 +41,17 @@ def _summary_lines(s: dict) -> None:
         err.print(f"  backup {s['backup_id']}", highlight=False)
 
 
-def _run(database_url, migrations, dry_run, no_backup, accept, allow_drift, lock_wait, restore_on_failure,
-         prisma_container, as_json) -> None:
+def _check_restore(restore: dict[str, bool], yes: bool) -> None:
+    """A restore swaps the live database: on production the CLI needs --yes, as `restore --replace` does."""
+    from charhub_ops.settings import load_settings
+
+    asked = [f"--restore-on-{'health-' if kind == 'unhealthy' else ''}failure" for kind, on in restore.items() if on]
+    if asked and not yes and load_settings().production:
+        raise ConfigError(f"{asked[0]} on a production target (CHARHUB_OPS_PRODUCTION) needs --yes")
+
+
+def _run(database_url, migrations, dry_run, no_backup, accept, allow_drift, lock_wait, restore: dict[str, bool],
+         yes, prisma_container, as_json) -> None:
     from charhub_ops.migrations.ledger import read_migrations
     from charhub_ops.migrations.lint import parse_accepts
     from flows.params import MigrateApply, MigrateOverrides, build
@@ -51,6 +60,7 @@ def _run(database_url, migrations, dry_run, no_backup, accept, allow_drift, lock
         if migrations is None:
             raise ConfigError("--migrations: required (the Prisma migrations directory)")
         use_database_url(database_url)
+        _check_restore(restore, yes)
         parse_accepts(accept)
         read_migrations(migrations)
         return {"apply": build(MigrateApply, lock_wait=lock_wait, prisma_container=prisma_container),
@@ -64,7 +74,8 @@ def _run(database_url, migrations, dry_run, no_backup, accept, allow_drift, lock
         try:
             with cli_exceptions(allow_drift=allow_drift, no_backup=no_backup):
                 return migrate_flow(migrations_dir=migrations, dry_run=dry_run,
-                                    restore_on_failure=restore_on_failure, **groups)
+                                    restore_on_failure=restore["failed"],
+                                    restore_on_health_failure=restore["unhealthy"], **groups)
         except OpsError as exc:  # the summary still goes out, then one error line
             details = getattr(exc, "details", None)
             if details:
@@ -90,8 +101,12 @@ def migrate(
         "--lock-wait", help="Seconds to wait for Prisma's migration lock (default: CHARHUB_OPS_MIGRATE_LOCK_WAIT).")
     ] = None,
     restore_on_failure: Annotated[bool, typer.Option(
-        "--restore-on-failure", help="Restore the pre-migration backup if the run fails (restore --replace).")
+        "--restore-on-failure", help="Restore the pre-migration backup if a migration fails (restore --replace).")
     ] = False,
+    restore_on_health_failure: Annotated[bool, typer.Option(
+        "--restore-on-health-failure",
+        help="Restore the pre-migration backup if the migrations applied but the health checks fail.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm a --restore-on-* on a production target.")] = False,
     prisma_container: Annotated[str | None, typer.Option(
         "--prisma-container", help="Run the app's `npx prisma migrate deploy` in this container instead.")] = None,
     as_json: JsonOpt = False,
@@ -99,7 +114,8 @@ def migrate(
     """Apply pending Prisma migrations: plan → lint → preview → backup → lock + apply → checks → report."""
     if ctx.invoked_subcommand is not None:
         return
-    _run(database_url, migrations, dry_run, no_backup, accept or [], allow_drift, lock_wait, restore_on_failure,
+    restore = {"failed": restore_on_failure, "unhealthy": restore_on_health_failure}
+    _run(database_url, migrations, dry_run, no_backup, accept or [], allow_drift, lock_wait, restore, yes,
          prisma_container, as_json)
 
 
@@ -114,13 +130,12 @@ def _files(migrations: str | None):
 @app.command()
 def status(database_url: UrlOpt = None, migrations: DirOpt = None, as_json: JsonOpt = False) -> None:
     """Applied, pending, failed and drifted migrations (exit 1 when one failed or drifted)."""
-    from charhub_ops.migrations.runner import current_plan
-    from charhub_ops.postgres import PsycopgSession
+    from charhub_ops.migrations.runner import current_plan, ledger_schema, migration_session
 
     def run():
         url, files = use_database_url(database_url), _files(migrations)
-        with PsycopgSession(url) as session:
-            return url, current_plan(session.conn, files)
+        with migration_session(url) as session:
+            return url, current_plan(session.conn, files, ledger_schema(url))
 
     url, plan = run_guarded(run)
     if as_json:
@@ -149,7 +164,7 @@ def resolve(
 ) -> None:
     """Repair a failed migration the way `prisma migrate resolve` does."""
     from charhub_ops.migrations import ledger
-    from charhub_ops.postgres import PsycopgSession
+    from charhub_ops.migrations.runner import ledger_schema, migration_session
 
     def run() -> str:
         if (applied is None) == (rolled_back is None):
@@ -158,11 +173,11 @@ def resolve(
         name = applied or rolled_back
         if applied and name not in files:
             raise ConfigError(f"resolve --applied {name}: no such migration in {migrations} (P3017)")
-        with PsycopgSession(url) as session:
+        with migration_session(url) as session:
             if applied:
-                ledger.resolve_applied(session.conn, files[name])
+                ledger.resolve_applied(session.conn, files[name], ledger_schema(url))
                 return f"{name} recorded as applied"
-            count = ledger.resolve_rolled_back(session.conn, name)
+            count = ledger.resolve_rolled_back(session.conn, name, ledger_schema(url))
             return f"{name} recorded as rolled back ({count} failed row(s)); the next run applies it again"
 
     err.print(f"[green]✓[/] {run_guarded(run)}", highlight=False)

@@ -2,9 +2,12 @@
 
 squawk (``squawk-cli`` ships the binary) knows the rules and honours ``-- squawk-ignore`` comments; it
 cannot see the database. :func:`classify` (pure) adds what it cannot know: a lock or rewrite rule on a
-table with at least ``big_rows`` rows **blocks** the run unless accepted (``--accept RULE[:migration]``);
-on a small table, or one created by this or an earlier pending migration (empty), it is a **note**.
-``require-lock-timeout`` / ``require-statement-timeout`` are **satisfied** by the runner. Type hygiene is a
+big table — at least ``big_rows`` rows (``pg_class.reltuples``) **or** ``big_bytes`` bytes
+(``pg_total_relation_size``: a table of few wide rows is big too) — **blocks** the run unless accepted
+(``--accept RULE[:migration]``); on a small table, or one created by this or an earlier pending migration
+(empty), it is a **note**. ``CREATE TABLE IF NOT EXISTS`` of a table that exists creates nothing: the table
+keeps its real size. ``require-lock-timeout`` / ``require-statement-timeout`` are **satisfied** by the runner
+(session-level timeouts that hold for the whole file, also after the file's own COMMIT). Type hygiene is a
 **note**; compatibility rules (dropping or renaming) are **warn**ings; a syntax error **blocks**.
 """
 
@@ -44,8 +47,9 @@ LOCK_RULES = {
 SATISFIED = {"require-lock-timeout", "require-statement-timeout"}
 NOTES = {"prefer-bigint-over-int", "prefer-bigint-over-smallint", "prefer-timestamp-tz", "prefer-text-field",
          "ban-char-field", "prefer-identity", "prefer-robust-stmts", "ban-create-domain-with-constraint"}
-RUNNER_NOTE = ("satisfied by the runner: every migration runs with SET LOCAL lock_timeout (retried) "
-               "and statement_timeout")
+RUNNER_NOTE = ("satisfied by the runner: every migration runs with a session-level lock_timeout (retried) "
+               "and statement_timeout for the whole file, reset after it")
+BIG_BYTES = 1 << 30
 SIZE_SQL = """SELECT n.nspname, c.relname, c.reltuples, pg_total_relation_size(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)"""
 
@@ -168,7 +172,12 @@ def table_sizes(conn: psycopg.Connection, tables: set[str], cap: int) -> dict[st
     return sizes
 
 
-def _judge(f: Finding, size: TableSize | None, created: set[str], big_rows: int) -> tuple[str, str]:
+def _mib(size: int) -> str:
+    return f"{size / 1048576:.1f} MiB"
+
+
+def _judge(f: Finding, size: TableSize | None, created: set[str], big_rows: int,
+           big_bytes: int) -> tuple[str, str]:
     if f.rule in SATISFIED:
         return "satisfied", RUNNER_NOTE
     if f.rule == "syntax-error":
@@ -185,16 +194,19 @@ def _judge(f: Finding, size: TableSize | None, created: set[str], big_rows: int)
         return "note", "the table does not exist yet"
     if size.rows >= big_rows:
         return "block", f"{size.rows} rows ≥ {big_rows} (setting migrate_big_table_rows)"
-    return "note", f"{size.rows} rows < {big_rows}: short lock"
+    if size.bytes >= big_bytes:
+        return "block", (f"{_mib(size.bytes)} ≥ {_mib(big_bytes)} (setting migrate_big_table_bytes; "
+                         f"{size.rows} rows)")
+    return "note", f"{size.rows} rows, {_mib(size.bytes)}: short lock"
 
 
 def classify(findings: list[Finding], sizes: dict[str, TableSize], created: dict[str, set[str]], big_rows: int,
-             accepts: list[Accept]) -> list[LintItem]:
+             accepts: list[Accept], big_bytes: int = BIG_BYTES) -> list[LintItem]:
     """Pure policy: one LintItem per finding. ``created[m]``: tables created by ``m`` or an earlier pending one."""
     items = []
     for f in findings:
         size = sizes.get(f.table) if f.table else None
-        verdict, reason = _judge(f, size, created.get(f.migration, set()), big_rows)
+        verdict, reason = _judge(f, size, created.get(f.migration, set()), big_rows, big_bytes)
         if verdict == "block" and any(a.covers(f) for a in accepts):
             verdict, reason = "accepted", reason + "; accepted with --accept"
         items.append(LintItem(f.migration, f.rule, f.level, f.line, f.message, f.help, f.table,
@@ -207,15 +219,25 @@ def blocking(items: list[LintItem]) -> list[LintItem]:
     return [i for i in items if i.verdict == "block"]
 
 
+def _created(conn: psycopg.Connection, root: Path, todo: list[MigrationFile], cap: int) -> dict[str, set[str]]:
+    """Tables each pending migration (or an earlier one) creates: by CREATE TABLE, or by CREATE TABLE IF NOT
+    EXISTS when the table does not exist now (an existing one is not new)."""
+    created, so_far = {}, set()
+    for f in todo:
+        text = (root / f.name / "migration.sql").read_text(errors="replace")
+        maybe = created_tables(text, if_not_exists=True)
+        existing = {name.rsplit(".", 1)[-1] for name in table_sizes(conn, maybe, cap)}
+        so_far = so_far | created_tables(text) | {t for t in maybe if t.rsplit(".", 1)[-1] not in existing}
+        created[f.name] = so_far
+    return created
+
+
 def lint_pending(conn: psycopg.Connection, root: Path, files: list[MigrationFile], pending: list[str],
-                 pg_major: int, big_rows: int, accepts: list[Accept]) -> list[LintItem]:
+                 pg_major: int, big_rows: int, accepts: list[Accept], big_bytes: int = BIG_BYTES) -> list[LintItem]:
     """squawk on the pending files + live table sizes → classified findings."""
     todo = [f for f in files if f.name in pending]
     findings = run_squawk(root, todo, pg_major)
-    created, so_far = {}, set()
-    for f in todo:
-        so_far = so_far | created_tables((root / f.name / "migration.sql").read_text(errors="replace"))
-        created[f.name] = so_far
+    created = _created(conn, root, todo, big_rows)
     tables = {f.table for f in findings if f.table and f.rule in LOCK_RULES}
     sizes = table_sizes(conn, tables, big_rows)
-    return classify(findings, sizes, created, big_rows, accepts)
+    return classify(findings, sizes, created, big_rows, accepts, big_bytes)

@@ -14,7 +14,15 @@ from collections.abc import Callable
 from charhub_ops.docker_exec import ContainerExec
 from charhub_ops.errors import DatabaseError
 from charhub_ops.migrations.plan import MigrationFile
-from charhub_ops.migrations.runner import Applied, RunnerOptions, RunResult, advisory_lock, current_plan
+from charhub_ops.migrations.runner import (
+    Applied,
+    RunnerOptions,
+    RunResult,
+    advisory_lock,
+    current_plan,
+    ledger_schema,
+    migration_session,
+)
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import PsycopgSession
 
@@ -31,8 +39,8 @@ def _wait_for_lock(url: PgUrl, opts: RunnerOptions, sleep: Callable[[float], Non
 def deploy_in_container(url: PgUrl, container: str, files: list[MigrationFile], opts: RunnerOptions,
                         command: list[str] | None = None, sleep: Callable[[float], None] = time.sleep) -> RunResult:
     """Run Prisma's deploy in ``container``; the result says what the ledger shows it applied (and failed)."""
-    with PsycopgSession(url) as session:
-        before = current_plan(session.conn, files)
+    with migration_session(url) as session:
+        before = current_plan(session.conn, files, ledger_schema(url))
     _wait_for_lock(url, opts, sleep)
     started = time.monotonic()
     error: DatabaseError | None = None
@@ -41,8 +49,8 @@ def deploy_in_container(url: PgUrl, container: str, files: list[MigrationFile], 
     except DatabaseError as exc:  # the command's exit status; the ledger says which migration failed
         error = DatabaseError(f"migrate: `{' '.join(command or PRISMA_DEPLOY)}` in container '{container}' "
                               f"failed: {exc}")
-    with PsycopgSession(url) as session:
-        after = current_plan(session.conn, files)
+    with migration_session(url) as session:
+        after = current_plan(session.conn, files, ledger_schema(url))
     seconds = round(time.monotonic() - started, 3)
     applied = [Applied(name, seconds) for name in before.pending if name in after.applied]
     failed = next((name for name in after.failed if name not in before.failed), None)
