@@ -216,7 +216,8 @@ def test_prune_form_policy_has_bounds_and_the_duration_pattern():
 def test_migrate_form_dry_run_first_and_overrides_last():
     schema = _schema("flows/migrate.py:migrate_flow")
     order = sorted(schema["properties"], key=lambda n: schema["properties"][n]["position"])
-    assert order == ["dry_run", "migrations_dir", "restore_on_failure", "repository", "access", "apply", "overrides"]
+    assert order == ["dry_run", "migrations_dir", "restore_on_failure", "restore_on_health_failure", "repository",
+                     "access", "apply", "overrides"]
     assert schema["properties"]["dry_run"]["default"] is True
     overrides = schema["definitions"]["MigrateOverrides"]
     assert "recorded" in overrides["title"] and list(overrides["properties"]) == ["accept"]  # no safety skipped

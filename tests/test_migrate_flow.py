@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from charhub_ops.cli import app
+from charhub_ops.errors import DatabaseError
 from charhub_ops.migrations.ledger import read_history
 from tests.harness.migrations import CHARHUB, write_migrations
 from tests.test_backup_flow import _wait_for_event
@@ -284,3 +285,31 @@ def test_a_health_failure_alone_swaps_only_when_asked_by_name(prefect_server, en
     assert summary["outcome"] == "unhealthy, restored" and summary["restored"] == summary["backup_id"]
     with psycopg.connect(env) as conn:
         assert conn.execute("SELECT to_regclass('\"Next\"')").fetchone() == (None,)
+
+
+def test_a_deployment_run_pauses_for_approval_before_restoring_in_production(prefect_server, env, tmp_path,
+                                                                               monkeypatch):
+    import uuid
+
+    import flows.swap
+    from flows.migrate import migrate_flow
+    from prefect.context import _deployment_id
+
+    root = write_migrations(tmp_path / "m", {"1_bad": "CREATE TABLE \"Half\" (\"id\" TEXT);\nSELECT 1/0;\n"})
+    monkeypatch.setenv("CHARHUB_OPS_PRODUCTION", "1")
+    asked = []
+
+    def pause(wait_for_input, timeout):  # the approval form, refused by the operator
+        asked.append(wait_for_input)
+        return flows.swap.Approval(approve=False, reason="not now")
+
+    monkeypatch.setattr(flows.swap, "pause_flow_run", pause)
+    token = _deployment_id.set(uuid.uuid4())  # as in a run started from a deployment
+    try:
+        with pytest.raises(DatabaseError) as info:
+            migrate_flow(migrations_dir=str(root), dry_run=False, restore_on_failure=True)
+    finally:
+        _deployment_id.reset(token)
+    summary = info.value.details
+    assert len(asked) == 1 and summary["restored"] is None and summary["outcome"] == "failed"
+    assert "restore not approved: not now" in summary["error"]

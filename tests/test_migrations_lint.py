@@ -70,6 +70,16 @@ def test_policy_table(finding, created, accepts, verdict):
         assert "runner" in item.reason
 
 
+@pytest.mark.parametrize(("size", "verdict", "reason"), [
+    (TableSize(20_000, 40 << 30), "block", "40960.0 MiB ≥ 1024.0 MiB (setting migrate_big_table_bytes; 20000 rows)"),
+    (TableSize(20_000, 64 << 20), "note", "20000 rows, 64.0 MiB: short lock"),
+    (TableSize(200_000, 1 << 20), "block", "200000 rows ≥ 100000 (setting migrate_big_table_rows)"),
+])
+def test_big_means_many_rows_or_many_bytes(size, verdict, reason):
+    (item,) = classify([f("changing-column-type", "Wide")], {"Wide": size}, {}, 100_000, [], big_bytes=1 << 30)
+    assert (item.verdict, item.reason) == (verdict, reason)
+
+
 def test_parse_accepts():
     assert parse_accepts(["a-rule", "b-rule:20250101_x"]) == [Accept("a-rule"), Accept("b-rule", "20250101_x")]
     with pytest.raises(ConfigError):

@@ -16,9 +16,17 @@ from charhub_ops.migrations.plan import (
     blocking_reason,
     checksum,
     make_plan,
+    plan_changes,
 )
 from charhub_ops.migrations.runner import lock_retry_schedule
-from charhub_ops.migrations.sqltext import created_tables, has_concurrently, named_table, split_statements
+from charhub_ops.migrations.sqltext import (
+    concurrent_index,
+    created_tables,
+    has_concurrently,
+    named_table,
+    split_statements,
+    transaction_segments,
+)
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 LF = b'CREATE TABLE "A" ("id" TEXT);\nCREATE INDEX "A_id" ON "A"("id");\n'
@@ -128,6 +136,63 @@ def test_named_table(statement, table):
 def test_concurrently_ignores_comments():
     assert has_concurrently('CREATE INDEX CONCURRENTLY "i" ON "A"("x");')
     assert not has_concurrently('-- not CONCURRENTLY here\nCREATE INDEX "i" ON "A"("x");')
+
+
+ENUM_CHANGE = """-- AlterEnum
+BEGIN;
+CREATE TYPE "Role_new" AS ENUM ('USER', 'ADMIN');
+ALTER TYPE "Role" RENAME TO "Role_old";
+COMMIT;
+
+-- a comment; with a semicolon
+ALTER TABLE "User" ADD COLUMN "x" TEXT;
+"""
+
+
+@pytest.mark.parametrize(("text", "segments"), [
+    ('ALTER TABLE "A" ADD "x" int;\nALTER TABLE "B" ADD "y" int;\n', [(1, 2, False)]),
+    (ENUM_CHANGE, [(2, 5, True), (8, 8, False)]),
+    ("BEGIN;\nSELECT 1;\nCOMMIT;\n", [(1, 3, True)]),
+    ("INSERT INTO t VALUES (1);\nCOMMIT;\nINSERT INTO t VALUES (2);\nROLLBACK;\nSELECT 3;", [
+        (1, 2, True), (3, 4, False), (5, 5, False)]),
+    ("BEGIN;\nSAVEPOINT s;\nROLLBACK TO SAVEPOINT s;\nEND;\n", [(1, 4, True)]),  # ROLLBACK TO is no end
+    ("CREATE FUNCTION f() RETURNS int LANGUAGE plpgsql AS $$ BEGIN COMMIT; RETURN 1; END $$;\nSELECT 1;\n",
+     [(1, 2, False)]),
+    ("-- only a comment\n", []),
+])
+def test_transaction_segments_cut_after_the_files_own_commits(text, segments):
+    found = transaction_segments(text)
+    assert [(s.first_line, s.last_line, s.commits) for s in found] == segments
+    assert "".join(s.text for s in found).strip() == text.strip().removesuffix("-- only a comment")
+
+
+@pytest.mark.parametrize(("statement", "target"), [
+    ('CREATE INDEX CONCURRENTLY "Character_name_idx" ON "Character"("name")', ("Character_name_idx", "Character")),
+    ('-- x\nCREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "U" ON ONLY public."User" ("e")', ("U", "public.User")),
+    ('CREATE INDEX "i" ON "A"("x")', None),
+    ('DROP INDEX CONCURRENTLY "i"', None),
+])
+def test_concurrent_index(statement, target):
+    assert concurrent_index(statement) == target
+
+
+def test_created_tables_if_not_exists_apart():
+    text = 'CREATE TABLE "New" (id int);\nCREATE TABLE IF NOT EXISTS public."Maybe" (id int);\n'
+    assert created_tables(text) == {"New"}
+    assert created_tables(text, if_not_exists=True) == {"public.Maybe", "Maybe"}
+
+
+@pytest.mark.parametrize(("planned", "on_disk", "pending", "changes"), [
+    ({"2_a": LF}, {"1_x": LF, "2_a": LF}, ["2_a"], []),
+    ({"2_a": LF}, {"1_x": LF, "2_a": LF + b"--"}, ["2_a"], ["2_a (changed)"]),
+    ({"2_a": LF}, {"1_x": LF}, [], ["2_a (gone)"]),
+    ({"2_a": LF}, {"2_a": LF, "3_b": LF}, ["2_a", "3_b"], ["3_b (new)"]),
+    ({"2_a": LF}, {"2_a": LF}, [], ["2_a (no longer pending: applied or failed meanwhile)"]),
+    ({}, {"0_early": LF}, ["0_early"], ["0_early (new)"]),
+])
+def test_plan_changes(planned, on_disk, pending, changes):
+    files = [f(name, data) for name, data in on_disk.items()]
+    assert plan_changes({n: checksum(d) for n, d in planned.items()}, files, pending) == changes
 
 
 def test_core_never_imports_prefect():

@@ -147,3 +147,25 @@ def test_prisma_schema_parameter_is_honoured(database, tmp_path):
     assert where == {"_prisma_migrations": "tenant", "User": "tenant", "Character": "tenant"}
     again = run(url, root, RunnerOptions(lock_wait=1, poll=0.1))  # the ledger is read from the same schema
     assert again.applied == [] and again.plan.applied == ["1_init"]
+
+
+def test_session_timeouts_are_reset_after_the_file_on_success_and_failure(database):
+    from charhub_ops.errors import DatabaseError
+    from charhub_ops.migrations import ledger
+    from charhub_ops.migrations.plan import MigrationFile
+    from charhub_ops.migrations.runner import apply_one
+
+    opts = RunnerOptions(lock_timeout=0.7, lock_retries=1, statement_timeout=12.0)
+    with psycopg.connect(database, autocommit=True) as conn:
+        ledger.ensure_ledger(conn)
+        inside = "BEGIN;\nCREATE TABLE t (x int);\nCOMMIT;\nSELECT set_config('my.seen', current_setting('lock_timeout') " \
+                 "|| '/' || current_setting('statement_timeout'), false);\n"
+        apply_one(conn, MigrationFile("1_ok", "c1"), inside, opts)
+        shown = conn.execute("SELECT current_setting('my.seen'), current_setting('lock_timeout'), "
+                             "current_setting('statement_timeout')").fetchone()
+        assert shown == ("700ms/12s", "0", "0")  # in force after the file's COMMIT, reset after the file
+        with pytest.raises(DatabaseError, match="committed up to line 3"):
+            apply_one(conn, MigrationFile("2_bad", "c2"), "BEGIN;\nCREATE TABLE u (x int);\nCOMMIT;\nSELECT 1/0;\n",
+                      opts)
+        assert conn.execute("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')"
+                            ).fetchone() == ("0", "0")

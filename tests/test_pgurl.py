@@ -184,3 +184,16 @@ def test_tools_in_a_container_get_every_parameter(pg_container):
         assert session.query(SETTINGS_SQL) == [("foo", "h2probe", "UTF8")]  # the session pins UTF8 itself
     argv, env = tools.run(ARGV).decode().splitlines()
     assert "application_name=h2probe" in argv and PASSWORD not in argv and env == PASSWORD
+
+
+@pytest.mark.parametrize(("url", "schema", "conninfo_has"), [
+    ("postgresql://u:p@h:5432/charhub_db?schema=tenant", "tenant", "dbname=charhub_db"),
+    ("postgresql://u@h/db?sslmode=disable&schema=My%20Schema&connection_limit=5", "My Schema", "sslmode=disable"),
+    ("postgresql://u@h/db?schema=public", "public", "host=h"),
+    ("postgresql://u@h/db", None, "host=h"),
+    ("host=h dbname=db", None, "dbname=db"),
+])
+def test_prisma_schema_is_kept_apart_from_the_libpq_parameters(url, schema, conninfo_has):
+    parsed = parse_pg_url(url)
+    assert parsed.prisma_schema == schema and conninfo_has in parsed.conninfo and "schema" not in parsed.params
+    assert parsed.with_dbname("other").prisma_schema == schema
