@@ -98,8 +98,9 @@ def migrate_flow(
     dry_run: Annotated[bool, Field(description="Plan, lint and preview only; nothing is changed")] = True,
     migrations_dir: Annotated[str, Field(
         description="Prisma migrations directory (<name>/migration.sql)")] = "prisma/migrations",
-    restore_on_failure: Annotated[bool, Field(description="If a migration fails, restore the backup taken before "
-                                                        "the run (restore with replace; production: approval)")] = False,
+    restore_on_failure: Annotated[bool, Field(
+        description="If a migration fails, restore the backup taken before the run (restore with replace; "
+                    "production: approval)")] = False,
     restore_on_health_failure: Annotated[bool, Field(
         description="If the migrations applied but the health checks fail, restore the backup taken before the run "
                     "(restore with replace; production: approval)")] = False,
@@ -118,7 +119,8 @@ def migrate_flow(
     summary = {"kind": "preview", "database": cfg.url.dbname, "outcome": "dry-run" if dry_run else "planned",
                "applied": [], "applied_before": plan["applied"], "planned": plan["pending"],
                "pending": plan["pending"], "failed": plan["failed"], "failed_logs": plan["failed_logs"],
-               "drift": plan["drift"], "checksums": plan["checksums"], "lint": lint, "backup_id": None, "no_backup": no_backup,
+               "drift": plan["drift"], "checksums": plan["checksums"], "lint": lint, "backup_id": None,
+               "no_backup": no_backup,
                "allow_drift": allow_drift, "accept": accept, "lock_wait": cfg.options.lock_wait,
                "run_id": None, "checks": [], "error": None, "restored": None, "previous_database": None,
                "prisma_container": apply.prisma_container}

@@ -11,8 +11,8 @@ from pydantic import BaseModel
 
 from charhub_ops.errors import ConfigError
 from charhub_ops.migrations import ledger, lint, prisma, runner
-from charhub_ops.migrations.plan import plan_changes
 from charhub_ops.migrations.checks import check_urls
+from charhub_ops.migrations.plan import plan_changes
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import server_info
 from charhub_ops.settings import load_settings

@@ -291,9 +291,10 @@ def test_a_deployment_run_pauses_for_approval_before_restoring_in_production(pre
                                                                                monkeypatch):
     import uuid
 
+    from prefect.context import _deployment_id
+
     import flows.swap
     from flows.migrate import migrate_flow
-    from prefect.context import _deployment_id
 
     root = write_migrations(tmp_path / "m", {"1_bad": "CREATE TABLE \"Half\" (\"id\" TEXT);\nSELECT 1/0;\n"})
     monkeypatch.setenv("CHARHUB_OPS_PRODUCTION", "1")

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from charhub_ops.errors import ConfigError
-from charhub_ops.migrations.ledger import read_migrations
 from charhub_ops.migrations import runner
+from charhub_ops.migrations.ledger import read_migrations
 from charhub_ops.migrations.runner import RunnerOptions, migrate_locked
 from charhub_ops.pgurl import parse_pg_url
 from tests.harness.migrations import CHARHUB, write_migrations
@@ -158,8 +158,8 @@ def test_session_timeouts_are_reset_after_the_file_on_success_and_failure(databa
     opts = RunnerOptions(lock_timeout=0.7, lock_retries=1, statement_timeout=12.0)
     with psycopg.connect(database, autocommit=True) as conn:
         ledger.ensure_ledger(conn)
-        inside = "BEGIN;\nCREATE TABLE t (x int);\nCOMMIT;\nSELECT set_config('my.seen', current_setting('lock_timeout') " \
-                 "|| '/' || current_setting('statement_timeout'), false);\n"
+        inside = ("BEGIN;\nCREATE TABLE t (x int);\nCOMMIT;\nSELECT set_config('my.seen', "
+                  "current_setting('lock_timeout') || '/' || current_setting('statement_timeout'), false);\n")
         apply_one(conn, MigrationFile("1_ok", "c1"), inside, opts)
         shown = conn.execute("SELECT current_setting('my.seen'), current_setting('lock_timeout'), "
                              "current_setting('statement_timeout')").fetchone()
