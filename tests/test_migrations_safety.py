@@ -169,3 +169,13 @@ def test_session_timeouts_are_reset_after_the_file_on_success_and_failure(databa
                       opts)
         assert conn.execute("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')"
                             ).fetchone() == ("0", "0")
+
+
+def test_a_file_that_never_commits_its_own_begin_fails_instead_of_counting_as_applied(database, tmp_path):
+    root = write_migrations(tmp_path / "m", {"1_open": 'BEGIN;\nCREATE TABLE "Open" ("id" TEXT);\n'})
+    result = run(database, root, RunnerOptions(lock_wait=1, poll=0.1))
+    assert result.failed == "1_open" and "BEGIN without COMMIT" in str(result.error)
+    assert not _exists(database, "SELECT to_regclass('\"Open\"') IS NOT NULL")
+    with psycopg.connect(database) as conn:
+        assert conn.execute("SELECT finished_at IS NULL, logs LIKE '%%BEGIN without COMMIT%%' "
+                            "FROM _prisma_migrations").fetchone() == (True, True)

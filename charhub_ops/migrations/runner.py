@@ -177,6 +177,9 @@ def _run_file(conn: psycopg.Connection, script: str, opts: RunnerOptions, sleep:
             _run_segment(conn, segment.text, schedule, sleep, applied)
             if segment.commits:
                 applied.committed_line = segment.last_line
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:  # rolled back on the way out
+            raise psycopg.errors.InvalidTransactionState(
+                "the file ends inside a transaction it opened (BEGIN without COMMIT); it was rolled back")
 
 
 def apply_one(conn: psycopg.Connection, file: MigrationFile, script: str | Path, opts: RunnerOptions,
