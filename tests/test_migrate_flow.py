@@ -314,3 +314,16 @@ def test_a_deployment_run_pauses_for_approval_before_restoring_in_production(pre
     summary = info.value.details
     assert len(asked) == 1 and summary["restored"] is None and summary["outcome"] == "failed"
     assert "restore not approved: not now" in summary["error"]
+
+
+def test_prisma_schema_in_the_url_places_the_ledger_and_the_tables(prefect_server, env, tmp_path, monkeypatch):
+    root = write_migrations(tmp_path / "m", CHARHUB)
+    monkeypatch.setenv("CHARHUB_OPS_DATABASE_URL", env + ("&" if "?" in env else "?") + "schema=tenant")
+    applied = cli("--migrations", str(root), "--no-backup", "--json")
+    assert applied.exit_code == 0, applied.output
+    status = cli("status", "--migrations", str(root), "--json")
+    assert status.exit_code == 0 and json.loads(status.stdout)["applied"] == sorted(CHARHUB)
+    with psycopg.connect(env) as conn:
+        assert conn.execute("SELECT to_regclass('tenant._prisma_migrations') IS NOT NULL, "
+                            "to_regclass('tenant.\"UsageLog\"') IS NOT NULL, to_regclass('public._prisma_migrations'), "
+                            "to_regclass('public.\"UsageLog\"')").fetchone() == (True, True, None, None)
