@@ -179,3 +179,19 @@ def test_a_file_that_never_commits_its_own_begin_fails_instead_of_counting_as_ap
     with psycopg.connect(database) as conn:
         assert conn.execute("SELECT finished_at IS NULL, logs LIKE '%%BEGIN without COMMIT%%' "
                             "FROM _prisma_migrations").fetchone() == (True, True)
+
+
+def test_if_not_exists_on_an_invalid_leftover_index_fails_naming_the_drop(database, tmp_path):
+    root = write_migrations(tmp_path / "m", INIT)
+    run(database, root, RunnerOptions(lock_wait=1, poll=0.1))
+    with psycopg.connect(database, autocommit=True) as conn:  # a build that failed before this run
+        conn.execute("INSERT INTO \"User\" VALUES ('u', 'u@x')")
+        conn.execute("INSERT INTO \"Character\" (id, name, \"userId\") VALUES ('a', 'same', 'u'), ('b', 'same', 'u')")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute('CREATE UNIQUE INDEX CONCURRENTLY "Character_name_key" ON "Character"("name")')
+        conn.execute("DELETE FROM \"Character\" WHERE id = 'b'")
+    write_migrations(root, {"2_unique": 'CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS "Character_name_key" '
+                                        'ON "Character"("name");\n'})
+    result = run(database, root, RunnerOptions(lock_wait=1, poll=0.1))
+    assert result.failed == "2_unique"
+    assert 'DROP INDEX CONCURRENTLY IF EXISTS "public"."Character_name_key";' in str(result.error)

@@ -5,7 +5,8 @@ phases that take no table lock worth bounding, so a ``lock_timeout`` only turns 
 leaves an INVALID index behind (and a failed migration: P3009 for every later deploy). It therefore runs with
 ``lock_timeout = 0`` and its own ``statement_timeout`` (``concurrent_timeout``), both session-level and reset
 after. If it fails, the INVALID index it left (one that did not exist before) is dropped with ``DROP INDEX
-CONCURRENTLY``; if that fails too, the failure names the statement to run.
+CONCURRENTLY``; if that fails too, the failure names the statement to run. An ``IF NOT EXISTS`` build that
+"succeeds" on an INVALID index left earlier fails, naming the statement to run.
 """
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ def _drop_invalid(conn: psycopg.Connection, target: tuple[str, str]) -> str | No
     return f"The run dropped the INVALID index {found[0]} it left."
 
 
+def _refuse_invalid(conn: psycopg.Connection, target: tuple[str, str] | None) -> None:
+    """``IF NOT EXISTS`` succeeds on an INVALID index an earlier failed build left: that is no index."""
+    found = _index(conn, target) if target else None
+    if found and not found[1]:
+        raise psycopg.errors.ObjectNotInPrerequisiteState(
+            f"the index {found[0]} exists but is INVALID (left by an earlier failed build): run `DROP INDEX "
+            f"CONCURRENTLY IF EXISTS {found[0]};`, then run the migration again")
+
+
 def run_concurrently(conn: psycopg.Connection, script: str, statement_timeout: float) -> None:
     """Run ``script`` (one CONCURRENTLY statement) with no lock_timeout and ``statement_timeout`` seconds
     (0 = none). A failure is re-raised with a note (``exc.__notes__``) saying what happened to the INVALID
@@ -57,9 +67,11 @@ def run_concurrently(conn: psycopg.Connection, script: str, statement_timeout: f
     conn.execute(f"SET lock_timeout = 0; SET statement_timeout = '{_ms(statement_timeout)}ms'")
     try:
         conn.execute(script)
+        _refuse_invalid(conn, target)
     except psycopg.Error as exc:
         note = _drop_invalid(conn, target) if target and not existed and not conn.closed else None
-        exc.add_note(note or "An INVALID index may remain: drop it (DROP INDEX CONCURRENTLY) before retrying.")
+        if note or target is None:  # an index that existed before is not this build's
+            exc.add_note(note or "An INVALID index may remain: drop it (DROP INDEX CONCURRENTLY) before retrying.")
         raise
     finally:
         if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
