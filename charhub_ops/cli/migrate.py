@@ -60,7 +60,8 @@ def _run(database_url, migrations, dry_run, no_backup, accept, allow_drift, lock
         if migrations is None:
             raise ConfigError("--migrations: required (the Prisma migrations directory)")
         use_database_url(database_url)
-        _check_restore(restore, yes)
+        if not dry_run:  # a dry run restores nothing
+            _check_restore(restore, yes)
         parse_accepts(accept)
         read_migrations(migrations)
         return {"apply": build(MigrateApply, lock_wait=lock_wait, prisma_container=prisma_container),
