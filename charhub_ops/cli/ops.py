@@ -25,12 +25,15 @@ def setup(as_json: JsonOpt = False) -> None:
     from deployments.setup import setup as bootstrap
 
     blocks = wanted_blocks(settings, secret_blocks(load_spec()))
+    access, warnings = _access()
     result = run_guarded(lambda: bootstrap(settings.notify_block, blocks))
+    result["access"], result["warnings"] = access.as_dict(), warnings + result["warnings"]
     if as_json:
         print_json(result)
         return
     err.print(f"work pool [bold]{result['work_pool']}[/]; {len(result['deployments'])} deployments registered",
               highlight=False)
+    err.print(f"access: {_describe(access)}", highlight=False, soft_wrap=True)
     for slug, outcome in result["blocks"].items():
         err.print(f"  block {slug}: {outcome}", highlight=False)
     for name, outcome in result["automations"].items():
@@ -54,6 +57,8 @@ def status(as_json: JsonOpt = False) -> None:
     prepare_prefect()
     from deployments.setup import status as read_status
 
+    for warning in _access()[1]:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     rows = run_guarded(read_status)
     if as_json:
         print_json(rows)
@@ -62,6 +67,28 @@ def status(as_json: JsonOpt = False) -> None:
         duration = "" if r["duration_s"] is None else f"{r['duration_s']:.1f} s"
         typer.echo(f"{r['deployment']:<22} {r['last_state'] or '-':<15} {r['last_start'] or '-':<33} "
                    f"{duration:<10} next {r['next_run'] or '-'}")
+
+
+def _access():
+    """Ask the API once without credentials (charhub_ops.access); (Access, warning lines). A server that
+    requires credentials this CLI does not have is one clear error line, not a 401 traceback."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
+
+    from charhub_ops.access import access_warnings, check_access
+
+    access = check_access(PREFECT_API_URL.value())
+    credentials = PREFECT_API_AUTH_STRING.value() is not None
+    if access.open is False and not credentials:
+        fail(f"the Prefect API at {access.api} requires credentials ({access.detail}): set PREFECT_API_AUTH_STRING "
+             "(user:password, as the server's PREFECT_SERVER_API_AUTH_STRING)")
+    return access, access_warnings(access, credentials)
+
+
+def _describe(access) -> str:
+    if access.open is None:
+        return f"{access.api}: could not tell ({access.detail})"
+    guard = "answers without credentials" if access.open else "requires credentials"
+    return f"{access.api} {guard} ({'loopback' if access.loopback else 'not loopback'})"
 
 
 def _require_server() -> None:

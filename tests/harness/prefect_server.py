@@ -50,13 +50,16 @@ def _wait_healthy(proc: subprocess.Popen, api: str, log: Path, timeout: float = 
 
 
 def start_prefect_server(home: Path, *, database_url: str | None = None, ui: bool = False, services: bool = False,
-                         settings: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+                         settings: dict[str, str] | None = None, auth: str | None = None,
+                         host: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
     """A healthy ``prefect server start`` (own PREFECT_HOME, own port); returns (process, API URL).
 
     ``database_url``: a PostgreSQL URL (postgresql://…, made postgresql+asyncpg://); ``ui``: serve the UI
     (PREFECT_UI_API_URL points it at this port); ``services``: run the background services (events,
     triggers, pauses) except the scheduler, so schedules of prefect.yaml start nothing during tests;
-    ``settings``: more PREFECT_* variables for the server process (e.g. shorter foreman timeouts)."""
+    ``settings``: more PREFECT_* variables for the server process (e.g. shorter foreman timeouts);
+    ``auth``: ``user:password`` — basic auth for the API and the UI, with CSRF protection on, as the README's
+    "Access" says production runs; ``host``: the address to bind (the URL returned always uses 127.0.0.1)."""
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -64,9 +67,11 @@ def start_prefect_server(home: Path, *, database_url: str | None = None, ui: boo
            "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2"}
     env.pop("PREFECT_API_URL", None)
     env.update(settings or {})
+    if auth:
+        env.update(PREFECT_SERVER_API_AUTH_STRING=auth, PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED="true")
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
-    args = ["--host", "127.0.0.1", "--port", str(port)] + ([] if ui else ["--no-ui"])
+    args = ["--host", host, "--port", str(port)] + ([] if ui else ["--no-ui"])
     args += [] if services else ["--no-services"]
     log = home / "server.log"
     with open(log, "wb") as out:

@@ -1,0 +1,81 @@
+"""Who can press the buttons: does the Prefect API answer a request that carries no credentials?
+
+Anyone who reaches an open Prefect API (or its UI) can start a restore over production, approve it in the
+pause form, roll back a deploy or start a media cleanup. :func:`check_access` asks the API once *without*
+an ``Authorization`` header, on an endpoint that Prefect's basic auth (``PREFECT_SERVER_API_AUTH_STRING``)
+guards (``GET /admin/version``; ``/health`` and ``/ready`` are exempt): 200 means open, 401/403 means
+credentials are required (by Prefect or by a proxy in front of it). :func:`access_warnings` turns the answer
+into warning lines: an open API on an address that is not loopback, and credentials sent over plain HTTP to
+an address that is not loopback. Pure standard library; never sends, logs or returns the auth string.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+__all__ = ["Access", "check_access", "access_warnings", "is_loopback"]
+
+PROBE = "/admin/version"  # guarded by the server's basic auth (only GET /health and /ready are exempt)
+
+
+@dataclass(frozen=True)
+class Access:
+    """What a request without credentials got. ``open``: None when the API could not be asked."""
+
+    api: str
+    loopback: bool
+    open: bool | None
+    detail: str
+
+    def as_dict(self) -> dict:
+        return {"api": self.api, "loopback": self.loopback, "open": self.open, "detail": self.detail}
+
+
+def is_loopback(host: str) -> bool:
+    """Every address ``host`` stands for is a loopback address (127.0.0.0/8, ::1; ``localhost``).
+    A name that does not resolve is not loopback."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def check_access(api: str, timeout: float = 10) -> Access:
+    """Ask ``api`` (a PREFECT_API_URL, ending in /api) for PROBE without credentials."""
+    api = api.rstrip("/")
+    loopback = is_loopback(urlsplit(api).hostname or "")
+    request = urllib.request.Request(api + PROBE, method="GET")  # deliberately no Authorization header
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return Access(api, loopback, True, f"HTTP {response.status} without credentials")
+    except urllib.error.HTTPError as exc:
+        refused = exc.code in (401, 403)
+        return Access(api, loopback, False if refused else None, f"HTTP {exc.code} without credentials")
+    except (OSError, ValueError) as exc:
+        return Access(api, loopback, None, f"not reachable: {exc.__class__.__name__}")
+
+
+def access_warnings(access: Access, credentials: bool) -> list[str]:
+    """Warning lines for an API that strangers may reach; ``credentials``: this client sends an auth string."""
+    if access.loopback:
+        return []
+    out = []
+    if access.open:
+        out.append(f"the Prefect API at {access.api} answers without credentials on a non-loopback address: "
+                   "anyone who reaches it can run a restore over production, approve it or roll back a deploy; "
+                   "set PREFECT_SERVER_API_AUTH_STRING on the server (PREFECT_API_AUTH_STRING on workers and "
+                   "this CLI), see the README, \"Access\"")
+    if credentials and urlsplit(access.api).scheme == "http":
+        out.append(f"PREFECT_API_AUTH_STRING travels in clear to {access.api}: put the server behind TLS "
+                   "(https://) or keep it on loopback")
+    return out
