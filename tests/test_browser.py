@@ -60,13 +60,16 @@ def anonymous_page(browser, request):
 def page(anonymous_page, ops_stack):
     """A page logged in with the stack's auth string through the UI's login form."""
     login(anonymous_page, ops_stack, ops_stack.auth)
-    anonymous_page.get_by_role("link", name="Deployments").first.wait_for()
+    anonymous_page.wait_for_url(lambda url: "/login" not in url)
+    assert anonymous_page.evaluate("localStorage.getItem('prefect-password')"), "the login did not hold"
     return anonymous_page
 
 
 def login(page, stack: OpsStack, auth: str) -> None:
-    """The UI's login page (shown when the server has an auth string) takes ``user:password``."""
-    page.goto(f"{stack.ui}/dashboard")
+    """The UI's login page (where the UI sends anyone without a stored auth string) takes ``user:password``.
+    Opened directly and settled first: a page's own requests answered 401 after the login would undo it."""
+    page.goto(f"{stack.ui}/login")
+    page.wait_for_load_state("networkidle")
     page.get_by_placeholder("admin:pass").fill(auth)
     page.get_by_role("button", name="Login", exact=True).click()
 
@@ -117,11 +120,14 @@ def test_the_ui_asks_for_the_auth_string_and_the_api_refuses_strangers(ops_stack
     assert _status(f"{ops_stack.api}/deployments/{dep}") == 401  # no credentials: refused
     assert _status(f"{ops_stack.api}/deployments/{dep}", "ops:guess") == 401
     assert _status(f"{ops_stack.api}/deployments/{dep}", ops_stack.auth) == 200
+    page.goto(f"{ops_stack.ui}/deployments/deployment/{dep}")
+    page.wait_for_url("**/login**")  # the UI sends a stranger to its login page
     login(page, ops_stack, "ops:guess")
     page.get_by_text("Authentication failed.", exact=False).first.wait_for()
     page.shot("refused")
     assert page.evaluate("localStorage.getItem('prefect-password')") is None  # nothing kept of a wrong guess
     login(page, ops_stack, ops_stack.auth)
+    page.wait_for_url(lambda url: "/login" not in url)
     page.goto(f"{ops_stack.ui}/deployments/deployment/{dep}")
     page.get_by_role("button", name="Run", exact=True).wait_for()
     page.shot("in")
