@@ -37,6 +37,11 @@ class Decision(BaseModel):
     asked_at: datetime
     answered_at: datetime
 
+    @classmethod
+    def recorded(cls, summary: dict) -> Decision | None:
+        """The decision kept in a restore's result (``approval``), if it asked one."""
+        return cls(**summary["approval"]) if summary.get("approval") else None
+
     def line(self) -> str:
         verdict = "Approved" if self.approved else "Refused"
         return (f"**{verdict}** at {self.answered_at:%Y-%m-%d %H:%M:%S} UTC (asked {self.asked_at:%H:%M:%S} UTC): "
