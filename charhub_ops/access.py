@@ -11,6 +11,7 @@ an address that is not loopback. Pure standard library; never sends, logs or ret
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import socket
 import urllib.error
@@ -18,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = ["Access", "check_access", "access_warnings", "is_loopback"]
+__all__ = ["Access", "check_access", "credentials_accepted", "access_warnings", "is_loopback"]
 
 PROBE = "/admin/version"  # guarded by the server's basic auth (only GET /health and /ready are exempt)
 
@@ -54,15 +55,31 @@ def check_access(api: str, timeout: float = 10) -> Access:
     """Ask ``api`` (a PREFECT_API_URL, ending in /api) for PROBE without credentials."""
     api = api.rstrip("/")
     loopback = is_loopback(urlsplit(api).hostname or "")
-    request = urllib.request.Request(api + PROBE, method="GET")  # deliberately no Authorization header
+    status = _probe(api, {}, timeout)  # deliberately no Authorization header
+    if isinstance(status, str):
+        return Access(api, loopback, None, f"not reachable: {status}")
+    guarded = status in (401, 403)
+    return Access(api, loopback, not guarded if guarded or status < 400 else None, f"HTTP {status} without credentials")
+
+
+def credentials_accepted(api: str, auth: str, timeout: float = 10) -> bool | None:
+    """Does ``api`` accept the basic-auth string ``auth`` (user:password)? None: could not tell."""
+    token = base64.b64encode(auth.encode()).decode()
+    status = _probe(api.rstrip("/"), {"Authorization": f"Basic {token}"}, timeout)
+    if isinstance(status, str):
+        return None
+    return False if status in (401, 403) else True if status < 400 else None
+
+
+def _probe(api: str, headers: dict[str, str], timeout: float) -> int | str:
+    """The HTTP status of ``GET api + PROBE``, or the name of the error that prevented an answer."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return Access(api, loopback, True, f"HTTP {response.status} without credentials")
+        with urllib.request.urlopen(urllib.request.Request(api + PROBE, headers=headers), timeout=timeout) as resp:
+            return resp.status
     except urllib.error.HTTPError as exc:
-        refused = exc.code in (401, 403)
-        return Access(api, loopback, False if refused else None, f"HTTP {exc.code} without credentials")
+        return exc.code
     except (OSError, ValueError) as exc:
-        return Access(api, loopback, None, f"not reachable: {exc.__class__.__name__}")
+        return exc.__class__.__name__
 
 
 def access_warnings(access: Access, credentials: bool) -> list[str]:

@@ -127,9 +127,10 @@ def test_with_auth_a_request_without_credentials_is_refused_and_setup_does_not_w
     assert "TLS" in tls and NAMES not in tls
 
 
-def test_without_the_auth_string_the_cli_says_which_setting_is_missing(servers, tmp_path) -> None:
+@pytest.mark.parametrize(("auth", "says"), [(None, "requires credentials"), ("ops:wrong", "refused")])
+def test_without_the_right_auth_string_the_cli_says_which_setting(servers, tmp_path, auth, says) -> None:
     _, guarded = servers
-    done = _cli(tmp_path, guarded, "status")
+    done = _cli(tmp_path, guarded, "status", auth=auth)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     (line,) = [line for line in done.stderr.splitlines() if line.strip()]
-    assert "requires credentials" in line and "PREFECT_API_AUTH_STRING" in line
+    assert says in line and "PREFECT_API_AUTH_STRING" in line and (auth or AUTH) not in line

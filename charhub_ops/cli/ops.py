@@ -1,5 +1,7 @@
 """`charhub-ops setup | serve | status`: bootstrap the Prefect server in PREFECT_API_URL, serve every deployment
-without a worker, and show the last run of each. Prefect is imported only inside the commands."""
+without a worker, and show the last run of each; setup and status also say who can reach the API (an open API
+on a non-loopback address is a warning naming PREFECT_SERVER_API_AUTH_STRING). Prefect is imported only inside
+the commands."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ __all__ = ["setup", "serve", "status"]
 def setup(as_json: JsonOpt = False) -> None:
     """Idempotent bootstrap: work pool, the blocks named in settings that are missing (values from the
     environment only; never overwritten), automations (notification block of CHARHUB_OPS_NOTIFY_BLOCK) and every
-    deployment of prefect.yaml. Missing secrets are warnings naming how to create them."""
+    deployment of prefect.yaml. Missing secrets are warnings naming how to create them. First the API is asked
+    once without credentials (charhub_ops.access): open on a non-loopback address is a warning."""
     from charhub_ops.settings import load_settings
 
     settings = run_guarded(load_settings)
@@ -52,7 +55,8 @@ def serve() -> None:
 
 
 def status(as_json: JsonOpt = False) -> None:
-    """The last run of each deployment: state, start, duration and the next scheduled run."""
+    """The last run of each deployment: state, start, duration and the next scheduled run; the access warning
+    of ``setup`` on stderr."""
     _require_server()
     prepare_prefect()
     from deployments.setup import status as read_status
@@ -74,14 +78,16 @@ def _access():
     requires credentials this CLI does not have is one clear error line, not a 401 traceback."""
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
 
-    from charhub_ops.access import access_warnings, check_access
+    from charhub_ops.access import access_warnings, check_access, credentials_accepted
 
-    access = check_access(PREFECT_API_URL.value())
-    credentials = PREFECT_API_AUTH_STRING.value() is not None
-    if access.open is False and not credentials:
+    access, auth = check_access(PREFECT_API_URL.value()), PREFECT_API_AUTH_STRING.value()
+    if access.open is False and not auth:
         fail(f"the Prefect API at {access.api} requires credentials ({access.detail}): set PREFECT_API_AUTH_STRING "
              "(user:password, as the server's PREFECT_SERVER_API_AUTH_STRING)")
-    return access, access_warnings(access, credentials)
+    if access.open is False and credentials_accepted(access.api, auth) is False:
+        fail(f"the Prefect API at {access.api} refused PREFECT_API_AUTH_STRING: set it to the server's "
+             "PREFECT_SERVER_API_AUTH_STRING (user:password)")
+    return access, access_warnings(access, auth is not None)
 
 
 def _describe(access) -> str:
