@@ -33,10 +33,10 @@ from charhub_ops.monitoring.config import MonitorConfig, load_config
 from charhub_ops.monitoring.incidents import ActionResult
 from charhub_ops.monitoring.runner import secret_values
 from charhub_ops.settings import Settings, load_settings
+from flows.approval import Decision, approve
 from flows.backup import backup_flow
 from flows.params import Repository, RestoreSource, RestoreTarget, StateStore
 from flows.restore import restore_flow
-from flows.swap import approve
 from tasks.config import repo_spec
 from tasks.deploy import (
     check_images,
@@ -221,8 +221,9 @@ def rollback_flow(services: Services, restore_data: bool = False, reason: str = 
     records, refs, guards = _targets(repo, services, restore_data)
     plan = _rollback_plan(services, records, refs, guards, restore_data)
     deploy_artifact("rollback-plan", f"Rollback of {', '.join(services)}", plan)
+    decision = None
     if restore_data and not settings.production:  # production: the restore flow asks, with its own plan
-        approve("\n".join(plan))
+        decision = approve("\n".join(plan))
     run = _Rollback(settings=settings, cfg=cfg, state=state, services=services, records=records,
                     guards=guards, by_service=by_service, reason=reason, started=utcnow())
     done = [recreate_service(records[s], refs[s]) for s in services]
@@ -233,8 +234,10 @@ def rollback_flow(services: Services, restore_data: bool = False, reason: str = 
         g = guards[services[0]]
         source = RestoreSource(source_database=g.database, backup=g.backup_id)
         restored = restore_flow(repository=repo.url, source=source, target=RestoreTarget(replace=True))
+        answer = decision or Decision.recorded(restored)  # outside production, or restore's own pause
         run.actions.append(ActionResult(action="restore-data", ok=True, ran=True, at=utcnow(),
-                                        detail=f"backup {g.backup_id} swapped into {restored['database']}"))
+                                        detail=f"backup {g.backup_id} swapped into {restored['database']}; "
+                                               + (answer.line() if answer else "approved with --yes")))
     gate, outcome = _gate(settings, by_service)
     return _finish(run, done, gate, outcome, restored)
 

@@ -56,8 +56,7 @@ def restore_flow(
     manifest = select_backup(cfg.repo, source.source_database, cfg.url.dbname, source.backup, source.before)
     name = target.target_database or restore_name(manifest.database, now)
     plan = restore_plan(manifest, name, cfg.url.redacted(), target.replace, cfg.url.dbname, cfg.app_containers, now)
-    if target.replace and cfg.production:
-        approve(plan)
+    decision = approve(plan) if target.replace and cfg.production else None
     ensure_absent(cfg.url, cfg.container, name)
     dump = fetch_backup(cfg, manifest) if choose_restore_mode(cfg, manifest) == "file" else None
     roles = None
@@ -68,14 +67,15 @@ def restore_flow(
     finally:
         remove_work_files(dump, roles)
     result = check_copy(cfg.url, cfg.container, name, manifest, with_hashes=True)
-    check_report("Restore", manifest, name, result.ok, result.tables, result.rows, result.hashed, result.mismatches)
+    check_report("Restore", manifest, name, result.ok, result.tables, result.rows, result.hashed, result.mismatches,
+                 decision.line() if decision else None)
     if not result.ok:
         raise VerificationError(f"restored copy '{name}' differs from backup {manifest.backup_id} "
                                 f"({len(result.mismatches)} problems; the database is kept for inspection): "
                                 + "; ".join(result.mismatches[:3]))
     summary = {"backup_id": manifest.backup_id, "source_database": manifest.database, "database": name,
                "tables": result.tables, "rows": result.rows, "hashed_tables": result.hashed, "ok": result.ok,
-               "replaced": False}
+               "replaced": False, "approval": decision.model_dump(mode="json") if decision else None}
     if target.replace:  # approved above (production) with the whole plan: the swap asks nothing more
         summary.update(swap_databases(cfg, live=cfg.url.dbname, restored=name, repository=cfg.repo.url,
                                       access=access))

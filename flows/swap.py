@@ -1,10 +1,11 @@
 """Swap a restored, verified copy into the live database name (the second half of `restore --replace`).
 
 Runbook: resolve configuration → approval (production targets, from a deployment: a pause with a form
-in the UI) → safety backup of the live database (the backup flow) → in one transaction: stop the app
-containers → block and terminate connections → rename live → ``<live>_pre_restore_<ts>`` → rename
-restored → live → allow connections → start the containers and wait for their health checks. Any
-failure rolls every step back in reverse order. The old database is kept; this flow never drops one.
+in the UI, reason required, recorded in the run's ``approval`` artifact — flows/approval.py) → safety
+backup of the live database (the backup flow) → in one transaction: stop the app containers → block and
+terminate connections → rename live → ``<live>_pre_restore_<ts>`` → rename restored → live → allow
+connections → start the containers and wait for their health checks. Any failure rolls every step back
+in reverse order. The old database is kept; this flow never drops one.
 
 No parameter skips the approval: the restore flow, which asks with its whole plan, runs the same steps
 (:func:`swap_databases`) inside its own run instead of calling this flow.
@@ -15,13 +16,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from prefect import flow, get_run_logger, pause_flow_run, runtime
-from prefect.input import RunInput
+from prefect import flow, get_run_logger
 from prefect.transactions import transaction
 from pydantic import Field
 
-from charhub_ops.errors import ConfigError
 from charhub_ops.swap import pre_restore_name
+from flows.approval import Approval, approve
 from flows.backup import backup_flow
 from flows.params import Access, DatabaseName, Repository, Seconds, described
 from tasks.notify import notify_failure
@@ -29,11 +29,6 @@ from tasks.restore import RestoreConfig, resolve_restore_config
 from tasks.swap import allow, block_live, rename, start_apps, stop_apps
 
 __all__ = ["swap_flow", "swap_databases", "Approval", "approve"]
-
-
-class Approval(RunInput):
-    approve: bool = Field(False, description="Tick to swap the restored copy into the live database")
-    reason: str = Field("", description="Why (kept in the run's record)")
 
 
 @flow(name="swap-restored-database", on_failure=[notify_failure])
@@ -72,14 +67,3 @@ def swap_databases(cfg: RestoreConfig, live: str, restored: str, repository: str
     get_run_logger().info("%s now holds the restored copy; the previous database is kept as %s", live, old)
     return {"replaced": True, "previous_database": old, "database": live,
             "safety_backup_id": safety[0]["backup_id"] if safety else None}
-
-
-def approve(plan: str) -> None:
-    """Production: a run from a deployment pauses until a human approves ``plan`` in the UI (a RunInput
-    form; refused or 1 h without answer: the run fails, nothing touched). Elsewhere the CLI's --yes has
-    been required already."""
-    if runtime.deployment.id is None:
-        return
-    answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=plan), timeout=3600)
-    if not answer.approve:
-        raise ConfigError(f"restore not approved: {answer.reason or 'no reason given'}")

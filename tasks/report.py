@@ -61,11 +61,13 @@ def restore_plan(manifest: Manifest, target: str, server: str, replace: bool, li
 
 @task(name="check-report", cache_policy=NONE)
 def check_report(kind: str, manifest: Manifest, target: str, ok: bool, tables: int, rows: int, hashed: int,
-                 mismatches: list[str]) -> str:
-    """The result of a restore or a verification drill."""
+                 mismatches: list[str], approval: str | None = None) -> str:
+    """The result of a restore or a verification drill; ``approval``: the answer to the run's approval pause
+    (flows/approval.py Decision.line: approved, UTC time, reason)."""
     lines = [f"# {kind} of `{manifest.backup_id}` ({manifest.database}) into `{target}`: "
              f"{'OK' if ok else 'FAILED'}", "",
              f"{tables} tables, {rows} rows compared with the manifest; {hashed} content hashes compared.", ""]
+    lines += [approval, ""] if approval else []
     lines += [f"- ✗ {m}" for m in mismatches]
     markdown = "\n".join(lines)
     create_markdown_artifact(markdown, key=f"{kind.lower()}-report", description=f"charhub-ops {kind.lower()}")

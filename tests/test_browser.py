@@ -1,15 +1,20 @@
 """The operator's path through the Prefect UI, in Debian's Chromium driven by Playwright.
 
-Against the shared stack (tests/harness/prefect_server.py): a real ``prefect server`` with its UI, the
-deployments of prefect.yaml registered by ``charhub-ops setup``, two process workers. Each test clicks
+Against the shared stack (tests/harness/prefect_server.py): a real ``prefect server`` with its UI, basic auth
+and CSRF protection on, the deployments of prefect.yaml registered by ``charhub-ops setup``, two process
+workers. Every page logs in through the UI's login form first, as an operator does. Each test clicks
 what an operator clicks; the outcome is read from the API (final states) and the database, never timed.
 Screenshots of every step land in test-artifacts/browser/ (gitignored), kept after the run.
 """
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,7 +45,8 @@ def browser() -> Iterator:
 
 
 @pytest.fixture
-def page(browser, request):
+def anonymous_page(browser, request):
+    """A page in a fresh browser context: nothing stored, not logged in."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(90_000)  # a loaded CI machine; nothing here is a timing assertion
@@ -48,6 +54,24 @@ def page(browser, request):
     yield page
     page.shot("last")
     page.close()
+
+
+@pytest.fixture
+def page(anonymous_page, ops_stack):
+    """A page logged in with the stack's auth string through the UI's login form."""
+    login(anonymous_page, ops_stack, ops_stack.auth)
+    anonymous_page.wait_for_url(lambda url: "/login" not in url)
+    assert anonymous_page.evaluate("localStorage.getItem('prefect-password')"), "the login did not hold"
+    return anonymous_page
+
+
+def login(page, stack: OpsStack, auth: str) -> None:
+    """The UI's login page (where the UI sends anyone without a stored auth string) takes ``user:password``.
+    Opened directly and settled first: a page's own requests answered 401 after the login would undo it."""
+    page.goto(f"{stack.ui}/login")
+    page.wait_for_load_state("networkidle")
+    page.get_by_placeholder("admin:pass").fill(auth)
+    page.get_by_role("button", name="Login", exact=True).click()
 
 
 def field(scope, label: str):
@@ -79,6 +103,34 @@ def wait_for_run(stack: OpsStack, deployment: str, parameter: str, value: str) -
             return runs[-1]["id"]
         assert time.monotonic() < deadline, f"no {deployment} run with {parameter}={value}"
         time.sleep(0.5)
+
+
+def _status(url: str, auth: str | None = None) -> int:
+    headers = {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()} if auth else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_the_ui_asks_for_the_auth_string_and_the_api_refuses_strangers(ops_stack, anonymous_page) -> None:
+    page = anonymous_page
+    dep = ops_stack.deployment_id("restore")
+    assert _status(f"{ops_stack.api}/deployments/{dep}") == 401  # no credentials: refused
+    assert _status(f"{ops_stack.api}/deployments/{dep}", "ops:guess") == 401
+    assert _status(f"{ops_stack.api}/deployments/{dep}", ops_stack.auth) == 200
+    page.goto(f"{ops_stack.ui}/deployments/deployment/{dep}")
+    page.wait_for_url("**/login**")  # the UI sends a stranger to its login page
+    login(page, ops_stack, "ops:guess")
+    page.get_by_text("Authentication failed.", exact=False).first.wait_for()
+    page.shot("refused")
+    assert page.evaluate("localStorage.getItem('prefect-password')") is None  # nothing kept of a wrong guess
+    login(page, ops_stack, ops_stack.auth)
+    page.wait_for_url(lambda url: "/login" not in url)
+    page.goto(f"{ops_stack.ui}/deployments/deployment/{dep}")
+    page.get_by_role("button", name="Run", exact=True).wait_for()
+    page.shot("in")
 
 
 def test_custom_backup_run_from_the_form_completes_with_its_report(ops_stack, page, tmp_path) -> None:
@@ -141,7 +193,7 @@ def test_restore_of_production_waits_for_approval_in_the_browser(ops_stack, page
     plan = dialog.inner_text()
     assert "e2e_app_restore_" in plan and "safety backup" in plan and f"{rows}" in plan
     field(dialog, "Approve (Optional)").get_by_role("switch").click()
-    field(dialog, "Reason (Optional)").get_by_role("textbox").fill("e2e: items deleted by accident")
+    field(dialog, "Reason").get_by_role("textbox").fill("e2e: items deleted by accident")  # required
     page.shot("approve")
     dialog.get_by_role("button", name="Submit", exact=True).click()
 
@@ -150,19 +202,29 @@ def test_restore_of_production_waits_for_approval_in_the_browser(ops_stack, page
     assert _items(pg) == rows
     (previous,) = [d for d in _databases(pg) if d.startswith("e2e_app_pre_restore_")]
     assert _items(pg, previous) == rows - 100  # kept, never dropped
+    report = _artifact(ops_stack, run_id, "restore-report")  # the answer, its UTC time and reason
+    assert re.search(r"\*\*Approved\*\* at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC .*: e2e: items deleted by accident",
+                     report), report
+
+
+def _artifact(stack: OpsStack, run_id: str, key: str) -> str:
+    body = {"artifacts": {"flow_run_id": {"any_": [run_id]}, "key": {"any_": [key]}}}
+    (artifact,) = stack.request("POST", "/artifacts/filter", body)
+    return artifact["data"]
 
 
 def test_a_refused_restore_touches_nothing(ops_stack, page, pg) -> None:
     before, rows = _databases(pg), _items(pg)
     run_id = _start_paused_restore(ops_stack)
     dialog = _open_approval(page, ops_stack, run_id)
-    field(dialog, "Reason (Optional)").get_by_role("textbox").fill("e2e: not now")
+    field(dialog, "Reason").get_by_role("textbox").fill("e2e: not now")
     page.shot("refuse")
     dialog.get_by_role("button", name="Submit", exact=True).click()  # Approve left off
 
     run = ops_stack.wait_for_state(run_id)
     assert run["state_type"] == "FAILED" and "not approved: e2e: not now" in run["state"]["message"]
     assert _databases(pg) == before and _items(pg) == rows
+    assert "**Refused** at " in _artifact(ops_stack, run_id, "approval")
 
 
 def test_a_failed_run_retried_from_the_ui_completes_once_the_repository_is_fixed(ops_stack, page, tmp_path) -> None:
@@ -189,3 +251,27 @@ def test_a_failed_run_retried_from_the_ui_completes_once_the_repository_is_fixed
     assert list((blocked / "e2e_app").glob("*/manifest.json"))
     page.reload()
     page.get_by_text("Completed", exact=True).first.wait_for()
+
+
+def _pages(stack: OpsStack, path: str, body: dict) -> list:
+    out, offset = [], 0
+    while page := stack.request("POST", path, {**body, "offset": offset, "limit": 200}):
+        out += page
+        offset += len(page)
+    return out
+
+
+def test_the_auth_string_is_in_no_log_artifact_event_or_process_output(ops_stack) -> None:
+    """After the runs above (and setup): the credential is nowhere the stack records or prints."""
+    _, password = ops_stack.auth.split(":", 1)
+    forms = {password, base64.b64encode(ops_stack.auth.encode()).decode(), base64.b64encode(password.encode()).decode()}
+    events = ops_stack.request("POST", "/events/filter", {"limit": 50})
+    records = {
+        "logs": _pages(ops_stack, "/logs/filter", {}), "artifacts": _pages(ops_stack, "/artifacts/filter", {}),
+        "flow runs": _pages(ops_stack, "/flow_runs/filter", {}), "events": events,
+        "server log": (ops_stack.home / "server.log").read_text(errors="replace"),
+        "worker logs": [ops_stack.worker_log(n) for n in range(1, len(ops_stack.workers) + 1)],
+    }
+    assert records["logs"] and records["artifacts"], "nothing was searched"
+    leaks = [(where, form[:4]) for where, data in records.items() for form in forms if form in repr(data)]
+    assert not leaks, leaks

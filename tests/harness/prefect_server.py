@@ -5,13 +5,16 @@ background services that run triggers, and a PostgreSQL database instead of SQLi
 "database is locked" under concurrent writers such as two workers). :class:`OpsStack` adds what production
 has: the work pool and every deployment registered by ``charhub-ops setup``, and N process workers
 (``prefect worker start --pool charhub-ops``) whose environment names the checkout (CHARHUB_OPS_HOME), the
-database and the repository. The fixture :func:`ops_stack` starts one that the browser, event-chain and
-scale-out tests share; teardown kills every process it started.
+database and the repository. Like production (README, "Access"), the stack's server runs with basic auth and
+CSRF protection on: workers, ``setup`` and this harness send PREFECT_API_AUTH_STRING (``OpsStack.auth``, a
+fresh random value per stack); a request without it is refused. The fixture :func:`ops_stack` starts one
+that the browser, event-chain and scale-out tests share; teardown kills every process it started.
 """
 
 from __future__ import annotations
 
 import atexit
+import base64
 import json
 import os
 import signal
@@ -50,13 +53,16 @@ def _wait_healthy(proc: subprocess.Popen, api: str, log: Path, timeout: float = 
 
 
 def start_prefect_server(home: Path, *, database_url: str | None = None, ui: bool = False, services: bool = False,
-                         settings: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+                         settings: dict[str, str] | None = None, auth: str | None = None,
+                         host: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
     """A healthy ``prefect server start`` (own PREFECT_HOME, own port); returns (process, API URL).
 
     ``database_url``: a PostgreSQL URL (postgresql://…, made postgresql+asyncpg://); ``ui``: serve the UI
     (PREFECT_UI_API_URL points it at this port); ``services``: run the background services (events,
     triggers, pauses) except the scheduler, so schedules of prefect.yaml start nothing during tests;
-    ``settings``: more PREFECT_* variables for the server process (e.g. shorter foreman timeouts)."""
+    ``settings``: more PREFECT_* variables for the server process (e.g. shorter foreman timeouts);
+    ``auth``: ``user:password`` — basic auth for the API and the UI, with CSRF protection on, as the README's
+    "Access" says production runs; ``host``: the address to bind (the URL returned always uses 127.0.0.1)."""
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -64,9 +70,11 @@ def start_prefect_server(home: Path, *, database_url: str | None = None, ui: boo
            "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2"}
     env.pop("PREFECT_API_URL", None)
     env.update(settings or {})
+    if auth:
+        env.update(PREFECT_SERVER_API_AUTH_STRING=auth, PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED="true")
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url.replace("postgresql://", "postgresql+asyncpg://", 1)
-    args = ["--host", "127.0.0.1", "--port", str(port)] + ([] if ui else ["--no-ui"])
+    args = ["--host", host, "--port", str(port)] + ([] if ui else ["--no-ui"])
     args += [] if services else ["--no-services"]
     log = home / "server.log"
     with open(log, "wb") as out:
@@ -98,6 +106,7 @@ class OpsStack:
     api: str
     server: subprocess.Popen
     worker_env: dict[str, str]
+    auth: str | None = None  # user:password of the server's basic auth
     workers: list[subprocess.Popen] = field(default_factory=list)
 
     @property
@@ -105,14 +114,15 @@ class OpsStack:
         return self.api.removesuffix("/api")
 
     def client_env(self) -> dict[str, str]:
-        return {"PREFECT_API_URL": self.api, "PREFECT_HOME": str(self.home / "client")}
+        env = {"PREFECT_API_URL": self.api, "PREFECT_HOME": str(self.home / "client")}
+        return {**env, "PREFECT_API_AUTH_STRING": self.auth} if self.auth else env
 
     @contextmanager
     def settings(self) -> Iterator[None]:
         """Point this process's Prefect client at the stack (``get_client``, blocks, events) inside the block."""
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-        with temporary_settings({PREFECT_API_URL: self.api}):
+        with temporary_settings({PREFECT_API_URL: self.api, PREFECT_API_AUTH_STRING: self.auth}):
             yield
 
     def register(self) -> dict:
@@ -141,11 +151,24 @@ class OpsStack:
         return (self.home / f"worker-{n}" / "worker.log").read_text(errors="replace")
 
     def request(self, method: str, path: str, body: dict | None = None) -> dict | list:
+        """One API call with the stack's credentials (and a CSRF token for a write, as Prefect's client does)."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.api + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json", **self._auth_header()}
+        if method != "GET" and self.auth:
+            headers.update(self._csrf(headers))
+        req = urllib.request.Request(self.api + path, data=data, method=method, headers=headers)
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read() or b"null")
+
+    def _auth_header(self) -> dict[str, str]:
+        return {"Authorization": "Basic " + base64.b64encode(self.auth.encode()).decode()} if self.auth else {}
+
+    def _csrf(self, headers: dict[str, str]) -> dict[str, str]:
+        client = f"e2e-harness-{os.getpid()}"
+        req = urllib.request.Request(f"{self.api}/csrf-token?client={client}", headers=headers)
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            token = json.loads(resp.read())["token"]
+        return {"Prefect-Csrf-Token": token, "Prefect-Csrf-Client": client}
 
     def deployment_id(self, name: str) -> str:
         (dep,) = [d for d in self.request("POST", "/deployments/filter", {}) if d["name"] == name]
@@ -205,9 +228,12 @@ class OpsStack:
 
 def start_stack(home: Path, pg: PgCluster, worker_env: dict[str, str], *, workers: int = 2,
                 worker_limit: int | None = None) -> OpsStack:
-    """A PostgreSQL-backed server with UI and services, the deployments registered, ``workers`` workers."""
-    server, api = start_prefect_server(home, database_url=pg.create_database("prefect_e2e"), ui=True, services=True)
-    stack = OpsStack(home=home, api=api, server=server, worker_env=worker_env)
+    """A PostgreSQL-backed server with UI and services, basic auth and CSRF protection on, the deployments
+    registered, ``workers`` workers."""
+    auth = f"ops:{uuid.uuid4().hex}"
+    server, api = start_prefect_server(home, database_url=pg.create_database("prefect_e2e"), ui=True, services=True,
+                                       auth=auth)
+    stack = OpsStack(home=home, api=api, server=server, worker_env=worker_env, auth=auth)
     atexit.register(stack.stop)  # its processes run in their own sessions: never leave them behind
     try:
         stack.register()
