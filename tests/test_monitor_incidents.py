@@ -210,16 +210,28 @@ def _cli_env(tmp_path, **extra) -> dict:
             "CHARHUB_OPS_REPOSITORY": f"file://{tmp_path}/repo", **extra}
 
 
+def _cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "charhub_ops.cli", *args], capture_output=True, text=True, env=env)
+
+
 def _maintenance_start(env: dict, check: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "charhub_ops.cli", "maintenance", "start", "--check", check,
-                           "--for", "30m", "--reason", "deploy", "--json"], capture_output=True, text=True, env=env)
+    return _cli(env, "maintenance", "start", "--check", check, "--for", "30m", "--reason", "deploy", "--json")
 
 
-def test_a_window_without_a_server_is_refused_not_written_where_no_worker_reads(tmp_path):
-    done = _maintenance_start(_cli_env(tmp_path), "backend")
+@pytest.mark.parametrize("command", [
+    ["maintenance", "start", "--check", "backend", "--for", "30m"],
+    ["deploy", "pre", "--service", "charhub-backend-1", "--no-backup"],
+    ["incident", "respond", "--check", "backend"],
+    ["incident", "resolve", "backend-20261204t000000z"],
+    ["incident", "list"],
+])
+def test_without_a_server_auto_refuses_what_the_workers_must_see(command, tmp_path):
+    config = write_config(tmp_path, [{"id": "backend", "type": "http", "url": "http://127.0.0.1:9/",
+                                      "container": "charhub-backend-1"}])
+    done = _cli(_cli_env(tmp_path, CHARHUB_OPS_MONITOR_CONFIG=config), *command)
     assert done.returncode == 1, done.stdout
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "CHARHUB_OPS_MONITOR_STATE" in lines[0] and "PREFECT_API_URL" in lines[0]
+    assert len(lines) == 1 and "CHARHUB_OPS_MONITOR_STATE" in lines[0] and "PREFECT_API_URL" in lines[0], lines
     assert not (tmp_path / "repo").exists()  # nothing went to the repository
 
 

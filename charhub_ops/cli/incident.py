@@ -40,11 +40,13 @@ def respond(
 ) -> None:
     """Run the incident-response flow for a check (what the charhub.service.down trigger runs)."""
     from charhub_ops.monitoring.config import load_config
+    from charhub_ops.monitoring.store import resolve_state
     from charhub_ops.settings import load_settings
     from flows.params import StateStore, check_value
 
     run_guarded(lambda: (check_value("--state", StateStore | None, state),
-                         load_config(config or load_settings().monitor_config).check(check)))
+                         load_config(config or load_settings().monitor_config).check(check),
+                         resolve_state(load_settings(), state, prefect_server())))  # one line before any flow
     prepare_prefect()
     from flows.incident import incident_respond_flow
 
