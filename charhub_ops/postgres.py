@@ -30,8 +30,23 @@ __all__ = [
     "SqlSession", "PsycopgSession", "TableInfo", "ServerInfo", "ToolRunner", "LocalTools", "DockerTools",
     "server_info", "list_tables", "list_databases",
     "make_tools", "open_session", "admin_session", "table_checks", "find_local_tool", "tool_major",
-    "HASH_FORMAT", "HASH_SETTINGS", "pin_text_output", "tool_command",
+    "HASH_FORMAT", "HASH_SETTINGS", "pin_text_output", "tool_command", "OURS", "our_application_name",
 ]
+
+# Every session charhub-ops opens carries this application_name prefix (``charhub-ops``, ``charhub-ops:pg_dump``,
+# ``charhub-ops:<the URL's own application_name>``): the monitor shows such sessions as ours and never fails a
+# check on them nor terminates them (charhub_ops.monitoring.pgfacts).
+OURS = "charhub-ops"
+
+
+def our_application_name(url: PgUrl, role: str | None = None) -> str:
+    """``application_name`` for a session of ours on ``url``: the URL's own name behind the ``charhub-ops:``
+    prefix (kept as is when it already has it), else ``charhub-ops:<role>`` (``charhub-ops`` without a role)."""
+    given = url.params.get("application_name", "")
+    if given == OURS or given.startswith(OURS + ":"):
+        return given
+    name = given or role
+    return f"{OURS}:{name}" if name else OURS
 
 TABLES_SQL = """
 SELECT n.nspname, c.relname, pg_total_relation_size(c.oid)
@@ -54,12 +69,11 @@ class PsycopgSession:
 
     def __init__(self, url: PgUrl, connect_timeout: int = 10) -> None:
         self.url = url
-        # the URL's own connect_timeout / application_name win over these defaults
+        # the URL's own connect_timeout wins over this default; application_name always marks the session ours
         # client_encoding: on a SQL_ASCII database psycopg would otherwise return bytes, not str
-        defaults = {"connect_timeout": connect_timeout, "fallback_application_name": "charhub-ops",
-                    "client_encoding": "UTF8"}
+        defaults = {"connect_timeout": connect_timeout, "client_encoding": "UTF8"}
         try:
-            self.conn = psycopg.connect(url.conninfo, autocommit=True,
+            self.conn = psycopg.connect(url.conninfo, autocommit=True, application_name=our_application_name(url),
                                         **{k: v for k, v in defaults.items() if k not in url.params})
         except psycopg.Error as exc:
             lines = str(exc).strip().splitlines() or [type(exc).__name__]
@@ -202,7 +216,8 @@ _CONNECTING = frozenset({"pg_dump", "pg_dumpall", "pg_restore", "psql"})
 def tool_command(url: PgUrl, cmd: list[str]) -> list[str]:
     """``cmd`` connected through ``url``: ``--dbname=<every parameter but the password>`` right after the
     program (pg_dump, pg_dumpall, pg_restore, psql). A ``-d``/``--dbname`` naming the URL's own database
-    is dropped (the conninfo carries it); naming another raises ValueError: use ``url.with_dbname``."""
+    is dropped (the conninfo carries it); naming another raises ValueError: use ``url.with_dbname``.
+    The conninfo marks the session ours: ``application_name=charhub-ops:<program>`` (see OURS)."""
     if os.path.basename(cmd[0]) not in _CONNECTING or "--version" in cmd[1:]:
         return cmd
     rest, args = [], iter(cmd[1:])
@@ -213,7 +228,8 @@ def tool_command(url: PgUrl, cmd: list[str]) -> list[str]:
                 raise ValueError(f"{cmd[0]}: connect to another database with PgUrl.with_dbname, not -d")
             continue
         rest.append(arg)
-    return [cmd[0], f"--dbname={url.tool_conninfo()}", *rest]
+    ours = url.with_params(application_name=our_application_name(url, os.path.basename(cmd[0])))
+    return [cmd[0], f"--dbname={ours.tool_conninfo()}", *rest]
 
 
 class ToolRunner(Protocol):
@@ -339,7 +355,8 @@ class DockerTools:
 
     def session(self) -> SqlSession:
         # the session reads psql's output as UTF-8, whatever client_encoding the URL asks for
-        conninfo = self.url.with_params(client_encoding="UTF8").tool_conninfo()
+        conninfo = self.url.with_params(client_encoding="UTF8",
+                                        application_name=our_application_name(self.url, "psql")).tool_conninfo()
         return self.exec.psql_session(conninfo, env=self.url.tool_env())
 
 

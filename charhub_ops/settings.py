@@ -237,8 +237,10 @@ class Settings(BaseSettings):
         description="Monitor: the YAML file of checks, windows and incident settings.")
     monitor_state: str = Field(
         "auto", validation_alias=_aliases("monitor_state"),
-        description="Monitor: where streaks, incidents and windows live: auto (Prefect Variables when "
-                    "PREFECT_API_URL is set, else the repository), prefect, repository, or a file:// / s3:// URL.")
+        description="Monitor: where streaks, incidents and windows live: auto (Prefect Variables when a Prefect "
+                    "server is configured, in the environment or the active profile; without one, windows and "
+                    "incidents are refused and only `health` keeps its streaks in the repository), prefect, "
+                    "repository, or a file:// / s3:// URL. The same on every host and worker.")
 
     # --- capacity report (charhub-ops capacity) ---
     capacity_window_days: float = Field(

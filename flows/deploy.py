@@ -97,6 +97,7 @@ def pre_deploy_flow(services: Services, release: str | None = None, backup: bool
         repository: Repository for backups and release records; default from settings.
     """
     settings, cfg, by_service, repo = _setup(services, config, repository)
+    store = open_state(settings, state)  # before acting: a window no worker would read fails here, in one line
     records = inspect_services(services)
     release = release or f"sha-{records[0].image_id.split(':')[-1][:12]}"
     label = pre_deploy_label(release)
@@ -107,7 +108,7 @@ def pre_deploy_flow(services: Services, release: str | None = None, backup: bool
     gate, _ = _gate(settings, by_service, passes=1, timeout=0)  # one round: does the running release answer?
     good = [r for r in records if _healthy(gate, by_service[r.service])]
     mark_last_good(repo, good, keys, "answered its health checks at pre-deploy")
-    window = open_window(open_state(settings, state), check_ids(by_service), settings.deploy_window_minutes,
+    window = open_window(store, check_ids(by_service), settings.deploy_window_minutes,
                          f"deploy {release}")
     save_guard(repo, Guard(release=release, label=label, at=records[0].recorded_at, services=services, records=keys,
                            database=taken["database"] if taken else None,

@@ -1,19 +1,25 @@
-"""Incident response: detect → diagnose → mitigate → escalate → document → notify; and resolve.
+"""Incident response: re-probe → detect → diagnose → mitigate → escalate → document → notify; and resolve.
 
 ``incident_respond_flow`` is what the ``incident-respond`` deployment runs on ``charhub.service.down`` (and
-``backup-overdue`` on the proactive dead-man trigger). One open incident per check id: a second ``down``
-attaches to the open one (Keep's one_until_resolved) and runs nothing again.
+``backup-overdue`` on the proactive dead-man trigger). Every run holds the check's own lock (global
+concurrency limit ``incident-<check_id>``, one slot): runs of one check take turns, other checks proceed.
 
-1. **Diagnose** (task): container status and last log lines, pg_stat_activity, blocking chains, long queries,
-   disk, the check's recent probes, recent flow runs from the Prefect API; every secret redacted.
-2. **Mitigate** (a task per action): only what the runbook for the check type allows *and* the config enables,
+0. **Re-probe** first: the down event may be minutes old (a run queued behind another, a worker that was
+   away). A check that passes now opens nothing (and attaches nothing).
+1. One open incident per check id: a second ``down`` attaches to the open one (Keep's one_until_resolved),
+   runs nothing again, and notifies once with the new detail.
+2. **Diagnose** (task): container status and last log lines, pg_stat_activity (our own sessions marked),
+   blocking chains, long queries, disk, the check's recent probes, recent flow runs from the Prefect API;
+   every secret redacted.
+3. **Mitigate** (a task per action): only what the runbook for the check type allows *and* the config enables,
    each with a pre-condition and a re-check; disabled or over-budget actions are reported, not run.
-3. **Escalate** when no action brought the check back: the incident stays open and names who must act.
-4. **Document** (task): the report file in CharHub's template, written atomically, and a markdown artifact.
-5. **Notify** (task): opened (with severity), mitigated or escalated — through the notification block.
+4. **Escalate** when no action brought the check back: the incident stays open and names who must act.
+5. **Document** (task): the report file in CharHub's template, written atomically, and a markdown artifact.
+6. **Notify** (task): opened (with severity), mitigated or escalated — through the notification block.
 
-``incident_resolve_flow`` runs on ``charhub.service.recovered``: closes the incident, completes its timeline
-and duration, rewrites the report, notifies.
+``incident_resolve_flow`` runs on ``charhub.service.recovered`` (and, for ``backup-overdue``, on the next
+``charhub.backup.completed``): closes the incident, completes its timeline and duration, rewrites the
+report, notifies.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from charhub_ops.monitoring.mitigate import planned_actions
 from charhub_ops.monitoring.windows import active_windows
 from charhub_ops.settings import load_settings
 from flows.params import CONFIG_HELP, STATE_HELP, CheckId, StateStore, described
-from tasks.incidents import run_action
+from tasks.incidents import incident_lock, reprobe, run_action
 from tasks.monitoring import (
     check_context,
     diagnose_incident,
@@ -66,46 +72,59 @@ def _summary(inc, actions=None, suppressed: list[str] | None = None) -> dict:
 def incident_respond_flow(
     check_id: Annotated[CheckId, Field(description="The check that is down (its id in the monitor's config)")],
     detail: Annotated[Annotated[str, Field(max_length=2000)] | None, Field(
-        description="What is wrong; default: the check's last failed probe. A check id not in the config "
-                    "with a detail (the backup-overdue trigger) gets a backups check")] = None,
+        description="What is wrong; default: the check's probe at the start of this run. A check id not in the "
+                    "config with a detail (the backup-overdue trigger) gets a backups check")] = None,
     config: Annotated[str | None, Field(description=CONFIG_HELP)] = None,
     state: Annotated[StateStore | None, Field(description=STATE_HELP)] = None,
 ) -> dict:
-    """Open (or attach to) the incident of ``check_id``; diagnose, mitigate, escalate, document, notify."""
+    """Re-probe the check; when it still fails, open (or attach to) its incident; diagnose, mitigate,
+    escalate, document, notify."""
     settings = load_settings()
     cfg = load_config(config or settings.monitor_config)
-    check, store, now = _check(cfg, check_id, detail), open_state(settings, state), utcnow()
-    windows = active_windows(check_id, now, cfg.maintenance, store.windows())
-    if windows:
-        return _summary(None, suppressed=windows)
-    check_state = store.check(check_id)
-    ctx = check_context(check, settings, check_state, now)
-    open_inc = store.open_incident(check_id)
-    if open_inc is not None:
-        inc = attach(open_inc, now, detail or _last_detail(check_state))
-        store.save_incident(inc)
-        return _summary(inc)
-    inc = new_incident(check_id, check.severity, detail or _last_detail(check_state), now,
-                       check_state.first_failure_at, check_state.down_at, check_state.failed_probes)
+    check, store = _check(cfg, check_id, detail), open_state(settings, state)
+    with incident_lock(check_id):
+        now = utcnow()
+        windows = active_windows(check_id, now, cfg.maintenance, store.windows())
+        if windows:
+            return _summary(None, suppressed=windows)
+        check_state = store.check(check_id)
+        ctx = check_context(check, settings, check_state, now)
+        fresh = reprobe(check, ctx)
+        open_inc = store.open_incident(check_id)
+        if fresh.ok:  # recovered since the down event: nothing to open, nothing to attach
+            return {**_summary(open_inc), "healthy": fresh.detail}
+        if open_inc is not None:
+            return _summary(_attach(cfg, store, open_inc, detail or fresh.detail, ctx.secrets))
+        return _summary(_respond(cfg, store, check, check_state, ctx, detail or fresh.detail))
+
+
+def _attach(cfg, store, inc, detail: str, secrets: list[str]):
+    """A down for a check whose incident is open: noted in its timeline and notified once, nothing reruns."""
+    inc = attach(inc, utcnow(), detail)
+    store.save_incident(inc)
+    notify(cfg.notify_block, f"charhub-ops: incident {inc.id} still open: {inc.check_id} down again",
+           f"{inc.check_id}: {detail}\n(down {inc.downs} times since {inc.opened_at:%Y-%m-%d %H:%M} UTC; "
+           f"status {inc.status})", secrets)
+    return inc
+
+
+def _respond(cfg, store, check, check_state, ctx, detail: str):
+    inc = new_incident(check.id, check.severity, detail, utcnow(), check_state.first_failure_at,
+                       check_state.down_at, check_state.failed_probes)
     store.save_incident(inc)  # claims the check's slot before the slow steps
     notify(cfg.notify_block, f"charhub-ops: incident {inc.id} opened ({inc.severity})",
-           f"{check_id} is down: {inc.detail}\nrespond {RESPONSE_TARGET[inc.severity]}", ctx.secrets)
+           f"{check.id} is down: {inc.detail}\nrespond {RESPONSE_TARGET[inc.severity]}", ctx.secrets)
     details = diagnose_incident(check, check_state, ctx, cfg.log_lines, recent_flow_runs(),
-                                recent_check_events(check_id))
+                                recent_check_events(check.id))
     inc = add(inc.model_copy(update={"diagnosis": summary_lines(details)}), utcnow(), "diagnosis gathered")
     inc = _mitigate(inc, check, cfg, store, ctx)
     latest = store.incident(inc.id)
-    if latest is not None and latest.status == "resolved":  # incident-resolve ran while this run mitigated
+    if latest is not None and latest.status == "resolved":  # resolved by hand while this run mitigated
         inc = resolve(inc, latest.resolved_at, latest.failed_probes)
     inc = inc.model_copy(update={"report": write_incident_report(cfg.incident_dir, inc, details)})
     store.save_incident(inc)
     _tell(cfg, inc, ctx.secrets)
-    return _summary(inc)
-
-
-def _last_detail(check_state) -> str:
-    failed = [p for p in check_state.probes if not p.ok]
-    return failed[-1].detail if failed else "down"
+    return inc
 
 
 def _mitigate(inc, check, cfg, store, ctx):
@@ -139,13 +158,16 @@ def incident_resolve_flow(
     settings = load_settings()
     cfg = load_config(config or settings.monitor_config)
     store = open_state(settings, state)
-    inc = store.open_incident(check_id)
-    if inc is None:
-        return _summary(None)
-    check_state = store.check(check_id)
-    inc = resolve(inc, check_state.recovered_at or utcnow(), check_state.failed_probes)
-    inc = inc.model_copy(update={"report": write_incident_report(cfg.incident_dir, inc, None)})
-    store.save_incident(inc)
+    with incident_lock(check_id):
+        inc = store.open_incident(check_id)
+        if inc is None:
+            return _summary(None)
+        check_state = store.check(check_id)
+        recovered = check_state.recovered_at  # the monitor's; none for backup-overdue (a backup completed)
+        at = recovered if recovered and recovered >= inc.opened_at else utcnow()
+        inc = resolve(inc, at, check_state.failed_probes)
+        inc = inc.model_copy(update={"report": write_incident_report(cfg.incident_dir, inc, None)})
+        store.save_incident(inc)
     store.prune_incidents(utcnow(), cfg.keep_closed_days)
     store.prune_windows(utcnow())
     notify(cfg.notify_block, f"charhub-ops: incident {inc.id} resolved",

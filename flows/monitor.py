@@ -44,7 +44,7 @@ def monitor_flow(
     state store, default setting monitor_state)."""
     settings = load_settings()
     cfg = load_config(config or settings.monitor_config)
-    store = open_state(settings, state)
+    store = open_state(settings, state, shared=False)  # without a server: health's own streaks
     windows, now = store.windows(), utcnow()
     states = {c.id: store.check(c.id) for c in cfg.checks}
     contexts = {c.id: check_context(c, settings, states[c.id], now) for c in cfg.checks}

@@ -1,10 +1,20 @@
 """Thin Prefect tasks of the incident runbook: each mitigation with its pre-condition and re-check, the
-cleanup hook (a deployment run), and the restart budget kept in the state store."""
+cleanup hook (a deployment run), the restart budget kept in the state store (one per container, whichever
+check asks), the fresh probe that starts every run, and the per-check lock.
+
+``incident_lock(check_id)`` holds the one slot of the global concurrency limit ``incident-<check_id>``: two
+runs for one check (two downs, a respond and a resolve) take turns, while other checks' incidents proceed —
+one 15-minute Docker cleanup wait never delays another check's incident.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prefect import task
 from prefect.cache_policies import NONE
+from prefect.concurrency.sync import concurrency
 
 from charhub_ops.errors import OpsError
 from charhub_ops.monitoring import mitigate
@@ -12,14 +22,31 @@ from charhub_ops.monitoring.checks import CheckContext, run_check
 from charhub_ops.monitoring.config import MonitorConfig
 from charhub_ops.monitoring.incidents import ActionResult
 from charhub_ops.monitoring.store import MonitorState
+from tasks.locks import _ensure_limit
 
-__all__ = ["run_action", "cleanup_runner"]
+__all__ = ["run_action", "cleanup_runner", "fresh_probe", "reprobe", "incident_lock"]
 
 
-def _probe(check, ctx: CheckContext):
+@contextmanager
+def incident_lock(check_id: str) -> Iterator[None]:
+    """Hold the one slot of ``incident-<check_id>`` (created when missing; waits as long as it takes)."""
+    name = f"incident-{check_id}"
+    _ensure_limit(name)
+    with concurrency(name, occupy=1, strict=True):
+        yield
+
+
+def fresh_probe(check, ctx: CheckContext):
+    """The check's probe judged alone (no earlier latencies or restart count), as a callable."""
     fresh = CheckContext(now=ctx.now, bearer_token=ctx.bearer_token, database_url=ctx.database_url,
-                         open_repository=ctx.open_repository, secrets=ctx.secrets)  # judged alone, no old latencies
+                         open_repository=ctx.open_repository, secrets=ctx.secrets)
     return lambda: run_check(check, fresh)
+
+
+@task(name="reprobe", cache_policy=NONE, task_run_name="reprobe-{check.id}")
+def reprobe(check, ctx: CheckContext):
+    """Probe the check once more before acting: the down event may be minutes old."""
+    return fresh_probe(check, ctx)()
 
 
 def cleanup_runner(cfg: MonitorConfig):
@@ -42,12 +69,13 @@ def cleanup_runner(cfg: MonitorConfig):
 def run_action(action: str, check, cfg: MonitorConfig, store: MonitorState, ctx: CheckContext) -> ActionResult:
     """One allowed, enabled action: pre-condition, act, re-check. Engine or database errors are a failed
     action (reported), not a failed runbook: the incident still gets documented and escalated."""
-    probe = _probe(check, ctx)
+    probe = fresh_probe(check, ctx)
     try:
         if action == "restart_container":
-            result, restarts = mitigate.restart_action(check, store.restarts(check.id), cfg.restart_budget_per_hour,
+            budget = check.container or check.id  # one budget per container, whichever check restarts it
+            result, restarts = mitigate.restart_action(check, store.restarts(budget), cfg.restart_budget_per_hour,
                                                        probe, cfg.recheck_seconds)
-            store.save_restarts(check.id, restarts)
+            store.save_restarts(budget, restarts)
             return result
         if action == "terminate_blockers":
             return mitigate.terminate_action(check, ctx.database_url, probe, min(cfg.recheck_seconds, 10.0))

@@ -2,8 +2,9 @@
 diagnosis, mitigations, reports.
 
 State lives in Prefect Variables (``VariableStore``) when a server is configured: monitor runs land on
-different workers, and the server is the one place they all see. Without a server (the CLI on Prefect's
-ephemeral API) it lives in the repository (``RepositoryStore``). Setting ``monitor_state`` chooses.
+different workers, and the server is the one place they all see. Setting ``monitor_state`` chooses, by the
+one rule of ``charhub_ops.monitoring.store.resolve_state`` (``auto`` without a server: the repository for
+the monitor pass's own streaks, one error line for windows and incidents).
 """
 
 from __future__ import annotations
@@ -102,11 +103,14 @@ class VariableStore:
         return [n.removeprefix(_PREFIX).replace("__", "/") for n in names if n.startswith(start)]
 
 
-def open_state(settings: Settings, spec: str | None = None) -> MonitorState:
-    """The store named by ``spec`` (default: setting monitor_state): auto | prefect | repository | URL."""
-    from prefect.settings import PREFECT_API_URL
+def open_state(settings: Settings, spec: str | None = None, shared: bool = True) -> MonitorState:
+    """The store named by ``spec`` (default: setting monitor_state): auto | prefect | repository | URL, by
+    the one rule of charhub_ops.monitoring.store.resolve_state (``shared``: windows and incidents the workers
+    must see — ``auto`` without a server fails with one line)."""
+    from charhub_ops.monitoring.store import prefect_server_configured
 
-    return repository_state(settings, spec, bool(PREFECT_API_URL.value())) or MonitorState(VariableStore())
+    return (repository_state(settings, spec, prefect_server_configured(), shared)
+            or MonitorState(VariableStore()))
 
 
 def _bearer(check) -> str | None:

@@ -127,7 +127,7 @@ class TerminateFirstDump:
                 return
             with self.pg.connect() as conn:
                 sql = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                       "WHERE application_name = 'pg_dump' AND datname = %s")
+                       "WHERE application_name = 'charhub-ops:pg_dump' AND datname = %s")
                 self.terminated = len(conn.execute(sql, [self.dbname]).fetchall())
             assert self.terminated == 1
 

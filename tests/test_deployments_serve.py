@@ -85,11 +85,14 @@ def test_registered_deployment_is_what_the_yaml_says(registered, name):
     assert snap["parameters"] == (dep.get("parameters") or {})
     assert snap["paused"] is False and snap["enforce_parameter_schema"] is True
     assert snap["work_pool"] == [dep["work_pool"]["name"], dep["work_pool"]["work_queue_name"]]
-    assert snap["concurrency"] == [dep["concurrency_limit"]["limit"], dep["concurrency_limit"]["collision_strategy"]]
+    limit = dep.get("concurrency_limit") or {}  # none: the incident flows take incident-<check_id> themselves
+    assert snap["concurrency"] == [limit.get("limit"), limit.get("collision_strategy")]
     assert snap["schedules"] == sorted([s["cron"], s["timezone"], s["active"], s.get("parameters", {})]
                                        for s in dep.get("schedules") or [])
     assert len(snap["triggers"]) == len(dep.get("triggers") or [])
-    for trigger, spec in zip(snap["triggers"], dep.get("triggers") or [], strict=False):
+    by_event = sorted(dep.get("triggers") or [], key=lambda t: (str(t["match"]), t["expect"]))
+    for trigger, spec in zip(sorted(snap["triggers"], key=lambda t: (str(t["match"]), t["expect"])), by_event,
+                             strict=True):
         assert trigger["enabled"] is spec["enabled"] and trigger["parameters"] == spec["parameters"]
         assert trigger["expect"] == spec["expect"] and trigger["match"] == spec["match"]
         assert trigger["posture"] == spec.get("posture", "Reactive")

@@ -96,7 +96,7 @@ def test_disabled_mitigation_is_reported_not_run_and_escalated(backend, prefect_
 def test_restart_budget_is_respected(backend, prefect_server, tmp_path):
     cid = _id("budget")
     config = write_config(tmp_path, [http_check(backend, cid)], restart_budget_per_hour=1)
-    store().save_restarts(cid, [datetime.now(UTC) - timedelta(minutes=10)])
+    store().save_restarts(backend.name, [datetime.now(UTC) - timedelta(minutes=10)])  # the container's budget
     backend.container.kill()
     passes(config, 3)
     result = incident_respond_flow(check_id=cid, config=config)

@@ -14,7 +14,7 @@ import pytest
 
 from charhub_ops.errors import ConfigError, DatabaseError
 from charhub_ops.pgurl import PRISMA_ONLY, SECRET_KEYWORDS, parse_pg_url
-from charhub_ops.postgres import DockerTools, LocalTools, tool_command
+from charhub_ops.postgres import DockerTools, LocalTools, our_application_name, tool_command
 
 USER, PASSWORD = "dbuser7q", "Kx8v-Q71m"
 EXE = str(Path(sys.executable).with_name("charhub-ops"))
@@ -118,8 +118,9 @@ def test_every_libpq_parameter_reaches_the_tools_as_it_reaches_psycopg(keyword):
         argv = tool_command(target, ["pg_dump", "-Fc"])
         assert argv[0] == "pg_dump" and argv[1].startswith("--dbname=") and argv[2:] == ["-Fc"]
         given = psycopg.conninfo.conninfo_to_dict(argv[1].removeprefix("--dbname="))
-        assert given == {k: v for k, v in target.params.items() if k != "password"}
-        assert given["dbname"] == dbname and (keyword == "dbname" or given[keyword] == value)
+        ours = {"application_name": our_application_name(target, "pg_dump")}  # marked ours for the monitor
+        assert given == {k: v for k, v in target.params.items() if k != "password"} | ours
+        assert given["dbname"] == dbname and (keyword in ("dbname", "application_name") or given[keyword] == value)
         assert PASSWORD not in " ".join(argv) and target.tool_env() == {"PGPASSWORD": PASSWORD}
 
 
@@ -162,9 +163,10 @@ def _with_password(url: str, query: str) -> str:
 def test_local_tools_get_every_parameter_and_the_password_only_in_their_environment(database):
     url = parse_pg_url(_with_password(database, QUERY + "&target_session_attrs=read-write&hostaddr=127.0.0.1"))
     tools = LocalTools(url)
-    assert tools.run(["psql", "-X", "-A", "-t", "-c", SETTINGS_SQL]).decode().strip() == "foo|h2probe|LATIN1"
+    settings = tools.run(["psql", "-X", "-A", "-t", "-c", SETTINGS_SQL]).decode().strip()
+    assert settings == "foo|charhub-ops:h2probe|LATIN1"  # the URL's application_name, marked ours
     argv, env = tools.run(ARGV).decode().splitlines()
-    assert "application_name=h2probe" in argv and PASSWORD not in argv and env == PASSWORD
+    assert "application_name=charhub-ops:h2probe" in argv and PASSWORD not in argv and env == PASSWORD
 
 
 def test_local_pg_dump_honours_target_session_attrs(database):
@@ -179,11 +181,12 @@ def test_local_pg_dump_honours_target_session_attrs(database):
 def test_tools_in_a_container_get_every_parameter(pg_container):
     url = parse_pg_url(_with_password("postgresql://postgres@/postgres?host=/var/run/postgresql", QUERY))
     tools = DockerTools(url, pg_container.name)
-    assert tools.run(["psql", "-X", "-A", "-t", "-c", SETTINGS_SQL]).decode().strip() == "foo|h2probe|LATIN1"
+    settings = tools.run(["psql", "-X", "-A", "-t", "-c", SETTINGS_SQL]).decode().strip()
+    assert settings == "foo|charhub-ops:h2probe|LATIN1"  # the URL's application_name, marked ours
     with tools.session() as session:
-        assert session.query(SETTINGS_SQL) == [("foo", "h2probe", "UTF8")]  # the session pins UTF8 itself
+        assert session.query(SETTINGS_SQL) == [("foo", "charhub-ops:h2probe", "UTF8")]  # it pins UTF8 itself
     argv, env = tools.run(ARGV).decode().splitlines()
-    assert "application_name=h2probe" in argv and PASSWORD not in argv and env == PASSWORD
+    assert "application_name=charhub-ops:h2probe" in argv and PASSWORD not in argv and env == PASSWORD
 
 
 @pytest.mark.parametrize(("url", "schema", "conninfo_has"), [

@@ -109,7 +109,7 @@ def test_monitor_runs_every_minute_without_piling_up():
                                              ("incident-resolve", "charhub.service.recovered")])
 def test_incident_deployments_are_triggered_with_the_check_id(name, event):
     dep = DEPLOYMENTS[name]
-    (trigger,) = dep["triggers"]
+    (trigger,) = [t for t in dep["triggers"] if t["match"]["prefect.resource.id"] == "charhub.check.*"]
     parsed = DeploymentEventTrigger.model_validate(trigger)
     assert parsed.expect == {event} and parsed.posture.value == "Reactive"
     assert trigger["match"] == {"prefect.resource.id": "charhub.check.*"}
@@ -124,3 +124,17 @@ def test_backup_overdue_is_a_proactive_dead_man_switch():
     assert parsed.posture.value == "Proactive" and parsed.expect == {"charhub.backup.completed"}
     assert parsed.within.total_seconds() == 26 * 3600 and parsed.threshold == 1
     assert trigger["parameters"]["check_id"] == "backup-overdue" and "{{" not in str(trigger["parameters"])
+
+
+def test_backup_overdue_resolves_on_the_next_completed_backup():
+    (trigger,) = [t for t in DEPLOYMENTS["incident-resolve"]["triggers"]
+                  if t["match"]["prefect.resource.id"] == "charhub.database.*"]
+    parsed = DeploymentEventTrigger.model_validate(trigger)
+    assert parsed.expect == {"charhub.backup.completed"} and parsed.posture.value == "Reactive"
+    assert trigger["parameters"] == {"check_id": "backup-overdue"}
+
+
+@pytest.mark.parametrize("name", ["incident-respond", "incident-resolve", "backup-overdue"])
+def test_incident_runs_are_not_limited_globally(name):
+    """One run at a time per check id (the flow's incident-<check_id> limit), not one for every check."""
+    assert "concurrency_limit" not in DEPLOYMENTS[name]

@@ -23,18 +23,23 @@ ServiceOpt = Annotated[list[str], typer.Option(
     "--service", help="Service container name (as in the monitor config's `container:`); repeatable.")]
 
 
-def _check(services: list[str], config: str | None) -> None:
+def _check(services: list[str], config: str | None, state: str | None) -> None:
+    from charhub_ops.cli.health import prefect_server
     from charhub_ops.deploy.gate import service_checks
     from charhub_ops.monitoring.config import load_config
+    from charhub_ops.monitoring.store import resolve_state
     from charhub_ops.settings import load_settings
 
-    service_checks(load_config(config or load_settings().monitor_config), services)
+    settings = load_settings()
+    service_checks(load_config(config or settings.monitor_config), services)
+    resolve_state(settings, state, prefect_server())  # the store the workers read windows from, or one line
 
 
-def _run(services: list[str], config: str | None, as_json: bool, call: Callable[[], dict]) -> dict | None:
+def _run(services: list[str], config: str | None, as_json: bool, call: Callable[[], dict],
+         state: str | None = None) -> dict | None:
     """Check, run ``call`` (the flow); with ``as_json`` print its result (or a failed gate's verdict) and return
     None, else return the result for the caller's lines."""
-    run_guarded(lambda: _check(services, config))
+    run_guarded(lambda: _check(services, config, state))
     prepare_prefect()
 
     result = run_verdict(call, as_json)
@@ -58,7 +63,7 @@ def pre(
 
         return pre_deploy_flow(services=service, release=release, backup=backup, config=config, state=state)
 
-    if (r := _run(service, config, as_json, call)) is None:
+    if (r := _run(service, config, as_json, call, state)) is None:
         return
     err.print(f"[green]✓[/] {r['label']}: backup {r['backup_id'] or 'skipped'}, window {r['window_id']} until "
               f"{r['window_end'][:19]} UTC", highlight=False)
@@ -75,7 +80,7 @@ def post(service: ServiceOpt, config: ConfigOpt = None, state: StateOpt = None, 
 
         return post_deploy_flow(services=service, config=config, state=state)
 
-    if (r := _run(service, config, as_json, call)) is not None:
+    if (r := _run(service, config, as_json, call, state)) is not None:
         err.print(f"[green]✓[/] health gate passed in {r['gate_seconds']} s ({r['rounds']} rounds): "
                   f"{', '.join(s['service'] for s in r['services'])} recorded as last-good", highlight=False)
 
@@ -97,7 +102,7 @@ def rollback(
 
         return rollback_flow(services=service, restore_data=restore_data, reason=reason, config=config, state=state)
 
-    if (r := _run(service, config, as_json, call)) is None:
+    if (r := _run(service, config, as_json, call, state)) is None:
         return
     for s in r["services"]:
         err.print(f"[green]✓[/] {s['service']}: {(s['from_image'] or 'none')[:19]} → {s['to_image'][:19]} "

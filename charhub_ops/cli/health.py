@@ -1,13 +1,12 @@
 """`charhub-ops health`: one pass of every check (the ``monitor`` flow), streaks kept between invocations.
 
-State store: Prefect Variables when ``PREFECT_API_URL`` names a server, else the repository (setting
-``monitor_state``; see the README, "Monitoring and incidents").
+State store (charhub_ops.monitoring.store.resolve_state): Prefect Variables when a Prefect server is configured,
+else — for these streaks only — the repository (setting ``monitor_state``; see the README, "Monitoring and
+incidents").
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Annotated
 
 import typer
@@ -25,15 +24,11 @@ _MARK = {"up": "[green]up[/]", "down": "[bold red]DOWN[/]", "maintenance": "[yel
 
 
 def prefect_server() -> bool:
-    """A Prefect server is configured: PREFECT_API_URL in the environment (or, once Prefect is imported, its
-    setting). Every command decides the state store the same way."""
-    if os.environ.get("PREFECT_API_URL"):
-        return True
-    if "prefect.settings" in sys.modules:
-        from prefect.settings import PREFECT_API_URL
+    """A Prefect server is configured (environment or active profile; see
+    charhub_ops.monitoring.store.prefect_server_configured): every command decides the state store the same way."""
+    from charhub_ops.monitoring.store import prefect_server_configured
 
-        return bool(PREFECT_API_URL.value())
-    return False
+    return prefect_server_configured()
 
 
 def _pass_without_prefect(config: str | None, state: str | None) -> list[dict] | None:

@@ -1,5 +1,5 @@
-"""`charhub-ops incident respond | list | show`: the incident flow by hand, and the incidents kept in the
-state store (open and closed)."""
+"""`charhub-ops incident respond | resolve | list | show`: the incident flow by hand, closing an incident by
+hand, and the incidents kept in the state store (open and closed)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,17 @@ from charhub_ops.errors import ConfigError
 
 __all__ = ["app", "open_store"]
 
-app = typer.Typer(help="Incidents: respond to a check that is down, list and show them.", no_args_is_help=True)
+app = typer.Typer(help="Incidents: respond to a check that is down, resolve, list and show them.",
+                  no_args_is_help=True)
 
 
 def open_store(state: str | None):
-    """The state store, chosen exactly as `health` chooses it (Prefect is imported only for Variables)."""
+    """The state store the workers use (charhub_ops.monitoring.store.resolve_state, ``shared``): ``auto``
+    without a Prefect server fails with one line (Prefect is imported only for Variables)."""
     from charhub_ops.monitoring.store import MonitorState, repository_state
     from charhub_ops.settings import load_settings
 
-    store = repository_state(load_settings(), state, prefect_server())
+    store = repository_state(load_settings(), state, prefect_server(), shared=True)
     if store is not None:
         return store
     prepare_prefect()
@@ -38,11 +40,13 @@ def respond(
 ) -> None:
     """Run the incident-response flow for a check (what the charhub.service.down trigger runs)."""
     from charhub_ops.monitoring.config import load_config
+    from charhub_ops.monitoring.store import resolve_state
     from charhub_ops.settings import load_settings
     from flows.params import StateStore, check_value
 
     run_guarded(lambda: (check_value("--state", StateStore | None, state),
-                         load_config(config or load_settings().monitor_config).check(check)))
+                         load_config(config or load_settings().monitor_config).check(check),
+                         resolve_state(load_settings(), state, prefect_server())))  # one line before any flow
     prepare_prefect()
     from flows.incident import incident_respond_flow
 
@@ -50,7 +54,11 @@ def respond(
     if as_json:
         print_json({"incident_id": r["incident_id"], "status": r["status"], "resolved": r["resolved"],
                     "actions": [{"action": a["action"], "ok": a["ok"], "ran": a["ran"]} for a in r["actions"]],
-                    "report": r["report"], "maintenance": r["maintenance"]})
+                    "report": r["report"], "maintenance": r["maintenance"], "healthy": r.get("healthy")})
+        return
+    if r.get("healthy") is not None:
+        opened = f"; incident {r['incident_id']} stays {r['status']}" if r["incident_id"] else ""
+        err.print(f"{check}: passes now, nothing opened ({r['healthy']}){opened}", highlight=False)
         return
     if r["incident_id"] is None:
         err.print(f"{check}: in a maintenance window, no incident: {'; '.join(r['maintenance'])}", highlight=False)
@@ -94,3 +102,25 @@ def show(incident_id: Annotated[str, typer.Argument(help="The incident id (see `
         typer.echo(Path(inc.report).read_text())
     else:
         print_json(inc.model_dump(mode="json"))
+
+
+@app.command()
+def resolve(
+    incident_id: Annotated[str, typer.Argument(help="The incident id (see `incident list`).")],
+    reason: Annotated[str, typer.Option("--reason", help="Why it is closed (in the timeline).")] = "closed by hand",
+    state: StateOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Close an open incident by hand: its check's slot frees (the next outage opens a new incident) and its
+    report file, when here, is rewritten."""
+    import getpass
+    from datetime import UTC, datetime
+
+    from charhub_ops.monitoring.report import resolve_by_hand
+
+    inc = run_guarded(lambda: resolve_by_hand(open_store(state), incident_id, datetime.now(UTC),
+                                              getpass.getuser(), reason))
+    if as_json:
+        print_json({"incident_id": inc.id, "status": inc.status, "resolved_at": inc.resolved_at,
+                    "report": inc.report})
+    else:
+        err.print(f"[green]✓[/] {inc.id} resolved at {inc.resolved_at:%Y-%m-%d %H:%M:%S} UTC", highlight=False)

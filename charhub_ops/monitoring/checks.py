@@ -120,6 +120,8 @@ def _postgres(check: PostgresCheck, ctx: CheckContext) -> CheckResult:
             pids = ", ".join(str(s["pid"]) for s in facts[key][:5])
             problems.append(f"{len(facts[key])} session(s) {what} (pid {pids})")
     detail = "; ".join(problems) or f"{facts['connections']}/{facts['max_connections']} connections, no waits"
+    if facts["ours"]:
+        detail += f" ({len(facts['ours'])} session(s) of charhub-ops not judged)"
     return CheckResult(check.id, not problems, detail, facts=facts)
 
 

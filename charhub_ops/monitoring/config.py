@@ -115,7 +115,7 @@ class MonitorConfig(BaseModel):
     checks: list[Check]
     incident_dir: str = "docs/06-operations/incident-response"
     maintenance: list[RecurringWindow] = Field(default_factory=list)
-    restart_budget_per_hour: int = Field(3, ge=0, description="Container restarts per check and hour")
+    restart_budget_per_hour: int = Field(3, ge=0, description="Restarts per container and hour, whichever check asks")
     cleanup_deployment: str | None = Field(
         None, description="Deployment run for docker_cleanup, as 'flow-name/deployment-name'")
     cleanup_parameters: dict = Field(default_factory=dict, description="Its parameters (e.g. Docker part only)")

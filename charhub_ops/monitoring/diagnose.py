@@ -41,7 +41,8 @@ def _postgres(url: str) -> str:
            "|---|---|---|---|---|---|---|---|---|"]
     for r in rows[:30]:
         query = " ".join((r["query"] or "").split()).replace("|", "\\|")
-        out.append(f"| {r['pid']} | {r['user']} | {r['application']} | {r['state']} | {r['wait'] or '—'} "
+        app = f"{r['application']} (ours)" if pgfacts.is_ours(r) else r["application"]
+        out.append(f"| {r['pid']} | {r['user']} | {app} | {r['state']} | {r['wait'] or '—'} "
                    f"| {r['query_s']:.1f} | {r['state_s']:.1f} | {', '.join(map(str, r['blocked_by'])) or '—'} "
                    f"| `{query[:120]}` |")
     chains = [f"- pid {r['pid']} waits for {', '.join(map(str, r['blocked_by']))} ({r['query_s']:.0f} s)"

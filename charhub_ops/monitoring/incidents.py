@@ -81,8 +81,9 @@ def record_action(inc: Incident, result: ActionResult) -> Incident:
     return inc.model_copy(update={"actions": [*inc.actions, result]})
 
 
-def resolve(inc: Incident, now: datetime, failed_probes: int | None = None) -> Incident:
-    inc = add(inc, now, "recovered: check passing again; incident resolved")
+def resolve(inc: Incident, now: datetime, failed_probes: int | None = None,
+            why: str = "recovered: check passing again; incident resolved") -> Incident:
+    inc = add(inc, now, why)
     update = {"status": "resolved", "resolved_at": now}
     if failed_probes is not None:
         update["failed_probes"] = max(inc.failed_probes, failed_probes)

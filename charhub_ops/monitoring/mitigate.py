@@ -59,7 +59,8 @@ def recheck(probe: Probe, wait: float, interval: float = 0.5) -> CheckResult:
 def restart_action(check, restarts: list[datetime], per_hour: int, probe: Probe,
                    wait: float = 30.0) -> tuple[ActionResult, list[datetime]]:
     """Restart ``check.container`` if it is down or unhealthy, or the check still fails; at most ``per_hour``
-    restarts in any hour (``restarts``: earlier restarts, returned with this one added)."""
+    restarts in any hour (``restarts``: the container's earlier restarts, by any check, returned with this one
+    added)."""
     now = _now()
     if not check.container:
         return not_run("restart_container", "no container configured for this check"), restarts
@@ -80,7 +81,8 @@ def restart_action(check, restarts: list[datetime], per_hour: int, probe: Probe,
 
 def terminate_action(check, url: str | None, probe: Probe, wait: float = 10.0) -> ActionResult:
     """Cancel, then terminate, backends blocking others longer than ``lock_wait_seconds`` or idle in
-    transaction longer than ``idle_in_transaction_seconds``."""
+    transaction longer than ``idle_in_transaction_seconds`` — never a session of charhub-ops (a backup's
+    snapshot, its pg_dump: see pgfacts); the list is read again before the terminate."""
     now = _now()
     if not url:
         return not_run("terminate_blockers", "no database URL for this check")

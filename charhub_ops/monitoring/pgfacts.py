@@ -1,12 +1,17 @@
 """PostgreSQL facts for checks and diagnoses (``pg_stat_activity``, ``pg_locks``), and the one action on
-sessions: cancel, then terminate, backends that block others. psycopg errors become DatabaseError."""
+sessions: cancel, then terminate, backends that block others. psycopg errors become DatabaseError.
+
+Sessions of charhub-ops itself (``application_name`` ``charhub-ops`` or ``charhub-ops:…``, e.g. a backup's
+snapshot session idle in transaction for the whole upload, or its ``charhub-ops:pg_dump``) are listed under
+``ours``: they never count as a long query, an idle transaction or a lock waiter, and are never a blocker to
+terminate. A session of the application that waits behind one of ours still counts as a lock waiter."""
 
 from __future__ import annotations
 
 from charhub_ops.pgurl import parse_pg_url
-from charhub_ops.postgres import PsycopgSession
+from charhub_ops.postgres import OURS, PsycopgSession
 
-__all__ = ["sessions", "health_facts", "blockers", "signal_backends"]
+__all__ = ["sessions", "is_ours", "health_facts", "blockers", "signal_backends"]
 
 SESSIONS_SQL = """
 SELECT pid, usename, application_name, state, coalesce(wait_event_type, ''),
@@ -34,14 +39,23 @@ def sessions(url: str) -> tuple[list[dict], int, int]:
     return [dict(zip(_KEYS, row, strict=True)) for row in rows], int(total), int(maximum)
 
 
+def is_ours(row: dict) -> bool:
+    """A session charhub-ops opened (its application_name carries the prefix: charhub_ops.postgres.OURS)."""
+    app = row.get("application") or ""
+    return app == OURS or app.startswith(OURS + ":")
+
+
 def health_facts(url: str, lock_s: float, long_s: float, idle_s: float) -> dict:
-    rows, total, maximum = sessions(url)
+    everyone, total, maximum = sessions(url)
+    rows = [r for r in everyone if not is_ours(r)]
     return {
         "connections": total, "max_connections": maximum,
         "lock_waits": [r for r in rows if r["wait"] == "Lock" and r["query_s"] > lock_s],
         "long_queries": [r for r in rows if r["state"] == "active" and r["query_s"] > long_s],
         "idle_in_transaction": [r for r in rows if (r["state"] or "").startswith("idle in transaction")
                                 and r["state_s"] > idle_s],
+        "ours": [{"pid": r["pid"], "application": r["application"], "state": r["state"],
+                  "state_s": round(r["state_s"], 1)} for r in everyone if is_ours(r)],
         "blocking_chains": [{"pid": r["pid"], "blocked_by": r["blocked_by"], "waiting_s": round(r["query_s"], 1)}
                             for r in rows if r["blocked_by"]],
     }
@@ -49,12 +63,14 @@ def health_facts(url: str, lock_s: float, long_s: float, idle_s: float) -> dict:
 
 def blockers(url: str, lock_s: float, idle_s: float) -> dict[int, str]:
     """Backends to act on, with the reason: those blocking a session that waited > ``lock_s`` seconds, and
-    those idle in transaction for > ``idle_s`` seconds."""
+    those idle in transaction for > ``idle_s`` seconds — never one of ours."""
     facts = health_facts(url, lock_s, float("inf"), idle_s)
+    ours = {s["pid"] for s in facts["ours"]}
     found: dict[int, str] = {}
     for waiter in facts["lock_waits"]:
         for pid in waiter["blocked_by"]:
-            found[pid] = f"blocks pid {waiter['pid']} for {waiter['query_s']:.0f} s"
+            if pid not in ours:
+                found[pid] = f"blocks pid {waiter['pid']} for {waiter['query_s']:.0f} s"
     for idle in facts["idle_in_transaction"]:
         found.setdefault(idle["pid"], f"idle in transaction for {idle['state_s']:.0f} s")
     return found

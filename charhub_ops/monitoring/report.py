@@ -14,10 +14,10 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from charhub_ops.errors import OpsError
-from charhub_ops.monitoring.incidents import RESPONSE_TARGET, Incident, duration_text
+from charhub_ops.errors import ConfigError, OpsError
+from charhub_ops.monitoring.incidents import RESPONSE_TARGET, Incident, duration_text, resolve
 
-__all__ = ["report_path", "render_report", "write_report", "details_of"]
+__all__ = ["report_path", "render_report", "write_report", "details_of", "resolve_by_hand"]
 
 DETAILS = "## Diagnosis details"
 
@@ -108,3 +108,19 @@ def write_report(path: Path, text: str) -> Path:
     except OSError as exc:
         raise OpsError(f"incident report {path}: {exc.strerror or exc}") from exc
     return path
+
+
+def resolve_by_hand(store, incident_id: str, now: datetime, by: str, reason: str) -> Incident:
+    """Close incident ``incident_id`` of ``store`` (a MonitorState) by hand — its check's slot frees, so the
+    next outage opens a new incident — and rewrite its report when the file is here. ConfigError when it
+    does not exist or is already resolved."""
+    inc = store.incident(incident_id)
+    if inc is None:
+        raise ConfigError(f"incident {incident_id}: not found (see `charhub-ops incident list`)")
+    if inc.status == "resolved":
+        raise ConfigError(f"incident {incident_id}: already resolved at {inc.resolved_at:%Y-%m-%d %H:%M:%S} UTC")
+    inc = resolve(inc, now, why=f"resolved by hand by {by or 'unknown'}: {reason}")
+    if inc.report and Path(inc.report).exists():
+        write_report(Path(inc.report), render_report(inc, now, details_of(Path(inc.report))))
+    store.save_incident(inc)
+    return inc

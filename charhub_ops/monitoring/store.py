@@ -2,21 +2,29 @@
 
 Monitor runs land on different workers (or machines), so the state cannot live in a local file:
 
-* ``tasks.monitoring.VariableStore`` keeps each key in a Prefect Variable on the server (the default when
-  ``PREFECT_API_URL`` names a server); a Variable holds at most 5,000 characters, so each check, incident,
-  window and budget is its own small key;
+* ``tasks.monitoring.VariableStore`` keeps each key in a Prefect Variable on the server (``auto`` when a
+  Prefect server is configured — always the case on a worker); a Variable holds at most 5,000 characters,
+  so each check, incident, window and budget is its own small key;
 * :class:`RepositoryStore` keeps each key as a JSON object in the repository (``monitor/state/…`` in the
-  S3/R2 bucket, or a directory with ``file://``): the fallback when there is no server (the CLI with
-  Prefect's ephemeral API, where a Variable would vanish with the process).
+  S3/R2 bucket, or a directory with ``file://``): chosen explicitly (``repository`` or a URL), or by
+  ``auto`` without a server for ``charhub-ops health``'s own streaks only.
 
-Keys use lowercase letters, digits, ``-``, ``_`` and ``/``. Writes are last-writer-wins: the monitor
-deployment runs with concurrency 1, the incident flows with one run per check id.
+:func:`resolve_state` is the one rule every command and flow follows; a command that writes what the workers
+must see (a maintenance window, an incident) refuses ``auto`` without a server rather than writing where no
+worker reads (see its docstring). Keys use lowercase letters, digits, ``-``, ``_`` and ``/``. Writes are
+last-writer-wins: the monitor deployment runs with concurrency 1, the incident flows one run per check id.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
+import sys
+import tomllib
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from charhub_ops.errors import ConfigError, NotFoundError
@@ -25,7 +33,8 @@ from charhub_ops.monitoring.state import CheckState
 from charhub_ops.monitoring.windows import AdHocWindow
 from charhub_ops.storage import S3Options, Storage, open_storage
 
-__all__ = ["StateStore", "RepositoryStore", "MonitorState", "repository_state"]
+__all__ = ["StateStore", "RepositoryStore", "MonitorState", "repository_state", "resolve_state",
+           "prefect_server_configured", "budget_key"]
 
 
 class StateStore(Protocol):
@@ -123,22 +132,74 @@ class MonitorState:
     def delete_window(self, window_id: str) -> None:
         self.store.delete(f"window/{window_id}")
 
-    def restarts(self, check_id: str) -> list[datetime]:
-        data = self.store.get(f"budget/{check_id}") or {"restarts": []}
+    def restarts(self, container: str) -> list[datetime]:
+        """Restarts of ``container`` (by any check) kept for its budget."""
+        data = self.store.get(budget_key(container)) or {"restarts": []}
         return [datetime.fromisoformat(t) for t in data["restarts"]]
 
-    def save_restarts(self, check_id: str, times: list[datetime]) -> None:
-        self.store.put(f"budget/{check_id}", {"restarts": [t.isoformat() for t in times]})
+    def save_restarts(self, container: str, times: list[datetime]) -> None:
+        self.store.put(budget_key(container), {"container": container, "restarts": [t.isoformat() for t in times]})
 
 
-def repository_state(settings, spec: str | None, prefect_server: bool) -> MonitorState | None:
-    """The store named by ``spec`` (default: setting monitor_state) when it is a repository; None when it
-    is Prefect Variables (``prefect``, or ``auto`` with ``prefect_server``) — the tasks layer opens those."""
+def budget_key(container: str) -> str:
+    """The key of ``container``'s restart budget: its name when that is a valid key (lowercase letters, digits,
+    ``-``, ``_``), else the name made valid plus a hash of the real one (Docker names may hold ``.`` or capitals)."""
+    safe = re.sub(r"[^a-z0-9_-]", "-", container.lower())
+    if safe != container:
+        safe = f"{safe[:40]}-{hashlib.sha256(container.encode()).hexdigest()[:10]}"
+    return f"budget/{safe}"
+
+
+def prefect_server_configured() -> bool:
+    """A Prefect server is configured, as Prefect itself would find it: once ``prefect.settings`` is imported
+    (every flow), its PREFECT_API_URL; before (the CLI's core paths, which avoid importing Prefect), the
+    environment variable, else the active profile's (``PREFECT_PROFILE`` or the ``active`` one of
+    ``PREFECT_PROFILES_PATH``, default ``$PREFECT_HOME/profiles.toml``, ``~/.prefect/profiles.toml``)."""
+    if "prefect.settings" in sys.modules:
+        from prefect.settings import PREFECT_API_URL
+
+        return bool(PREFECT_API_URL.value())
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
+    path = Path(os.environ.get("PREFECT_PROFILES_PATH") or home / "profiles.toml").expanduser()
+    try:
+        profiles = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+    active = os.environ.get("PREFECT_PROFILE") or profiles.get("active") or "ephemeral"
+    return bool(profiles.get("profiles", {}).get(active, {}).get("PREFECT_API_URL"))
+
+
+_NO_SERVER = ("no Prefect server is configured here (PREFECT_API_URL, in the environment or the active "
+              "Prefect profile)")
+
+
+def resolve_state(settings, spec: str | None, prefect_server: bool, shared: bool = True) -> str:
+    """Where the monitor's state lives: ``prefect`` (Variables) or a repository URL — one rule for every
+    command and flow. ``spec`` defaults to setting monitor_state. ``auto`` is Prefect Variables when a server
+    is configured: where the workers (which always have one) keep streaks, incidents and windows. Without a
+    server, ``auto`` falls back to the repository only when ``shared`` is False (``health``'s own streaks);
+    anything the workers must see (windows, incidents) fails with one line instead of silently going where
+    no worker reads it. ``prefect`` without a server fails too (an ephemeral API's Variables vanish)."""
     spec = spec or settings.monitor_state
-    if spec == "prefect" or (spec == "auto" and prefect_server):
-        return None
+    if spec in ("auto", "prefect") and prefect_server:
+        return "prefect"
+    if spec == "prefect" or (spec == "auto" and shared):
+        raise ConfigError(f"monitor_state: {spec} keeps windows and incidents in Prefect Variables, where the "
+                          f"workers read them, but {_NO_SERVER}: set PREFECT_API_URL, or set "
+                          "CHARHUB_OPS_MONITOR_STATE=repository (or a file:// / s3:// URL) here and on every worker")
     if spec in ("auto", "repository"):
         spec = settings.repository
     if not spec.startswith(("file://", "s3://")):
         raise ConfigError(f"monitor_state: {spec!r}: use auto, prefect, repository, file:///dir or s3://bucket/prefix")
-    return MonitorState(RepositoryStore(open_storage(spec, S3Options.from_settings(settings), "monitor_state")))
+    return spec
+
+
+def repository_state(settings, spec: str | None, prefect_server: bool, shared: bool = False) -> MonitorState | None:
+    """The store :func:`resolve_state` names when it is a repository; None when it is Prefect Variables (the
+    tasks layer opens those)."""
+    where = resolve_state(settings, spec, prefect_server, shared)
+    if where == "prefect":
+        return None
+    return MonitorState(RepositoryStore(open_storage(where, S3Options.from_settings(settings), "monitor_state")))
