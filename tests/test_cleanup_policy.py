@@ -176,7 +176,9 @@ def test_protected_tables_from_the_file(charhub_db):
 def test_an_allowed_cascade_is_shown_in_the_plan(charhub_db):
     (plan,) = plan_policies(charhub_db, _file({"table": "Conversation", "timestamp_column": "createdAt",
                                                "older_than": "1y", "cascade": "allowed"}))
-    assert plan.cascades == ['"Message"(conversationId) ON DELETE CASCADE']
+    assert plan.cascades == ['Conversation → "Message"(conversationId) ON DELETE CASCADE',
+                             'Conversation → "Message"(conversationId) ON DELETE CASCADE → "MessageTranslation"'
+                             '(messageId) ON DELETE CASCADE']
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -225,3 +227,80 @@ def test_the_cleanup_core_never_imports_prefect():
             "print('prefect' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "False"
+
+
+# --- the whole cascade graph (issue 16, item 5) --------------------------------------------------------
+
+def test_every_level_of_a_cascade_is_in_the_plan_with_its_path(charhub_db):
+    charhub_db.execute("""CREATE TABLE "TranslationVote" ("id" TEXT PRIMARY KEY,
+        "translationId" TEXT NOT NULL REFERENCES "MessageTranslation"("id") ON DELETE CASCADE);
+        CREATE TABLE "VoteNote" ("id" TEXT PRIMARY KEY,
+        "voteId" TEXT REFERENCES "TranslationVote"("id") ON DELETE SET NULL)""")
+    (plan,) = plan_policies(charhub_db, _file({"table": "Conversation", "timestamp_column": "createdAt",
+                                               "older_than": "1y", "cascade": "allowed"}))
+    assert plan.cascades == [
+        'Conversation → "Message"(conversationId) ON DELETE CASCADE',
+        'Conversation → "Message"(conversationId) ON DELETE CASCADE → "MessageTranslation"(messageId) '
+        'ON DELETE CASCADE',
+        'Conversation → "Message"(conversationId) ON DELETE CASCADE → "MessageTranslation"(messageId) '
+        'ON DELETE CASCADE → "TranslationVote"(translationId) ON DELETE CASCADE',
+        'Conversation → "Message"(conversationId) ON DELETE CASCADE → "MessageTranslation"(messageId) '
+        'ON DELETE CASCADE → "TranslationVote"(translationId) ON DELETE CASCADE → "VoteNote"(voteId) '
+        'ON DELETE SET NULL']
+    with pytest.raises(PolicyError, match='"VoteNote"'):  # without `cascade: allowed` the refusal names them all
+        plan_policies(charhub_db, _file({"table": "Conversation", "timestamp_column": "createdAt", "older_than": "1y"}))
+
+
+def test_a_self_reference_is_in_the_plan(charhub_db):
+    charhub_db.execute("""ALTER TABLE "Message" ADD "parentId" TEXT REFERENCES "Message"("id") ON DELETE CASCADE""")
+    (plan,) = plan_policies(charhub_db, _file({"table": "Message", "timestamp_column": "createdAt",
+                                               "older_than": "30d", "cascade": "allowed"}))
+    assert 'Message → "Message"(parentId) ON DELETE CASCADE (self-reference)' in plan.cascades
+    assert plan.self_references == [(["parentId"], ["id"])]
+
+
+@pytest.mark.parametrize("via", ["UsageLog", "LLMUsageLog"], ids=["level 1", "level 2"])
+def test_a_cascade_reaching_credit_transaction_is_refused_even_when_allowed(charhub_db, via):
+    charhub_db.execute(f"""ALTER TABLE "UsageLog" ADD "llmId" TEXT REFERENCES "LLMUsageLog"("id") ON DELETE CASCADE;
+        ALTER TABLE "CreditTransaction" ADD "usageLogId" TEXT REFERENCES "UsageLog"("id") ON DELETE CASCADE""")
+    policy = {"table": via, "timestamp_column": "timestamp" if via == "UsageLog" else "createdAt",
+              "older_than": "90d", "cascade": "allowed"}
+    with pytest.raises(PolicyError, match=f"policy {via}: .*reaches the protected table CreditTransaction"):
+        plan_policies(charhub_db, _file(policy, protected_tables=[]))
+
+
+@pytest.mark.parametrize("name", ["Payment", "public.Payment", '"public"."Payment"', '"Payment"'])
+def test_protected_names_match_with_or_without_schema(charhub_db, name):
+    charhub_db.execute("""CREATE TABLE "Payment" ("id" TEXT PRIMARY KEY, "createdAt" TIMESTAMP(3) NOT NULL,
+        "usageLogId" TEXT REFERENCES "UsageLog"("id") ON DELETE SET NULL)""")
+    with pytest.raises(PolicyError, match="policy Payment: the table is protected"):
+        plan_policies(charhub_db, _file({"table": "Payment", "timestamp_column": "createdAt", "older_than": "1y"},
+                                        protected_tables=[name]))
+    with pytest.raises(PolicyError, match="policy UsageLog: .*reaches the protected table Payment"):
+        plan_policies(charhub_db, _file({"table": "UsageLog", "timestamp_column": "timestamp", "older_than": "1y",
+                                         "cascade": "allowed"}, protected_tables=[name]))
+
+
+def test_a_table_with_inheritance_children_is_refused(charhub_db):
+    charhub_db.execute("""CREATE TABLE "UsageLogArchive" () INHERITS ("UsageLog")""")
+    with pytest.raises(PolicyError, match='policy UsageLog: .*inheritance children \\("UsageLogArchive"\\)'):
+        plan_policies(charhub_db, _file({"table": "UsageLog", "timestamp_column": "timestamp", "older_than": "90d"}))
+    (child,) = plan_policies(charhub_db, _file({"table": "UsageLogArchive", "timestamp_column": "timestamp",
+                                                "older_than": "90d"}))
+    assert child.key == ["ctid"]  # a child without children of its own is an ordinary table
+
+
+def test_a_cascade_into_a_partitioned_table_is_followed_through_its_partitions(charhub_db):
+    charhub_db.execute("""CREATE TABLE "Ledger" ("id" TEXT, "usageLogId" TEXT REFERENCES "UsageLog"("id")
+        ON DELETE CASCADE, PRIMARY KEY ("id")) PARTITION BY HASH ("id");
+        CREATE TABLE "Ledger_0" PARTITION OF "Ledger" FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+        CREATE TABLE "Ledger_1" PARTITION OF "Ledger" FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+        CREATE TABLE "LedgerNote" ("id" TEXT PRIMARY KEY, "ledgerId" TEXT REFERENCES "Ledger"("id") ON DELETE CASCADE)""")
+    (plan,) = plan_policies(charhub_db, _file({"table": "UsageLog", "timestamp_column": "timestamp",
+                                               "older_than": "90d", "cascade": "allowed"}))
+    assert plan.cascades == ['UsageLog → "Ledger"(usageLogId) ON DELETE CASCADE',
+                             'UsageLog → "Ledger"(usageLogId) ON DELETE CASCADE → "LedgerNote"(ledgerId) '
+                             'ON DELETE CASCADE']  # once each, not once per partition
+    with pytest.raises(PolicyError, match="reaches the protected table Ledger"):
+        plan_policies(charhub_db, _file({"table": "UsageLog", "timestamp_column": "timestamp", "older_than": "90d",
+                                         "cascade": "allowed"}, protected_tables=["Ledger"]))
