@@ -76,7 +76,7 @@ def batched(conn: psycopg.Connection, batch: int, opts: RowOptions):
         "batch_size": batch}]}))
     cutoff = NOW.replace(tzinfo=UTC) - timedelta(days=90)
     started = time.perf_counter()
-    matched = count_matching(conn, plan.policy, cutoff)
+    matched = count_matching(conn, plan, cutoff)
     print(f"  plan: {matched:,} rows matched, counted in {time.perf_counter() - started:.2f} s (not timed)")
     return lambda: report(delete_expired(conn, plan, cutoff, opts, matched=matched))
 

@@ -199,9 +199,9 @@ def test_the_file_shape_is_checked(tmp_path, content, message):
 
 
 @pytest.mark.parametrize(("module", "names"), [
-    ("policy", {"ALWAYS_PROTECTED", "is_not_null", "RowPolicy", "PolicyFile", "TablePlan", "load_policy_file",
-                "check_policy", "index_hint"}),
-    ("schema", {"TableShape", "table_shape"}),
+    ("policy", {"ALWAYS_PROTECTED", "is_not_null", "is_protected", "RowPolicy", "PolicyFile", "TablePlan",
+                "load_policy_file", "check_policy", "index_hint"}),
+    ("schema", {"Reach", "TableShape", "table_shape"}),
     ("batches", {"BatchSizer", "Budget", "choose_sweep", "pause_after", "stop_reason"}),
     ("rows", {"RowOptions", "PolicyResult", "cursor_key", "count_matching", "delete_expired", "vacuum_analyze",
               "read_cursor", "save_cursor", "ensure_cursors"}),
@@ -261,7 +261,7 @@ def test_a_self_reference_is_in_the_plan(charhub_db):
 
 @pytest.mark.parametrize("via", ["UsageLog", "LLMUsageLog"], ids=["level 1", "level 2"])
 def test_a_cascade_reaching_credit_transaction_is_refused_even_when_allowed(charhub_db, via):
-    charhub_db.execute(f"""ALTER TABLE "UsageLog" ADD "llmId" TEXT REFERENCES "LLMUsageLog"("id") ON DELETE CASCADE;
+    charhub_db.execute("""ALTER TABLE "UsageLog" ADD "llmId" TEXT REFERENCES "LLMUsageLog"("id") ON DELETE CASCADE;
         ALTER TABLE "CreditTransaction" ADD "usageLogId" TEXT REFERENCES "UsageLog"("id") ON DELETE CASCADE""")
     policy = {"table": via, "timestamp_column": "timestamp" if via == "UsageLog" else "createdAt",
               "older_than": "90d", "cascade": "allowed"}
@@ -295,7 +295,8 @@ def test_a_cascade_into_a_partitioned_table_is_followed_through_its_partitions(c
         ON DELETE CASCADE, PRIMARY KEY ("id")) PARTITION BY HASH ("id");
         CREATE TABLE "Ledger_0" PARTITION OF "Ledger" FOR VALUES WITH (MODULUS 2, REMAINDER 0);
         CREATE TABLE "Ledger_1" PARTITION OF "Ledger" FOR VALUES WITH (MODULUS 2, REMAINDER 1);
-        CREATE TABLE "LedgerNote" ("id" TEXT PRIMARY KEY, "ledgerId" TEXT REFERENCES "Ledger"("id") ON DELETE CASCADE)""")
+        CREATE TABLE "LedgerNote" ("id" TEXT PRIMARY KEY,
+            "ledgerId" TEXT REFERENCES "Ledger"("id") ON DELETE CASCADE)""")
     (plan,) = plan_policies(charhub_db, _file({"table": "UsageLog", "timestamp_column": "timestamp",
                                                "older_than": "90d", "cascade": "allowed"}))
     assert plan.cascades == ['UsageLog → "Ledger"(usageLogId) ON DELETE CASCADE',

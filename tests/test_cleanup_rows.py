@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -252,13 +254,10 @@ def test_a_reply_committed_while_the_batch_waits_for_its_parent_survives(db, dat
     assert cleaner.error is None
     left = {r[0] for r in db.execute('SELECT id FROM "Message"').fetchall()}
     assert {"late", "p4"} <= left and not {"p2", "r2", "r3"} & left
+    assert cleaner.result.lock_waits == 1  # the batch that met the reply failed and was rerun
 
 
 # --- the DELETE re-checks what it selected (issue 16, item 6) ------------------------------------------
-
-import threading  # noqa: E402
-import time  # noqa: E402
-
 
 class Cleaner(threading.Thread):
     """run_policy on its own connection; ``pid`` is its backend's."""

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS {schema}.cleanup_cursors (
     stopped text NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
 )"""
-_TIMEOUTS = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
+# rerun smaller: a lock or statement timeout, or (REPEATABLE READ batches) a cascade that met a row committed since
+_TIMEOUTS = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled, psycopg.errors.SerializationFailure)
 _GUESS_ROWS_PER_BLOCK = 100.0  # a table never analyzed: sizes in blocks start from this guess
 
 
@@ -78,7 +79,7 @@ class PolicyResult(BaseModel):
     batches: int = 0
     seconds: float = 0.0
     slowest_batch: float = 0.0
-    lock_waits: int = 0  # batches that hit lock_timeout / statement_timeout and were retried smaller
+    lock_waits: int = 0  # batches that timed out (or met a serialization error) and were retried smaller
     skip_locked_batches: int = 0  # batches rerun with SKIP LOCKED because a writer held a row past row_wait
     batch_size: int = 0  # rows per batch at the end (smaller than configured after timeouts; blocks × rows/block)
     sweep: str = ""  # index | blocks
@@ -90,9 +91,11 @@ def cursor_key(policy: RowPolicy) -> str:
     return f"{policy.name}.{policy.timestamp_column}|{json.dumps(policy.where, sort_keys=True)}"
 
 
-def count_matching(conn: psycopg.Connection, policy: RowPolicy, cutoff: datetime) -> int:
-    """Exactly how many rows the policy would delete now (the dry run's figure)."""
-    where, params = conditions(policy, with_cursor=False)
+def count_matching(conn: psycopg.Connection, plan: TablePlan, cutoff: datetime) -> int:
+    """Exactly how many rows the policy would delete now (the dry run's figure; rows its cascades delete in
+    other tables, or below a selected row through a self-reference, are not in it)."""
+    policy = plan.policy
+    where, params = conditions(plan, with_cursor=False)
     with db_errors(f"count {policy.name}"):
         conn.execute("SET TimeZone = 'UTC'")
         return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table_name(policy), where),
@@ -100,10 +103,15 @@ def count_matching(conn: psycopg.Connection, policy: RowPolicy, cutoff: datetime
 
 
 def _in_batch(conn: psycopg.Connection, statement: sql.Composed, params: dict, opts: RowOptions,
-              lock_timeout: float) -> tuple[int, tuple | None]:
+              lock_timeout: float, repeatable: bool = False) -> tuple[int, tuple | None]:
     """One transaction: (rowcount, the returned row if any). Raises the psycopg timeout errors as they are.
-    Pipelined: BEGIN, the SET LOCALs, the statement and COMMIT go in one round trip."""
+    Pipelined: BEGIN, the SET LOCALs, the statement and COMMIT go in one round trip. ``repeatable`` (a table
+    that cascades to itself): REPEATABLE READ, so that a cascade that would delete a row committed after the
+    batch's snapshot (a reply to a row being deleted) fails with a serialization error instead — the batch is
+    rerun, and then sees the reply (PostgreSQL's cascades check new rows against the transaction's snapshot)."""
     with conn.pipeline(), conn.transaction():
+        if repeatable:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
                      [f"{max(1, int(lock_timeout * 1000))}ms", f"{int(opts.statement_timeout * 1000)}ms"])
         cur = conn.execute(statement, params)
@@ -132,7 +140,7 @@ class _IndexSweep:
         size = size if limit is None else min(size, limit)
         statement, params = index_statement(self.plan, self.position is not None, skip_locked)
         params.update(cutoff=self.cutoff, position=self.position, limit=size)
-        _, (count, newest) = _in_batch(conn, statement, params, opts, lock_timeout)
+        _, (count, newest) = _in_batch(conn, statement, params, opts, lock_timeout, bool(self.plan.self_references))
         self.position = newest.isoformat() if newest is not None else self.position
         self.finished = count == 0
         return count, count >= size
@@ -167,7 +175,7 @@ class _BlockSweep:
         limited = limit is not None and limit < size * self.per_block
         statement, params = blocks_statement(self.plan, limited, skip_locked)
         params.update(cutoff=self.cutoff, lo=self.lo, hi=self.lo + size, limit=limit)
-        rowcount, row = _in_batch(conn, statement, params, opts, lock_timeout)
+        rowcount, row = _in_batch(conn, statement, params, opts, lock_timeout, bool(self.plan.self_references))
         if limited and row[0] >= limit:  # the budget ran out inside the range: resume at the last block touched
             count, self.lo = row[0], row[1]
         else:

@@ -28,7 +28,7 @@ def run_policy(conn: psycopg.Connection, plan: TablePlan, now: datetime, opts: R
                dry_run: bool) -> PolicyResult:
     """One policy: the exact count, then (unless ``dry_run``) the batched delete and VACUUM (ANALYZE)."""
     cutoff = plan.policy.older_than.before(now)
-    matched = count_matching(conn, plan.policy, cutoff)
+    matched = count_matching(conn, plan, cutoff)
     if dry_run:
         return PolicyResult(table=plan.policy.name, cutoff=cutoff, matched=matched, batch_size=plan.policy.batch_size)
     result = delete_expired(conn, plan, cutoff, opts, matched)
