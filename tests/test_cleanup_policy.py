@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import psycopg
@@ -257,6 +258,21 @@ def test_a_self_reference_is_in_the_plan(charhub_db):
                                                "older_than": "30d", "cascade": "allowed"}))
     assert 'Message → "Message"(parentId) ON DELETE CASCADE (self-reference)' in plan.cascades
     assert plan.self_references == [(["parentId"], ["id"])]
+    assert 'CREATE INDEX CONCURRENTLY ON "Message" ("parentId")' in plan.reference_warning
+    charhub_db.execute("""CREATE INDEX ON "Message" ("parentId")""")
+    (indexed,) = plan_policies(charhub_db, _file({"table": "Message", "timestamp_column": "createdAt",
+                                                  "older_than": "30d", "cascade": "allowed"}))
+    assert indexed.reference_warning is None
+
+
+def test_a_cascade_back_into_the_table_through_another_is_refused(charhub_db):
+    charhub_db.execute("""ALTER TABLE "Conversation" ADD "pinnedId" TEXT
+                          REFERENCES "Message"("id") ON DELETE CASCADE""")
+    expected = ('policy Message: a cascade comes back into the table through others (Message → "Conversation"'
+                '(pinnedId) ON DELETE CASCADE → "Message"(conversationId) ON DELETE CASCADE (back into')
+    with pytest.raises(PolicyError, match=re.escape(expected)):
+        plan_policies(charhub_db, _file({"table": "Message", "timestamp_column": "createdAt", "older_than": "30d",
+                                         "cascade": "allowed"}))
 
 
 @pytest.mark.parametrize("via", ["UsageLog", "LLMUsageLog"], ids=["level 1", "level 2"])

@@ -104,6 +104,7 @@ class TablePlan(BaseModel):
     restricts: list[str]  # references that would make a delete fail while a referencing row exists
     self_references: list[tuple[list[str], list[str]]] = []  # ON DELETE CASCADE to itself: (columns, referenced)
     index_warning: str | None = None
+    reference_warning: str | None = None  # a self-reference whose columns no index starts with
     estimated_rows: int = 0
 
 
@@ -212,6 +213,22 @@ def _check_graph(policy: RowPolicy, shape: TableShape, protected: set[str]) -> l
     return changes
 
 
+def reference_hint(policy: RowPolicy, shape: TableShape, self_references: list[Reach]) -> str | None:
+    """A warning when no index starts with a self-reference's columns: each row a batch takes is checked for rows
+    below it (:func:`.sweep.conditions`), a scan of the whole table per row without one."""
+    missing = [r.columns for r in self_references if r.columns[0] not in shape.leading_index_columns]
+    if not missing:
+        return None
+    create = "; ".join(f'CREATE INDEX CONCURRENTLY ON "{policy.table}" ({", ".join(map(_quoted, cols))})'
+                       for cols in missing)
+    return (f"{policy.name}: no index starts with the self-reference's {', '.join(missing[0])}: each row a "
+            f"batch takes is checked for rows below it by scanning the whole table; {create}")
+
+
+def _quoted(name: str) -> str:
+    return f'"{name}"'
+
+
 def check_policy(policy: RowPolicy, shape: TableShape | None, protected: set[str]) -> TablePlan:
     """Validate one policy against its table's shape (None = no such table). Raises PolicyError."""
     names = [(policy.schema_name, policy.table), *(shape.names if shape else [])]
@@ -234,8 +251,9 @@ def check_policy(policy: RowPolicy, shape: TableShape | None, protected: set[str
     changes = _check_graph(policy, shape, protected)
     if not shape.key:
         raise PolicyError(f"policy {policy.name}: no primary key on a partitioned table")
+    selfs = [r for r in changes if r.self_reference and r.action == "c"]
     return TablePlan(policy=policy, key=shape.key, cascades=[r.describe(policy.name) for r in changes],
                      restricts=[r.describe(policy.name) for r in shape.reaches if r.action not in CHANGES],
-                     self_references=[(list(r.columns), list(r.referenced)) for r in changes
-                                      if r.self_reference and r.action == "c"],
-                     index_warning=index_hint(policy, shape), estimated_rows=shape.estimated_rows)
+                     self_references=[(list(r.columns), list(r.referenced)) for r in selfs],
+                     index_warning=index_hint(policy, shape), reference_warning=reference_hint(policy, shape, selfs),
+                     estimated_rows=shape.estimated_rows)

@@ -47,7 +47,8 @@ def plan_to_json(plan: TablePlan, now: datetime) -> dict:
     return {"table": p.name, "timestamp_column": p.timestamp_column, "older_than": str(p.older_than),
             "cutoff": p.older_than.before(now).isoformat(), "where": p.where, "batch_size": p.batch_size,
             "max_rows": p.max_rows, "max_seconds": p.max_seconds, "key": plan.key, "cascades": plan.cascades,
-            "restricts": plan.restricts, "index_warning": plan.index_warning, "estimated_rows": plan.estimated_rows}
+            "restricts": plan.restricts, "index_warning": plan.index_warning,
+            "reference_warning": plan.reference_warning, "estimated_rows": plan.estimated_rows}
 
 
 def rows_to_json(plans: list[TablePlan], results: list[PolicyResult], now: datetime, dry_run: bool) -> dict:
