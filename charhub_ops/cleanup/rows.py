@@ -10,11 +10,11 @@ writer and pays for row locks only when there is one.
 Batches grow while they stay fast and shrink when slow; a lock or statement timeout shrinks the batch
 (:class:`.batches.BatchSizer`) instead of failing; so does a serialization failure (a table that cascades to
 itself runs its batches at REPEATABLE READ: see :func:`_in_batch`). Every DELETE repeats the policy's predicate
-(:mod:`.sweep`): a row the app changed after the batch selected it is re-checked and stays. The pause after a batch is proportional to its duration. The
-cursor (the newest timestamp deleted, or the next heap block) is kept in ``charhub_ops.cleanup_cursors`` so the
-next batch — and the next run, after a budget stop — goes on instead of rescanning from the start; a run that
-reaches the end clears it. ``VACUUM (ANALYZE)`` runs afterwards, outside a transaction.
-Sessions run with ``TimeZone=UTC`` (Prisma stores UTC in ``timestamp without time zone``).
+(:mod:`.sweep`): a row the app changed after the batch selected it is re-checked and stays. The pause after a
+batch is proportional to its duration. The cursor (the newest timestamp deleted, or the next heap block) is kept
+in ``charhub_ops.cleanup_cursors`` so the next batch — and the next run, after a budget stop — goes on instead
+of rescanning from the start; a run that reaches the end clears it. ``VACUUM (ANALYZE)`` runs afterwards,
+outside a transaction. Sessions run with ``TimeZone=UTC`` (Prisma stores UTC in ``timestamp without time zone``).
 """
 
 from __future__ import annotations

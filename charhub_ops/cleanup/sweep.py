@@ -18,6 +18,7 @@ Identifiers only through ``psycopg.sql``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 import psycopg
@@ -76,13 +77,6 @@ def _no_unselected_descendant(plan: TablePlan, selects: sql.Composable) -> sql.C
     policy = plan.policy
     keys = sorted({col for _, referenced in plan.self_references for col in referenced})
     slot = {col: sql.Identifier(f"_charhub_k{i}") for i, col in enumerate(keys)}
-    outer = sql.Identifier(policy.table)
-
-    def linked(parent: sql.Composable, parent_col) -> sql.Composable:
-        return sql.SQL(" OR ").join(sql.SQL("({})").format(sql.SQL(" AND ").join(
-            sql.SQL("_c.{} = {}.{}").format(sql.Identifier(c), parent, parent_col(r)) for c, r in zip(cols, refs,
-                                                                                                     strict=True)))
-            for cols, refs in plan.self_references)
     columns = sql.SQL(", ").join(sql.SQL("_c.{}").format(sql.Identifier(k)) for k in keys)
     names = sql.SQL(", ").join([*slot.values(), sql.Identifier("_charhub_ok")])
     return sql.SQL(
@@ -91,7 +85,19 @@ def _no_unselected_descendant(plan: TablePlan, selects: sql.Composable) -> sql.C
         "SELECT {columns}, coalesce(({selects}), false) FROM {table} _c JOIN _d ON {next}) "
         "SELECT FROM _d WHERE NOT _d._charhub_ok)").format(
         names=names, columns=columns, selects=selects, table=table_name(policy),
-        first=linked(outer, sql.Identifier), next=linked(sql.Identifier("_d"), lambda r: slot[r]))
+        first=_child_of(plan, sql.Identifier(policy.table), sql.Identifier),
+        next=_child_of(plan, sql.Identifier("_d"), lambda col: slot[col]))
+
+
+def _child_of(plan: TablePlan, parent: sql.Composable, column: Callable[[str], sql.Composable]) -> sql.Composable:
+    """``_c`` references ``parent`` through any of the self-references (``column``: a referenced column's name
+    in ``parent``)."""
+    each = []
+    for cols, refs in plan.self_references:
+        pairs = [sql.SQL("_c.{} = {}.{}").format(sql.Identifier(c), parent, column(r))
+                 for c, r in zip(cols, refs, strict=True)]
+        each.append(sql.SQL("({})").format(sql.SQL(" AND ").join(pairs)))
+    return sql.SQL(" OR ").join(each)
 
 
 def _lock(skip_locked: bool) -> sql.SQL:
