@@ -71,6 +71,9 @@ class RowOptions(BaseModel):
     target_batch_seconds: float = 0.1  # grow while a full batch takes under half this, shrink over twice this
     sweep: Literal["auto", "index", "blocks"] = "auto"  # auto: batches.choose_sweep
     sweep_share: float = 0.1  # auto: the block sweep when the matched rows are at least this share of the table
+    # commit batches without waiting for the WAL flush (synchronous_commit off, for the batch only): a crash may
+    # lose the last batches' deletes — those rows are deleted again by the next run — never corrupts anything
+    async_commit: bool = True
 
 
 class PolicyResult(BaseModel):
@@ -114,8 +117,10 @@ def _in_batch(conn: psycopg.Connection, statement: sql.Composed, params: dict, o
     with conn.pipeline(), conn.transaction():
         if repeatable:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-                     [f"{max(1, int(lock_timeout * 1000))}ms", f"{int(opts.statement_timeout * 1000)}ms"])
+        conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true), "
+                     "set_config('synchronous_commit', %s, true)",
+                     [f"{max(1, int(lock_timeout * 1000))}ms", f"{int(opts.statement_timeout * 1000)}ms",
+                      "off" if opts.async_commit else "on"])
         cur = conn.execute(statement, params)
     return cur.rowcount, (cur.fetchone() if cur.description else None)
 
