@@ -68,7 +68,9 @@ class RowOptions(BaseModel):
     pause_ratio: float = 0.1  # pause = this × the batch's duration, at least ``pause``
     floor: int = 100  # smallest batch after timeouts (rows)
     max_batch: int = 50_000  # batches grow up to this (or the policy's batch_size if larger) while fast (rows)
-    target_batch_seconds: float = 0.1  # grow while a full batch takes under half this, shrink over twice this
+    # grow while a full batch takes under half this, shrink over twice this: a writer waits for a row a batch holds
+    # at most about one batch (bench/cleanup_bench.py: 0.03 kept its worst wait near 100 ms, 0.1 let it reach 260)
+    target_batch_seconds: float = 0.03
     sweep: Literal["auto", "index", "blocks"] = "auto"  # auto: batches.choose_sweep
     sweep_share: float = 0.1  # auto: the block sweep when the matched rows are at least this share of the table
     # commit batches without waiting for the WAL flush (synchronous_commit off, for the batch only): a crash may
