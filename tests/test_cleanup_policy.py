@@ -321,3 +321,12 @@ def test_a_cascade_into_a_partitioned_table_is_followed_through_its_partitions(c
     with pytest.raises(PolicyError, match="reaches the protected table Ledger"):
         plan_policies(charhub_db, _file({"table": "UsageLog", "timestamp_column": "timestamp", "older_than": "90d",
                                          "cascade": "allowed"}, protected_tables=["Ledger"]))
+
+
+def test_a_partition_of_a_protected_table_is_protected(charhub_db):
+    charhub_db.execute("""CREATE TABLE "Payment" ("id" TEXT, "createdAt" TIMESTAMP(3) NOT NULL,
+        PRIMARY KEY ("id", "createdAt")) PARTITION BY RANGE ("createdAt");
+        CREATE TABLE "Payment_2025" PARTITION OF "Payment" FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')""")
+    with pytest.raises(PolicyError, match="policy Payment_2025: the table is protected"):
+        plan_policies(charhub_db, _file({"table": "Payment_2025", "timestamp_column": "createdAt",
+                                         "older_than": "1y"}, protected_tables=["public.Payment"]))
