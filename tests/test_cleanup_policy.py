@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from charhub_ops.cleanup.batches import BatchSizer, Budget, choose_sweep, pause_after, stop_reason
-from charhub_ops.cleanup.policy import PolicyFile, load_policy_file
+from charhub_ops.cleanup.policy import PolicyFile, RowPolicy, TablePlan, load_policy_file
 from charhub_ops.cleanup.run import plan_policies
+from charhub_ops.cleanup.sweep import blocks_statement, conditions, index_statement
 from charhub_ops.errors import PolicyError
 from tests.harness.charhub_schema import create_charhub_schema
 
@@ -330,3 +331,34 @@ def test_a_partition_of_a_protected_table_is_protected(charhub_db):
     with pytest.raises(PolicyError, match="policy Payment_2025: the table is protected"):
         plan_policies(charhub_db, _file({"table": "Payment_2025", "timestamp_column": "createdAt",
                                          "older_than": "1y"}, protected_tables=["public.Payment"]))
+
+
+def _plan(key: list[str], self_references=()) -> TablePlan:
+    policy = RowPolicy.model_validate({"table": "Job", "timestamp_column": "updatedAt", "older_than": "30d",
+                                       "where": {"processed": True}})
+    return TablePlan(policy=policy, key=key, cascades=[], restricts=[], self_references=list(self_references))
+
+
+@pytest.mark.parametrize("key", [["ctid"], ["id"]], ids=["ctid", "primary key"])
+@pytest.mark.parametrize("form", ["index", "index skip locked", "index cursor", "blocks", "blocks limited",
+                                  "blocks skip locked"])
+def test_every_delete_repeats_the_timestamp_and_where(key, form):
+    """The DELETE itself — not only the batch's SELECT — carries both predicates, in every form (issue 16, item 6)."""
+    plan = _plan(key)
+    if form.startswith("index"):
+        statement, _ = index_statement(plan, with_cursor=form.endswith("cursor"), skip_locked="skip" in form)
+    else:
+        statement, _ = blocks_statement(plan, limited="limited" in form, skip_locked="skip" in form)
+    text = statement.as_string(None)
+    delete = text[text.index("DELETE"):]
+    assert '"updatedAt" < %(cutoff)s' in delete and '"processed" = ANY(%(w0)s)' in delete
+
+
+def test_a_self_reference_guard_is_in_the_count_and_every_delete():
+    plan = _plan(["ctid"], [(["parentId"], ["id"])])
+    where, _ = conditions(plan, with_cursor=False)
+    text = where.as_string(None)
+    assert 'NOT EXISTS (WITH RECURSIVE _d("_charhub_k0", "_charhub_ok")' in text
+    assert '_c."parentId" = "Job"."id"' in text and '_c."parentId" = "_d"."_charhub_k0"' in text
+    statement, _ = index_statement(plan, with_cursor=False, skip_locked=False)
+    assert statement.as_string(None).count("NOT EXISTS") == 2  # the batch's SELECT and its DELETE
