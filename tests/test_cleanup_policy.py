@@ -350,8 +350,9 @@ def test_every_delete_repeats_the_timestamp_and_where(key, form):
     else:
         statement, _ = blocks_statement(plan, limited="limited" in form, skip_locked="skip" in form)
     text = statement.as_string(None)
-    delete = text[text.index("DELETE"):]
-    assert '"updatedAt" < %(cutoff)s' in delete and '"processed" = ANY(%(w0)s)' in delete
+    selected_first = form != "blocks"  # the others select the batch (a CTE or a subquery) and then delete it
+    for predicate in ('"updatedAt" < %(cutoff)s', '"processed" = ANY(%(w0)s)'):
+        assert text.count(predicate) == (2 if selected_first else 1)
 
 
 def test_a_self_reference_guard_is_in_the_count_and_every_delete():
