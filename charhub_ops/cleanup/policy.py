@@ -205,7 +205,7 @@ def _check_graph(policy: RowPolicy, shape: TableShape, protected: set[str]) -> l
             raise PolicyError(f"policy {policy.name}: a cascade comes back into the table through others "
                               f"({reach.describe(policy.name)}): it could delete rows the policy does not select; "
                               f"refused")
-    others = [r for r in changes if not (r.self_reference and r.action == "c")]
+    others = [r for r in changes if not r.self_reference]  # a self-reference is a cascade, guarded in the batches
     if others and policy.cascade != "allowed":
         raise PolicyError(f"policy {policy.name}: deleting here also changes rows elsewhere "
                           f"({'; '.join(r.describe(policy.name) for r in others)}); add `cascade: allowed` to the "
@@ -213,7 +213,7 @@ def _check_graph(policy: RowPolicy, shape: TableShape, protected: set[str]) -> l
     return changes
 
 
-def reference_hint(policy: RowPolicy, shape: TableShape, self_references: list[Reach]) -> str | None:
+def _reference_hint(policy: RowPolicy, shape: TableShape, self_references: list[Reach]) -> str | None:
     """A warning when no index starts with a self-reference's columns: each row a batch takes is checked for rows
     below it (:func:`.sweep.conditions`), a scan of the whole table per row without one."""
     missing = [r.columns for r in self_references if r.columns[0] not in shape.leading_index_columns]
@@ -251,9 +251,9 @@ def check_policy(policy: RowPolicy, shape: TableShape | None, protected: set[str
     changes = _check_graph(policy, shape, protected)
     if not shape.key:
         raise PolicyError(f"policy {policy.name}: no primary key on a partitioned table")
-    selfs = [r for r in changes if r.self_reference and r.action == "c"]
+    selfs = [r for r in changes if r.self_reference]
     return TablePlan(policy=policy, key=shape.key, cascades=[r.describe(policy.name) for r in changes],
                      restricts=[r.describe(policy.name) for r in shape.reaches if r.action not in CHANGES],
                      self_references=[(list(r.columns), list(r.referenced)) for r in selfs],
-                     index_warning=index_hint(policy, shape), reference_warning=reference_hint(policy, shape, selfs),
+                     index_warning=index_hint(policy, shape), reference_warning=_reference_hint(policy, shape, selfs),
                      estimated_rows=shape.estimated_rows)

@@ -91,7 +91,7 @@ class Reach:
     action: str  # confdeltype: c cascade, n set null, d set default, a no action, r restrict
     path: tuple[str, ...] = ()  # the cascades that lead here from the policy's table (:meth:`edge` texts)
     names: tuple[tuple[str, str], ...] = ()  # (schema, table) of the referencing table and of its ancestors
-    self_reference: bool = False  # the policy's table references itself here (first level)
+    self_reference: bool = False  # the policy's table references itself here ON DELETE CASCADE (first level)
     returns: bool = False  # a cascade back into the policy's table through other tables
 
     def edge(self) -> str:
