@@ -11,8 +11,9 @@ rows and ``--fresh`` recent ones (not timed), then for each method: a concurrent
 updates random *expired* rows (the ones being deleted) while the rows go; the writer's worst statement time is its
 worst wait. Methods: the cleanup's batched deleter (charhub_ops.cleanup.rows at its defaults: the sweep ``auto``
 chooses, lock_timeout 0.2 s, statement_timeout 5 s, batches from ``--batch`` rows growing to ``--max-batch`` while
-a full one takes under half ``--target-batch-seconds``, pause ``--pause-ratio`` × the batch's duration, at least ``--pause``); the same
-forced onto the index sweep; ``DELETE … WHERE "timestamp" < cutoff AND processed`` in one statement; and the
+a full one takes under half ``--target-batch-seconds``, pause ``--pause-ratio`` × the batch's duration, at least
+``--pause``, commits without waiting for the WAL flush unless ``--sync-commit``); the same forced onto the index
+sweep; ``DELETE … WHERE "timestamp" < cutoff AND processed`` in one statement; and the
 writer alone for 2 s with nothing deleted (its own waits: commits, the machine). The table is rebuilt between
 methods. Targets: batched throughput ≥ 0.5× the single DELETE at the defaults, the writer's
 worst wait ≤ 100 ms. The load average before and after is printed (the machine may be shared).
