@@ -188,7 +188,7 @@ class Settings(BaseSettings):
                     "cleanup_pause).")
     cleanup_max_batch: int = Field(
         50_000, ge=1, le=100_000, validation_alias=_aliases("cleanup_max_batch"),
-        description="Cleanup: delete batches grow up to this many rows while a batch takes under 50 ms.")
+        description="Cleanup: delete batches grow up to this many rows while a batch takes under 15 ms.")
     cleanup_min_batch: int = Field(
         100, ge=1, validation_alias=_aliases("cleanup_min_batch"),
         description="Cleanup: the smallest batch after timeouts; still timing out there fails the run (transient).")

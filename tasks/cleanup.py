@@ -149,9 +149,9 @@ def _rows_lines(summary: dict) -> list[str]:
                      f"| {p['slowest_batch'] * 1000:.0f} ms | {p['lock_waits']} | {p.get('skip_locked_batches', 0)} "
                      f"| {p['stopped']} |")
     for p in summary["policies"]:
-        lines += [f"- ⚠ {p['index_warning']}"] if p["index_warning"] else []
-        lines += [f"- {p['table']}: also deletes/changes via {c} (cascade: allowed)" for c in p["cascades"]]
-        lines += [f"- {p['table']}: referenced by {r}: a delete fails while such a row exists" for r in p["restricts"]]
+        lines += [f"- ⚠ {p[w]}" for w in ("index_warning", "reference_warning") if p.get(w)]
+        lines += [f"- also deletes/changes rows: {c}" for c in p["cascades"]]
+        lines += [f"- a delete fails while a referencing row exists: {r}" for r in p["restricts"]]
     return lines
 
 

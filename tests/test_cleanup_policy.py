@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import psycopg
@@ -9,8 +10,9 @@ import pytest
 import yaml
 
 from charhub_ops.cleanup.batches import BatchSizer, Budget, choose_sweep, pause_after, stop_reason
-from charhub_ops.cleanup.policy import PolicyFile, load_policy_file
+from charhub_ops.cleanup.policy import PolicyFile, RowPolicy, TablePlan, load_policy_file
 from charhub_ops.cleanup.run import plan_policies
+from charhub_ops.cleanup.sweep import blocks_statement, conditions, index_statement
 from charhub_ops.errors import PolicyError
 from tests.harness.charhub_schema import create_charhub_schema
 
@@ -176,7 +178,9 @@ def test_protected_tables_from_the_file(charhub_db):
 def test_an_allowed_cascade_is_shown_in_the_plan(charhub_db):
     (plan,) = plan_policies(charhub_db, _file({"table": "Conversation", "timestamp_column": "createdAt",
                                                "older_than": "1y", "cascade": "allowed"}))
-    assert plan.cascades == ['"Message"(conversationId) ON DELETE CASCADE']
+    assert plan.cascades == ['Conversation → "Message"(conversationId) ON DELETE CASCADE',
+                             'Conversation → "Message"(conversationId) ON DELETE CASCADE → "MessageTranslation"'
+                             '(messageId) ON DELETE CASCADE']
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -197,9 +201,9 @@ def test_the_file_shape_is_checked(tmp_path, content, message):
 
 
 @pytest.mark.parametrize(("module", "names"), [
-    ("policy", {"ALWAYS_PROTECTED", "is_not_null", "RowPolicy", "PolicyFile", "TablePlan", "load_policy_file",
-                "check_policy", "index_hint"}),
-    ("schema", {"TableShape", "table_shape"}),
+    ("policy", {"ALWAYS_PROTECTED", "is_not_null", "is_protected", "RowPolicy", "PolicyFile", "TablePlan",
+                "load_policy_file", "check_policy", "index_hint"}),
+    ("schema", {"Reach", "TableShape", "table_shape"}),
     ("batches", {"BatchSizer", "Budget", "choose_sweep", "pause_after", "stop_reason"}),
     ("rows", {"RowOptions", "PolicyResult", "cursor_key", "count_matching", "delete_expired", "vacuum_analyze",
               "read_cursor", "save_cursor", "ensure_cursors"}),
@@ -225,3 +229,137 @@ def test_the_cleanup_core_never_imports_prefect():
             "print('prefect' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "False"
+
+
+# --- the whole cascade graph (issue 16, item 5) --------------------------------------------------------
+
+def test_every_level_of_a_cascade_is_in_the_plan_with_its_path(charhub_db):
+    charhub_db.execute("""CREATE TABLE "TranslationVote" ("id" TEXT PRIMARY KEY,
+        "translationId" TEXT NOT NULL REFERENCES "MessageTranslation"("id") ON DELETE CASCADE);
+        CREATE TABLE "VoteNote" ("id" TEXT PRIMARY KEY,
+        "voteId" TEXT REFERENCES "TranslationVote"("id") ON DELETE SET NULL)""")
+    (plan,) = plan_policies(charhub_db, _file({"table": "Conversation", "timestamp_column": "createdAt",
+                                               "older_than": "1y", "cascade": "allowed"}))
+    assert plan.cascades == [
+        'Conversation → "Message"(conversationId) ON DELETE CASCADE',
+        'Conversation → "Message"(conversationId) ON DELETE CASCADE → "MessageTranslation"(messageId) '
+        'ON DELETE CASCADE',
+        'Conversation → "Message"(conversationId) ON DELETE CASCADE → "MessageTranslation"(messageId) '
+        'ON DELETE CASCADE → "TranslationVote"(translationId) ON DELETE CASCADE',
+        'Conversation → "Message"(conversationId) ON DELETE CASCADE → "MessageTranslation"(messageId) '
+        'ON DELETE CASCADE → "TranslationVote"(translationId) ON DELETE CASCADE → "VoteNote"(voteId) '
+        'ON DELETE SET NULL']
+    with pytest.raises(PolicyError, match='"VoteNote"'):  # without `cascade: allowed` the refusal names them all
+        plan_policies(charhub_db, _file({"table": "Conversation", "timestamp_column": "createdAt", "older_than": "1y"}))
+
+
+def test_a_self_reference_is_in_the_plan(charhub_db):
+    charhub_db.execute("""ALTER TABLE "Message" ADD "parentId" TEXT REFERENCES "Message"("id") ON DELETE CASCADE""")
+    (plan,) = plan_policies(charhub_db, _file({"table": "Message", "timestamp_column": "createdAt",
+                                               "older_than": "30d", "cascade": "allowed"}))
+    assert 'Message → "Message"(parentId) ON DELETE CASCADE (self-reference)' in plan.cascades
+    assert plan.self_references == [(["parentId"], ["id"])]
+    assert 'CREATE INDEX CONCURRENTLY ON "Message" ("parentId")' in plan.reference_warning
+    charhub_db.execute("""CREATE INDEX ON "Message" ("parentId")""")
+    (indexed,) = plan_policies(charhub_db, _file({"table": "Message", "timestamp_column": "createdAt",
+                                                  "older_than": "30d", "cascade": "allowed"}))
+    assert indexed.reference_warning is None
+
+
+def test_a_cascade_back_into_the_table_through_another_is_refused(charhub_db):
+    charhub_db.execute("""ALTER TABLE "Conversation" ADD "pinnedId" TEXT
+                          REFERENCES "Message"("id") ON DELETE CASCADE""")
+    expected = ('policy Message: a cascade comes back into the table through others (Message → "Conversation"'
+                '(pinnedId) ON DELETE CASCADE → "Message"(conversationId) ON DELETE CASCADE (back into')
+    with pytest.raises(PolicyError, match=re.escape(expected)):
+        plan_policies(charhub_db, _file({"table": "Message", "timestamp_column": "createdAt", "older_than": "30d",
+                                         "cascade": "allowed"}))
+
+
+@pytest.mark.parametrize("via", ["UsageLog", "LLMUsageLog"], ids=["level 1", "level 2"])
+def test_a_cascade_reaching_credit_transaction_is_refused_even_when_allowed(charhub_db, via):
+    charhub_db.execute("""ALTER TABLE "UsageLog" ADD "llmId" TEXT REFERENCES "LLMUsageLog"("id") ON DELETE CASCADE;
+        ALTER TABLE "CreditTransaction" ADD "usageLogId" TEXT REFERENCES "UsageLog"("id") ON DELETE CASCADE""")
+    policy = {"table": via, "timestamp_column": "timestamp" if via == "UsageLog" else "createdAt",
+              "older_than": "90d", "cascade": "allowed"}
+    with pytest.raises(PolicyError, match=f"policy {via}: .*reaches the protected table CreditTransaction"):
+        plan_policies(charhub_db, _file(policy, protected_tables=[]))
+
+
+@pytest.mark.parametrize("name", ["Payment", "public.Payment", '"public"."Payment"', '"Payment"'])
+def test_protected_names_match_with_or_without_schema(charhub_db, name):
+    charhub_db.execute("""CREATE TABLE "Payment" ("id" TEXT PRIMARY KEY, "createdAt" TIMESTAMP(3) NOT NULL,
+        "usageLogId" TEXT REFERENCES "UsageLog"("id") ON DELETE SET NULL)""")
+    with pytest.raises(PolicyError, match="policy Payment: the table is protected"):
+        plan_policies(charhub_db, _file({"table": "Payment", "timestamp_column": "createdAt", "older_than": "1y"},
+                                        protected_tables=[name]))
+    with pytest.raises(PolicyError, match="policy UsageLog: .*reaches the protected table Payment"):
+        plan_policies(charhub_db, _file({"table": "UsageLog", "timestamp_column": "timestamp", "older_than": "1y",
+                                         "cascade": "allowed"}, protected_tables=[name]))
+
+
+def test_a_table_with_inheritance_children_is_refused(charhub_db):
+    charhub_db.execute("""CREATE TABLE "UsageLogArchive" () INHERITS ("UsageLog")""")
+    with pytest.raises(PolicyError, match='policy UsageLog: .*inheritance children \\("UsageLogArchive"\\)'):
+        plan_policies(charhub_db, _file({"table": "UsageLog", "timestamp_column": "timestamp", "older_than": "90d"}))
+    (child,) = plan_policies(charhub_db, _file({"table": "UsageLogArchive", "timestamp_column": "timestamp",
+                                                "older_than": "90d"}))
+    assert child.key == ["ctid"]  # a child without children of its own is an ordinary table
+
+
+def test_a_cascade_into_a_partitioned_table_is_followed_through_its_partitions(charhub_db):
+    charhub_db.execute("""CREATE TABLE "Ledger" ("id" TEXT, "usageLogId" TEXT REFERENCES "UsageLog"("id")
+        ON DELETE CASCADE, PRIMARY KEY ("id")) PARTITION BY HASH ("id");
+        CREATE TABLE "Ledger_0" PARTITION OF "Ledger" FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+        CREATE TABLE "Ledger_1" PARTITION OF "Ledger" FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+        CREATE TABLE "LedgerNote" ("id" TEXT PRIMARY KEY,
+            "ledgerId" TEXT REFERENCES "Ledger"("id") ON DELETE CASCADE)""")
+    (plan,) = plan_policies(charhub_db, _file({"table": "UsageLog", "timestamp_column": "timestamp",
+                                               "older_than": "90d", "cascade": "allowed"}))
+    assert plan.cascades == ['UsageLog → "Ledger"(usageLogId) ON DELETE CASCADE',
+                             'UsageLog → "Ledger"(usageLogId) ON DELETE CASCADE → "LedgerNote"(ledgerId) '
+                             'ON DELETE CASCADE']  # once each, not once per partition
+    with pytest.raises(PolicyError, match="reaches the protected table Ledger"):
+        plan_policies(charhub_db, _file({"table": "UsageLog", "timestamp_column": "timestamp", "older_than": "90d",
+                                         "cascade": "allowed"}, protected_tables=["Ledger"]))
+
+
+def test_a_partition_of_a_protected_table_is_protected(charhub_db):
+    charhub_db.execute("""CREATE TABLE "Payment" ("id" TEXT, "createdAt" TIMESTAMP(3) NOT NULL,
+        PRIMARY KEY ("id", "createdAt")) PARTITION BY RANGE ("createdAt");
+        CREATE TABLE "Payment_2025" PARTITION OF "Payment" FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')""")
+    with pytest.raises(PolicyError, match="policy Payment_2025: the table is protected"):
+        plan_policies(charhub_db, _file({"table": "Payment_2025", "timestamp_column": "createdAt",
+                                         "older_than": "1y"}, protected_tables=["public.Payment"]))
+
+
+def _plan(key: list[str], self_references=()) -> TablePlan:
+    policy = RowPolicy.model_validate({"table": "Job", "timestamp_column": "updatedAt", "older_than": "30d",
+                                       "where": {"processed": True}})
+    return TablePlan(policy=policy, key=key, cascades=[], restricts=[], self_references=list(self_references))
+
+
+@pytest.mark.parametrize("key", [["ctid"], ["id"]], ids=["ctid", "primary key"])
+@pytest.mark.parametrize("form", ["index", "index skip locked", "index cursor", "blocks", "blocks limited",
+                                  "blocks skip locked"])
+def test_every_delete_repeats_the_timestamp_and_where(key, form):
+    """The DELETE itself — not only the batch's SELECT — carries both predicates, in every form (issue 16, item 6)."""
+    plan = _plan(key)
+    if form.startswith("index"):
+        statement, _ = index_statement(plan, with_cursor=form.endswith("cursor"), skip_locked="skip" in form)
+    else:
+        statement, _ = blocks_statement(plan, limited="limited" in form, skip_locked="skip" in form)
+    text = statement.as_string(None)
+    selected_first = form != "blocks"  # the others select the batch (a CTE or a subquery) and then delete it
+    for predicate in ('"updatedAt" < %(cutoff)s', '"processed" = ANY(%(w0)s)'):
+        assert text.count(predicate) == (2 if selected_first else 1)
+
+
+def test_a_self_reference_guard_is_in_the_count_and_every_delete():
+    plan = _plan(["ctid"], [(["parentId"], ["id"])])
+    where, _ = conditions(plan, with_cursor=False)
+    text = where.as_string(None)
+    assert 'NOT EXISTS (WITH RECURSIVE _d("_charhub_k0", "_charhub_ok")' in text
+    assert '_c."parentId" = "Job"."id"' in text and '_c."parentId" = "_d"."_charhub_k0"' in text
+    statement, _ = index_statement(plan, with_cursor=False, skip_locked=False)
+    assert statement.as_string(None).count("NOT EXISTS") == 2  # the batch's SELECT and its DELETE

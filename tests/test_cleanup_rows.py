@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -195,3 +197,125 @@ def test_a_concurrent_writer_is_not_blocked_and_held_rows_are_skipped(db, databa
     holder.close()
     again = run_policy(db, plan, NOW, opts, dry_run=False)
     assert again.deleted == len(left)  # the next run takes what was skipped
+
+
+# --- cascades through a self-reference (issue 16, item 5) ---------------------------------------------
+
+THREADS = {  # id: (parent, age in days); the policy deletes messages older than 30 days
+    "p1": (None, 100), "r1": ("p1", 1),  # an expired parent with a fresh reply: both stay
+    "p2": (None, 100), "r2": ("p2", 90), "r3": ("r2", 80),  # an expired thread: all of it goes
+    "p3": (None, 100), "r4": ("p3", 60), "r5": ("r4", 1),  # a fresh reply two levels down keeps its ancestors
+    "p4": (None, 100),  # no replies
+}
+
+
+def make_threads(conn) -> None:
+    conn.execute("""ALTER TABLE "Message" ADD "parentId" TEXT REFERENCES "Message"("id") ON DELETE CASCADE;
+        INSERT INTO "Conversation" (id) VALUES ('c')""")
+    for id_, (parent, days) in THREADS.items():
+        conn.execute("""INSERT INTO "Message" (id, "conversationId", "parentId", "createdAt")
+            VALUES (%s, 'c', %s, (%s::timestamptz AT TIME ZONE 'UTC') - make_interval(days => %s))""",
+                     [id_, parent, NOW, days])
+
+
+def message_plan(conn):
+    return plan_policies(conn, PolicyFile.model_validate({"policies": [{
+        "table": "Message", "timestamp_column": "createdAt", "older_than": "30d", "cascade": "allowed"}]}))[0]
+
+
+@SWEEPS
+def test_a_fresh_reply_is_never_deleted_through_its_expired_parent(db, opts):
+    make_threads(db)
+    plan = message_plan(db)
+    dry = run_policy(db, plan, NOW, opts, dry_run=True)
+    assert dry.matched == 4  # p2, r2, r3 and p4; not p1, p3, r4 (fresh replies below them)
+    result = run_policy(db, plan, NOW, opts, dry_run=False)
+    left = {r[0] for r in db.execute('SELECT id FROM "Message"').fetchall()}
+    assert left == {"p1", "r1", "p3", "r4", "r5"}
+    assert result.stopped == "done"
+
+
+def test_a_reply_committed_while_the_batch_waits_for_its_parent_survives(db, database):
+    """The app inserts a reply to an expired parent (its transaction holds the parent's key-share lock) while the
+    cleaner's DELETE waits for that lock; the reply commits: the cascade would delete it. The batch runs at
+    REPEATABLE READ, so the cascade sees a row its snapshot did not and fails with a serialization error; the
+    batch is rerun and now leaves the parent (it has a fresh reply)."""
+    make_threads(db)
+    plan = message_plan(db)
+    app = psycopg.connect(database)
+    app.execute("""INSERT INTO "Message" (id, "conversationId", "parentId") VALUES ('late', 'c', 'p4')""")
+    opts = RowOptions(row_wait=30.0, lock_timeout=30.0, statement_timeout=30.0, pause=0.0, sweep="index")
+    cleaner = Cleaner(database, plan, opts)
+    cleaner.start()
+    wait_until_blocked(db, cleaner)
+    app.commit()
+    app.close()
+    cleaner.join()
+    assert cleaner.error is None
+    left = {r[0] for r in db.execute('SELECT id FROM "Message"').fetchall()}
+    assert {"late", "p4"} <= left and not {"p2", "r2", "r3"} & left
+    assert cleaner.result.lock_waits == 1  # the batch that met the reply failed and was rerun
+
+
+# --- the DELETE re-checks what it selected (issue 16, item 6) ------------------------------------------
+
+class Cleaner(threading.Thread):
+    """run_policy on its own connection; ``pid`` is its backend's."""
+
+    def __init__(self, url, plan, opts):
+        super().__init__(daemon=True)
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.pid = self.conn.info.backend_pid
+        self.plan, self.opts, self.error, self.result = plan, opts, None, None
+
+    def run(self):
+        try:
+            self.result = run_policy(self.conn, self.plan, NOW, self.opts, dry_run=False)
+        except BaseException as exc:  # noqa: BLE001 - asserted by the test
+            self.error = exc
+        finally:
+            self.conn.close()
+
+
+def wait_until_blocked(conn, cleaner, seconds: float = 30.0) -> None:
+    """Until the cleaner's backend waits for a lock (its statement has selected its rows and is deleting)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if conn.execute("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                        [cleaner.pid]).fetchone() == (True,):
+            return
+        assert cleaner.is_alive(), cleaner.error
+        time.sleep(0.01)
+    raise AssertionError("the cleaner never waited for the app's row")
+
+
+JOBS = """CREATE TABLE "Job" ("id" TEXT, "updatedAt" TIMESTAMP(3) NOT NULL, "processed" BOOLEAN NOT NULL,
+    PRIMARY KEY ("id")) {partitioning};
+CREATE INDEX ON "Job" ("updatedAt");"""
+PARTITIONS = """CREATE TABLE "Job_0" PARTITION OF "Job" FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE "Job_1" PARTITION OF "Job" FOR VALUES WITH (MODULUS 2, REMAINDER 1);"""
+
+
+@pytest.mark.parametrize("update", ['processed = false', '"updatedAt" = now()'], ids=["where", "timestamp"])
+@pytest.mark.parametrize(("partitioned", "sweep"), [(True, "index"), (False, "index"), (False, "blocks")],
+                         ids=["partitioned", "plain-index", "plain-blocks"])
+def test_a_row_the_app_changes_while_the_batch_waits_for_it_is_not_deleted(db, database, partitioned, sweep,
+                                                                            update):
+    db.execute(JOBS.format(partitioning='PARTITION BY HASH ("id")' if partitioned else "")
+               + (PARTITIONS if partitioned else ""))
+    db.execute("""INSERT INTO "Job" SELECT 'j' || g, (%s::timestamptz AT TIME ZONE 'UTC') - make_interval(days => 100),
+                  true FROM generate_series(1, 50) g""", [NOW])
+    (plan,) = plan_policies(db, PolicyFile.model_validate({"policies": [{
+        "table": "Job", "timestamp_column": "updatedAt", "older_than": "30d", "where": {"processed": True}}]}))
+    app = psycopg.connect(database)
+    app.execute(f'UPDATE "Job" SET {update} WHERE id = %s', ["j7"])  # holds j7 until it commits
+    opts = RowOptions(row_wait=30.0, lock_timeout=30.0, statement_timeout=30.0, pause=0.0, sweep=sweep)
+    cleaner = Cleaner(database, plan, opts)
+    cleaner.start()
+    wait_until_blocked(db, cleaner)  # the batch has selected j7 (the app's change is not committed) and waits
+    app.commit()
+    app.close()
+    cleaner.join()
+    assert cleaner.error is None
+    assert db.execute('SELECT id FROM "Job"').fetchall() == [("j7",)]
+    assert cleaner.result.deleted == 49 and cleaner.result.skip_locked_batches == 0

@@ -5,6 +5,17 @@ A policy names a table, its timestamp column and an age (``older_than``, the ret
 "not null"`` — never SQL text. :func:`check_policies` validates every policy against the live catalog
 (:mod:`.schema`) before anything runs and returns one :class:`TablePlan` per policy; a bad policy raises
 one :class:`PolicyError` naming it. Pure but for the catalog read.
+
+Foreign keys: the plan lists every table a delete reaches, at every level, with its path (:mod:`.schema`). A
+policy is refused when that graph reaches a protected table (deleting or changing its rows; ``cascade: allowed``
+does not change that), when its table has inheritance children (a DELETE on the parent deletes theirs too, and ctid
+is not unique across them: one policy per child table), and when a cascade comes back into its table through other
+tables. Other tables deleted or changed through the graph need ``cascade: allowed``. A cascade from the table to
+itself (a thread's replies) needs nothing: the batches never take a row that has, anywhere below it through that
+self-reference, a row the policy would not delete (:func:`.sweep.conditions`), so only rows the policy selects go.
+Protected names (``protected_tables`` and :data:`ALWAYS_PROTECTED`) match with or without a schema and with or
+without double quotes, in any case: ``Payment``, ``public.Payment`` and ``"public"."Payment"`` all protect
+``public."Payment"``; a name without a schema protects that table in every schema.
 """
 
 from __future__ import annotations
@@ -16,12 +27,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from charhub_ops.cleanup.schema import TableShape
+from charhub_ops.cleanup.schema import CHANGES, Reach, TableShape
 from charhub_ops.errors import PolicyError
 from charhub_ops.retention import Duration, parse_duration
 
-__all__ = ["ALWAYS_PROTECTED", "is_not_null", "RowPolicy", "PolicyFile", "TablePlan", "load_policy_file",
-           "check_policy", "index_hint"]
+__all__ = ["ALWAYS_PROTECTED", "is_not_null", "is_protected", "RowPolicy", "PolicyFile", "TablePlan",
+           "load_policy_file", "check_policy", "index_hint"]
 
 ALWAYS_PROTECTED = frozenset({"CreditTransaction", "_prisma_migrations"})
 NOT_NULL = "not null"
@@ -89,9 +100,11 @@ class TablePlan(BaseModel):
 
     policy: RowPolicy
     key: list[str]  # the batch key: ["ctid"] (plain table) or the primary key (partitioned table)
-    cascades: list[str]  # "Other.col ON DELETE CASCADE" references that a delete here would follow
+    cascades: list[str]  # every key a delete here follows (cascade, set null/default), with its path from the table
     restricts: list[str]  # references that would make a delete fail while a referencing row exists
+    self_references: list[tuple[list[str], list[str]]] = []  # ON DELETE CASCADE to itself: (columns, referenced)
     index_warning: str | None = None
+    reference_warning: str | None = None  # a self-reference whose columns no index starts with
     estimated_rows: int = 0
 
 
@@ -166,13 +179,68 @@ def index_hint(policy: RowPolicy, shape: TableShape) -> str | None:
             f"when few rows expire this would help: {index}")
 
 
+def _protected_key(name: str) -> tuple[str | None, str]:
+    parts = [part.strip().strip('"').lower() for part in name.strip().split(".")]
+    return (None, parts[0]) if len(parts) == 1 else (parts[-2], parts[-1])
+
+
+def is_protected(names: list[tuple[str, str]] | tuple[tuple[str, str], ...], protected: set[str]) -> str | None:
+    """The first of ``names`` ((schema, table) pairs) a protected name matches — with or without a schema and
+    quotes, in any case; a name without a schema matches in every schema — or None."""
+    keys = [_protected_key(p) for p in protected]
+    for schema, table in names:
+        if any(t == table.lower() and s in (None, schema.lower()) for s, t in keys):
+            return table
+    return None
+
+
+def _check_graph(policy: RowPolicy, shape: TableShape, protected: set[str]) -> list[Reach]:
+    """Refusals for the reference graph; returns the keys that delete or change rows (for the plan)."""
+    changes = [r for r in shape.reaches if r.action in CHANGES]
+    for reach in changes:
+        if (hit := is_protected(reach.names, protected)) is not None:
+            raise PolicyError(f"policy {policy.name}: deleting here reaches the protected table {hit} "
+                              f"({reach.describe(policy.name)}): refused, whatever `cascade` says")
+        if reach.returns:
+            raise PolicyError(f"policy {policy.name}: a cascade comes back into the table through others "
+                              f"({reach.describe(policy.name)}): it could delete rows the policy does not select; "
+                              f"refused")
+    others = [r for r in changes if not r.self_reference]  # a self-reference is a cascade, guarded in the batches
+    if others and policy.cascade != "allowed":
+        raise PolicyError(f"policy {policy.name}: deleting here also changes rows elsewhere "
+                          f"({'; '.join(r.describe(policy.name) for r in others)}); add `cascade: allowed` to the "
+                          f"policy if intended")
+    return changes
+
+
+def _reference_hint(policy: RowPolicy, shape: TableShape, self_references: list[Reach]) -> str | None:
+    """A warning when no index starts with a self-reference's columns: each row a batch takes is checked for rows
+    below it (:func:`.sweep.conditions`), a scan of the whole table per row without one."""
+    missing = [r.columns for r in self_references if r.columns[0] not in shape.leading_index_columns]
+    if not missing:
+        return None
+    create = "; ".join(f'CREATE INDEX CONCURRENTLY ON "{policy.table}" ({", ".join(map(_quoted, cols))})'
+                       for cols in missing)
+    return (f"{policy.name}: no index starts with the self-reference's {', '.join(missing[0])}: each row a "
+            f"batch takes is checked for rows below it by scanning the whole table; {create}")
+
+
+def _quoted(name: str) -> str:
+    return f'"{name}"'
+
+
 def check_policy(policy: RowPolicy, shape: TableShape | None, protected: set[str]) -> TablePlan:
     """Validate one policy against its table's shape (None = no such table). Raises PolicyError."""
-    if policy.table in protected or policy.name in protected:
+    names = [(policy.schema_name, policy.table), *(shape.names if shape else [])]
+    if (hit := is_protected(names, protected)) is not None:
         raise PolicyError(f"policy {policy.name}: the table is protected (protected_tables"
-                          f"{'; financial records' if policy.table == 'CreditTransaction' else ''}): refused")
+                          f"{'; financial records' if hit.lower() == 'credittransaction' else ''}): refused")
     if shape is None:
         raise PolicyError(f"policy {policy.name}: no such table")
+    if shape.inheritance_children:
+        raise PolicyError(f"policy {policy.name}: the table has inheritance children "
+                          f"({', '.join(shape.inheritance_children)}): a delete here deletes their rows too; "
+                          f"write a policy per child table instead")
     col_type = shape.columns.get(policy.timestamp_column)
     if col_type is None:
         raise PolicyError(f"policy {policy.name}: timestamp_column: unknown column {policy.timestamp_column!r}")
@@ -180,10 +248,12 @@ def check_policy(policy: RowPolicy, shape: TableShape | None, protected: set[str
         raise PolicyError(f"policy {policy.name}: timestamp_column {policy.timestamp_column!r} is {col_type}, "
                           f"not a timestamp or date")
     _check_where(policy, shape)
-    if shape.cascades and policy.cascade != "allowed":
-        raise PolicyError(f"policy {policy.name}: deleting here also changes rows elsewhere "
-                          f"({'; '.join(shape.cascades)}); add `cascade: allowed` to the policy if intended")
+    changes = _check_graph(policy, shape, protected)
     if not shape.key:
         raise PolicyError(f"policy {policy.name}: no primary key on a partitioned table")
-    return TablePlan(policy=policy, key=shape.key, cascades=shape.cascades, restricts=shape.restricts,
-                     index_warning=index_hint(policy, shape), estimated_rows=shape.estimated_rows)
+    selfs = [r for r in changes if r.self_reference]
+    return TablePlan(policy=policy, key=shape.key, cascades=[r.describe(policy.name) for r in changes],
+                     restricts=[r.describe(policy.name) for r in shape.reaches if r.action not in CHANGES],
+                     self_references=[(list(r.columns), list(r.referenced)) for r in selfs],
+                     index_warning=index_hint(policy, shape), reference_warning=_reference_hint(policy, shape, selfs),
+                     estimated_rows=shape.estimated_rows)

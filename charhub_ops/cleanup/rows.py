@@ -8,11 +8,13 @@ rerun with ``FOR UPDATE SKIP LOCKED`` (held rows wait for the next run), so the 
 writer and pays for row locks only when there is one.
 
 Batches grow while they stay fast and shrink when slow; a lock or statement timeout shrinks the batch
-(:class:`.batches.BatchSizer`) instead of failing. The pause after a batch is proportional to its duration. The
-cursor (the newest timestamp deleted, or the next heap block) is kept in ``charhub_ops.cleanup_cursors`` so the
-next batch — and the next run, after a budget stop — goes on instead of rescanning from the start; a run that
-reaches the end clears it. ``VACUUM (ANALYZE)`` runs afterwards, outside a transaction.
-Sessions run with ``TimeZone=UTC`` (Prisma stores UTC in ``timestamp without time zone``).
+(:class:`.batches.BatchSizer`) instead of failing; so does a serialization failure (a table that cascades to
+itself runs its batches at REPEATABLE READ: see :func:`_in_batch`). Every DELETE repeats the policy's predicate
+(:mod:`.sweep`): a row the app changed after the batch selected it is re-checked and stays. The pause after a
+batch is proportional to its duration. The cursor (the newest timestamp deleted, or the next heap block) is kept
+in ``charhub_ops.cleanup_cursors`` so the next batch — and the next run, after a budget stop — goes on instead
+of rescanning from the start; a run that reaches the end clears it. ``VACUUM (ANALYZE)`` runs afterwards,
+outside a transaction. Sessions run with ``TimeZone=UTC`` (Prisma stores UTC in ``timestamp without time zone``).
 """
 
 from __future__ import annotations
@@ -53,7 +55,8 @@ CREATE TABLE IF NOT EXISTS {schema}.cleanup_cursors (
     stopped text NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now()
 )"""
-_TIMEOUTS = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled)
+# rerun smaller: a lock or statement timeout, or (REPEATABLE READ batches) a cascade that met a row committed since
+_TIMEOUTS = (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled, psycopg.errors.SerializationFailure)
 _GUESS_ROWS_PER_BLOCK = 100.0  # a table never analyzed: sizes in blocks start from this guess
 
 
@@ -65,9 +68,14 @@ class RowOptions(BaseModel):
     pause_ratio: float = 0.1  # pause = this × the batch's duration, at least ``pause``
     floor: int = 100  # smallest batch after timeouts (rows)
     max_batch: int = 50_000  # batches grow up to this (or the policy's batch_size if larger) while fast (rows)
-    target_batch_seconds: float = 0.1  # grow while a full batch takes under half this, shrink over twice this
+    # grow while a full batch takes under half this, shrink over twice this: a writer waits for a row a batch holds
+    # at most about one batch (bench/cleanup_bench.py: 0.03 kept its worst wait near 100 ms, 0.1 let it reach 260)
+    target_batch_seconds: float = 0.03
     sweep: Literal["auto", "index", "blocks"] = "auto"  # auto: batches.choose_sweep
     sweep_share: float = 0.1  # auto: the block sweep when the matched rows are at least this share of the table
+    # commit batches without waiting for the WAL flush (synchronous_commit off, for the batch only): a crash may
+    # lose the last batches' deletes — those rows are deleted again by the next run — never corrupts anything
+    async_commit: bool = True
 
 
 class PolicyResult(BaseModel):
@@ -78,7 +86,7 @@ class PolicyResult(BaseModel):
     batches: int = 0
     seconds: float = 0.0
     slowest_batch: float = 0.0
-    lock_waits: int = 0  # batches that hit lock_timeout / statement_timeout and were retried smaller
+    lock_waits: int = 0  # batches that timed out (or met a serialization error) and were retried smaller
     skip_locked_batches: int = 0  # batches rerun with SKIP LOCKED because a writer held a row past row_wait
     batch_size: int = 0  # rows per batch at the end (smaller than configured after timeouts; blocks × rows/block)
     sweep: str = ""  # index | blocks
@@ -90,9 +98,11 @@ def cursor_key(policy: RowPolicy) -> str:
     return f"{policy.name}.{policy.timestamp_column}|{json.dumps(policy.where, sort_keys=True)}"
 
 
-def count_matching(conn: psycopg.Connection, policy: RowPolicy, cutoff: datetime) -> int:
-    """Exactly how many rows the policy would delete now (the dry run's figure)."""
-    where, params = conditions(policy, with_cursor=False)
+def count_matching(conn: psycopg.Connection, plan: TablePlan, cutoff: datetime) -> int:
+    """Exactly how many rows the policy would delete now (the dry run's figure; rows its cascades delete in
+    other tables, or below a selected row through a self-reference, are not in it)."""
+    policy = plan.policy
+    where, params = conditions(plan, with_cursor=False)
     with db_errors(f"count {policy.name}"):
         conn.execute("SET TimeZone = 'UTC'")
         return conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table_name(policy), where),
@@ -100,12 +110,19 @@ def count_matching(conn: psycopg.Connection, policy: RowPolicy, cutoff: datetime
 
 
 def _in_batch(conn: psycopg.Connection, statement: sql.Composed, params: dict, opts: RowOptions,
-              lock_timeout: float) -> tuple[int, tuple | None]:
+              lock_timeout: float, repeatable: bool = False) -> tuple[int, tuple | None]:
     """One transaction: (rowcount, the returned row if any). Raises the psycopg timeout errors as they are.
-    Pipelined: BEGIN, the SET LOCALs, the statement and COMMIT go in one round trip."""
+    Pipelined: BEGIN, the SET LOCALs, the statement and COMMIT go in one round trip. ``repeatable`` (a table
+    that cascades to itself): REPEATABLE READ, so that a cascade that would delete a row committed after the
+    batch's snapshot (a reply to a row being deleted) fails with a serialization error instead — the batch is
+    rerun, and then sees the reply (PostgreSQL's cascades check new rows against the transaction's snapshot)."""
     with conn.pipeline(), conn.transaction():
-        conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true)",
-                     [f"{max(1, int(lock_timeout * 1000))}ms", f"{int(opts.statement_timeout * 1000)}ms"])
+        if repeatable:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.execute("SELECT set_config('lock_timeout', %s, true), set_config('statement_timeout', %s, true), "
+                     "set_config('synchronous_commit', %s, true)",
+                     [f"{max(1, int(lock_timeout * 1000))}ms", f"{int(opts.statement_timeout * 1000)}ms",
+                      "off" if opts.async_commit else "on"])
         cur = conn.execute(statement, params)
     return cur.rowcount, (cur.fetchone() if cur.description else None)
 
@@ -132,7 +149,7 @@ class _IndexSweep:
         size = size if limit is None else min(size, limit)
         statement, params = index_statement(self.plan, self.position is not None, skip_locked)
         params.update(cutoff=self.cutoff, position=self.position, limit=size)
-        _, (count, newest) = _in_batch(conn, statement, params, opts, lock_timeout)
+        _, (count, newest) = _in_batch(conn, statement, params, opts, lock_timeout, bool(self.plan.self_references))
         self.position = newest.isoformat() if newest is not None else self.position
         self.finished = count == 0
         return count, count >= size
@@ -167,7 +184,7 @@ class _BlockSweep:
         limited = limit is not None and limit < size * self.per_block
         statement, params = blocks_statement(self.plan, limited, skip_locked)
         params.update(cutoff=self.cutoff, lo=self.lo, hi=self.lo + size, limit=limit)
-        rowcount, row = _in_batch(conn, statement, params, opts, lock_timeout)
+        rowcount, row = _in_batch(conn, statement, params, opts, lock_timeout, bool(self.plan.self_references))
         if limited and row[0] >= limit:  # the budget ran out inside the range: resume at the last block touched
             count, self.lo = row[0], row[1]
         else:

@@ -28,7 +28,7 @@ def run_policy(conn: psycopg.Connection, plan: TablePlan, now: datetime, opts: R
                dry_run: bool) -> PolicyResult:
     """One policy: the exact count, then (unless ``dry_run``) the batched delete and VACUUM (ANALYZE)."""
     cutoff = plan.policy.older_than.before(now)
-    matched = count_matching(conn, plan.policy, cutoff)
+    matched = count_matching(conn, plan, cutoff)
     if dry_run:
         return PolicyResult(table=plan.policy.name, cutoff=cutoff, matched=matched, batch_size=plan.policy.batch_size)
     result = delete_expired(conn, plan, cutoff, opts, matched)
@@ -47,7 +47,8 @@ def plan_to_json(plan: TablePlan, now: datetime) -> dict:
     return {"table": p.name, "timestamp_column": p.timestamp_column, "older_than": str(p.older_than),
             "cutoff": p.older_than.before(now).isoformat(), "where": p.where, "batch_size": p.batch_size,
             "max_rows": p.max_rows, "max_seconds": p.max_seconds, "key": plan.key, "cascades": plan.cascades,
-            "restricts": plan.restricts, "index_warning": plan.index_warning, "estimated_rows": plan.estimated_rows}
+            "restricts": plan.restricts, "index_warning": plan.index_warning,
+            "reference_warning": plan.reference_warning, "estimated_rows": plan.estimated_rows}
 
 
 def rows_to_json(plans: list[TablePlan], results: list[PolicyResult], now: datetime, dry_run: bool) -> dict:

@@ -18,6 +18,7 @@ Identifiers only through ``psycopg.sql``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 import psycopg
@@ -36,13 +37,23 @@ def table_name(policy: RowPolicy) -> sql.Composed:
     return sql.SQL("{}.{}").format(sql.Identifier(policy.schema_name), sql.Identifier(policy.table))
 
 
-def conditions(policy: RowPolicy, with_cursor: bool) -> tuple[sql.Composable, dict]:
-    """``ts < %(cutoff)s`` [``AND ts >= %(position)s``] and the policy's ``where`` vocabulary, as SQL + params."""
-    ts = sql.Identifier(policy.timestamp_column)
-    parts = [sql.SQL("{} < %(cutoff)s").format(ts)]
-    params: dict = {}
+def conditions(plan: TablePlan, with_cursor: bool) -> tuple[sql.Composable, dict]:
+    """``ts < %(cutoff)s`` [``AND ts >= %(position)s``], the policy's ``where`` vocabulary and, on a table that
+    cascades to itself, :func:`_no_unselected_descendant`, as SQL + params. Unqualified column names: they refer to
+    the nearest table, the statement's own."""
+    where, params = _selects(plan.policy)
+    parts = [where]
     if with_cursor:
-        parts.append(sql.SQL("{} >= %(position)s").format(ts))
+        parts.append(sql.SQL("{} >= %(position)s").format(sql.Identifier(plan.policy.timestamp_column)))
+    if plan.self_references:
+        parts.append(_no_unselected_descendant(plan, where))
+    return sql.SQL(" AND ").join(parts), params
+
+
+def _selects(policy: RowPolicy) -> tuple[sql.Composable, dict]:
+    """The policy's own predicate: ``ts < %(cutoff)s`` and its ``where``."""
+    parts = [sql.SQL("{} < %(cutoff)s").format(sql.Identifier(policy.timestamp_column))]
+    params: dict = {}
     for i, (column, value) in enumerate(sorted(policy.where.items())):
         col = sql.Identifier(column)
         if value is None:
@@ -58,6 +69,37 @@ def conditions(policy: RowPolicy, with_cursor: bool) -> tuple[sql.Composable, di
     return sql.SQL(" AND ").join(parts), params
 
 
+def _no_unselected_descendant(plan: TablePlan, selects: sql.Composable) -> sql.Composable:
+    """``NOT EXISTS`` a row anywhere below this one through the table's ``ON DELETE CASCADE`` self-references
+    that ``selects`` does not select: deleting this row would delete that one (a fresh reply of an expired
+    message). A recursive walk down from the row (``UNION``: ends on cyclic data); index the referencing columns.
+    The outer row is named by the table's bare name, which the walk's alias ``_c`` hides inside it."""
+    policy = plan.policy
+    keys = sorted({col for _, referenced in plan.self_references for col in referenced})
+    slot = {col: sql.Identifier(f"_charhub_k{i}") for i, col in enumerate(keys)}
+    columns = sql.SQL(", ").join(sql.SQL("_c.{}").format(sql.Identifier(k)) for k in keys)
+    names = sql.SQL(", ").join([*slot.values(), sql.Identifier("_charhub_ok")])
+    return sql.SQL(
+        "NOT EXISTS (WITH RECURSIVE _d({names}) AS ("
+        "SELECT {columns}, coalesce(({selects}), false) FROM {table} _c WHERE {first} UNION "
+        "SELECT {columns}, coalesce(({selects}), false) FROM {table} _c JOIN _d ON {next}) "
+        "SELECT FROM _d WHERE NOT _d._charhub_ok)").format(
+        names=names, columns=columns, selects=selects, table=table_name(policy),
+        first=_child_of(plan, sql.Identifier(policy.table), sql.Identifier),
+        next=_child_of(plan, sql.Identifier("_d"), lambda col: slot[col]))
+
+
+def _child_of(plan: TablePlan, parent: sql.Composable, column: Callable[[str], sql.Composable]) -> sql.Composable:
+    """``_c`` references ``parent`` through any of the self-references (``column``: a referenced column's name
+    in ``parent``)."""
+    each = []
+    for cols, refs in plan.self_references:
+        pairs = [sql.SQL("_c.{} = {}.{}").format(sql.Identifier(c), parent, column(r))
+                 for c, r in zip(cols, refs, strict=True)]
+        each.append(sql.SQL("({})").format(sql.SQL(" AND ").join(pairs)))
+    return sql.SQL(" OR ").join(each)
+
+
 def _lock(skip_locked: bool) -> sql.SQL:
     return sql.SQL(" FOR UPDATE SKIP LOCKED" if skip_locked else "")
 
@@ -65,7 +107,7 @@ def _lock(skip_locked: bool) -> sql.SQL:
 def index_statement(plan: TablePlan, with_cursor: bool, skip_locked: bool) -> tuple[sql.Composed, dict]:
     """The oldest ``%(limit)s`` matching rows from the cursor on → ``(count, newest timestamp deleted)``."""
     policy = plan.policy
-    where, params = conditions(policy, with_cursor)
+    where, params = conditions(plan, with_cursor)
     if plan.key == ["ctid"]:  # a TID scan: no index probe per row
         key, match = sql.SQL("ctid"), sql.SQL("ctid = ANY(ARRAY(SELECT ctid FROM batch))")
     else:  # partitioned: ctid is not unique across partitions, the primary key is
@@ -73,7 +115,8 @@ def index_statement(plan: TablePlan, with_cursor: bool, skip_locked: bool) -> tu
         match = sql.SQL("({key}) IN (SELECT {key} FROM batch)").format(key=key)
     statement = sql.SQL(
         "WITH batch AS (SELECT {key} FROM {table} WHERE {where} ORDER BY {ts} LIMIT %(limit)s{lock}), "
-        "gone AS (DELETE FROM {table} WHERE {match} RETURNING {ts} AS ts) SELECT count(*), max(ts) FROM gone").format(
+        "gone AS (DELETE FROM {table} WHERE {match} AND {where} RETURNING {ts} AS ts) "
+        "SELECT count(*), max(ts) FROM gone").format(
         key=key, match=match, table=table_name(policy), where=where, lock=_lock(skip_locked),
         ts=sql.Identifier(policy.timestamp_column))
     return statement, params
@@ -85,7 +128,7 @@ def blocks_statement(plan: TablePlan, limited: bool, skip_locked: bool) -> tuple
     from)`` — the next batch starts there; otherwise a plain ``DELETE`` (the cursor's rowcount is the count:
     no RETURNING to materialise) and the next batch starts at ``hi``."""
     policy = plan.policy
-    where, params = conditions(policy, with_cursor=False)
+    where, params = conditions(plan, with_cursor=False)
     table = table_name(policy)
     in_range = sql.SQL("ctid >= format('(%%s,0)', %(lo)s::bigint)::tid "
                        "AND ctid < format('(%%s,0)', %(hi)s::bigint)::tid AND {}").format(where)
@@ -93,6 +136,7 @@ def blocks_statement(plan: TablePlan, limited: bool, skip_locked: bool) -> tuple
         return sql.SQL("DELETE FROM {table} WHERE {in_range}").format(table=table, in_range=in_range), params
     match = sql.SQL("ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {in_range}{limit}{lock}))").format(
         table=table, in_range=in_range, limit=sql.SQL(" LIMIT %(limit)s" if limited else ""), lock=_lock(skip_locked))
+    match = sql.SQL("{} AND {}").format(match, where)  # the DELETE repeats the predicate (a row changed since)
     if not limited:
         return sql.SQL("DELETE FROM {table} WHERE {match}").format(table=table, match=match), params
     return sql.SQL("WITH gone AS (DELETE FROM {table} WHERE {match} RETURNING (ctid::text::point)[0] AS blk) "

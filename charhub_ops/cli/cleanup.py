@@ -33,10 +33,10 @@ def _print_rows(summary: dict) -> None:
         done = (f"would delete {p['would_delete']}" if summary["dry_run"] else
                 f"deleted {p['deleted']} in {p['batches']} batches, {p['seconds']:.1f} s, {p['stopped']}")
         err.print(f"  {p['table']}: {p['matched']} rows older than {p['older_than']} — {done}", highlight=False)
-        if p["index_warning"]:
-            err.print(f"    [yellow]⚠[/] {p['index_warning']}", highlight=False)
+        for warning in (p[w] for w in ("index_warning", "reference_warning") if p.get(w)):
+            err.print(f"    [yellow]⚠[/] {warning}", highlight=False)
         for cascade in p["cascades"]:
-            err.print(f"    cascades to {cascade}", highlight=False)
+            err.print(f"    also deletes/changes rows: {cascade}", highlight=False)
 
 
 def _print_storage(summary: dict) -> None:
