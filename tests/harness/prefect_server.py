@@ -50,14 +50,16 @@ def _wait_healthy(proc: subprocess.Popen, api: str, log: Path, timeout: float = 
 
 
 def start_prefect_server(home: Path, *, database_url: str | None = None, ui: bool = False, services: bool = False,
-                         settings: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+                         settings: dict[str, str] | None = None, port: int | None = None
+                         ) -> tuple[subprocess.Popen, str]:
     """A healthy ``prefect server start`` (own PREFECT_HOME, own port); returns (process, API URL).
 
     ``database_url``: a PostgreSQL URL (postgresql://…, made postgresql+asyncpg://); ``ui``: serve the UI
     (PREFECT_UI_API_URL points it at this port); ``services``: run the background services (events,
     triggers, pauses) except the scheduler, so schedules of prefect.yaml start nothing during tests;
-    ``settings``: more PREFECT_* variables for the server process (e.g. shorter foreman timeouts)."""
-    port = free_port()
+    ``settings``: more PREFECT_* variables for the server process (e.g. shorter foreman timeouts); ``port``:
+    a given port (a restart on the same port and PREFECT_HOME is the same server to its clients)."""
+    port = port or free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_UI_API_URL": api, "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
