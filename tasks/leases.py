@@ -53,15 +53,16 @@ class LockLostError(OpsError):
 
 
 @contextmanager
-def held_slot(name: str, lease_seconds: float, log: logging.Logger | logging.LoggerAdapter) -> Iterator[None]:
-    """Hold one slot of the limit ``name`` (it must exist) for the block; see the module docstring."""
+def held_slot(name: str, lease_seconds: float, log: logging.Logger | logging.LoggerAdapter) -> Iterator[_Keeper]:
+    """Hold one slot of the limit ``name`` (it must exist) for the block; see the module docstring. Yields the
+    lease's keeper (its ``lease_id``, whether it is ``leaseless``)."""
     response = acquire_concurrency_slots_with_lease([name], 1, lease_duration=lease_seconds, strict=True)
     keeper = _Keeper(name, response.lease_id, lease_seconds, log)
     try:
         with WatcherThreadCancelScope() as scope:
             keeper.start(scope)
             try:
-                yield
+                yield keeper
             finally:
                 keeper.stop()
     except CancelledError as exc:

@@ -114,3 +114,62 @@ def test_backup_holding_the_lock_survives_a_prefect_server_outage(drill_db, tmp_
             kill(backup)
         reader.join(timeout=30)
         kill(server)
+
+
+@pytest.fixture
+def one_slot(prefect_server) -> str:
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    name = "lease-" + uuid.uuid4().hex[:8]
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    return name
+
+
+def _expire(keeper, client) -> None:
+    """What a long outage does: the lease may have expired and the server repossessed its slot."""
+    keeper.valid_until = 0.0
+    client.release_concurrency_slots_with_lease(lease_id=keeper.lease_id)
+
+
+def _active(client, name: str) -> int:
+    return client.read_global_concurrency_limit_by_name(name).active_slots
+
+
+def test_an_expired_lease_is_taken_again_when_the_slot_is_free(one_slot):
+    import logging
+
+    from prefect.client.orchestration import get_client
+
+    from tasks.leases import held_slot
+
+    with get_client(sync_client=True) as client:
+        with held_slot(one_slot, 60, logging.getLogger("test")) as keeper:
+            first = keeper.lease_id
+            _expire(keeper, client)
+            _wait(lambda: keeper.lease_id != first, "the lease was not taken again", timeout=45)
+            assert _active(client, one_slot) == 1
+        assert _active(client, one_slot) == 0
+
+
+def test_an_expired_lease_whose_slot_another_run_took_stops_the_section(one_slot):
+    import logging
+
+    from prefect.client.orchestration import get_client
+
+    from tasks.leases import LockLostError, held_slot
+
+    with get_client(sync_client=True) as client:
+        with pytest.raises(LockLostError, match=f"{one_slot}: lock lost") as lost:
+            with held_slot(one_slot, 60, logging.getLogger("test")) as keeper:
+                _expire(keeper, client)
+                other = client.increment_concurrency_slots_with_lease([one_slot], 1, "concurrency", 60)
+                deadline = time.monotonic() + 45
+                while time.monotonic() < deadline:  # the work of the section, interrupted by the keeper
+                    time.sleep(0.1)
+        assert lost.value.transient
+        assert _active(client, one_slot) == 1  # the other run's slot, untouched
+        client.release_concurrency_slots_with_lease(lease_id=other.json()["lease_id"])
