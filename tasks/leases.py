@@ -34,6 +34,7 @@ from uuid import UUID
 import httpx
 from prefect._internal.concurrency.cancellation import CancelledError, WatcherThreadCancelScope
 from prefect.client.orchestration import get_client
+from prefect.concurrency._events import emit_concurrency_acquisition_events, emit_concurrency_release_events
 from prefect.concurrency._sync import acquire_concurrency_slots_with_lease
 
 from charhub_ops.errors import OpsError
@@ -58,6 +59,7 @@ def held_slot(name: str, lease_seconds: float, log: logging.Logger | logging.Log
     lease's keeper (its ``lease_id``, whether it is ``leaseless``)."""
     response = acquire_concurrency_slots_with_lease([name], 1, lease_duration=lease_seconds, strict=True)
     keeper = _Keeper(name, response.lease_id, lease_seconds, log)
+    events = emit_concurrency_acquisition_events(response.limits, 1)  # as Prefect's concurrency() does
     try:
         with WatcherThreadCancelScope() as scope:
             keeper.start(scope)
@@ -71,6 +73,7 @@ def held_slot(name: str, lease_seconds: float, log: logging.Logger | logging.Log
         raise LockLostError(keeper.lost) from exc
     finally:
         keeper.release()
+        emit_concurrency_release_events(response.limits, 1, events)
 
 
 class _Keeper:
@@ -127,7 +130,9 @@ class _Keeper:
 
     def _reacquire(self, client) -> None:
         """The lease expired: give back its slot if the server still counts it (not yet repossessed; a no-op
-        otherwise), then take the slot again if nobody else holds it."""
+        otherwise), then take the slot again if nobody else holds it (never once the section has ended)."""
+        if self._stop.is_set():
+            return
         try:
             client.release_concurrency_slots_with_lease(lease_id=self.lease_id)
             response = client.increment_concurrency_slots_with_lease(
@@ -174,8 +179,10 @@ class _Keeper:
                 except (httpx.TransportError, httpx.HTTPStatusError) as exc:
                     permanent = isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code < 500
                     if permanent or time.monotonic() > deadline:
-                        self.log.warning("%s: could not release the lock (%s); its lease expires on the server "
-                                         "within %.0f s", self.name, _brief(exc), self.lease_seconds)
+                        after = ("stays counted: reset it in the UI's Concurrency page" if self.leaseless
+                                 else f"is freed when its lease expires (within {self.lease_seconds:.0f} s)")
+                        self.log.warning("%s: could not release the lock (%s); the slot %s", self.name,
+                                         _brief(exc), after)
                         return
                     time.sleep(RETRY_SECONDS)
 
