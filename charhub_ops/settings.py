@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     task_retry_delay: float = Field(
         30.0, ge=0, le=3600, validation_alias=_aliases("task_retry_delay"),
         description="Seconds before the first retry; later retries wait 4x and 10x as long.")
+    lock_lease_seconds: float = Field(
+        300.0, ge=60, le=86400, validation_alias=_aliases("lock_lease_seconds"),
+        description="Lease of a held lock (postgres-<db>), renewed every quarter: a Prefect API outage shorter "
+                    "than three quarters of it never lets another run in.")
     restore_jobs: int = Field(
         0, ge=0, le=32, validation_alias=_aliases("restore_jobs"),
         description="pg_restore -j workers for a local dump file; 0 = min(4, CPUs).")

@@ -17,7 +17,7 @@ from charhub_ops.errors import ConfigError, OpsError
 from charhub_ops.settings import load_settings
 from charhub_ops.storage import S3Options, Storage, open_storage
 
-__all__ = ["RepoSpec", "transient_only", "RETRY", "RETRY_DELAYS", "MAX_RETRIES", "is_transient"]
+__all__ = ["RepoSpec", "transient_only", "RETRY", "RETRY_DELAYS", "MAX_RETRIES", "is_transient", "setting"]
 
 MAX_RETRIES = 3  # the setting's upper bound; the decorator allows that many, the condition stops earlier
 _FACTORS = (1, 4, 10)
@@ -28,13 +28,14 @@ class _Delays(list):
 
     def __getitem__(self, index):  # type: ignore[override]
         factor = super().__getitem__(index)
-        return factor * _setting("task_retry_delay", 30.0)
+        return factor * setting("task_retry_delay", 30.0)
 
 
 RETRY_DELAYS = _Delays(_FACTORS)
 
 
-def _setting(name: str, default):
+def setting(name: str, default):
+    """A setting's value from the environment of the run (``default`` when the settings are invalid)."""
     try:
         return getattr(load_settings(), name)
     except ConfigError:
@@ -48,7 +49,7 @@ def is_transient(exc: BaseException) -> bool:
 
 def transient_only(task, task_run, state) -> bool:
     """retry_condition_fn: retry a transient failure, at most ``task_retries`` (setting) times."""
-    if task_run.run_count > _setting("task_retries", 0):
+    if task_run.run_count > setting("task_retries", 0):
         return False
     try:
         state.result()

@@ -7,7 +7,9 @@ limit that does not exist unless ``strict``; here it is strict, so a lost limit 
 to one slot if someone changed it. Entering and leaving are logged in the run (``postgres-<db>: acquired``
 / ``released``): the run's log shows how long it waited. Never nest two sections of the same database
 (one slot: a nested wait never ends) — the flows take it at task level, and a flow that runs another
-(migrate's backup) does so outside its own section.
+(migrate's backup) does so outside its own section. The slot is held through an outage of the Prefect API
+(tasks/leases.py): the section goes on while the lease renewal waits for the API (lease: the setting
+``lock_lease_seconds``), and stops only if another run took the slot meanwhile.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from contextlib import contextmanager
 from prefect import get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
-from prefect.concurrency.sync import concurrency
 from prefect.exceptions import MissingContextError, ObjectAlreadyExists, ObjectNotFound
+
+from tasks.common import setting
+from tasks.leases import held_slot
 
 __all__ = ["database_lock", "lock_name"]
 
@@ -36,7 +40,7 @@ def database_lock(database: str) -> Iterator[None]:
     name = lock_name(database)
     _ensure_limit(name)
     log = _logger()
-    with concurrency(name, occupy=1, strict=True):
+    with held_slot(name, setting("lock_lease_seconds", 300.0), log):
         log.info("%s: acquired", name)
         try:
             yield

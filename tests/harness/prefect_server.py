@@ -54,7 +54,7 @@ def _wait_healthy(proc: subprocess.Popen, api: str, log: Path, timeout: float = 
 
 def start_prefect_server(home: Path, *, database_url: str | None = None, ui: bool = False, services: bool = False,
                          settings: dict[str, str] | None = None, auth: str | None = None,
-                         host: str = "127.0.0.1") -> tuple[subprocess.Popen, str]:
+                         host: str = "127.0.0.1", port: int | None = None) -> tuple[subprocess.Popen, str]:
     """A healthy ``prefect server start`` (own PREFECT_HOME, own port); returns (process, API URL).
 
     ``database_url``: a PostgreSQL URL (postgresql://…, made postgresql+asyncpg://); ``ui``: serve the UI
@@ -62,8 +62,9 @@ def start_prefect_server(home: Path, *, database_url: str | None = None, ui: boo
     triggers, pauses) except the scheduler, so schedules of prefect.yaml start nothing during tests;
     ``settings``: more PREFECT_* variables for the server process (e.g. shorter foreman timeouts);
     ``auth``: ``user:password`` — basic auth for the API and the UI, with CSRF protection on, as the README's
-    "Access" says production runs; ``host``: the address to bind (the URL returned always uses 127.0.0.1)."""
-    port = free_port()
+    "Access" says production runs; ``host``: the address to bind (the URL returned always uses 127.0.0.1);
+    ``port``: a given port (a restart on the same port and PREFECT_HOME is the same server to its clients)."""
+    port = port or free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_UI_API_URL": api, "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",

@@ -1,0 +1,193 @@
+"""One slot of a Prefect global concurrency limit, held through an outage of the Prefect API.
+
+Prefect's ``concurrency()`` renews its lease from a thread every ¾ of the lease and, when three attempts
+fail (strict), cancels the section: a server restart or a network cut at the wrong moment aborts a backup
+in mid-dump; non-strict, it stops renewing, the lease expires and a second run can enter. :func:`held_slot`
+takes the slot the same way (waiting as long as it takes) but keeps it differently:
+
+- renewal every ¼ lease (``lock_lease_seconds``, default 300 s), so an outage shorter than ¾ lease never
+  lets it expire; while the API is unreachable (connection refused, timeouts, 5xx) the section goes on and
+  the renewal is retried every few seconds, logged once when the outage starts and once when it ends;
+- when the API answers that the lease is gone although it cannot have expired yet, the server forgot it (a
+  restart with the default in-memory lease storage) while its slot stays counted in the database — nobody else
+  can have entered: the slot is kept without a lease and given back with a plain decrement at the end;
+- when the lease is gone after it could have expired (an outage longer than ¾ lease), its slot is given back if
+  still counted and taken again at once if free; if another run holds it now the section is stopped
+  (:class:`LockLostError`, transient: the task's retry waits for the slot), so two runs never overlap;
+- release retries through an outage for up to one lease; a lease it cannot release expires by itself.
+
+Prefect's own ``concurrency()`` never frees a slot whose lease a restart forgot: the lease-based release is a
+no-op for an unknown lease, and the slot stays taken until someone resets the limit. Persistent lease storage
+on the server (``PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem``)
+avoids that for every other user of global limits (README).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from uuid import UUID
+
+import httpx
+from prefect._internal.concurrency.cancellation import CancelledError, WatcherThreadCancelScope
+from prefect.client.orchestration import get_client
+from prefect.concurrency._events import emit_concurrency_acquisition_events, emit_concurrency_release_events
+from prefect.concurrency._sync import acquire_concurrency_slots_with_lease
+
+from charhub_ops.errors import OpsError
+
+__all__ = ["LockLostError", "held_slot"]
+
+RETRY_SECONDS = 3.0  # between renewal attempts while the API is unreachable
+MARGIN_SECONDS = 5.0  # a lease is taken as possibly expired this long before its end (clocks, latency)
+_GONE = (404, 410)
+
+
+class LockLostError(OpsError):
+    """The slot's lease expired during an API outage and another run holds the slot now."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=True)
+
+
+@contextmanager
+def held_slot(name: str, lease_seconds: float, log: logging.Logger | logging.LoggerAdapter) -> Iterator[_Keeper]:
+    """Hold one slot of the limit ``name`` (it must exist) for the block; see the module docstring. Yields the
+    lease's keeper (its ``lease_id``, whether it is ``leaseless``)."""
+    response = acquire_concurrency_slots_with_lease([name], 1, lease_duration=lease_seconds, strict=True)
+    keeper = _Keeper(name, response.lease_id, lease_seconds, log)
+    events = emit_concurrency_acquisition_events(response.limits, 1)  # as Prefect's concurrency() does
+    try:
+        with WatcherThreadCancelScope() as scope:
+            keeper.start(scope)
+            try:
+                yield keeper
+            finally:
+                keeper.stop()
+    except CancelledError as exc:
+        if keeper.lost is None:
+            raise
+        raise LockLostError(keeper.lost) from exc
+    finally:
+        keeper.release()
+        emit_concurrency_release_events(response.limits, 1, events)
+
+
+class _Keeper:
+    """The renewal thread of one lease."""
+
+    def __init__(self, name: str, lease_id: UUID, lease_seconds: float, log) -> None:
+        self.name, self.lease_id, self.lease_seconds, self.log = name, lease_id, lease_seconds, log
+        self.lost: str | None = None
+        self.down_since: float | None = None
+        self.leaseless = False  # the server forgot the lease; the slot is still counted as ours
+        self.taken = self.valid_until = time.monotonic()
+        self.valid_until += lease_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, scope: WatcherThreadCancelScope) -> None:
+        self._thread = threading.Thread(target=self._run, args=(scope,), daemon=True, name=f"lease-{self.name}")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self, scope: WatcherThreadCancelScope) -> None:
+        with get_client(sync_client=True) as client:
+            while not self.leaseless and not self._stop.wait(
+                    RETRY_SECONDS if self.down_since else self.lease_seconds / 4):
+                self._renew(client)
+                if self.lost is not None and not self._stop.is_set():
+                    self.log.error("%s", self.lost)
+                    scope.cancel()
+                    return
+
+    def _renew(self, client) -> None:
+        started = time.monotonic()
+        try:
+            client.renew_concurrency_lease(lease_id=self.lease_id, lease_duration=self.lease_seconds)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code in _GONE and started < self.valid_until - MARGIN_SECONDS:
+                self.leaseless = True
+                self._back("the server forgot the lease before it could expire (restarted without persistent "
+                           "lease storage); the slot is still counted as ours and is kept without a lease")
+            elif exc.response.status_code in _GONE:
+                self._reacquire(client)
+            else:
+                self._unreachable(exc)
+            return
+        except httpx.TransportError as exc:
+            self._unreachable(exc)
+            return
+        self.valid_until = started + self.lease_seconds
+        self._back("lease renewed")
+
+    def _reacquire(self, client) -> None:
+        """The lease expired: give back its slot if the server still counts it (not yet repossessed; a no-op
+        otherwise), then take the slot again if nobody else holds it (never once the section has ended)."""
+        if self._stop.is_set():
+            return
+        try:
+            client.release_concurrency_slots_with_lease(lease_id=self.lease_id)
+            response = client.increment_concurrency_slots_with_lease(
+                names=[self.name], slots=1, mode="concurrency", lease_duration=self.lease_seconds)
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 423:
+                self._unreachable(exc)
+                return
+            self.lost = (f"{self.name}: lock lost during a Prefect API outage (its lease expired or the server "
+                         "forgot it) and another run holds it now; stopping this section")
+            return
+        except httpx.TransportError as exc:
+            self._unreachable(exc)
+            return
+        self.lease_id = UUID(response.json()["lease_id"])
+        self.valid_until = time.monotonic() + self.lease_seconds
+        self._back("lease expired during the outage; the slot was free and is held again")
+
+    def _unreachable(self, exc: Exception) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            self.log.warning("%s: Prefect API unreachable (%s); still holding the lock and working, renewal "
+                             "retried every %.0f s", self.name, _brief(exc), RETRY_SECONDS)
+
+    def _back(self, what: str) -> None:
+        if self.down_since is not None:
+            self.log.warning("%s: Prefect API back after %.0f s; %s", self.name,
+                             time.monotonic() - self.down_since, what)
+            self.down_since = None
+        elif self.leaseless:
+            self.log.warning("%s: %s", self.name, what)
+
+    def release(self) -> None:
+        """Give the slot back, retrying through an outage for up to one lease."""
+        deadline = time.monotonic() + self.lease_seconds
+        with get_client(sync_client=True) as client:
+            while True:
+                try:
+                    if self.leaseless:
+                        client.release_concurrency_slots([self.name], 1, time.monotonic() - self.taken)
+                    else:
+                        client.release_concurrency_slots_with_lease(lease_id=self.lease_id)
+                    return
+                except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                    permanent = isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code < 500
+                    if permanent or time.monotonic() > deadline:
+                        after = ("stays counted: reset it in the UI's Concurrency page" if self.leaseless
+                                 else f"is freed when its lease expires (within {self.lease_seconds:.0f} s)")
+                        self.log.warning("%s: could not release the lock (%s); the slot %s", self.name,
+                                         _brief(exc), after)
+                        return
+                    time.sleep(RETRY_SECONDS)
+
+
+def _brief(exc: Exception) -> str:
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code}"
+    return type(exc).__name__
