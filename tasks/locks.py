@@ -1,4 +1,6 @@
-"""Per-database mutual exclusion across workers: the global concurrency limit ``postgres-<db>`` (one slot).
+"""Per-resource mutual exclusion across workers: a global concurrency limit ``<kind>-<name>`` of one slot —
+``postgres-<db>`` per database (:func:`database_lock`), ``service-<container>`` per deployed service
+(:func:`resource_lock`; deploy pre, post and rollback).
 
 Backup (the dump), verify (the restore drill), migrate (the apply) and cleanup (the row deletes) of one
 database hold it around their critical section, so two workers never run them on the same database at
@@ -22,26 +24,35 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalC
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import MissingContextError, ObjectAlreadyExists, ObjectNotFound
 
-__all__ = ["database_lock", "lock_name"]
+__all__ = ["database_lock", "lock_name", "resource_lock"]
 
 
-def lock_name(database: str) -> str:
-    """The global concurrency limit guarding ``database``."""
-    return f"postgres-{database}"
+def lock_name(database: str, kind: str = "postgres") -> str:
+    """The global concurrency limit guarding ``database`` (or another resource of ``kind``)."""
+    return f"{kind}-{database}"
 
 
 @contextmanager
 def database_lock(database: str) -> Iterator[None]:
     """Hold the one slot of ``postgres-<database>`` (waits for it as long as it takes)."""
-    name = lock_name(database)
-    _ensure_limit(name)
+    with resource_lock("postgres", database):
+        yield
+
+
+@contextmanager
+def resource_lock(kind: str, *names: str) -> Iterator[None]:
+    """Hold the one slot of ``<kind>-<name>`` for every name at once (e.g. ``service-<container>``: deploy
+    pre, post and rollback of a service), acquired together in sorted order."""
+    limits = sorted({lock_name(n, kind) for n in names})
+    for name in limits:
+        _ensure_limit(name)
     log = _logger()
-    with concurrency(name, occupy=1, strict=True):
-        log.info("%s: acquired", name)
+    with concurrency(limits, occupy=1, strict=True):
+        log.info("%s: acquired", ", ".join(limits))
         try:
             yield
         finally:
-            log.info("%s: released", name)
+            log.info("%s: released", ", ".join(limits))
 
 
 def _ensure_limit(name: str) -> None:
