@@ -35,11 +35,11 @@ from prefect import flow, get_run_logger
 
 from charhub_ops.deploy.gate import Gate, check_ids, service_checks
 from charhub_ops.deploy.incident import incident_report_path, rollback_incident
-from charhub_ops.deploy.record import env_values
 from charhub_ops.deploy.releases import Guard, pre_deploy_label
 from charhub_ops.errors import ConfigError, OpsError, VerificationError
 from charhub_ops.monitoring.config import MonitorConfig, load_config
 from charhub_ops.monitoring.incidents import ActionResult
+from charhub_ops.monitoring.redact import env_values
 from charhub_ops.monitoring.runner import secret_values
 from charhub_ops.settings import Settings, load_settings
 from flows.backup import backup_flow
@@ -172,8 +172,8 @@ def _post(settings, cfg, by_service: dict, repo, services: Services, state: str 
     if outcome != "passed":
         _gate_failed(settings, cfg, services, by_service, gate, guards)
     records = inspect_services(services)
-    mark_last_good(repo, records, save_records(repo, records, settings.encrypt_to), f"passed the post-deploy gate ({gate.passes} passes "
-                                                               "in a row)")
+    keys = save_records(repo, records, settings.encrypt_to)
+    mark_last_good(repo, records, keys, f"passed the post-deploy gate ({gate.passes} passes in a row)")
     close_windows(open_state(settings, state), [g.window_id for g in guards if g.window_id])
     return _post_summary(gate, outcome, by_service, records)
 
@@ -344,8 +344,9 @@ def _finish(run: _Rollback, done: list, gate: Gate, outcome: str, restored: dict
     gate_detail = (f"passed ({gate.passes} in a row, {gate.seconds:.1f} s)" if outcome == "passed" else
                    "; ".join(f"{c}: {d}" for c, d in gate.failing.items()))
     inc = _document(run, store, [d.replaced for d in done if d.replaced], gate_detail, outcome == "passed", now)
-    summary = {"services": rows, "healthy": outcome == "passed", "already_on_last_good": False, "gate_seconds": round(gate.seconds, 1),
-               "seconds": round((now - run.started).total_seconds(), 1), "incident_id": inc.id,
+    summary = {"services": rows, "healthy": outcome == "passed", "already_on_last_good": False,
+               "gate_seconds": round(gate.seconds, 1), "seconds": round((now - run.started).total_seconds(), 1),
+               "incident_id": inc.id,
                "report": inc.report, "restored_backup": restored["backup_id"] if restored else None}
     if outcome != "passed":
         raise VerificationError(f"rollback of {', '.join(run.services)} done but the health gate failed: "

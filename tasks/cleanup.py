@@ -15,10 +15,10 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
 from charhub_ops.cleanup import docker_host, orphans
-from charhub_ops.deploy.releases import protected_images
 from charhub_ops.cleanup.policy import PolicyFile, TablePlan, load_policy_file
 from charhub_ops.cleanup.rows import RowOptions
 from charhub_ops.cleanup.run import plan_policies, rows_to_json, run_policies
+from charhub_ops.deploy.releases import protected_images
 from charhub_ops.fmt import human_bytes
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import PsycopgSession

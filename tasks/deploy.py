@@ -14,13 +14,13 @@ from prefect.cache_policies import NONE
 from charhub_ops.deploy import recreate as rc
 from charhub_ops.deploy.gate import Gate, run_gate
 from charhub_ops.deploy.pins import pin
-from charhub_ops.deploy.record import ServiceRecord, env_values, from_inspect
+from charhub_ops.deploy.record import ServiceRecord, from_inspect
 from charhub_ops.deploy.releases import Guard, Release, Releases, label_backup, open_releases
 from charhub_ops.errors import ConfigError, OpsError
-from charhub_ops.monitoring.redact import redact
 from charhub_ops.monitoring.checks import run_check
-from charhub_ops.monitoring.dockerfacts import container_logs
+from charhub_ops.monitoring.dockerfacts import container_env_values, container_logs
 from charhub_ops.monitoring.incidents import Incident
+from charhub_ops.monitoring.redact import redact
 from charhub_ops.monitoring.report import render_report, write_report
 from charhub_ops.monitoring.state import CheckState
 from charhub_ops.monitoring.store import MonitorState
@@ -176,17 +176,13 @@ def undo_recreates(done: list[rc.Recreated]) -> list[str]:
 def replaced_logs(names: list[str], lines: int, secrets: list[str]) -> dict[str, str]:
     """The last log lines of each named container (the failed release), masked: ``secrets``, every value of
     the container's own environment, and secret-shaped text (:func:`redact`)."""
-    out, client = {}, rc.engine()
-    try:
-        for name in names:
-            try:
-                text = container_logs(name, lines)
-                own = ((rc.inspect_container(client, name, missing_ok=True) or {}).get("Config") or {}).get("Env")
-            except OpsError as exc:
-                text, own = f"(logs unavailable: {exc})", []
-            out[name] = redact(text, [*secrets, *env_values(own or [])])
-    finally:
-        client.close()
+    out = {}
+    for name in names:
+        try:
+            text = redact(container_logs(name, lines), [*secrets, *container_env_values(name)])
+        except OpsError as exc:
+            text = f"(logs unavailable: {exc})"
+        out[name] = redact(text, secrets)
     return out
 
 

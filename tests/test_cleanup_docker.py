@@ -162,8 +162,8 @@ def test_a_dangling_image_used_by_any_container_stays():
 
 def test_an_image_a_deploy_record_names_stays_even_dangling():
     """The last-good image of a service (from the deploy records) is never a candidate, pinned or not."""
-    inventory = DockerInventory(containers=[], dangling=[Image(id="sha256:good", size=1), Image(id="sha256:old", size=2)],
-                                usage=DiskUsage())
+    inventory = DockerInventory(containers=[], usage=DiskUsage(),
+                                dangling=[Image(id="sha256:good", size=1), Image(id="sha256:old", size=2)])
     plan = plan_docker(inventory, NOW, timedelta(hours=24),
                        protected={"sha256:good": "last-good of charhub-backend-1 (charhub-backend:latest)"})
     assert [i.id for i in plan.images] == ["sha256:old"]

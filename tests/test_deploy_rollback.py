@@ -2,7 +2,7 @@
 none across services, a failure half-way through parking, the last-good image pinned against the Docker
 cleanup, release records encrypted with the backup recipients.
 
-Fixtures and the monitor config come from tests/test_deploy.py; images from tests/harness/service_images.py.
+Fixtures, images and the monitor config: tests/harness/service_images.py.
 """
 
 from __future__ import annotations
@@ -26,9 +26,16 @@ from charhub_ops.monitoring.store import repository_state
 from charhub_ops.settings import load_settings
 from charhub_ops.storage import open_storage
 from flows.deploy import pre_deploy_flow, rollback_flow
-from tests.harness.service_images import V1, V2, build_image, comparable, new_service
-from tests.harness.service_images import service_fixture  # noqa: F401 - fixture
-from tests.test_deploy import configure, deploy_env  # noqa: F401 - fixture
+from tests.harness.service_images import (
+    V1,
+    V2,
+    build_image,
+    comparable,
+    configure,
+    deploy_env_fixture,  # noqa: F401 - fixture
+    new_service,
+    service_fixture,  # noqa: F401 - fixture
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,8 +9,8 @@ inspects like the one it was read from.
 
 A record holds environment values, which may be secrets: it is kept in the repository (never in a Prefect
 Variable, event or artifact; age-encrypted with the backup recipients when there are any, see
-:mod:`.releases`); :meth:`ServiceRecord.summary` shows variable names only, and :func:`env_values` gives
-the values every displayed text (logs in reports, notifications) is masked with.
+:mod:`.releases`); :meth:`ServiceRecord.summary` shows variable names only, and the logs a rollback report
+shows are masked with every value of the environment (:func:`charhub_ops.monitoring.redact.env_values`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-__all__ = ["NetworkRecord", "ServiceRecord", "from_inspect", "create_body", "env_values"]
+__all__ = ["NetworkRecord", "ServiceRecord", "from_inspect", "create_body"]
 
 _CONFIG_NAMED = ("Image", "Env", "Cmd", "Entrypoint", "User", "WorkingDir", "Hostname", "Labels", "Healthcheck")
 _HOST_NAMED = ("PortBindings", "Binds", "Mounts", "RestartPolicy", "NetworkMode")
@@ -74,11 +74,6 @@ class ServiceRecord(BaseModel):
                 "env_names": sorted(e.split("=", 1)[0] for e in self.env), "ports": self.ports,
                 "volumes": self.volumes(), "networks": {n: r.aliases for n, r in self.networks.items()},
                 "restart_policy": self.restart_policy.get("Name") or "no", "healthcheck": bool(self.healthcheck)}
-
-
-def env_values(env: list[str]) -> list[str]:
-    """The values of ``NAME=value`` entries (what to mask wherever a container's output is shown)."""
-    return [e.split("=", 1)[1] for e in env if "=" in e and e.split("=", 1)[1]]
 
 
 def _declared_destinations(binds: list[str], mounts: list[dict]) -> set[str]:

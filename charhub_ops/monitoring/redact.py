@@ -19,10 +19,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-__all__ = ["redact", "MASK"]
+__all__ = ["redact", "env_values", "MASK"]
 
 MASK = "**********"
-_NAME = r"[A-Za-z0-9_]*(?:SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL)[A-Za-z0-9_]*|(?:[A-Za-z0-9_]*_)?KEY(?:_[A-Za-z0-9_]*)?"
+_NAME = (r"[A-Za-z0-9_]*(?:SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL)[A-Za-z0-9_]*"
+         r"|(?:[A-Za-z0-9_]*_)?KEY(?:_[A-Za-z0-9_]*)?")
 _JSON_NAME = r"[^\"]*(?:secret|token|password|passwd|credential|api_?key|access_?key|private_?key|authorization)[^\"]*"
 _PATTERNS = [
     (re.compile(r"(\w+://[^:/@\s]*:)[^@\s]+@"), r"\1" + MASK + "@"),
@@ -33,6 +34,12 @@ _PATTERNS = [
     (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1" + MASK),
     (re.compile(r"(?i)\b((?:" + _NAME + r")\s*=\s*)[^\s\"',;&]+"), r"\1" + MASK),
 ]
+
+
+def env_values(env: list[str]) -> list[str]:
+    """The values of a container's ``NAME=value`` environment: what its logs are masked with wherever they
+    are shown (a diagnosis, a rollback report), secret-looking or not."""
+    return [value for entry in env if (value := entry.partition("=")[2])]
 
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:

@@ -16,9 +16,11 @@ import docker
 import pytest
 
 from tests.harness.docker_pg import BUSYBOX_IMAGE, ensure_busybox_image, require_docker
+from tests.harness.monitor import new_id, write_config
 from tests.harness.services import free_port
 
-__all__ = ["V1", "V2", "build_image", "Service", "new_service", "service_fixture", "comparable"]
+__all__ = ["V1", "V2", "build_image", "Service", "new_service", "service_fixture", "comparable", "deploy_env_fixture",
+           "configure"]
 
 V1, V2 = "charhub-ops-svc:v1", "charhub-ops-svc:v2"
 _DOCKERFILE = """FROM {base}
@@ -72,7 +74,8 @@ class Service:
         except docker.errors.NotFound:
             pass
         self.client.containers.run(
-            image, name=self.name, detach=True, init=True, environment={"APP_MODE": "test", "API_TOKEN": "t0ken", **(env or {})},
+            image, name=self.name, detach=True, init=True,
+            environment={"APP_MODE": "test", "API_TOKEN": "t0ken", **(env or {})},
             ports={"8080/tcp": ("127.0.0.1", self.port)}, volumes={self.volume: {"bind": "/data", "mode": "rw"}},
             network=self.network,
             networking_config={self.network: self.client.api.create_endpoint_config(aliases=["web"])},
@@ -143,3 +146,23 @@ def comparable(attrs: dict) -> dict:
             **{f"HostConfig.{k}": v for k, v in attrs["HostConfig"].items()},
             "Networks": networks,
             "Mounts": sorted((m["Type"], m.get("Name"), m["Destination"], m["RW"]) for m in attrs["Mounts"])}
+
+
+@pytest.fixture(name="deploy_env")
+def deploy_env_fixture(prefect_server, database, tmp_path, monkeypatch):
+    """Repository, state store and gate settings of one test; returns the repository URL."""
+    repo = f"file://{tmp_path}/repo"
+    for key, value in {"CHARHUB_OPS_REPOSITORY": repo, "CHARHUB_OPS_DATABASE_URL": database,
+                       "CHARHUB_OPS_MONITOR_STATE": f"file://{tmp_path}/state", "CHARHUB_OPS_DEPLOY_GATE_PASSES": "2",
+                       "CHARHUB_OPS_DEPLOY_GATE_TIMEOUT": "4", "CHARHUB_OPS_DEPLOY_GATE_INTERVAL": "0.2"}.items():
+        monkeypatch.setenv(key, value)
+    return repo
+
+
+def configure(service, tmp_path, monkeypatch, **extra) -> str:
+    """One http check of ``service`` (``container:`` its name) as the monitor config; returns its id."""
+    check = {"id": new_id("web"), "type": "http", "url": service.url, "timeout": 2, "latency_budget_ms": 2000,
+             "container": service.name, "threshold": 1, **extra}
+    config = write_config(tmp_path, [check])
+    monkeypatch.setenv("CHARHUB_OPS_MONITOR_CONFIG", config)
+    return check["id"]
