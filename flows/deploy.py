@@ -368,7 +368,8 @@ def _document(run: _Rollback, store, log_of: list[str], gate_detail: str, health
     path = write_rollback_report(str(incident_report_path(run.cfg.incident_dir, inc)), inc, details)
     inc = inc.model_copy(update={"report": path})
     store.save_incident(inc)
-    notify(run.cfg.notify_block, f"charhub-ops: deployment of {', '.join(run.services)} rolled back "
-                                 f"({'healthy' if healthy else 'STILL FAILING'})",
+    outcome = ("rolled back (healthy)" if healthy else "rollback FAILED: put back" if not all(a.ok for a in run.actions)
+               else "rolled back (STILL FAILING)")
+    notify(run.cfg.notify_block, f"charhub-ops: deployment of {', '.join(run.services)} {outcome}",
            "\n".join([*(a.detail for a in run.actions), f"health gate: {gate_detail}", f"report: {path}"]), secrets)
     return inc
