@@ -188,3 +188,32 @@ def test_records_are_encrypted_with_the_backup_recipients_and_rollback_decrypts_
     before, now = comparable(original), comparable(service.inspect())
     assert [k for k in sorted(before) if before[k] != now.get(k)] == []  # env included: API_TOKEN=t0ken is back
     assert "t0ken" not in Path(out["report"]).read_text()
+
+
+def test_the_cleanup_flow_keeps_a_dangling_image_a_last_good_record_names(service, deploy_env):
+    """Through the cleanup flow (dry run: the shared engine is not pruned): an unpinned last-good image
+    (recorded before pins existed) left dangling by a same-tag rebuild is kept, with the reason."""
+    from charhub_ops.deploy.record import from_inspect
+    from charhub_ops.deploy.releases import Release
+    from flows.cleanup import cleanup_flow
+
+    scope = uuid.uuid4().hex[:10]
+    tag = f"charhub-ops-svc:unpinned-{scope}"
+    old = build_image(service.client, tag, f"old-{scope}", healthy=True)
+    try:
+        service.run(tag)
+        record = from_inspect(service.inspect(), datetime.now(UTC))
+        releases = open_releases(open_storage(deploy_env))
+        releases.set_last_good(Release(service=service.name, record_key=releases.save_record(record),
+                                       image_id=old, tag=tag, at=record.recorded_at, why="recorded by hand"))
+        service.run(V1)
+        build_image(service.client, tag, f"new-{scope}", healthy=True)  # `old` is dangling now, and unused
+        summary = cleanup_flow(parts=["docker"], dry_run=True)
+        assert old not in [i["id"] for i in summary["docker"]["images"]]
+        assert f"image {old[:19]}: last-good of {service.name} ({tag})" in summary["docker"]["kept"]
+    finally:
+        for image in (tag, old):
+            try:
+                service.client.images.remove(image, force=True)
+            except docker.errors.ImageNotFound:
+                pass
