@@ -217,3 +217,14 @@ def test_the_cleanup_flow_keeps_a_dangling_image_a_last_good_record_names(servic
                 service.client.images.remove(image, force=True)
             except docker.errors.ImageNotFound:
                 pass
+
+
+@pytest.mark.parametrize(("service", "repository"), [
+    ("charhub-backend-1", "charhub-ops/last-good-charhub-backend-1"),
+    ("CharHub_Backend.1", "charhub-ops/last-good-charhub-backend-1"),
+    ("__", "charhub-ops/last-good-service"),
+])
+def test_pin_repository_is_a_valid_image_name(service, repository):
+    from charhub_ops.deploy.pins import pin_repository
+
+    assert pin_repository(service) == repository
