@@ -228,3 +228,35 @@ def test_pin_repository_is_a_valid_image_name(service, repository):
     from charhub_ops.deploy.pins import pin_repository
 
     assert pin_repository(service) == repository
+
+
+def test_deploy_post_waits_for_the_service_lock(service, deploy_env, tmp_path, monkeypatch):
+    """While another run holds service-<name>, post probes nothing; released, it runs its gate."""
+    import threading
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from flows.deploy import post_deploy_flow
+    from tasks.locks import resource_lock
+
+    configure(service, tmp_path, monkeypatch)
+    results: list = []
+    with resource_lock("service", service.name):
+        worker = threading.Thread(target=lambda: results.append(post_deploy_flow(services=[service.name])))
+        worker.start()
+        with get_client(sync_client=True) as client:
+            run = None
+            while run is None:  # the post run exists (it has started)...
+                newest = client.read_flow_runs(sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=50)
+                runs = [r for r in newest if r.parameters.get("services") == [service.name]]
+                run = runs[0] if runs else None
+                time.sleep(0.2)
+            for _ in range(25):  # ...and for 5 s more it has run no task: it waits for the lock
+                only = TaskRunFilter(flow_run_id={"any_": [run.id]})
+                assert client.read_task_runs(task_run_filter=only) == [], "post ran while the lock was held"
+                time.sleep(0.2)
+    worker.join(timeout=300)
+    assert results and results[0]["healthy"]
