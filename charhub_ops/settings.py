@@ -45,11 +45,12 @@ class Settings(BaseSettings):
     )
     encrypt_to: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_aliases("encrypt_to"),
-        description="age public keys (age1…), comma-separated; backups are encrypted to all of them.",
+        description="age public keys (age1…), comma-separated; backups and deploy records are encrypted to "
+                    "all of them.",
     )
     age_identity_file: str | None = Field(
         None, validation_alias=_aliases("age_identity_file"),
-        description="age identity file used to decrypt backups (restore/verify only).",
+        description="age identity file used to decrypt backups (restore/verify) and deploy records (rollback).",
     )
     r2_account_id: str | None = Field(None, validation_alias=_aliases("r2_account_id", "R2_ACCOUNT_ID"))
     r2_endpoint_url: str | None = Field(None, validation_alias=_aliases("r2_endpoint_url", "R2_ENDPOINT_URL"))
@@ -282,7 +283,8 @@ class Settings(BaseSettings):
     age_identity_block: str = Field(
         "charhub-ops-age-identity", pattern=BLOCK_NAME, validation_alias=_aliases("age_identity_block"),
         description="Setup: Secret block created from the contents of age_identity_file when missing; forms "
-                    "take its name (decryption.identity_secret).")
+                    "take its name (decryption.identity_secret); a rollback reads deploy records with it when "
+                    "age_identity_file is unset.")
     notify_url: SecretStr | None = Field(
         None, validation_alias=_aliases("notify_url"),
         description="Setup only: webhook URL for creating the notification block notify_block when it is "

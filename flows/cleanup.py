@@ -99,7 +99,7 @@ def _plan(cfg, parts: list[str], now: datetime, summary: dict) -> tuple[list, ob
         if cfg.media is None:
             summary["notes"].append("media orphans: skipped (set CHARHUB_OPS_CLEANUP_MEDIA_REPOSITORY)")
     if "docker" in parts:
-        docker_plan = plan_docker(now, cfg.container_age_hours, cfg.keep_label, cfg.build_cache)
+        docker_plan = plan_docker(now, cfg.container_age_hours, cfg.keep_label, cfg.build_cache, cfg.deploy)
         summary["docker"] = docker_plan.model_dump(mode="json")
     return plans, docker_plan
 

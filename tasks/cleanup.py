@@ -18,6 +18,7 @@ from charhub_ops.cleanup import docker_host, orphans
 from charhub_ops.cleanup.policy import PolicyFile, TablePlan, load_policy_file
 from charhub_ops.cleanup.rows import RowOptions
 from charhub_ops.cleanup.run import plan_policies, rows_to_json, run_policies
+from charhub_ops.deploy.releases import protected_images
 from charhub_ops.fmt import human_bytes
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import PsycopgSession
@@ -45,6 +46,7 @@ class CleanupConfig(BaseModel):
     policies: PolicyFile | None
     rows: RowOptions
     backups: RepoSpec | None  # the backup repository (stale uploads); only for the storage part
+    deploy: RepoSpec | None = None  # the repository's deploy records (last-good images); only for the docker part
     media: MediaConfig | None
     container_age_hours: float
     keep_label: str
@@ -80,6 +82,7 @@ def resolve_cleanup_config(parts: list[str], policy_file: str | None, media_mode
                       sweep=settings.cleanup_sweep)
     return CleanupConfig(url=database_url(settings, database_url_secret) if needs_db else None, policies=policies,
                          rows=rows, backups=repo_spec(settings) if "storage" in parts else None, media=media,
+                         deploy=repo_spec(settings) if "docker" in parts else None,
                          container_age_hours=settings.cleanup_container_age_hours,
                          keep_label=settings.cleanup_keep_label, build_cache=settings.cleanup_build_cache)
 
@@ -127,9 +130,12 @@ def act_storage(backups: RepoSpec, media: MediaConfig | None, plan: dict, now: d
 
 
 @task(name="plan-docker", cache_policy=NONE, **RETRY)
-def plan_docker(now: datetime, age_hours: float, keep_label: str, build_cache: bool) -> docker_host.DockerPlan:
+def plan_docker(now: datetime, age_hours: float, keep_label: str, build_cache: bool,
+                deploy: RepoSpec | None = None) -> docker_host.DockerPlan:
+    """The Docker plan; the last-good images the deploy records of ``deploy`` name are never candidates."""
+    protected = protected_images(deploy.open()) if deploy else {}
     return docker_host.plan_docker(docker_host.scan_docker(), now, timedelta(hours=age_hours),
-                                   build_cache=build_cache, keep_label=keep_label)
+                                   build_cache=build_cache, keep_label=keep_label, protected=protected)
 
 
 @task(name="clean-docker", cache_policy=NONE)

@@ -8,27 +8,47 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.blocks.system import Secret
 from prefect.cache_policies import NONE
 
 from charhub_ops.deploy import recreate as rc
 from charhub_ops.deploy.gate import Gate, run_gate
+from charhub_ops.deploy.pins import pin
 from charhub_ops.deploy.record import ServiceRecord, from_inspect
-from charhub_ops.deploy.releases import Guard, Release, label_backup, open_releases
-from charhub_ops.errors import OpsError
+from charhub_ops.deploy.releases import Guard, Release, Releases, label_backup, open_releases
+from charhub_ops.errors import ConfigError, OpsError
 from charhub_ops.monitoring.checks import run_check
-from charhub_ops.monitoring.dockerfacts import container_logs
+from charhub_ops.monitoring.dockerfacts import container_env_values, container_logs
 from charhub_ops.monitoring.incidents import Incident
+from charhub_ops.monitoring.redact import redact
 from charhub_ops.monitoring.report import render_report, write_report
 from charhub_ops.monitoring.state import CheckState
 from charhub_ops.monitoring.store import MonitorState
 from charhub_ops.monitoring.windows import AdHocWindow
+from charhub_ops.restore import load_identities
 from charhub_ops.settings import Settings
 from tasks.common import RETRY, RepoSpec
 from tasks.monitoring import check_context, utcnow
 
 __all__ = ["inspect_services", "health_gate", "label_pre_deploy_backup", "save_records", "mark_last_good",
-           "save_guard", "open_window", "close_windows", "check_images", "recreate_service", "replaced_logs",
-           "write_rollback_report", "deploy_artifact"]
+           "save_guard", "open_window", "close_windows", "check_images", "recreate_service", "undo_recreates",
+           "replaced_logs", "write_rollback_report", "deploy_artifact", "releases_of"]
+
+
+def releases_of(repo: RepoSpec, settings: Settings) -> Releases:
+    """The deploy records of ``repo``: sealed to the backup recipients, opened with the age identity
+    (age_identity_file, else the Secret block age_identity_block) only when a sealed record is read."""
+    def identities() -> list:
+        if settings.age_identity_file:
+            return load_identities(settings.age_identity_file, setting="age_identity_file")
+        try:
+            text = Secret.load(settings.age_identity_block).get()
+        except ValueError:  # no such block
+            raise ConfigError("deploy: the release records are age-encrypted: set CHARHUB_OPS_AGE_IDENTITY_FILE "
+                              f"or create the Secret block {settings.age_identity_block}") from None
+        return load_identities(text=text, setting=f"Secret block {settings.age_identity_block}")
+
+    return open_releases(repo.open(), settings.encrypt_to, identities)
 
 
 @task(name="inspect-services", cache_policy=NONE, **RETRY)
@@ -61,18 +81,26 @@ def label_pre_deploy_backup(repo: RepoSpec, database: str, backup_id: str, label
 
 
 @task(name="save-records", cache_policy=NONE, **RETRY)
-def save_records(repo: RepoSpec, records: list[ServiceRecord]) -> dict[str, str]:
-    """Each record under deploy/record/…; returns service → key."""
-    releases = open_releases(repo.open())
+def save_records(repo: RepoSpec, records: list[ServiceRecord], recipients: list[str]) -> dict[str, str]:
+    """Each record under deploy/record/… (age-encrypted to ``recipients`` when there are any); service → key."""
+    if not recipients:
+        get_run_logger().warning("deploy records hold the containers' environment in clear in the repository: "
+                                 "set CHARHUB_OPS_ENCRYPT_TO to encrypt them")
+    releases = open_releases(repo.open(), recipients)
     return {r.service: releases.save_record(r) for r in records}
 
 
 @task(name="mark-last-good", cache_policy=NONE, **RETRY)
 def mark_last_good(repo: RepoSpec, records: list[ServiceRecord], keys: dict[str, str], why: str) -> None:
-    releases = open_releases(repo.open())
-    for r in records:
-        releases.set_last_good(Release(service=r.service, record_key=keys[r.service], image_id=r.image_id,
-                                       tag=r.tag, at=r.recorded_at, why=why))
+    """Each record becomes its service's last-good, its image pinned (never dangling: the cleanup keeps it)."""
+    releases, client = open_releases(repo.open()), rc.engine()
+    try:
+        for r in records:
+            releases.set_last_good(Release(service=r.service, record_key=keys[r.service], image_id=r.image_id,
+                                           tag=r.tag, at=r.recorded_at, why=why))
+            get_run_logger().info("%s: last-good %s pinned as %s", r.service, r.image_id[:19], pin(client, r))
+    finally:
+        client.close()
 
 
 @task(name="save-guard", cache_policy=NONE, **RETRY)
@@ -113,11 +141,12 @@ def check_images(records: list[ServiceRecord]) -> dict[str, str]:
 
 
 @task(name="recreate-service", cache_policy=NONE, task_run_name="recreate-{record.service}")
-def recreate_service(record: ServiceRecord, image: str, stop_timeout: int = 10) -> rc.Recreated:
-    """Not retried: a failure has already put the old container back."""
+def recreate_service(record: ServiceRecord, image: str, expect_id: str | None, stop_timeout: int = 10) -> rc.Recreated:
+    """Not retried: a failure has already put the old container back. ``expect_id``: the container found
+    under the service's name when the rollback took the service's lock (acted on only if still there)."""
     client = rc.engine()
     try:
-        done = rc.recreate(client, record, image, utcnow(), stop_timeout)
+        done = rc.recreate(client, record, image, utcnow(), stop_timeout, expect_id)
     finally:
         client.close()
     get_run_logger().info("%s: %s → %s (%s); the replaced container is kept stopped as %s", record.service,
@@ -125,18 +154,35 @@ def recreate_service(record: ServiceRecord, image: str, stop_timeout: int = 10) 
     return done
 
 
+@task(name="undo-recreates", cache_policy=NONE)
+def undo_recreates(done: list[rc.Recreated]) -> list[str]:
+    """Put back every service of ``done`` (last first): one line per service, what happened."""
+    lines, client = [], rc.engine()
+    try:
+        for d in reversed(done):
+            try:
+                rc.undo(client, d)
+                lines.append(f"{d.service}: put back on its deployed container ({(d.from_image or 'none')[:19]})")
+            except OpsError as exc:
+                lines.append(f"{d.service}: NOT put back: {exc}")
+    finally:
+        client.close()
+    for line in lines:
+        get_run_logger().warning("%s", line)
+    return lines
+
+
 @task(name="replaced-container-logs", cache_policy=NONE)
 def replaced_logs(names: list[str], lines: int, secrets: list[str]) -> dict[str, str]:
-    """The last log lines of each replaced container (the failed release), secrets redacted; '' on error."""
+    """The last log lines of each named container (the failed release), masked: ``secrets``, every value of
+    the container's own environment, and secret-shaped text (:func:`redact`)."""
     out = {}
     for name in names:
         try:
-            text = container_logs(name, lines)
+            text = redact(container_logs(name, lines), [*secrets, *container_env_values(name)])
         except OpsError as exc:
             text = f"(logs unavailable: {exc})"
-        for secret in secrets:
-            text = text.replace(secret, "**********")
-        out[name] = text
+        out[name] = redact(text, secrets)
     return out
 
 

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 
 from prefect import task
 from prefect.cache_policies import NONE
-from prefect.concurrency.sync import concurrency
 
 from charhub_ops.errors import OpsError
 from charhub_ops.monitoring import mitigate
@@ -22,7 +21,7 @@ from charhub_ops.monitoring.checks import CheckContext, run_check
 from charhub_ops.monitoring.config import MonitorConfig
 from charhub_ops.monitoring.incidents import ActionResult
 from charhub_ops.monitoring.store import MonitorState
-from tasks.locks import _ensure_limit
+from tasks.locks import resource_lock
 
 __all__ = ["run_action", "cleanup_runner", "fresh_probe", "reprobe", "incident_lock"]
 
@@ -30,9 +29,7 @@ __all__ = ["run_action", "cleanup_runner", "fresh_probe", "reprobe", "incident_l
 @contextmanager
 def incident_lock(check_id: str) -> Iterator[None]:
     """Hold the one slot of ``incident-<check_id>`` (created when missing; waits as long as it takes)."""
-    name = f"incident-{check_id}"
-    _ensure_limit(name)
-    with concurrency(name, occupy=1, strict=True):
+    with resource_lock("incident", check_id):
         yield
 
 

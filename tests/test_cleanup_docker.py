@@ -139,6 +139,11 @@ NOW = datetime(2026, 11, 29, 4, 30, tzinfo=UTC)
     (_c("kept-empty", **{KEEP_LABEL: ""}), False),
     (_c("not-kept", **{KEEP_LABEL: "false"}), True),
     (_c("charhub-postgres-1", **{COMPOSE_LABEL: "charhub"}), False),
+    # parked by a rollback: compose labels of the release it ran, but compose no longer knows it
+    (_c("charhub-backend-1-replaced-20261127t010000z", **{COMPOSE_LABEL: "charhub"}), True),
+    (_c("charhub-backend-1-replaced-20261129t030000z", hours_ago=1.5, **{COMPOSE_LABEL: "charhub"}), False),
+    (_c("charhub-backend-1-replaced-by-hand", **{COMPOSE_LABEL: "charhub"}), False),
+    (_c("charhub-backend-1-replaced-20261127t010000z-kept", **{COMPOSE_LABEL: "charhub", KEEP_LABEL: "1"}), False),
 ])
 def test_which_containers_go(container, removed):
     inventory = DockerInventory(containers=[container], dangling=[], usage=DiskUsage())
@@ -153,3 +158,13 @@ def test_a_dangling_image_used_by_any_container_stays():
                                           Image(id="sha256:free", size=3)], usage=DiskUsage())
     plan = plan_docker(inventory, NOW, timedelta(hours=24))
     assert [i.id for i in plan.images] == ["sha256:free"]  # "down" goes in this run, but its image was in use
+
+
+def test_an_image_a_deploy_record_names_stays_even_dangling():
+    """The last-good image of a service (from the deploy records) is never a candidate, pinned or not."""
+    inventory = DockerInventory(containers=[], usage=DiskUsage(),
+                                dangling=[Image(id="sha256:good", size=1), Image(id="sha256:old", size=2)])
+    plan = plan_docker(inventory, NOW, timedelta(hours=24),
+                       protected={"sha256:good": "last-good of charhub-backend-1 (charhub-backend:latest)"})
+    assert [i.id for i in plan.images] == ["sha256:old"]
+    assert plan.kept == ["image sha256:good: last-good of charhub-backend-1 (charhub-backend:latest)"]

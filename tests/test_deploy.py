@@ -26,28 +26,11 @@ from tests.harness.service_images import (
     V2,
     build_image,
     comparable,
+    configure,
+    deploy_env_fixture,  # noqa: F401 - fixture
     service_fixture,  # noqa: F401 - fixture
 )
 from tests.harness.webhook import notification_hook
-
-
-@pytest.fixture
-def deploy_env(prefect_server, database, tmp_path, monkeypatch):
-    """Repository, state store and gate settings of one test; returns the repository URL."""
-    repo = f"file://{tmp_path}/repo"
-    for key, value in {"CHARHUB_OPS_REPOSITORY": repo, "CHARHUB_OPS_DATABASE_URL": database,
-                       "CHARHUB_OPS_MONITOR_STATE": f"file://{tmp_path}/state", "CHARHUB_OPS_DEPLOY_GATE_PASSES": "2",
-                       "CHARHUB_OPS_DEPLOY_GATE_TIMEOUT": "4", "CHARHUB_OPS_DEPLOY_GATE_INTERVAL": "0.2"}.items():
-        monkeypatch.setenv(key, value)
-    return repo
-
-
-def configure(service, tmp_path, monkeypatch, **extra) -> str:
-    check = {"id": new_id("web"), "type": "http", "url": service.url, "timeout": 2, "latency_budget_ms": 2000,
-             "container": service.name, "threshold": 1, **extra}
-    config = write_config(tmp_path, [check])
-    monkeypatch.setenv("CHARHUB_OPS_MONITOR_CONFIG", config)
-    return check["id"]
 
 
 def repository_backups(repo: str):
@@ -123,11 +106,11 @@ def test_a_deploy_window_suppresses_incidents_and_expires_by_itself(service, dep
 def test_a_missing_last_good_image_is_refused_before_anything_changes(service, deploy_env, tmp_path, monkeypatch):
     configure(service, tmp_path, monkeypatch)
     doomed = f"charhub-ops-svc:gone-{new_id('v')}"
-    build_image(service.client, doomed, doomed, healthy=True)
+    doomed_id = build_image(service.client, doomed, doomed, healthy=True)
     service.run(doomed)
     pre_deploy_flow(services=[service.name], backup=False)
     service.run(V2)
-    service.client.images.remove(doomed)  # e.g. pruned since
+    service.client.images.remove(doomed_id, force=True)  # removed by hand since, its last-good pin with it
     running = service.inspect()
     with pytest.raises(DockerError, match="last-good image .* no longer exists on this engine; nothing was changed"):
         rollback_flow(services=[service.name])

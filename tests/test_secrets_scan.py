@@ -86,6 +86,41 @@ def test_malformed_database_url_never_shows_its_password(url):
     assert not [half for half in HALVES if half in shown], shown
 
 
+# --- redaction of what a diagnosis or a rollback report shows (no services needed) -----------------------
+
+SHAPES = ("Hx9-redact-value", "dXNlcjpIeDktcmVkYWN0")
+
+
+@pytest.mark.parametrize("line", [
+    "DB_KEY={0}",                                       # *_KEY= assignments, any prefix
+    "export SIGNING_KEY={0} and more",
+    "R2_SECRET_ACCESS_KEY = {0}",
+    "api_key={0}",
+    "JWT_SECRET={0}", "GITHUB_TOKEN={0}", "DB_PASSWORD={0}",
+    '{{"password": "{0}", "user": "u"}}',               # JSON string values under secret-looking keys
+    '{{"db": {{"Password":"{0}"}}}}',
+    '{{"api_key": "{0}"}}', '{{"clientSecret": "{0}"}}', '{{"accessToken": "{0}"}}',
+    "Authorization: Basic {1}",                          # HTTP authorization headers, any scheme
+    "authorization: Bearer {0}", "Proxy-Authorization: Basic {1}",
+    "postgresql://charhub:{0}@db:5432/charhub_db",       # URL passwords
+    "ALTER ROLE x PASSWORD '{0}'", "password={0}",
+])
+def test_redact_masks_every_secret_shape_the_readme_names(line):
+    from charhub_ops.monitoring.redact import MASK, redact
+
+    text = line.format(*SHAPES)
+    shown = redact(text)
+    assert not [s for s in SHAPES if s in shown] and MASK in shown, shown
+
+
+@pytest.mark.parametrize("line", ["GET /api/v1/health 200", '{"status": "ok", "uptime": 12}',
+                                  "keyboard layout: us", "Authorization required"])
+def test_redact_leaves_ordinary_text_alone(line):
+    from charhub_ops.monitoring.redact import redact
+
+    assert redact(line) == line
+
+
 # --- the scan ------------------------------------------------------------------------------------------
 
 def _forms(value: str) -> set[str]:

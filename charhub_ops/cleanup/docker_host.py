@@ -4,7 +4,11 @@ CharHub's worst disk incident was dangling images and build cache (76 %); its wo
 volumes. So: volumes are never listed, never removed (containers are removed with ``v=False``: even their
 anonymous volumes stay); an image that any container uses (running or stopped) is never a candidate; a
 container carrying the keep label (``charhub.keep``, any value but false/0/no) is never removed, nor is a
-stopped service of a docker compose project (CharHub's stack: ``compose up`` expects to find it).
+stopped service of a docker compose project (CharHub's stack: ``compose up`` expects to find it) — except
+a container a rollback parked (``<name>-replaced-<UTC time>``: it keeps the compose labels of the release
+it ran, but compose no longer knows it), removed like any other once stopped longer than ``min_age``. An
+image in ``protected`` (the last-good image of a deployed service, from the deploy records) is never a
+candidate, pinned or not.
 Disk usage before and after comes from the engine (``GET /system/df``).
 
 :func:`plan_docker` is pure (the engine's listings in, a :class:`DockerPlan` out); :func:`scan_docker`
@@ -32,6 +36,7 @@ KEEP_LABEL = "charhub.keep"
 COMPOSE_LABEL = "com.docker.compose.project"  # a stopped compose service is the stack's to manage, not ours
 _STOPPED = ("exited", "created", "dead")
 _FALSE = ("0", "false", "no")  # a keep label with any other value (even empty) keeps
+_PARKED = re.compile(r"-replaced-\d{8}t\d{6}z$")  # charhub_ops.deploy.recreate's name for a parked container
 
 
 class DiskUsage(BaseModel):
@@ -134,30 +139,39 @@ def _in_scope(labels: dict[str, str], scope_label: str | None) -> bool:
     return labels.get(key) == value
 
 
+def _keeps_container(c: Container, now: datetime, min_age: timedelta, keep_label: str) -> str | None:
+    """Why the stopped container ``c`` stays (None: it goes)."""
+    if keep_label in c.labels and c.labels[keep_label].lower() not in _FALSE:
+        return f"label {keep_label}"
+    if COMPOSE_LABEL in c.labels and not _PARKED.search(c.name):
+        return f"service of compose project {c.labels[COMPOSE_LABEL]}"
+    if c.finished is None or c.finished > now - min_age:
+        return f"stopped less than {min_age} ago"
+    return None
+
+
 def plan_docker(inventory: DockerInventory, now: datetime, min_age: timedelta, *, build_cache: bool = True,
-                scope_label: str | None = None, keep_label: str = KEEP_LABEL) -> DockerPlan:
+                scope_label: str | None = None, keep_label: str = KEEP_LABEL,
+                protected: dict[str, str] | None = None) -> DockerPlan:
     """Pure: stopped containers finished before ``now - min_age`` without the keep label; dangling images
-    no container uses. Build cache is engine-wide (not scoped)."""
+    no container uses and ``protected`` (image id → why) does not name. Build cache is engine-wide."""
     kept: list[str] = []
     containers = []
     for c in inventory.containers:
         if c.state not in _STOPPED or not _in_scope(c.labels, scope_label):
             continue
-        if keep_label in c.labels and c.labels[keep_label].lower() not in _FALSE:
-            kept.append(f"container {c.name}: label {keep_label}")
-        elif COMPOSE_LABEL in c.labels:
-            kept.append(f"container {c.name}: service of compose project {c.labels[COMPOSE_LABEL]}")
-        elif c.finished is None or c.finished > now - min_age:
-            kept.append(f"container {c.name}: stopped less than {min_age} ago")
+        if why := _keeps_container(c, now, min_age, keep_label):
+            kept.append(f"container {c.name}: {why}")
         else:
             containers.append(c)
-    used = {c.image_id: c.name for c in inventory.containers}
+    used = {c.image_id: f"used by container {c.name}" for c in inventory.containers}
+    keep = {**(protected or {}), **used}
     images = []
     for image in inventory.dangling:
         if not _in_scope(image.labels, scope_label):
             continue
-        if image.id in used:
-            kept.append(f"image {image.id[:19]}: used by container {used[image.id]}")
+        if image.id in keep:
+            kept.append(f"image {image.id[:19]}: {keep[image.id]}")
         else:
             images.append(image)
     return DockerPlan(containers=containers, images=images, kept=kept, build_cache=build_cache,

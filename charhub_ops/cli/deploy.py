@@ -104,6 +104,10 @@ def rollback(
 
     if (r := _run(service, config, as_json, call, state)) is None:
         return
+    if r.get("already_on_last_good"):
+        err.print(f"[green]✓[/] {', '.join(service)} already on last-good and healthy: nothing changed",
+                  highlight=False)
+        return
     for s in r["services"]:
         err.print(f"[green]✓[/] {s['service']}: {(s['from_image'] or 'none')[:19]} → {s['to_image'][:19]} "
                   f"({s['tag']}), healthy", highlight=False)

@@ -8,7 +8,9 @@ verbatim (init, tmpfs, resources, log driver, capabilities…), so a container c
 inspects like the one it was read from.
 
 A record holds environment values, which may be secrets: it is kept in the repository (never in a Prefect
-Variable, event or artifact); :meth:`ServiceRecord.summary` shows variable names only.
+Variable, event or artifact; age-encrypted with the backup recipients when there are any, see
+:mod:`.releases`); :meth:`ServiceRecord.summary` shows variable names only, and the logs a rollback report
+shows are masked with every value of the environment (:func:`charhub_ops.monitoring.redact.env_values`).
 """
 
 from __future__ import annotations

@@ -1,11 +1,18 @@
 """Put a service's container back to a recorded release, through the Docker engine's API.
 
 :func:`image_refs` runs first, for every service of a rollback: a last-good image that no longer exists
-stops the rollback before any container is touched. :func:`recreate` then, per service: stop the running
-container and rename it aside (``<name>-replaced-<UTC time>``, kept stopped for inspection; the weekly
-Docker cleanup removes stopped containers after a day) → create the container from the record under the
-service's name → connect its other networks → start. Any failure removes the half-made container and puts
-the old one back under its name, started again if it ran.
+stops the rollback before any container is touched. :func:`recreate` then, per service: check that the
+container under the service's name is still the one the caller saw (``expect_id``) → stop it, rename it
+aside (``<name>-replaced-<UTC time>``, kept stopped for inspection; the Docker cleanup removes such a
+container once it has been stopped longer than ``cleanup_container_age_hours``, compose labels or not) →
+create the container from the record under the service's name → connect its other networks → start.
+
+Every step is remembered as it happens (:class:`Recreated`: the parked container's id, the created
+container's id), so a failure at any point — between the rename and the restart-policy update too — is
+undone exactly: the container *this call* created is removed by its id, the container *this call* parked
+gets its name, restart policy and state back. :func:`undo` does the same later for a recreate that
+succeeded (a multi-service rollback whose next service failed). Nothing acts on a container by its name
+alone: a container another run put under the name is never removed.
 
 Volumes are never removed and never touched: the new container mounts the same named volumes, and the
 anonymous ones of the recorded container by their names. No ``remove(v=True)`` anywhere.
@@ -16,21 +23,24 @@ from __future__ import annotations
 from datetime import datetime
 
 import docker
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from charhub_ops.deploy.record import ServiceRecord, create_body
 from charhub_ops.docker_exec import docker_errors
 from charhub_ops.errors import DockerError
 
-__all__ = ["Recreated", "engine", "image_refs", "inspect_container", "recreate"]
+__all__ = ["Recreated", "engine", "image_refs", "inspect_container", "recreate", "undo"]
 
 
 class Recreated(BaseModel):
     service: str
-    container_id: str
-    from_image: str | None      # the image id the replaced container ran (None: there was none)
+    container_id: str | None = Field(None, description="The container this recreate created")
+    from_image: str | None = None  # the image id the replaced container ran (None: there was none)
     to_image: str
-    replaced: str | None        # the old container's new name (kept, stopped)
+    replaced: str | None = None  # the old container's new name (kept, stopped)
+    replaced_id: str | None = Field(None, description="The container this recreate parked (by id)")
+    was_running: bool = False
+    restart_policy: dict = Field(default_factory=dict, description="The parked container's own policy")
 
 
 def engine() -> docker.DockerClient:
@@ -73,64 +83,79 @@ def image_refs(client: docker.DockerClient, records: list[ServiceRecord]) -> dic
     return {r.service: _image_ref(client, r) for r in records}
 
 
-def _existing(client: docker.DockerClient, name: str):
-    with docker_errors(f"inspect {name}"):
+def _get(client: docker.DockerClient, ref: str):
+    with docker_errors(f"inspect {ref}"):
         try:
-            return client.containers.get(name)
+            return client.containers.get(ref)
         except docker.errors.NotFound:
             return None
 
 
-def _park(old, name: str, now: datetime, stop_timeout: int) -> str:
-    """Stop, rename aside, and restart policy ``no``: a daemon restart must not start it beside the new one."""
-    parked = f"{name}-replaced-{now:%Y%m%dt%H%M%S}z"
-    with docker_errors(f"stop {name}", name):
+def _park(old, done: Recreated, now: datetime, stop_timeout: int) -> None:
+    """Stop, rename aside, and restart policy ``no``: a daemon restart must not start it beside the new one.
+    ``done`` learns the new name as soon as the rename succeeded."""
+    parked = f"{done.service}-replaced-{now:%Y%m%dt%H%M%S}z"
+    with docker_errors(f"stop {done.service}", done.service):
         old.stop(timeout=stop_timeout)
         old.rename(parked)
+        done.replaced = parked
         old.update(restart_policy={"Name": "no"})
-    return parked
 
 
-def _create(client: docker.DockerClient, record: ServiceRecord, image: str):
+def _create(client: docker.DockerClient, record: ServiceRecord, image: str, done: Recreated) -> None:
     body, later = create_body(record, image)
     with docker_errors(f"create {record.service}"):
-        created = client.api.create_container_from_config(body, name=record.service)
+        done.container_id = client.api.create_container_from_config(body, name=record.service)["Id"]
         for network, endpoint in later.items():
             client.api.connect_container_to_network(
-                created["Id"], network, aliases=endpoint["Aliases"], links=endpoint["Links"],
+                done.container_id, network, aliases=endpoint["Aliases"], links=endpoint["Links"],
                 ipv4_address=(endpoint["IPAMConfig"] or {}).get("IPv4Address"),
                 ipv6_address=(endpoint["IPAMConfig"] or {}).get("IPv6Address"))
-        client.api.start(created["Id"])
-    return created["Id"]
+        client.api.start(done.container_id)
 
 
-def _put_back(client: docker.DockerClient, name: str, old, parked: str | None, was_running: bool) -> None:
-    """Undo: remove the half-made container (its volumes stay), give the old one its name back, start it."""
-    with docker_errors(f"put {name} back", name):
-        made = _existing(client, name)
-        if made is not None and (old is None or made.id != old.id):
+def undo(client: docker.DockerClient, done: Recreated) -> None:
+    """Remove the container ``done`` created (by id; its volumes stay), give the one it parked (by id) its
+    name, restart policy and state back. A container of another run under the name is left alone: then
+    DockerError says where the parked one is."""
+    with docker_errors(f"put {done.service} back", done.service):
+        made = _get(client, done.container_id) if done.container_id else None
+        if made is not None:
             made.remove(force=True)  # v=False: volumes are never removed
-        if old is not None and parked:
-            old.rename(name)
-            old.update(restart_policy=old.attrs["HostConfig"].get("RestartPolicy") or {"Name": "no"})
-        if old is not None and was_running:
+        old = _get(client, done.replaced_id) if done.replaced_id else None
+        if old is None:
+            return
+        if done.replaced and old.name != done.service:
+            holder = _get(client, done.service)
+            if holder is not None:
+                raise DockerError(f"rollback {done.service}: another container ({holder.short_id}) holds the name; "
+                                  f"the replaced container stays parked as {old.name}")
+            old.rename(done.service)
+        old.update(restart_policy=done.restart_policy or {"Name": "no"})
+        if done.was_running:
             old.start()
 
 
 def recreate(client: docker.DockerClient, record: ServiceRecord, image: str, now: datetime,
-             stop_timeout: int = 10) -> Recreated:
+             stop_timeout: int = 10, expect_id: str | None = None) -> Recreated:
     """Replace the container ``record.service`` by one created from ``record`` running ``image`` (from
-    :func:`image_refs`). On failure the old container is back under its name and the error is raised."""
-    old = _existing(client, record.service)
-    was_running = bool(old and old.status == "running")
-    from_image = old.attrs.get("Image") if old else None
-    parked = None
+    :func:`image_refs`). ``expect_id``: the container the caller found under the name (re-checked now;
+    DockerError, nothing changed, when another one is there). On failure everything done is undone
+    (:func:`undo`) and the error is raised."""
+    old = _get(client, record.service)
+    if expect_id is not None and (old is None or old.id != expect_id):
+        raise DockerError(f"rollback {record.service}: the container changed since the plan ({expect_id[:12]} → "
+                          f"{old.short_id if old else 'none'}); nothing was changed")
+    done = Recreated(service=record.service, to_image=record.image_id)
+    if old is not None:
+        done = done.model_copy(update={"from_image": old.attrs.get("Image"), "replaced_id": old.id,
+                                       "was_running": old.status == "running",
+                                       "restart_policy": old.attrs["HostConfig"].get("RestartPolicy") or {}})
     try:
         if old is not None:
-            parked = _park(old, record.service, now, stop_timeout)
-        container_id = _create(client, record, image)
+            _park(old, done, now, stop_timeout)
+        _create(client, record, image, done)
     except BaseException:
-        _put_back(client, record.service, old, parked, was_running)
+        undo(client, done)
         raise
-    return Recreated(service=record.service, container_id=container_id, from_image=from_image,
-                     to_image=record.image_id, replaced=parked)
+    return done

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from charhub_ops.errors import OpsError
 from charhub_ops.monitoring import pgfacts
-from charhub_ops.monitoring.dockerfacts import container_facts, container_logs
+from charhub_ops.monitoring.dockerfacts import container_env_values, container_facts, container_logs
 from charhub_ops.monitoring.redact import redact
 from charhub_ops.monitoring.state import CheckState
 
@@ -30,7 +30,7 @@ def _container(name: str, lines: int) -> str:
     f = container_facts(name)
     head = (f"`{name}`: {f['status']}, health {f['health'] or 'n/a'}, restarts {f['restart_count']}, exit code "
             f"{f['exit_code']}, started {f['started_at']}, OOM-killed {f['oom_killed']}, image {f['image']}")
-    logs = container_logs(name, lines).rstrip() if lines else ""
+    logs = redact(container_logs(name, lines), container_env_values(name)).rstrip() if lines else ""
     return head + (f"\n\nLast {lines} log lines:\n\n```\n{logs or '(none)'}\n```" if lines else "")
 
 

@@ -13,8 +13,10 @@ import docker
 import requests
 
 from charhub_ops.errors import DockerError
+from charhub_ops.monitoring.redact import env_values
 
-__all__ = ["container_facts", "container_stats", "container_logs", "restart_container", "disk_usage_summary"]
+__all__ = ["container_facts", "container_stats", "container_logs", "container_env_values", "restart_container",
+           "disk_usage_summary"]
 
 
 @contextmanager
@@ -61,6 +63,12 @@ def container_stats(name: str) -> dict:
 def container_logs(name: str, tail: int) -> str:
     with _container(name) as c:
         return c.logs(tail=tail, timestamps=False).decode(errors="replace")
+
+
+def container_env_values(name: str) -> list[str]:
+    """The values of the container's environment (what its logs are masked with wherever they are shown)."""
+    with _container(name) as c:
+        return env_values(c.attrs.get("Config", {}).get("Env") or [])
 
 
 def restart_container(name: str, timeout: int = 10) -> None:
