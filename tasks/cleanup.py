@@ -131,15 +131,24 @@ def _storage_lines(storage: dict, done: dict | None) -> list[str]:
              + (f", aborted {done['uploads_aborted']}" if done else "")]
     media = storage.get("media")
     if media:
-        lines.append(f"- media `{media['repository']}` ({media['mode']}): {media['scanned']} scanned, "
-                     f"{media['young']} within the grace period, {media['referenced']} referenced, "
-                     f"{len(media['candidates'])} orphans ({human_bytes(media['candidate_bytes'])}), "
-                     f"{media['over_cap']} over the cap, {len(media['expired_quarantine'])} quarantine expired")
-        result = (done or {}).get("media")
-        if result:
-            lines.append(f"- quarantined {len(result['quarantined'])} ({human_bytes(result['bytes_quarantined'])}), "
-                         f"deleted {len(result['deleted'])} ({human_bytes(result['bytes_freed'])} freed)")
+        lines += _media_lines(media, (done or {}).get("media"))
     lines += [f"- ⚠ {w}" for w in (done or {}).get("warnings", [])]
+    return lines
+
+
+def _media_lines(media: dict, result: dict | None) -> list[str]:
+    lines = [f"- media `{media['repository']}` ({media['mode']}): {media['scanned']} scanned, "
+             f"{media['young']} within the grace period, {media['referenced']} referenced, "
+             f"{len(media['candidates'])} orphans ({human_bytes(media['candidate_bytes'])}), "
+             f"{media['over_cap']} over the cap, {len(media['expired_quarantine'])} quarantine expired"]
+    lines += [f"- {prefix} judged against the references in {db}" for prefix, db in media["databases"].items()]
+    lines += [f"- {prefix}: not scanned (no database owns its references: cleanup_media_databases)"
+              for prefix in media["not_scanned"]]
+    if result:
+        lines.append(f"- quarantined {len(result['quarantined'])} ({human_bytes(result['bytes_quarantined'])}), "
+                     f"deleted {len(result['deleted'])} ({human_bytes(result['bytes_freed'])} freed), "
+                     f"skipped {len(result['skipped_referenced'])} (referenced at re-check)")
+        lines += [f"- skipped: referenced at re-check: {key}" for key in result["skipped_referenced"]]
     return lines
 
 
