@@ -102,6 +102,8 @@ def test_a_reference_that_appears_between_plan_and_act_keeps_the_object(bucket, 
     assert sorted(result.skipped_referenced) == ["prod/a.png", "prod/b.png"]
     assert listed(storage, "prod/") == {"prod/a.png", "prod/b.png"}
     assert (result.quarantined if mode == "quarantine" else result.deleted) == ["prod/c.png"]
+    quarantined = {f"quarantine/{now.date().isoformat()}/prod/c.png"} if mode == "quarantine" else set()
+    assert listed(storage, "quarantine/") == quarantined  # the copies of a.png and b.png were dropped
 
 
 def test_too_many_orphans_stop_the_run_before_anything_moves(bucket, prod):

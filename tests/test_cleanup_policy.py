@@ -207,8 +207,7 @@ def test_the_file_shape_is_checked(tmp_path, content, message):
     ("orphans", {"MediaReference", "OrphanOptions", "OrphanPlan", "OrphanResult", "parse_references",
                  "References", "parse_owners", "plan_orphans", "execute_orphans", "QUARANTINE", "RECHECK_BATCH",
                  "stale_uploads", "abort_stale_uploads"}),
-    ("media_refs", {"MediaReference", "parse_references", "references_in", "referenced_keys", "KEY_MAX",
-                    "NEEDLE_KEYS"}),
+    ("media_refs", {"MediaReference", "parse_references", "references_in", "referenced_keys", "KEY_MAX"}),
     ("docker_host", {"Container", "Image", "DockerInventory", "DockerPlan", "DockerResult", "DiskUsage",
                      "scan_docker", "plan_docker", "execute_docker", "disk_usage", "KEEP_LABEL", "COMPOSE_LABEL"}),
 ])

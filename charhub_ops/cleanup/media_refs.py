@@ -13,11 +13,12 @@ against the listed keys, up to 1,024 characters). The matcher errs on one side o
 missed reference deletes live media, an extra one only keeps an orphan one more run.
 
 :func:`referenced_keys` streams the rows of each ``Table.column`` through a server-side cursor (never a
-whole table in memory) and filters in SQL first, with ``col::text LIKE ANY(...)`` on text every reference
-must contain: for a few keys (the re-check of one batch), the longest run of URL-unreserved characters
-(``[A-Za-z0-9._~-]``: never percent-encoded, never escaped in array or JSON text) of each key's file name;
-for many keys (the plan), the prefixes' own runs (``prod``). The SQL filter only narrows; the matcher
-decides.
+whole table in memory): one pass per column whatever the number of keys, so the plan (all listed keys)
+and the re-check of a batch cost the same. PostgreSQL only narrows, with ``col::text LIKE '%prod%'`` (the
+prefix's longest run of URL-unreserved characters ``[A-Za-z0-9._~-]``: never percent-encoded, never
+escaped in array or JSON text); the matcher decides, following a key occurrence only as far as the
+longest wanted key. Narrowing by each key's own text was tried and dropped: ``LIKE ANY`` over 100 keys
+(or a 100-way regular expression) cost PostgreSQL more than the whole Python match (bench/README.md).
 """
 
 from __future__ import annotations
@@ -33,10 +34,9 @@ from pydantic import BaseModel
 from charhub_ops.errors import ConfigError
 from charhub_ops.pgerrors import db_errors
 
-__all__ = ["MediaReference", "parse_references", "references_in", "referenced_keys", "KEY_MAX", "NEEDLE_KEYS"]
+__all__ = ["MediaReference", "parse_references", "references_in", "referenced_keys", "KEY_MAX"]
 
 KEY_MAX = 1024  # S3/R2 keys are at most 1,024 bytes: no key occurrence runs further
-NEEDLE_KEYS = 500  # up to this many keys, the SQL filter uses each key's own text
 FETCH_ROWS = 2000  # rows per round trip of the server-side cursor
 _UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
 _KEY_END = re.compile(r"[^A-Za-z0-9._~/-]")  # a key ends before any other character
@@ -101,47 +101,47 @@ def _starts(prefixes: list[str]) -> re.Pattern[str]:
     return re.compile(f"(?<![A-Za-z0-9])(?:{'|'.join(re.escape(p) for p in prefixes)})")
 
 
-def _matches(text: str, keys: Set[str], starts: re.Pattern[str]) -> Iterator[str]:
+def _matches(text: str, keys: Set[str], starts: re.Pattern[str], longest: int) -> Iterator[str]:
     for start in starts.finditer(text):
-        run = text[start.start():start.start() + KEY_MAX]
-        ends = [m.start() for m in _KEY_END.finditer(run, len(start.group()))] + [len(run)]
+        run = text[start.start():start.start() + longest + 1]  # one more: what follows the longest key
+        ends = [m.start() for m in _KEY_END.finditer(run, len(start.group()))]
+        ends += [len(run)] if len(run) <= longest else []  # the run reached the end of the text
         yield from (run[:end] for end in ends if run[:end] in keys)
 
 
-def _found(value: object, keys: Set[str], starts: re.Pattern[str]) -> set[str]:
-    return {key for text in _strings(value) for form in _forms(text) for key in _matches(form, keys, starts)}
+def _found(value: object, keys: Set[str], starts: re.Pattern[str], longest: int) -> set[str]:
+    return {key for text in _strings(value) for form in _forms(text)
+            for key in _matches(form, keys, starts, longest)}
+
+
+def _longest(keys: Set[str]) -> int:
+    """No key occurrence runs further than the longest wanted key (nor than an S3 key can be)."""
+    return min(KEY_MAX, max(map(len, keys), default=0))
 
 
 def references_in(value: object, keys: Set[str], prefixes: list[str]) -> set[str]:
     """Which of ``keys`` ``value`` references (see the module docstring for what counts). Pure."""
-    return _found(value, keys, _starts(prefixes))
+    return _found(value, keys, _starts(prefixes), _longest(keys))
 
 
-def _like(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+def _narrowing(prefixes: list[str]) -> list[str] | None:
+    """LIKE patterns every textual form of a value referencing a key under ``prefixes`` matches one of: each
+    prefix's longest run of URL-unreserved characters (``prod``); None when a prefix has none."""
+    runs = {max(_UNRESERVED.findall(p), key=len, default="") for p in prefixes}
+    if "" in runs:
+        return None
+    return sorted("%" + r.replace("_", "\\_") + "%" for r in runs)
 
 
-def _needle(text: str) -> str:
-    """The longest run of URL-unreserved characters of the last path segment (else of the whole text):
-    found in every textual form of a value holding ``text``."""
-    return max(_UNRESERVED.findall(text.rsplit("/", 1)[-1]) or _UNRESERVED.findall(text), key=len, default="")
-
-
-def _filters(keys: list[str], prefixes: list[str]) -> list[str]:
-    texts = keys if len(keys) <= NEEDLE_KEYS else prefixes
-    needles = {_needle(t) for t in texts}
-    return [] if "" in needles else sorted(_like(n) for n in needles)
-
-
-def _values(conn: psycopg.Connection, ref: MediaReference, patterns: list[str]) -> Iterator[object]:
-    """The column's non-null values (narrowed by ``patterns`` when given), streamed in one transaction."""
-    narrow = sql.SQL(" AND {col}::text LIKE ANY(%(p)s)") if patterns else sql.SQL("")
-    statement = sql.SQL("SELECT {col} FROM {s}.{t} WHERE {col} IS NOT NULL{narrow}").format(
+def _values(conn: psycopg.Connection, ref: MediaReference, narrow: list[str] | None) -> Iterator[object]:
+    """The column's non-null values (narrowed by the LIKE patterns ``narrow``), streamed in one transaction."""
+    where = sql.SQL(" AND {col}::text LIKE ANY(%(narrow)s)") if narrow else sql.SQL("")
+    statement = sql.SQL("SELECT {col} FROM {s}.{t} WHERE {col} IS NOT NULL{where}").format(
         col=sql.Identifier(ref.column), s=sql.Identifier(ref.schema_name), t=sql.Identifier(ref.table),
-        narrow=narrow.format(col=sql.Identifier(ref.column)))
+        where=where.format(col=sql.Identifier(ref.column)))
     with conn.transaction(), conn.cursor(name="charhub_ops_media_refs") as cursor:
         cursor.itersize = FETCH_ROWS
-        cursor.execute(statement, {"p": patterns})
+        cursor.execute(statement, {"narrow": narrow})
         for (value,) in cursor:
             yield value
 
@@ -152,9 +152,9 @@ def referenced_keys(conn: psycopg.Connection, refs: list[MediaReference], keys: 
     wanted, found = set(keys), set()
     if not wanted:
         return found
-    patterns, starts = _filters(keys, prefixes), _starts(prefixes)
+    narrow, starts, longest = _narrowing(prefixes), _starts(prefixes), _longest(wanted)
     for ref in refs:
         with db_errors(f"look up media references in {ref}"):
-            for value in _values(conn, ref, patterns):
-                found |= _found(value, wanted, starts)
+            for value in _values(conn, ref, narrow):
+                found |= _found(value, wanted, starts, longest)
     return found

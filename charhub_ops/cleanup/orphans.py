@@ -14,9 +14,11 @@ the grace period are never candidates (uploads in flight).
 Safety: when the orphans under a prefix are more than ``max_orphan_share`` of the objects scanned there,
 the plan raises PolicyError (the reference list is probably wrong) and nothing is acted on. The act looks
 each batch of ``RECHECK_BATCH`` keys up again immediately before moving or deleting it; an object
-referenced by then is skipped and listed in ``result.skipped_referenced``. Modes: ``dry-run`` (the
-default: report only), ``quarantine`` (move under ``quarantine/<date>/<key>``, delete those older than
-``quarantine_days``), ``delete``. At most ``max_objects`` objects are acted on per run.
+referenced by then is skipped and listed in ``result.skipped_referenced`` (quarantine copies a batch
+first, then re-checks, then deletes the originals in one request: the slow copying is not part of the
+gap). Modes: ``dry-run`` (the default: report only), ``quarantine`` (move under
+``quarantine/<date>/<key>``, delete those older than ``quarantine_days``), ``delete``. At most
+``max_objects`` objects are acted on per run.
 """
 
 
@@ -40,7 +42,7 @@ __all__ = ["MediaReference", "OrphanOptions", "OrphanPlan", "OrphanResult", "par
            "abort_stale_uploads"]
 
 QUARANTINE = "quarantine/"
-RECHECK_BATCH = 100
+RECHECK_BATCH = 1000  # keys re-checked at once: one streamed scan per column, then one delete request
 Mode = Literal["dry-run", "quarantine", "delete"]
 
 
@@ -159,55 +161,72 @@ def plan_orphans(storage: Storage, references: References, opts: OrphanOptions, 
     return plan
 
 
-def _move(storage: Storage, info: ObjectInfo, target: str) -> None:
-    """Copy through a stream (the storage contract has no server-side copy), then delete the original."""
-    with storage.open(info.key) as source:
-        storage.put_stream(target, source, expected_size=info.size)
-    result = storage.delete_many([info.key])
-    if result.failed:
-        raise StorageError(f"delete {info.key}: {result.failed[info.key]}")
+def _target(info: ObjectInfo, now: datetime) -> str:
+    return f"{QUARANTINE}{now.date().isoformat()}/{info.key}"
 
 
-def _quarantine(storage: Storage, objects: list[ObjectInfo], now: datetime, result: OrphanResult) -> None:
+def _copy(storage: Storage, objects: list[ObjectInfo], now: datetime, result: OrphanResult) -> list[ObjectInfo]:
+    """Copy each object under quarantine/ through a stream (the storage contract has no server-side copy);
+    returns those copied. Nothing is deleted here: a copy is harmless."""
+    copied = []
     for info in objects:
         try:
-            _move(storage, info, f"{QUARANTINE}{now.date().isoformat()}/{info.key}")
+            with storage.open(info.key) as source:
+                storage.put_stream(_target(info, now), source, expected_size=info.size)
         except StorageError as exc:
             result.warnings.append(f"{info.key}: not quarantined: {exc}")
             continue
-        result.quarantined.append(info.key)
-        result.bytes_quarantined += info.size
+        copied.append(info)
+    return copied
+
+
+def _quarantine(storage: Storage, batch: list[ObjectInfo], referenced: set[str], now: datetime,
+                result: OrphanResult) -> None:
+    """After the re-check: delete the originals still orphaned (their copies stay in quarantine) and the
+    copies of those referenced by now (their originals stay)."""
+    originals = storage.delete_many([o.key for o in batch if o.key not in referenced])
+    moved = set(originals.deleted)
+    result.quarantined.extend(o.key for o in batch if o.key in moved)
+    result.bytes_quarantined += sum(o.size for o in batch if o.key in moved)
+    result.warnings.extend(f"{key}: not quarantined (a copy stays): {reason}"
+                           for key, reason in originals.failed.items())
+    copies = [_target(o, now) for o in batch if o.key in referenced]
+    if copies:
+        storage.delete_many(copies)
 
 
 def _owner(key: str, references: References, opts: OrphanOptions) -> str | None:
     return next((p for p in opts.prefixes if key.startswith(p) and references.owns(p)), None)
 
 
-def _still_orphans(batch: list[ObjectInfo], references: References, opts: OrphanOptions,
-                   result: OrphanResult) -> list[ObjectInfo]:
-    """The batch minus what a row references now, looked up again in each prefix's database (a key under
-    no owned prefix counts as referenced: it is never acted on)."""
+def _referenced_now(batch: list[ObjectInfo], references: References, opts: OrphanOptions,
+                    result: OrphanResult) -> set[str]:
+    """The batch's keys a row references now, looked up again in each prefix's database (a key under no
+    owned prefix counts as referenced: it is never acted on); listed in ``result.skipped_referenced``."""
     owners = {o.key: _owner(o.key, references, opts) for o in batch}
     found = {key for key, owner in owners.items() if owner is None}
     for prefix in {owner for owner in owners.values() if owner is not None}:
         found |= references.referenced(prefix, [key for key, owner in owners.items() if owner == prefix])
     result.skipped_referenced.extend(o.key for o in batch if o.key in found)
-    return [o for o in batch if o.key not in found]
+    return found
 
 
 def execute_orphans(storage: Storage, plan: OrphanPlan, opts: OrphanOptions, now: datetime,
                     references: References) -> OrphanResult:
-    """Quarantine or delete the plan's candidates (nothing in ``dry-run``), batch by batch, each batch's keys
-    looked up again just before it is acted on; then expire the old quarantine."""
+    """Quarantine or delete the plan's candidates (nothing in ``dry-run``) in batches of ``RECHECK_BATCH``. Each
+    batch's keys are looked up again right before its one delete request (in quarantine mode after the batch
+    is copied, so the copying time is not a gap); then the old quarantine expires."""
     result = OrphanResult()
     if opts.mode == "dry-run":
         return result
     for i in range(0, len(plan.candidates), RECHECK_BATCH):
-        batch = _still_orphans(plan.candidates[i:i + RECHECK_BATCH], references, opts, result)
+        batch = plan.candidates[i:i + RECHECK_BATCH]
         if opts.mode == "quarantine":
-            _quarantine(storage, batch, now, result)
+            batch = _copy(storage, batch, now, result)
+            _quarantine(storage, batch, _referenced_now(batch, references, opts, result), now, result)
         else:
-            _delete(storage, batch, result)
+            referenced = _referenced_now(batch, references, opts, result)
+            _delete(storage, [o for o in batch if o.key not in referenced], result)
     if opts.mode == "quarantine":
         _delete(storage, plan.expired_quarantine, result)
     return result
