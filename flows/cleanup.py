@@ -112,4 +112,5 @@ def _event(summary: dict) -> dict:
             "policies": [{k: p[k] for k in ("table", "matched", "deleted", "stopped")} for p in summary["policies"]],
             "uploads_aborted": (summary.get("storage_done") or {}).get("uploads_aborted", 0),
             "media_quarantined": len(media.get("quarantined", [])), "media_deleted": len(media.get("deleted", [])),
+            "media_skipped_referenced": len(media.get("skipped_referenced", [])),
             "media_bytes_freed": media.get("bytes_freed", 0), "docker_bytes_freed": docker_done.get("bytes_freed", 0)}
