@@ -205,3 +205,20 @@ def test_bad_owners_name_the_setting_never_the_url(text, needle):
     with pytest.raises(ConfigError, match=needle) as failure:
         parse_owners(text, ["prod/"])
     assert "s3cret" not in str(failure.value)
+
+
+def test_an_owner_may_be_a_secret_block(prefect_server, media_env, monkeypatch, pg):
+    from prefect.blocks.system import Secret
+
+    _, now = media_env
+    dev = charhub_db(pg.create_database("dev_" + uuid.uuid4().hex[:8]))
+    add_character(dev, avatar="dev/y.png")
+    Secret(value=dev).save("charhub-ops-test-dev-url", overwrite=True)
+    monkeypatch.setenv("CHARHUB_OPS_CLEANUP_MEDIA_PREFIXES", "dev/")
+    monkeypatch.setenv("CHARHUB_OPS_CLEANUP_MEDIA_DATABASES", "dev/=charhub-ops-test-dev-url")
+    monkeypatch.setenv("CHARHUB_OPS_CLEANUP_MEDIA_MAX_ORPHAN_SHARE", "1")
+    _, media = plan(now)
+    assert [o["key"] for o in media["candidates"]] == ["dev/x.png"]  # dev/y.png is referenced in its own database
+    monkeypatch.setenv("CHARHUB_OPS_CLEANUP_MEDIA_DATABASES", "dev/=no-such-block")
+    with pytest.raises(ConfigError, match=r"cleanup_media_databases \(dev/\): no Prefect Secret block named"):
+        plan(now)
