@@ -206,8 +206,18 @@ class Settings(BaseSettings):
         None, validation_alias=_aliases("cleanup_media_repository"),
         description="Cleanup: the media bucket (CharHub: s3://charhub-media); unset = no orphan scan.")
     cleanup_media_prefixes: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["prod/", "dev/"], validation_alias=_aliases("cleanup_media_prefixes"),
-        description="Cleanup: media prefixes scanned for orphans, comma-separated.")
+        default_factory=lambda: ["prod/"], validation_alias=_aliases("cleanup_media_prefixes"),
+        description="Cleanup: media prefixes scanned for orphans, comma-separated; only those a database owns "
+                    "(cleanup_media_databases) are scanned.")
+    cleanup_media_databases: SecretStr | None = Field(
+        None, validation_alias=_aliases("cleanup_media_databases"),
+        description="Cleanup: the database that owns each prefix's references, 'prefix/=owner' comma-separated; "
+                    "owner: DATABASE_URL (the run's database), a postgresql:// URL or a Prefect Secret block name. "
+                    "Unset: prod/=DATABASE_URL. A prefix without one is never scanned.")
+    cleanup_media_max_orphan_share: float = Field(
+        0.2, gt=0, le=1, validation_alias=_aliases("cleanup_media_max_orphan_share"),
+        description="Cleanup: when more than this share of a prefix's objects look orphaned, nothing moves and the "
+                    "run fails (the reference list is probably wrong); 1 turns the stop off.")
     cleanup_media_references: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_aliases("cleanup_media_references"),
         description="Cleanup: Table.column pairs holding media keys or URLs, comma-separated (required for "

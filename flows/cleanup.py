@@ -2,10 +2,11 @@
 
 Runbook: resolve configuration (settings + parameters; the policy file checked) → **plan** each part
 (rows: every policy checked against the catalog, then counted exactly; storage: stale multipart uploads
-in the backup repository, media orphans; docker: stopped containers, dangling images, build cache) →
-**preview** artifact (``dry_run`` stops here) → **act** (batched deletes with the cursor, VACUUM;
-aborts, quarantine/deletes; container and image removal, build cache prune) → **report** (markdown +
-table artifacts) → event ``charhub.cleanup.completed``.
+in the backup repository, media orphans, each prefix judged against its own database — too many orphans
+fail the run here; docker: stopped containers, dangling images, build cache) → **preview** artifact
+(``dry_run`` stops here) → **act** (batched deletes with the cursor, VACUUM; aborts, quarantine/deletes
+with each batch of media re-checked first; container and image removal, build cache prune) → **report**
+(markdown + table artifacts) → event ``charhub.cleanup.completed``.
 
 Parts: ``rows`` (needs a policy file: parameter or CHARHUB_OPS_CLEANUP_POLICY_FILE; skipped with a note
 when there is none), ``storage`` (media only with CHARHUB_OPS_CLEANUP_MEDIA_REPOSITORY), ``docker``.
@@ -95,7 +96,7 @@ def _plan(cfg, parts: list[str], now: datetime, summary: dict) -> tuple[list, ob
             plans, counted = plan_rows(cfg.url, cfg.policies, now, cfg.rows)
             summary["policies"] = counted["policies"]
     if "storage" in parts:
-        summary["storage"] = plan_storage(cfg.backups, cfg.media, cfg.url, now)
+        summary["storage"] = plan_storage(cfg.backups, cfg.media, now)
         if cfg.media is None:
             summary["notes"].append("media orphans: skipped (set CHARHUB_OPS_CLEANUP_MEDIA_REPOSITORY)")
     if "docker" in parts:
@@ -111,4 +112,5 @@ def _event(summary: dict) -> dict:
             "policies": [{k: p[k] for k in ("table", "matched", "deleted", "stopped")} for p in summary["policies"]],
             "uploads_aborted": (summary.get("storage_done") or {}).get("uploads_aborted", 0),
             "media_quarantined": len(media.get("quarantined", [])), "media_deleted": len(media.get("deleted", [])),
+            "media_skipped_referenced": len(media.get("skipped_referenced", [])),
             "media_bytes_freed": media.get("bytes_freed", 0), "docker_bytes_freed": docker_done.get("bytes_freed", 0)}

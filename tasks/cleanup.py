@@ -22,21 +22,14 @@ from charhub_ops.deploy.releases import protected_images
 from charhub_ops.fmt import human_bytes
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import PsycopgSession
-from charhub_ops.retention import parse_duration
 from charhub_ops.settings import load_settings
-from charhub_ops.storage import S3Options, open_storage
+from tasks.cleanup_media import MediaConfig, act_media, media_config, plan_media
 from tasks.common import RETRY, RepoSpec
 from tasks.config import database_url, repo_spec
 from tasks.locks import database_lock
 
 __all__ = ["CleanupConfig", "resolve_cleanup_config", "plan_rows", "act_rows", "plan_storage", "act_storage",
            "plan_docker", "act_docker", "cleanup_preview", "cleanup_report"]
-
-
-class MediaConfig(BaseModel):
-    repo: RepoSpec
-    references: list[str]
-    options: orphans.OrphanOptions
 
 
 class CleanupConfig(BaseModel):
@@ -53,29 +46,14 @@ class CleanupConfig(BaseModel):
     build_cache: bool
 
 
-def _media(settings, mode: str | None) -> MediaConfig | None:
-    if not settings.cleanup_media_repository:
-        return None
-    orphans.parse_references(settings.cleanup_media_references)  # refuses an empty list before anything runs
-    grace = parse_duration(settings.cleanup_media_grace, option="cleanup_media_grace")
-    now = datetime(2000, 1, 1)
-    s3 = S3Options.from_settings(settings)
-    url = open_storage(settings.cleanup_media_repository, s3, setting="cleanup_media_repository").url
-    opts = orphans.OrphanOptions(prefixes=settings.cleanup_media_prefixes, grace=now - grace.before(now),
-                                 max_objects=settings.cleanup_media_max_objects,
-                                 mode=mode or settings.cleanup_media_mode,
-                                 quarantine_days=settings.cleanup_quarantine_days)
-    return MediaConfig(repo=RepoSpec(url=url, s3=s3), references=settings.cleanup_media_references, options=opts)
-
-
 @task(name="resolve-cleanup-config", cache_policy=NONE)
 def resolve_cleanup_config(parts: list[str], policy_file: str | None, media_mode: str | None,
                            repository: str | None, database_url_secret: str | None) -> CleanupConfig:
     """Settings + the run's parameters, validated before anything runs (the policy file's shape too)."""
     settings = load_settings(repository=repository, cleanup_policy_file=policy_file)
     policies = load_policy_file(settings.cleanup_policy_file) if settings.cleanup_policy_file else None
-    media = _media(settings, media_mode) if "storage" in parts else None
-    needs_db = "rows" in parts and policies is not None or media is not None
+    media = media_config(settings, media_mode, database_url_secret) if "storage" in parts else None
+    needs_db = "rows" in parts and policies is not None
     rows = RowOptions(lock_timeout=settings.cleanup_lock_timeout, statement_timeout=settings.cleanup_statement_timeout,
                       pause=settings.cleanup_pause, pause_ratio=settings.cleanup_pause_ratio,
                       max_batch=settings.cleanup_max_batch, floor=settings.cleanup_min_batch,
@@ -104,16 +82,11 @@ def act_rows(url: PgUrl, plans: list[TablePlan], now: datetime, opts: RowOptions
 
 
 @task(name="plan-storage", cache_policy=NONE, **RETRY)
-def plan_storage(backups: RepoSpec, media: MediaConfig | None, url: PgUrl | None, now: datetime) -> dict:
+def plan_storage(backups: RepoSpec, media: MediaConfig | None, now: datetime) -> dict:
+    """Stale uploads; media orphans, each prefix judged against its own database (PolicyError: too many)."""
     uploads = orphans.stale_uploads(backups.open(), now)
-    plan = {"uploads": [u.model_dump(mode="json") for u in uploads], "media": None}
-    if media is not None and url is not None:
-        with PsycopgSession(url) as session:
-            found = orphans.plan_orphans(media.repo.open(), session.conn, orphans.parse_references(media.references),
-                                         media.options, now)
-        plan["media"] = {**found.model_dump(mode="json"), "mode": media.options.mode, "repository": media.repo.url,
-                         "candidate_bytes": found.candidate_bytes}
-    return plan
+    return {"uploads": [u.model_dump(mode="json") for u in uploads],
+            "media": plan_media(media, now) if media is not None else None}
 
 
 @task(name="clean-storage", cache_policy=NONE)
@@ -122,10 +95,8 @@ def act_storage(backups: RepoSpec, media: MediaConfig | None, plan: dict, now: d
     aborted = orphans.abort_stale_uploads(backups.open(), uploads)
     done = {"uploads_aborted": aborted.aborted_uploads, "warnings": aborted.warnings, "media": None}
     if media is not None and plan["media"] is not None:
-        found = orphans.OrphanPlan.model_validate(plan["media"])
-        result = orphans.execute_orphans(media.repo.open(), found, media.options, now)
-        done["media"] = result.model_dump(mode="json")
-        done["warnings"] = done["warnings"] + result.warnings
+        done["media"] = act_media(media, plan["media"], now)
+        done["warnings"] = done["warnings"] + done["media"]["warnings"]
     return done
 
 
@@ -166,15 +137,24 @@ def _storage_lines(storage: dict, done: dict | None) -> list[str]:
              + (f", aborted {done['uploads_aborted']}" if done else "")]
     media = storage.get("media")
     if media:
-        lines.append(f"- media `{media['repository']}` ({media['mode']}): {media['scanned']} scanned, "
-                     f"{media['young']} within the grace period, {media['referenced']} referenced, "
-                     f"{len(media['candidates'])} orphans ({human_bytes(media['candidate_bytes'])}), "
-                     f"{media['over_cap']} over the cap, {len(media['expired_quarantine'])} quarantine expired")
-        result = (done or {}).get("media")
-        if result:
-            lines.append(f"- quarantined {len(result['quarantined'])} ({human_bytes(result['bytes_quarantined'])}), "
-                         f"deleted {len(result['deleted'])} ({human_bytes(result['bytes_freed'])} freed)")
+        lines += _media_lines(media, (done or {}).get("media"))
     lines += [f"- ⚠ {w}" for w in (done or {}).get("warnings", [])]
+    return lines
+
+
+def _media_lines(media: dict, result: dict | None) -> list[str]:
+    lines = [f"- media `{media['repository']}` ({media['mode']}): {media['scanned']} scanned, "
+             f"{media['young']} within the grace period, {media['referenced']} referenced, "
+             f"{len(media['candidates'])} orphans ({human_bytes(media['candidate_bytes'])}), "
+             f"{media['over_cap']} over the cap, {len(media['expired_quarantine'])} quarantine expired"]
+    lines += [f"- {prefix} judged against the references in {db}" for prefix, db in media["databases"].items()]
+    lines += [f"- {prefix}: not scanned (no database owns its references: cleanup_media_databases)"
+              for prefix in media["not_scanned"]]
+    if result:
+        lines.append(f"- quarantined {len(result['quarantined'])} ({human_bytes(result['bytes_quarantined'])}), "
+                     f"deleted {len(result['deleted'])} ({human_bytes(result['bytes_freed'])} freed), "
+                     f"skipped {len(result['skipped_referenced'])} (referenced at re-check)")
+        lines += [f"- skipped: referenced at re-check: {key}" for key in result["skipped_referenced"]]
     return lines
 
 

@@ -118,6 +118,11 @@ def test_storage_run_and_docker_dry_run(prefect_server, env, bucket, monkeypatch
     assert summary["storage_done"]["uploads_aborted"] == 1
     assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads")
     assert "aborted 1" in _latest_artifact(prefect_server, "cleanup-report")
+    monkeypatch.setenv("CHARHUB_OPS_CLEANUP_MEDIA_PREFIXES", "prod/,dev/")  # no database named for dev/
+    storage = cli("storage", "--dry-run", "--json")
+    assert storage.exit_code == 0, storage.output
+    assert json.loads(storage.stdout)["storage"]["media"]["not_scanned"] == ["dev/"]
+    assert "dev/: not scanned (no database owns its references" in _latest_artifact(prefect_server, "cleanup-preview")
     docker = cli("docker", "--dry-run", "--json")
     assert docker.exit_code == 0, docker.output
     plan = json.loads(docker.stdout)["docker"]

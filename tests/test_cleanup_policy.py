@@ -209,8 +209,9 @@ def test_the_file_shape_is_checked(tmp_path, content, message):
               "read_cursor", "save_cursor", "ensure_cursors"}),
     ("run", {"plan_policies", "run_policy", "run_policies", "rows_to_json", "plan_to_json"}),
     ("orphans", {"MediaReference", "OrphanOptions", "OrphanPlan", "OrphanResult", "parse_references",
-                 "referenced_keys", "plan_orphans", "execute_orphans", "QUARANTINE", "stale_uploads",
-                 "abort_stale_uploads"}),
+                 "References", "parse_owners", "plan_orphans", "execute_orphans", "QUARANTINE", "RECHECK_BATCH",
+                 "stale_uploads", "abort_stale_uploads"}),
+    ("media_refs", {"MediaReference", "parse_references", "references_in", "referenced_keys", "KEY_MAX"}),
     ("docker_host", {"Container", "Image", "DockerInventory", "DockerPlan", "DockerResult", "DiskUsage",
                      "scan_docker", "plan_docker", "execute_docker", "disk_usage", "KEEP_LABEL", "COMPOSE_LABEL"}),
 ])

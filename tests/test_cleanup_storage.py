@@ -12,6 +12,7 @@ import pytest
 
 from charhub_ops.cleanup.orphans import (
     OrphanOptions,
+    References,
     abort_stale_uploads,
     execute_orphans,
     parse_references,
@@ -47,12 +48,12 @@ def media(bucket, database):
     storage.put_bytes("prod/young-referenced.png", b"r" * 70)
     now = storage.stat("prod/young-orphan.png").modified
     with psycopg.connect(database, autocommit=True) as conn:
-        yield storage, conn, now
+        yield storage, References({"prod/": conn, "dev/": conn}, REFS), now
 
 
-def opts(mode: str, cap: int = 100) -> OrphanOptions:
+def opts(mode: str, cap: int = 100, share: float = 1.0) -> OrphanOptions:
     return OrphanOptions(prefixes=["prod/", "dev/"], grace=timedelta(seconds=0.5), max_objects=cap, mode=mode,
-                         quarantine_days=30)
+                         quarantine_days=30, max_orphan_share=share)
 
 
 def keys(storage, prefix: str = "") -> set[str]:
@@ -60,34 +61,34 @@ def keys(storage, prefix: str = "") -> set[str]:
 
 
 def test_orphans_are_found_and_a_dry_run_moves_nothing(media):
-    storage, conn, now = media
+    storage, refs, now = media
     before = keys(storage)
-    plan = plan_orphans(storage, conn, REFS, opts("dry-run"), now)
+    plan = plan_orphans(storage, refs, opts("dry-run"), now)
     assert {o.key for o in plan.candidates} == {"prod/orphan-1.png", "dev/orphan-2.png"}
     assert (plan.scanned, plan.young, plan.referenced, plan.over_cap) == (8, 2, 4, 0)
     assert plan.candidate_bytes == 90
-    result = execute_orphans(storage, plan, opts("dry-run"), now)
+    result = execute_orphans(storage, plan, opts("dry-run"), now, refs)
     assert result.quarantined == [] and result.deleted == [] and keys(storage) == before
 
 
 def test_quarantine_moves_orphans_and_expires_old_quarantine(media):
-    storage, conn, now = media
-    plan = plan_orphans(storage, conn, REFS, opts("quarantine", cap=1), now)
+    storage, refs, now = media
+    plan = plan_orphans(storage, refs, opts("quarantine", cap=1), now)
     assert len(plan.candidates) == 1 and plan.over_cap == 1  # the cap per run
     assert [o.key for o in plan.expired_quarantine] == ["quarantine/2026-01-01/prod/long-ago.png"]
-    result = execute_orphans(storage, plan, opts("quarantine", cap=1), now)
+    result = execute_orphans(storage, plan, opts("quarantine", cap=1), now, refs)
     (moved,) = result.quarantined
     assert storage.get_bytes(f"quarantine/{now.date().isoformat()}/{moved}") in (b"x" * 40, b"y" * 50)
     assert moved not in keys(storage, "prod/") | keys(storage, "dev/")
     assert result.deleted == ["quarantine/2026-01-01/prod/long-ago.png"] and result.bytes_freed == 7
-    again = plan_orphans(storage, conn, REFS, opts("quarantine"), now)  # quarantined objects are not scanned again
+    again = plan_orphans(storage, refs, opts("quarantine"), now)  # quarantined objects are not scanned again
     assert len(again.candidates) == 1 and again.candidates[0].key != moved
 
 
 def test_delete_mode_deletes_only_orphans(media):
-    storage, conn, now = media
-    plan = plan_orphans(storage, conn, REFS, opts("delete"), now)
-    result = execute_orphans(storage, plan, opts("delete"), now)
+    storage, refs, now = media
+    plan = plan_orphans(storage, refs, opts("delete"), now)
+    result = execute_orphans(storage, plan, opts("delete"), now, refs)
     assert sorted(result.deleted) == ["dev/orphan-2.png", "prod/orphan-1.png"] and result.bytes_freed == 90
     assert keys(storage) >= {"prod/characters/a.png", "prod/characters/b.png", "dev/covers/c.webp",
                              "prod/curated/d.png", "prod/young-orphan.png", "other/not-media.png"}

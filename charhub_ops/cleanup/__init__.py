@@ -5,6 +5,8 @@
 * :mod:`.batches` — pure: batch size after timeouts, when a run stops;
 * :mod:`.rows` — the batched deleter, exact counts, the cursor in ``charhub_ops.cleanup_cursors``, VACUUM;
 * :mod:`.run` — row retention end to end and its JSON;
-* :mod:`.orphans` — media objects no row references (grace period, cap, quarantine);
+* :mod:`.media_refs` — pure: which media keys a column value references; the batched, streamed lookup;
+* :mod:`.orphans` — media objects no row of the prefix's own database references (grace period, cap,
+  sanity stop, re-check before acting, quarantine);
 * :mod:`.docker_host` — dangling images, old stopped containers, build cache; never volumes.
 """

@@ -47,7 +47,11 @@ def _print_storage(summary: dict) -> None:
         result = done.get("media") or {}
         err.print(f"  media ({media['mode']}): {media['scanned']} scanned, {len(media['candidates'])} orphans "
                   f"({_size(media['candidate_bytes'])}), quarantined {len(result.get('quarantined', []))}, "
-                  f"deleted {len(result.get('deleted', []))}", highlight=False)
+                  f"deleted {len(result.get('deleted', []))}, skipped {len(result.get('skipped_referenced', []))} "
+                  f"(referenced at re-check)", highlight=False)
+        for prefix in media.get("not_scanned", []):
+            err.print(f"  media {prefix}: not scanned (no database owns its references: "
+                      f"CHARHUB_OPS_CLEANUP_MEDIA_DATABASES)", highlight=False)
 
 
 def _print_docker(summary: dict) -> None:
