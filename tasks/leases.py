@@ -14,7 +14,8 @@ takes the slot the same way (waiting as long as it takes) but keeps it different
 - when the lease is gone after it could have expired (an outage longer than ¾ lease), its slot is given back if
   still counted and taken again at once if free; if another run holds it now the section is stopped
   (:class:`LockLostError`, transient: the task's retry waits for the slot), so two runs never overlap;
-- release retries through an outage for up to one lease; a lease it cannot release expires by itself.
+- release retries through an outage for up to RELEASE_RETRY_SECONDS (30 s; a leaseless slot up to one lease): a
+  lease it cannot release expires by itself.
 
 Prefect's own ``concurrency()`` never frees a slot whose lease a restart forgot: the lease-based release is a
 no-op for an unknown lease, and the slot stays taken until someone resets the limit. Persistent lease storage
@@ -42,6 +43,7 @@ from charhub_ops.errors import OpsError
 __all__ = ["LockLostError", "held_slot"]
 
 RETRY_SECONDS = 3.0  # between renewal attempts while the API is unreachable
+RELEASE_RETRY_SECONDS = 30.0  # release retries of a leased slot while the API is unreachable
 MARGIN_SECONDS = 5.0  # a lease is taken as possibly expired this long before its end (clocks, latency)
 _GONE = (404, 410)
 
@@ -166,8 +168,11 @@ class _Keeper:
             self.log.warning("%s: %s", self.name, what)
 
     def release(self) -> None:
-        """Give the slot back, retrying through an outage for up to one lease."""
-        deadline = time.monotonic() + self.lease_seconds
+        """Give the slot back, retrying through an outage: a leaseless slot for up to one lease (nothing else
+        frees it), a leased one for up to RELEASE_RETRY_SECONDS (its lease frees it anyway; a run whose server
+        is gone for good ends instead of waiting a whole lease)."""
+        patience = self.lease_seconds if self.leaseless else min(self.lease_seconds, RELEASE_RETRY_SECONDS)
+        deadline = time.monotonic() + patience
         with get_client(sync_client=True) as client:
             while True:
                 try:
