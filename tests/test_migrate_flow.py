@@ -293,7 +293,7 @@ def test_a_deployment_run_pauses_for_approval_before_restoring_in_production(pre
 
     from prefect.context import _deployment_id
 
-    import flows.swap
+    import flows.approval
     from flows.migrate import migrate_flow
 
     root = write_migrations(tmp_path / "m", {"1_bad": "CREATE TABLE \"Half\" (\"id\" TEXT);\nSELECT 1/0;\n"})
@@ -302,9 +302,9 @@ def test_a_deployment_run_pauses_for_approval_before_restoring_in_production(pre
 
     def pause(wait_for_input, timeout):  # the approval form, refused by the operator
         asked.append(wait_for_input)
-        return flows.swap.Approval(approve=False, reason="not now")
+        return flows.approval.Approval(approve=False, reason="not now")
 
-    monkeypatch.setattr(flows.swap, "pause_flow_run", pause)
+    monkeypatch.setattr(flows.approval, "pause_flow_run", pause)
     token = _deployment_id.set(uuid.uuid4())  # as in a run started from a deployment
     try:
         with pytest.raises(DatabaseError) as info:
