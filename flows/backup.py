@@ -12,9 +12,9 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from charhub_ops.catalog import backup_summary, size_anomaly
+from charhub_ops.backup.catalog import backup_summary, size_anomaly
+from charhub_ops.backup.manifest import Manifest
 from charhub_ops.errors import OpsError
-from charhub_ops.manifest import Manifest
 from charhub_ops.progress import expected_total
 from flows.params import REPOSITORY_HELP, Access, AgeRecipient, Repository, described
 from tasks.config import resolve_backup_config

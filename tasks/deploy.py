@@ -25,7 +25,7 @@ from charhub_ops.monitoring.report import render_report, write_report
 from charhub_ops.monitoring.state import CheckState
 from charhub_ops.monitoring.store import MonitorState
 from charhub_ops.monitoring.windows import AdHocWindow
-from charhub_ops.restore import load_identities
+from charhub_ops.restore.engine import load_identities
 from charhub_ops.settings import Settings
 from tasks.common import RETRY, RepoSpec
 from tasks.monitoring import check_context, utcnow

@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 
-from charhub_ops import backup, catalog
-from charhub_ops.manifest import Manifest, ObjectRef
+from charhub_ops.backup import catalog, engine
+from charhub_ops.backup.manifest import Manifest, ObjectRef
 from tasks.common import RETRY, RepoSpec
 
 __all__ = ["previous_backup", "write_manifest", "list_backups"]
@@ -20,12 +20,12 @@ def previous_backup(repo: RepoSpec, database: str) -> Manifest | None:
 
 
 @task(name="write-manifest", cache_policy=NONE, **RETRY)
-def write_manifest(repo: RepoSpec, pre: backup.Preflight, dump: backup.DumpResult,
+def write_manifest(repo: RepoSpec, pre: engine.Preflight, dump: engine.DumpResult,
                    globals_result: tuple[ObjectRef | None, str | None], *, recipients: list[str],
                    level: int) -> Manifest:
     """Write the manifest last: the backup exists from this moment on."""
-    manifest = backup.build_manifest(pre, dump, globals_result[0], globals_result[1], recipients, level)
-    key = backup.write_manifest(repo.open(), manifest)
+    manifest = engine.build_manifest(pre, dump, globals_result[0], globals_result[1], recipients, level)
+    key = engine.write_manifest(repo.open(), manifest)
     get_run_logger().info("backup %s complete: %s", manifest.backup_id, key)
     return manifest
 

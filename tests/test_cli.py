@@ -107,7 +107,7 @@ def test_unreachable_database_is_one_clear_error_without_the_password(prefect_se
 
 
 def test_old_local_pg_dump_suggests_docker_container():
-    from charhub_ops.backup import choose_local_pg_dump
+    from charhub_ops.backup.engine import choose_local_pg_dump
     from charhub_ops.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--docker-container"):
