@@ -19,7 +19,7 @@ from charhub_ops.deploy.releases import Guard, Release, Releases, label_backup, 
 from charhub_ops.errors import ConfigError, OpsError
 from charhub_ops.monitoring.checks import run_check
 from charhub_ops.monitoring.dockerfacts import container_env_values, container_logs
-from charhub_ops.monitoring.incidents import Incident
+from charhub_ops.monitoring.incident_model import Incident
 from charhub_ops.monitoring.redact import redact
 from charhub_ops.monitoring.report import render_report, write_report
 from charhub_ops.monitoring.state import CheckState

@@ -59,7 +59,7 @@ def test_every_entry_point_lists_every_command(entry):
 
 def test_cli_modules_import_alone_without_prefect():
     """One module per command group, each importable first (no import cycle), none pulling in Prefect."""
-    for module in ("app", "backup", "backups", "retention", "restore", "ops", "capacity", "deploy"):
+    for module in ("app", "backup", "repository", "retention", "restore", "ops", "capacity", "deploy"):
         code = f"import sys, charhub_ops.cli.{module}; assert 'prefect' not in sys.modules"
         subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
