@@ -1,4 +1,4 @@
-"""Prefect tasks of the retention pipeline: resolve the policy, plan, preview, delete, report.
+"""Prefect tasks of the prune flow (the retention pipeline): resolve the policy, plan, preview, delete, report.
 
 Thin wrappers of :mod:`charhub_ops.retention.prune`; the plan is computed once and the deletion acts on exactly
 that plan (what the preview showed). Deleting is idempotent, so the delete task may retry.

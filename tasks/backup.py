@@ -1,4 +1,5 @@
-"""Tasks that touch PostgreSQL (directly or through docker exec)."""
+"""Prefect tasks of the backup flow: preflight, dump (directly or through docker exec), globals, the
+previous backup, the manifest (written last)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from prefect.cache_policies import NONE
 from prefect.concurrency.sync import concurrency
 
 from charhub_ops import progress
-from charhub_ops.backup import engine
-from charhub_ops.backup.manifest import ObjectRef, new_backup_id
+from charhub_ops.backup import catalog, engine
+from charhub_ops.backup.manifest import Manifest, ObjectRef, new_backup_id
 from charhub_ops.pgurl import PgUrl
 from tasks.common import RETRY, RepoSpec
 from tasks.locks import database_lock
 
-__all__ = ["preflight", "dump_database", "dump_globals", "BACKUP_LIMIT"]
+__all__ = ["preflight", "dump_database", "dump_globals", "previous_backup", "write_manifest", "BACKUP_LIMIT"]
 
 BACKUP_LIMIT = "charhub-ops-backup"
 
@@ -86,3 +87,22 @@ def _now():
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+
+@task(name="previous-backup", cache_policy=NONE, **RETRY)
+def previous_backup(repo: RepoSpec, database: str) -> Manifest | None:
+    """The newest complete backup of ``database`` (sizes the upload parts, baseline for anomalies).
+    An unreadable manifest is skipped with a warning in the run's log."""
+    return catalog.latest_backup(repo.open(), database, warn=get_run_logger().warning)
+
+
+@task(name="write-manifest", cache_policy=NONE, **RETRY)
+def write_manifest(repo: RepoSpec, pre: engine.Preflight, dump: engine.DumpResult,
+                   globals_result: tuple[ObjectRef | None, str | None], *, recipients: list[str],
+                   level: int) -> Manifest:
+    """Write the manifest last: the backup exists from this moment on."""
+    manifest = engine.build_manifest(pre, dump, globals_result[0], globals_result[1], recipients, level)
+    key = engine.write_manifest(repo.open(), manifest)
+    get_run_logger().info("backup %s complete: %s", manifest.backup_id, key)
+    return manifest
