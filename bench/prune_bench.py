@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
                    "AWS_DEFAULT_REGION": "us-east-1"})
 
-from charhub_ops.manifest import MANIFEST, backup_prefix, new_backup_id
-from charhub_ops.prune import execute_prune, plan_prune, scan_repository
-from charhub_ops.retention import RetentionPolicy
+from charhub_ops.backup.manifest import MANIFEST, backup_prefix, new_backup_id
+from charhub_ops.retention.policy import RetentionPolicy
+from charhub_ops.retention.prune import execute_prune, plan_prune, scan_repository
 from charhub_ops.storage import S3Options, S3Storage
 from tests.harness.services import start_s3_server
 

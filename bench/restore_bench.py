@@ -24,8 +24,8 @@ One run (see bench/README.md):
    restored databases are dropped (and a CHECKPOINT taken) after each method, untimed;
 3. prints seconds, ratios (flow vs both raw variants, verify vs restore), peak RSS of the CLI process and of its
    pg_restore, CPU seconds by component, the flows' task run times from the Prefect API and the raw steps;
-4. with ``--profile``: calls the engine functions (``charhub_ops.restore_io.fetch_verified``, ``pg_restore``,
-   ``pg_restore_stream``, ``charhub_ops.restore.check_restored``) directly under cProfile, next to a plain
+4. with ``--profile``: calls the engine functions (``charhub_ops.restore.datapath.fetch_verified``, ``pg_restore``,
+   ``pg_restore_stream``, ``charhub_ops.restore.engine.check_restored``) directly under cProfile, next to a plain
    single-GET read of the object, then runs the restore CLI once more under ``python -m cProfile`` (imports /
    flow call / rest / outside the profiled main thread);
 5. stops everything it started (servers, cluster, temp dirs, downloaded files), also on failure or Ctrl-C.
@@ -142,9 +142,10 @@ def drop_restored(cluster: PgCluster) -> None:
 
 def profile_engine(cluster: PgCluster, backup_id: str, work: Path, top: int = 10) -> list[str]:
     """The engine functions of the restore pipeline called directly (no Prefect), each under cProfile."""
-    from charhub_ops import catalog, restore, restore_io
+    from charhub_ops.backup import catalog
     from charhub_ops.pgurl import parse_pg_url
     from charhub_ops.postgres import make_tools, open_session
+    from charhub_ops.restore import datapath, engine
     from charhub_ops.storage import S3Options, open_storage
 
     storage = open_storage(REPO, S3Options())  # endpoint and credentials from the environment, as the CLI's
@@ -173,12 +174,12 @@ def profile_engine(cluster: PgCluster, backup_id: str, work: Path, top: int = 10
 
     def plain_get() -> None:  # the same single GET the flow makes, bytes thrown away
         with storage.open(manifest.dump.key) as raw:
-            while raw.read(restore_io.CHUNK):
+            while raw.read(datapath.CHUNK):
                 pass
 
     def check() -> None:
         with open_session(url, None) as session:
-            result = restore.check_restored(session, manifest, with_hashes=True)
+            result = engine.check_restored(session, manifest, with_hashes=True)
         if not result.ok:
             raise RuntimeError(f"check_restored: {result.mismatches[:3]}")
         out.append(f"  check_restored: {result.tables} tables, {result.rows:,} rows, {result.hashed} content hashes")
@@ -187,19 +188,19 @@ def profile_engine(cluster: PgCluster, backup_id: str, work: Path, top: int = 10
         drop_and_checkpoint(cluster, [target])
         profiled("plain GET of the object (storage.open + read 1 MiB)", plain_get)
         profiled("fetch_verified (GET + sha256 + zstd → file)",
-                 lambda: restore_io.fetch_verified(storage, manifest, dest))
+                 lambda: datapath.fetch_verified(storage, manifest, dest))
         with cluster.connect() as conn:
             conn.execute(f'CREATE DATABASE "{target}"')
         tools = make_tools(url, None, str(cluster.bin))
-        profiled(f"pg_restore (engine, -j{JOBS})", lambda: restore_io.pg_restore(tools, dest, 0, False))
+        profiled(f"pg_restore (engine, -j{JOBS})", lambda: datapath.pg_restore(tools, dest, 0, False))
         profiled("check_restored (row counts + content hashes)", check)
         drop_and_checkpoint(cluster, [target])
         with cluster.connect() as conn:
             conn.execute(f'CREATE DATABASE "{target}"')
 
         def stream() -> None:
-            with restore_io.VerifiedReader(storage, manifest) as source:
-                restore_io.pg_restore_stream(tools, source)
+            with datapath.VerifiedReader(storage, manifest) as source:
+                datapath.pg_restore_stream(tools, source)
 
         profiled("pg_restore_stream (GET + sha256 + zstd → pg_restore stdin; main thread waits)", stream)
     finally:
@@ -220,15 +221,15 @@ def cli_profile(path: Path, seconds: float) -> list[str]:
     call = cum("prefect/flows.py", "__call__")
     body = cum("flows/restore.py", "restore_flow")
     tasks = cum("prefect/task_engine.py", "run_task_sync")
-    engine = {k: cum(f"charhub_ops/{m}.py", k) for m, k in (
-        ("restore_io", "fetch_verified"), ("restore_io", "pg_restore"), ("restore_io", "pg_restore_stream"),
-        ("restore", "check_restored"))}
+    engines = {k: cum(f"charhub_ops/{m}.py", k) for m, k in (
+        ("restore/datapath", "fetch_verified"), ("restore/datapath", "pg_restore"),
+        ("restore/datapath", "pg_restore_stream"), ("restore/engine", "check_restored"))}
     return [
         f"  the restore CLI under cProfile: {seconds:.2f} s wall (profiler overhead included), of which the main "
         f"thread's Python {st.total_tt:.2f} s:",
         f"    import flows.restore (Prefect, pydantic models, …)  {imports:5.2f} s",
         f"    restore_flow(...) call                             {call:5.2f} s = flow body {body:.2f} s (task runs "
-        f"{tasks:.2f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in engine.items())
+        f"{tasks:.2f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in engines.items())
         + f", the rest is Prefect's task engine and the other tasks) + engine around the body {call - body:.2f} s",
         f"    rest of the main thread (typer, CLI checks, …)     {st.total_tt - imports - call:5.2f} s",
         f"    outside the profiled main thread (interpreter start; at exit: thread shutdown, atexit, interpreter "

@@ -12,16 +12,22 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from charhub_ops.catalog import backup_summary, size_anomaly
+from charhub_ops.backup.catalog import backup_summary, size_anomaly
+from charhub_ops.backup.manifest import Manifest
 from charhub_ops.errors import OpsError
-from charhub_ops.manifest import Manifest
 from charhub_ops.progress import expected_total
 from flows.params import REPOSITORY_HELP, Access, AgeRecipient, Repository, described
+from tasks.backup import (
+    BACKUP_LIMIT,
+    dump_database,
+    dump_globals,
+    preflight,
+    previous_backup,
+    write_manifest,
+)
 from tasks.config import resolve_backup_config
 from tasks.notify import emit, ensure_concurrency_limit, notify_failure
-from tasks.postgres import BACKUP_LIMIT, dump_database, dump_globals, preflight
 from tasks.report import backup_report
-from tasks.storage import previous_backup, write_manifest
 
 __all__ = ["backup_flow"]
 

@@ -34,11 +34,11 @@ from datetime import datetime
 from prefect import flow, get_run_logger
 
 from charhub_ops.deploy.gate import Gate, check_ids, service_checks
-from charhub_ops.deploy.incident import incident_report_path, rollback_incident
 from charhub_ops.deploy.releases import Guard, pre_deploy_label
+from charhub_ops.deploy.rollback_report import incident_report_path, rollback_incident
 from charhub_ops.errors import ConfigError, OpsError, VerificationError
 from charhub_ops.monitoring.config import MonitorConfig, load_config
-from charhub_ops.monitoring.incidents import ActionResult
+from charhub_ops.monitoring.incident_model import ActionResult
 from charhub_ops.monitoring.redact import env_values
 from charhub_ops.monitoring.runner import secret_values
 from charhub_ops.settings import Settings, load_settings

@@ -31,12 +31,12 @@ from pydantic import Field
 
 from charhub_ops.monitoring.config import BackupsCheck, load_config
 from charhub_ops.monitoring.diagnose import summary_lines
-from charhub_ops.monitoring.incidents import RESPONSE_TARGET, add, attach, new_incident, record_action, resolve
+from charhub_ops.monitoring.incident_model import RESPONSE_TARGET, add, attach, new_incident, record_action, resolve
 from charhub_ops.monitoring.mitigate import planned_actions
 from charhub_ops.monitoring.windows import active_windows
 from charhub_ops.settings import load_settings
 from flows.params import CONFIG_HELP, STATE_HELP, CheckId, StateStore, described
-from tasks.incidents import incident_lock, reprobe, run_action
+from tasks.incident import incident_lock, reprobe, run_action
 from tasks.monitoring import (
     check_context,
     diagnose_incident,

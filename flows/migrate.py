@@ -36,7 +36,7 @@ from flows.params import (
     RestoreTarget,
     described,
 )
-from tasks.migrations import (
+from tasks.migrate import (
     apply_migrations,
     check_health,
     lint_migrations,

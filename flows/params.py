@@ -48,9 +48,9 @@ REPOSITORY_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]*[a-z0-9](/[^\s@]*)?|file://[^\s
 BLOCK_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 # Docker container names ([a-zA-Z0-9][a-zA-Z0-9_.-]*) and ids.
 CONTAINER_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"
-# charhub_ops.manifest.new_backup_id: UTC start time + random hex suffix (20261126T023000Z-3f9a).
+# charhub_ops.backup.manifest.new_backup_id: UTC start time + random hex suffix (20261126T023000Z-3f9a).
 BACKUP_ID_PATTERN = r"^(latest|\d{8}T\d{6}Z-[0-9a-f]{4,})$"
-# charhub_ops.retention.parse_duration: number + unit groups (7d, 2w, 1y6m, 36h); zero or a unit twice is
+# charhub_ops.retention.policy.parse_duration: number + unit groups (7d, 2w, 1y6m, 36h); zero or a unit twice is
 # refused by the policy itself.
 DURATION_PATTERN = r"^(\d+[ymwdh])+$"
 # migrate --accept: a squawk rule, optionally ':' and a migration directory name.
@@ -161,7 +161,7 @@ class RestoreTarget(BaseModel):
 
 
 class Retention(BaseModel):
-    """The GFS policy of a prune run (restic ``forget`` semantics, see charhub_ops.retention_options)."""
+    """The GFS policy of a prune run (restic ``forget`` semantics, see charhub_ops.retention.options)."""
 
     model_config = ConfigDict(_FORM, title="Retention policy (any rule given replaces the settings' policy)")
 

@@ -22,10 +22,10 @@ from prefect import flow
 from prefect.utilities.annotations import quote
 from pydantic import Field
 
-from charhub_ops.prune import prune_to_json
+from charhub_ops.retention.prune import prune_to_json
 from flows.params import REPOSITORY_HELP, DatabaseName, Repository, Retention, described
 from tasks.notify import notify_failure
-from tasks.retention import delete_backups, plan_prune, prune_preview, prune_report, resolve_prune_config
+from tasks.prune import delete_backups, plan_prune, prune_preview, prune_report, resolve_prune_config
 
 __all__ = ["prune_flow"]
 

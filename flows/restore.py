@@ -18,7 +18,7 @@ from prefect import flow
 from pydantic import Field
 
 from charhub_ops.errors import VerificationError
-from charhub_ops.restore import restore_name
+from charhub_ops.restore.engine import restore_name
 from flows.params import REPOSITORY_HELP, Access, Decryption, Repository, RestoreSource, RestoreTarget, described
 from flows.swap import approve, swap_databases
 from tasks.notify import notify_failure

@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger
 from prefect.transactions import transaction
 from pydantic import Field
 
-from charhub_ops.swap import pre_restore_name
+from charhub_ops.restore.swap import pre_restore_name
 from flows.approval import Approval, approve
 from flows.backup import backup_flow
 from flows.params import Access, DatabaseName, Repository, Seconds, described

@@ -23,9 +23,9 @@ from typing import Annotated
 from prefect import flow
 from pydantic import Field
 
+from charhub_ops.backup.manifest import Manifest
 from charhub_ops.errors import DatabaseError, NotFoundError, OpsError, VerificationError
-from charhub_ops.manifest import Manifest
-from charhub_ops.restore import CheckResult
+from charhub_ops.restore.engine import CheckResult
 from flows.params import REPOSITORY_HELP, Access, Decryption, Repository, VerifySource, described
 from tasks.common import is_transient
 from tasks.locks import database_lock

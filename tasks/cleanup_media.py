@@ -17,7 +17,7 @@ from charhub_ops.cleanup import orphans
 from charhub_ops.errors import ConfigError
 from charhub_ops.pgurl import PgUrl, parse_pg_url
 from charhub_ops.postgres import PsycopgSession
-from charhub_ops.retention import parse_duration
+from charhub_ops.retention.policy import parse_duration
 from charhub_ops.settings import Settings
 from charhub_ops.storage import S3Options, open_storage
 from tasks.common import RepoSpec

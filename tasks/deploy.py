@@ -19,13 +19,13 @@ from charhub_ops.deploy.releases import Guard, Release, Releases, label_backup, 
 from charhub_ops.errors import ConfigError, OpsError
 from charhub_ops.monitoring.checks import run_check
 from charhub_ops.monitoring.dockerfacts import container_env_values, container_logs
-from charhub_ops.monitoring.incidents import Incident
+from charhub_ops.monitoring.incident_model import Incident
 from charhub_ops.monitoring.redact import redact
 from charhub_ops.monitoring.report import render_report, write_report
 from charhub_ops.monitoring.state import CheckState
 from charhub_ops.monitoring.store import MonitorState
 from charhub_ops.monitoring.windows import AdHocWindow
-from charhub_ops.restore import load_identities
+from charhub_ops.restore.engine import load_identities
 from charhub_ops.settings import Settings
 from tasks.common import RETRY, RepoSpec
 from tasks.monitoring import check_context, utcnow

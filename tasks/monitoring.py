@@ -25,7 +25,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from charhub_ops.errors import ConfigError
 from charhub_ops.monitoring.checks import CheckContext, CheckResult, run_check
 from charhub_ops.monitoring.diagnose import diagnose
-from charhub_ops.monitoring.incidents import Incident
+from charhub_ops.monitoring.incident_model import Incident
 from charhub_ops.monitoring.report import details_of, render_report, report_path, write_report
 from charhub_ops.monitoring.runner import context_for
 from charhub_ops.monitoring.state import CheckState

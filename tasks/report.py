@@ -8,8 +8,8 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NONE
 
+from charhub_ops.backup.manifest import Manifest
 from charhub_ops.fmt import human_bytes
-from charhub_ops.manifest import Manifest
 
 __all__ = ["backup_report", "restore_plan", "check_report"]
 

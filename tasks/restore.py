@@ -11,11 +11,13 @@ from prefect.blocks.system import Secret
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
-from charhub_ops import catalog, progress, restore, restore_io
+from charhub_ops import progress
+from charhub_ops.backup import catalog
+from charhub_ops.backup.manifest import Manifest, Verification
 from charhub_ops.errors import ConfigError, OpsError
-from charhub_ops.manifest import Manifest, Verification
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import admin_session, find_local_tool, make_tools, open_session, tool_major
+from charhub_ops.restore import datapath, engine
 from charhub_ops.settings import load_settings
 from tasks.common import RETRY, RepoSpec
 from tasks.config import database_url, repo_spec
@@ -71,14 +73,14 @@ def select_backup(repo: RepoSpec, source: str | None, fallback: str, backup: str
         never = [m for m, v in mine if v is None]
         if never:
             return never[0]
-    return restore.pick_backup([m for m, _ in mine], backup, before)
+    return engine.pick_backup([m for m, _ in mine], backup, before)
 
 
 @task(name="choose-restore-mode", cache_policy=NONE)
 def choose_restore_mode(cfg: RestoreConfig, manifest: Manifest) -> str:
     """``stream`` (GET → checks → pg_restore stdin) or ``file`` (verified file, then pg_restore -j): the
     setting, or with ``auto`` what this machine does faster and its work dir can hold."""
-    mode, why = restore_io.choose_mode(cfg.restore_mode, cfg.work_dir, manifest.raw_size_bytes, cfg.jobs,
+    mode, why = datapath.choose_mode(cfg.restore_mode, cfg.work_dir, manifest.raw_size_bytes, cfg.jobs,
                                        cfg.container)
     get_run_logger().info("restore mode: %s (%s)", mode, why)
     return mode
@@ -89,9 +91,9 @@ def fetch_backup(cfg: RestoreConfig, manifest: Manifest) -> str:
     """File mode: download, check size + SHA-256, decrypt, decompress into a new file in the work dir —
     before any database write. A work dir without room for the dump is refused before the download."""
     identities = _identities(cfg) if manifest.encrypted else None
-    restore_io.check_work_space(cfg.work_dir, manifest.raw_size_bytes)
-    dest = restore_io.work_file(cfg.work_dir, manifest.backup_id, ".pgc")
-    restore_io.fetch_verified(cfg.repo.open(), manifest, dest, identities, progress=_progress(manifest))
+    datapath.check_work_space(cfg.work_dir, manifest.raw_size_bytes)
+    dest = datapath.work_file(cfg.work_dir, manifest.backup_id, ".pgc")
+    datapath.fetch_verified(cfg.repo.open(), manifest, dest, identities, progress=_progress(manifest))
     get_run_logger().info("%s: %d bytes verified (sha256 %s…)", manifest.backup_id, manifest.stored_size_bytes,
                           manifest.sha256[:16])
     return str(dest)
@@ -104,8 +106,8 @@ def fetch_globals(cfg: RestoreConfig, manifest: Manifest) -> str | None:
         get_run_logger().warning("%s has no globals (%s)", manifest.backup_id, manifest.globals_note or "none saved")
         return None
     identities = _identities(cfg) if manifest.encrypted else None
-    dest = restore_io.work_file(cfg.work_dir, manifest.backup_id, "-globals.sql")
-    restore_io.fetch_verified(cfg.repo.open(), manifest, dest, identities, ref=manifest.globals)
+    dest = datapath.work_file(cfg.work_dir, manifest.backup_id, "-globals.sql")
+    datapath.fetch_verified(cfg.repo.open(), manifest, dest, identities, ref=manifest.globals)
     return str(dest)
 
 
@@ -126,12 +128,12 @@ def create_missing_roles(url: PgUrl, container: str | None, globals_file: str | 
     if globals_file is None:
         return []
     with admin_session(url, container) as session:
-        statements, roles = restore.missing_roles_sql(Path(globals_file).read_text(), restore.existing_roles(session))
+        statements, roles = engine.missing_roles_sql(Path(globals_file).read_text(), engine.existing_roles(session))
     if roles:
         script = Path(globals_file).with_suffix(".roles.sql")
         script.write_text(statements)
         try:
-            restore.run_sql_file(make_tools(url.with_dbname("postgres"), container), script)
+            engine.run_sql_file(make_tools(url.with_dbname("postgres"), container), script)
         finally:
             script.unlink(missing_ok=True)
     get_run_logger().info("roles created: %s", ", ".join(roles) or "none (all exist)")
@@ -142,12 +144,12 @@ def create_missing_roles(url: PgUrl, container: str | None, globals_file: str | 
 def ensure_absent(url: PgUrl, container: str | None, name: str) -> None:
     """Refuse early (before any download) when the new database's name is taken."""
     with admin_session(url, container) as session:
-        restore.ensure_absent(session, name)
+        engine.ensure_absent(session, name)
 
 
 def _identities(cfg: RestoreConfig) -> list:
     text = Secret.load(cfg.identity_secret).get() if cfg.identity_secret else None
-    return restore.load_identities(cfg.identity_file, text)
+    return engine.load_identities(cfg.identity_file, text)
 
 
 @task(name="create-target", cache_policy=NONE)
@@ -155,7 +157,7 @@ def create_target(url: PgUrl, container: str | None, name: str, manifest: Manife
     """CREATE DATABASE with the backup's encoding and collation; an existing database is refused, never
     overwritten."""
     with admin_session(url, container) as session:
-        restore.create_database(session, name, manifest.locale)
+        engine.create_database(session, name, manifest.locale)
 
 
 @task(name="restore-new-database", cache_policy=NONE, **RETRY)
@@ -168,12 +170,12 @@ def restore_new_database(cfg: RestoreConfig, manifest: Manifest, target: str, no
     tools = _restore_tools(cfg, manifest, target)
     if dump is not None:
         _create_and_restore(cfg, manifest, target,
-                            lambda: restore_io.pg_restore(tools, Path(dump), cfg.jobs, no_owner))
+                            lambda: datapath.pg_restore(tools, Path(dump), cfg.jobs, no_owner))
         return
     identities = _identities(cfg) if manifest.encrypted else None
-    with restore_io.VerifiedReader(cfg.repo.open(), manifest, identities, _progress(manifest)) as source:
+    with datapath.VerifiedReader(cfg.repo.open(), manifest, identities, _progress(manifest)) as source:
         source.prime()  # a missing object, a wrong key or a bad header fail here, before CREATE DATABASE
-        _create_and_restore(cfg, manifest, target, lambda: restore_io.pg_restore_stream(tools, source, no_owner))
+        _create_and_restore(cfg, manifest, target, lambda: datapath.pg_restore_stream(tools, source, no_owner))
     get_run_logger().info("%s: streamed, %d bytes verified (sha256 %s…)", manifest.backup_id,
                           manifest.stored_size_bytes, manifest.sha256[:16])
 
@@ -191,7 +193,7 @@ def _create_and_restore(cfg: RestoreConfig, manifest: Manifest, target: str, res
 def _drop_after_failure(cfg: RestoreConfig, target: str) -> None:
     try:
         with admin_session(cfg.url, cfg.container) as session:
-            restore.drop_database(session, target)
+            engine.drop_database(session, target)
     except OpsError as exc:  # the restore's own error is the one to report
         get_run_logger().error("could not drop the half-restored database %s: %s", target, exc)
 
@@ -211,10 +213,10 @@ def _restore_tools(cfg: RestoreConfig, manifest: Manifest, target: str):
 
 @task(name="check-copy", cache_policy=NONE)
 def check_copy(url: PgUrl, container: str | None, target: str, manifest: Manifest,
-               with_hashes: bool) -> restore.CheckResult:
+               with_hashes: bool) -> engine.CheckResult:
     """Row counts (and content hashes) of the restored copy against the manifest."""
     with open_session(url.with_dbname(target), container) as session:
-        result = restore.check_restored(session, manifest, with_hashes)
+        result = engine.check_restored(session, manifest, with_hashes)
     log = get_run_logger()
     log.info("%s: %d tables, %d rows, %d content hashes compared", target, result.tables, result.rows, result.hashed)
     for problem in result.mismatches:
@@ -225,11 +227,11 @@ def check_copy(url: PgUrl, container: str | None, target: str, manifest: Manifes
 @task(name="drop-scratch-database", cache_policy=NONE)
 def drop_database(url: PgUrl, container: str | None, name: str) -> None:
     with admin_session(url, container) as session:
-        restore.drop_database(session, name)
+        engine.drop_database(session, name)
 
 
 @task(name="record-verification", cache_policy=NONE, **RETRY)
-def record_verification(repo: RepoSpec, manifest: Manifest, result: restore.CheckResult,
+def record_verification(repo: RepoSpec, manifest: Manifest, result: engine.CheckResult,
                         started: datetime) -> Verification:
     now = datetime.now(UTC)
     verdict = Verification(backup_id=manifest.backup_id, verified_at=now, ok=result.ok, tables=result.tables,

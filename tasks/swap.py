@@ -7,9 +7,9 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.transactions import Transaction, get_transaction
 
-from charhub_ops import swap
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import admin_session
+from charhub_ops.restore import swap
 
 __all__ = ["stop_apps", "block_live", "rename", "start_apps", "allow"]
 

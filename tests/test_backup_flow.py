@@ -8,7 +8,7 @@ import uuid
 import pytest
 from pyrage import x25519
 
-from charhub_ops.catalog import list_backups
+from charhub_ops.backup.catalog import list_backups
 from charhub_ops.storage import LocalStorage, S3Storage
 from tests.harness.restore import fetch_dump, pg_restore
 from tests.harness.schema import create_varied_schema, table_hashes

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from charhub_ops import backup
-from charhub_ops.manifest import Manifest, ObjectRef, TableStat, new_backup_id
+from charhub_ops.backup import engine
+from charhub_ops.backup.manifest import Manifest, ObjectRef, TableStat, new_backup_id
 from charhub_ops.monitoring.state import CheckState, DiskHistory, DiskSample, add_disk_sample
 from charhub_ops.monitoring.store import MonitorState, RepositoryStore
 from charhub_ops.pgurl import parse_pg_url
@@ -127,10 +127,10 @@ def test_markdown_output_is_a_table(synthetic):
 
 def _backup(storage: LocalStorage, url: str) -> None:
     pg_url = parse_pg_url(url)
-    pre = backup.preflight(pg_url, None)
-    dump = backup.dump_database(storage, pg_url, pre, pre.databases[0], new_backup_id(datetime.now(UTC)),
+    pre = engine.preflight(pg_url, None)
+    dump = engine.dump_database(storage, pg_url, pre, pre.databases[0], new_backup_id(datetime.now(UTC)),
                                 recipients=[])
-    backup.write_manifest(storage, backup.build_manifest(pre, dump, None, None, [], 3))
+    engine.write_manifest(storage, engine.build_manifest(pre, dump, None, None, [], 3))
 
 
 def test_real_backups_of_a_growing_database(pg, database, tmp_path, monkeypatch):

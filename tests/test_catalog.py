@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from charhub_ops.catalog import latest_backup, list_backups, list_backups_verified
+from charhub_ops.backup.catalog import latest_backup, list_backups, list_backups_verified
 from charhub_ops.storage import LocalStorage, MemoryStorage, S3Storage
 from tests.test_restore import _manifest
 from tests.test_storage_contract import run_cli
@@ -77,7 +77,7 @@ def test_without_a_callback_the_warning_goes_to_the_log(caplog):
     storage = MemoryStorage()
     storage.put_bytes(GOOD, _good_manifest())
     storage.put_bytes(BAD, b"{")
-    with caplog.at_level(logging.WARNING, logger="charhub_ops.catalog"):
+    with caplog.at_level(logging.WARNING, logger="charhub_ops.backup.catalog"):
         assert len(list_backups(storage)) == 1
     assert [r.levelno for r in caplog.records] == [logging.WARNING] and BAD in caplog.records[0].getMessage()
 

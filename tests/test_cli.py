@@ -59,7 +59,7 @@ def test_every_entry_point_lists_every_command(entry):
 
 def test_cli_modules_import_alone_without_prefect():
     """One module per command group, each importable first (no import cycle), none pulling in Prefect."""
-    for module in ("app", "backup", "backups", "retention", "restore", "ops", "capacity", "deploy"):
+    for module in ("app", "backup", "repository", "retention", "restore", "ops", "capacity", "deploy"):
         code = f"import sys, charhub_ops.cli.{module}; assert 'prefect' not in sys.modules"
         subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
@@ -107,7 +107,7 @@ def test_unreachable_database_is_one_clear_error_without_the_password(prefect_se
 
 
 def test_old_local_pg_dump_suggests_docker_container():
-    from charhub_ops.backup import choose_local_pg_dump
+    from charhub_ops.backup.engine import choose_local_pg_dump
     from charhub_ops.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--docker-container"):

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from typer.testing import CliRunner
 
+from charhub_ops.backup.manifest import MANIFEST, backup_prefix
 from charhub_ops.cli import app
-from charhub_ops.manifest import MANIFEST, backup_prefix
 from charhub_ops.storage import LocalStorage
 
 runner = CliRunner()

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 import pytest
 from psycopg import sql
 
+from charhub_ops.backup.manifest import DatabaseLocale, Manifest, ObjectRef
 from charhub_ops.errors import ConfigError
-from charhub_ops.manifest import DatabaseLocale, Manifest, ObjectRef
 from charhub_ops.pgurl import parse_pg_url
 from charhub_ops.postgres import PsycopgSession, TableInfo, list_databases, table_checks
-from charhub_ops.restore import create_database, create_database_sql, database_exists
+from charhub_ops.restore.engine import create_database, create_database_sql, database_exists
 
 SOURCE_SQL = r"""
 CREATE TABLE words (word text, note text);  -- no primary key; the row text starts with the word
@@ -57,7 +57,7 @@ def icu_source(pg) -> str:
 @pytest.fixture(scope="module")
 def icu_backup(prefect_server, pg, icu_source, tmp_path_factory):
     """The source database backed up with the backup flow into a file repository: (repository, manifest)."""
-    from charhub_ops.catalog import list_backups
+    from charhub_ops.backup.catalog import list_backups
     from charhub_ops.storage import LocalStorage
     from flows.backup import backup_flow
 
@@ -94,8 +94,8 @@ def test_hashes_ignore_the_session_output_settings(pg, icu_source, settings):
 
 
 def test_old_manifests_are_checked_with_their_own_hash_format(pg, icu_source):
-    from charhub_ops.manifest import TableStat
-    from charhub_ops.restore import check_restored
+    from charhub_ops.backup.manifest import TableStat
+    from charhub_ops.restore.engine import check_restored
 
     old = _hashes(pg, icu_source, hash_format=1)
     assert old != _hashes(pg, icu_source)  # en-US order vs byte order

@@ -11,9 +11,9 @@ import psycopg
 import pytest
 
 from charhub_ops import progress
-from charhub_ops.catalog import list_backups
+from charhub_ops.backup.catalog import list_backups
+from charhub_ops.backup.manifest import backup_prefix
 from charhub_ops.errors import DatabaseError
-from charhub_ops.manifest import backup_prefix
 from charhub_ops.pgerrors import sqlstate_is_transient, stderr_is_transient, tool_failure
 from charhub_ops.pgurl import parse_pg_url
 from charhub_ops.postgres import LocalTools, PsycopgSession

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from charhub_ops.catalog import list_backups
+from charhub_ops.backup.catalog import list_backups
 from charhub_ops.cli import app
 from charhub_ops.errors import ConfigError, DockerError, VerificationError
 from charhub_ops.storage import open_storage

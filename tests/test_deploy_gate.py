@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from charhub_ops.backup.manifest import Manifest, manifest_key
 from charhub_ops.deploy.gate import Gate, observe, run_gate, service_checks, verdict
 from charhub_ops.deploy.record import create_body, from_inspect
 from charhub_ops.deploy.releases import Guard, Release, label_backup, open_releases, pre_deploy_label
 from charhub_ops.errors import ConfigError
-from charhub_ops.manifest import Manifest, manifest_key
 from charhub_ops.monitoring.checks import CheckResult
 from charhub_ops.monitoring.config import MonitorConfig
 from charhub_ops.storage import MemoryStorage

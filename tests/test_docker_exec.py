@@ -92,7 +92,7 @@ def test_unreachable_engine_raises_docker_error(tmp_path) -> None:
 
 
 def test_unreachable_engine_from_the_environment_is_one_permanent_line(monkeypatch) -> None:
-    from charhub_ops.backup import preflight
+    from charhub_ops.backup.engine import preflight
     from charhub_ops.pgurl import parse_pg_url
 
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent.sock")

@@ -194,7 +194,7 @@ def test_prefect_yaml_parameters_fit_the_forms(deployment):
 
 
 def test_prune_form_policy_has_bounds_and_the_duration_pattern():
-    from charhub_ops.retention_options import SETTINGS_FIELDS
+    from charhub_ops.retention.options import SETTINGS_FIELDS
 
     schema = _schema("flows/prune.py:prune_flow")
     assert [n for n in sorted(schema["properties"], key=lambda n: schema["properties"][n]["position"])] == [

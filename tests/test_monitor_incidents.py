@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from charhub_ops.cli import app
 from charhub_ops.errors import ConfigError
-from charhub_ops.monitoring.incidents import new_incident
+from charhub_ops.monitoring.incident_model import new_incident
 from charhub_ops.settings import load_settings
 from flows.incident import incident_resolve_flow, incident_respond_flow
 from tests.harness.monitor import (

@@ -12,7 +12,7 @@ import time
 import psycopg
 import pytest
 
-from charhub_ops.backup import dump_database, preflight
+from charhub_ops.backup.engine import dump_database, preflight
 from charhub_ops.monitoring import pgfacts
 from charhub_ops.monitoring.config import load_config
 from charhub_ops.monitoring.diagnose import diagnose

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 
 from charhub_ops.monitoring.config import RecurringWindow
-from charhub_ops.monitoring.incidents import attach, budget_left, new_incident, resolve
+from charhub_ops.monitoring.incident_model import attach, budget_left, new_incident, resolve
 from charhub_ops.monitoring.state import CheckState, p95, step
 from charhub_ops.monitoring.windows import AdHocWindow, active_windows
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from charhub_ops.monitoring.incidents import new_incident, resolve
+from charhub_ops.monitoring.incident_model import new_incident, resolve
 from charhub_ops.monitoring.state import CheckState
 from charhub_ops.monitoring.store import MonitorState, RepositoryStore
 from charhub_ops.storage import LocalStorage
@@ -52,7 +52,7 @@ def test_one_open_incident_per_check_and_the_slot_frees_on_resolve(store):
 
 
 def test_a_large_incident_round_trips_through_a_variable(prefect_server):
-    from charhub_ops.monitoring.incidents import add
+    from charhub_ops.monitoring.incident_model import add
 
     state = MonitorState(VariableStore())
     now = datetime.now(UTC)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from charhub_ops import backup
-from charhub_ops.manifest import new_backup_id
+from charhub_ops.backup import engine
+from charhub_ops.backup.manifest import new_backup_id
 from charhub_ops.pgurl import parse_pg_url
 from charhub_ops.progress import expected_total
 from charhub_ops.storage import MemoryStorage
@@ -26,9 +26,9 @@ def test_progress_counts_raw_dump_bytes_the_unit_of_the_total(pg, database):
     with pg.connect(database.rsplit("/", 1)[1]) as conn:  # text that zstd shrinks a lot: stored << raw
         conn.execute("CREATE TABLE t AS SELECT i, repeat('charhub ', 20) AS s FROM generate_series(1, 20000) i")
     url = parse_pg_url(database)
-    pre = backup.preflight(url, None)
+    pre = engine.preflight(url, None)
     seen: list[int] = []
-    result = backup.dump_database(MemoryStorage(), url, pre, pre.databases[0], new_backup_id(_now()),
+    result = engine.dump_database(MemoryStorage(), url, pre, pre.databases[0], new_backup_id(_now()),
                                   recipients=[], progress=seen.append)
     assert result.stored_size_bytes < result.raw_size_bytes / 5
     assert sum(seen) == result.raw_size_bytes  # not the stored bytes: a bar against a raw total ends at 100 %

@@ -11,10 +11,11 @@ from datetime import UTC, datetime, timedelta
 import boto3
 import pytest
 
-from charhub_ops import prune as prune_module
+from charhub_ops.backup.manifest import MANIFEST, backup_prefix
 from charhub_ops.errors import PolicyError
-from charhub_ops.manifest import MANIFEST, backup_prefix
-from charhub_ops.prune import (
+from charhub_ops.retention import prune as prune_module
+from charhub_ops.retention.policy import RetentionPolicy
+from charhub_ops.retention.prune import (
     BackupObjects,
     Inventory,
     Upload,
@@ -24,7 +25,6 @@ from charhub_ops.prune import (
     prune_to_json,
     scan_repository,
 )
-from charhub_ops.retention import RetentionPolicy
 from charhub_ops.storage import LocalStorage, MemoryStorage, S3Storage
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)

@@ -12,11 +12,11 @@ import psycopg
 import pytest
 from pyrage import x25519
 
-from charhub_ops.catalog import list_backups, list_backups_verified
+from charhub_ops.backup.catalog import list_backups, list_backups_verified
+from charhub_ops.backup.manifest import Manifest, ObjectRef
 from charhub_ops.errors import ConfigError, NotFoundError, VerificationError
-from charhub_ops.manifest import Manifest, ObjectRef
-from charhub_ops.restore import pick_backup
-from charhub_ops.restore_io import fetch_verified
+from charhub_ops.restore.datapath import fetch_verified
+from charhub_ops.restore.engine import pick_backup
 from charhub_ops.storage import LocalStorage, S3Storage
 from tests.harness.schema import create_varied_schema, table_hashes
 
@@ -275,7 +275,7 @@ def test_restore_and_verify_through_a_postgres_container(prefect_server, pg_cont
     ({"charhub", "Read Only"}, []),
 ])
 def test_missing_roles_sql_never_alters_existing_roles(existing, expected_roles):
-    from charhub_ops.restore import missing_roles_sql
+    from charhub_ops.restore.engine import missing_roles_sql
 
     dumped = "\n".join([
         "--", "-- Roles", "--", "", "CREATE ROLE charhub;",

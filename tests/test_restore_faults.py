@@ -19,11 +19,11 @@ import pytest
 import zstandard
 from pyrage import x25519
 
-from charhub_ops.catalog import list_backups, list_backups_verified
+from charhub_ops.backup.catalog import list_backups, list_backups_verified
+from charhub_ops.backup.manifest import Manifest, manifest_key
 from charhub_ops.errors import ConfigError, StorageError, VerificationError
-from charhub_ops.manifest import Manifest, manifest_key
-from charhub_ops.restore import load_identities
-from charhub_ops.restore_io import fetch_verified, work_file
+from charhub_ops.restore.datapath import fetch_verified, work_file
+from charhub_ops.restore.engine import load_identities
 from charhub_ops.storage import LocalStorage
 from tasks.common import RepoSpec
 from tests.harness.schema import create_varied_schema, table_hashes

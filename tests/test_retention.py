@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from charhub_ops import retention
 from charhub_ops.errors import PolicyError
-from charhub_ops.retention import (
+from charhub_ops.retention import policy as policy_module
+from charhub_ops.retention.policy import (
     Candidate,
     Duration,
     RetentionPlan,
@@ -583,7 +583,7 @@ def test_plan_from_records_bad_input(records: object, message: str) -> None:
 
 
 def test_public_api() -> None:
-    assert retention.__all__ == [
+    assert policy_module.__all__ == [
         "Candidate",
         "Duration",
         "Kept",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from charhub_ops import retention_options
 from charhub_ops.errors import PolicyError
-from charhub_ops.retention import RetentionPolicy
-from charhub_ops.retention_options import choose_policy, describe_policy
+from charhub_ops.retention import options as options_module
+from charhub_ops.retention.options import choose_policy, describe_policy
+from charhub_ops.retention.policy import RetentionPolicy
 
 
 class FakeSettings:
@@ -24,7 +24,7 @@ SETTINGS_POLICY = {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 6, "min_ke
     ("options", "source", "expected"),
     [
         pytest.param({}, "settings", SETTINGS_POLICY, id="nothing-given"),
-        pytest.param(dict.fromkeys(retention_options.SETTINGS_FIELDS), "settings", SETTINGS_POLICY,
+        pytest.param(dict.fromkeys(options_module.SETTINGS_FIELDS), "settings", SETTINGS_POLICY,
                      id="all-none-is-nothing-given"),
         pytest.param({"min_keep": 0}, "settings", {**SETTINGS_POLICY, "min_keep": 0},
                      id="min-keep-alone-keeps-the-settings-rules"),
@@ -87,5 +87,5 @@ def test_describe_empty_policy() -> None:
 
 
 def test_public_api() -> None:
-    assert retention_options.__all__ == ["KEEP_FIELDS", "SETTINGS_FIELDS", "PolicyChoice", "choose_policy",
+    assert options_module.__all__ == ["KEEP_FIELDS", "SETTINGS_FIELDS", "PolicyChoice", "choose_policy",
                                          "describe_policy"]

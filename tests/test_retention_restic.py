@@ -31,8 +31,8 @@ from pathlib import Path
 
 import pytest
 
-from charhub_ops.retention import Candidate, Duration, RetentionPolicy, apply_policy
-from charhub_ops.retention_options import SETTINGS_FIELDS
+from charhub_ops.retention.options import SETTINGS_FIELDS
+from charhub_ops.retention.policy import Candidate, Duration, RetentionPolicy, apply_policy
 
 RESTIC = shutil.which("restic")
 pytestmark = pytest.mark.skipif(RESTIC is None, reason="restic not installed (apt-get install restic)")

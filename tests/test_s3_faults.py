@@ -14,10 +14,10 @@ import boto3
 import pytest
 
 from charhub_ops import progress
-from charhub_ops.catalog import list_backups
+from charhub_ops.backup.catalog import list_backups
 from charhub_ops.errors import StorageError
-from charhub_ops.prune import execute_prune, plan_prune, scan_repository
-from charhub_ops.retention import RetentionPolicy
+from charhub_ops.retention.policy import RetentionPolicy
+from charhub_ops.retention.prune import execute_prune, plan_prune, scan_repository
 from charhub_ops.storage import S3Options, S3Storage
 from charhub_ops.storage.base import MIB
 from tests.harness.restore import fetch_dump, pg_restore

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from charhub_ops.backup.manifest import Manifest, TableStat
 from charhub_ops.capacity.forecast import Point
-from charhub_ops.manifest import Manifest, TableStat
 from charhub_ops.monitoring.config import DiskCheck, MonitorConfig
 from charhub_ops.monitoring.state import DiskSample
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from charhub_ops.backup.catalog import list_backups
 from charhub_ops.capacity.chart import render_chart
 from charhub_ops.capacity.collect import database_series, disk_series
 from charhub_ops.capacity.report import build_report
-from charhub_ops.catalog import list_backups
 from charhub_ops.monitoring.config import DiskCheck, MonitorConfig, load_config
 from charhub_ops.monitoring.state import DiskSample
 from charhub_ops.monitoring.store import MonitorState

@@ -1,7 +1,7 @@
 """Object storage cleanup: stale multipart uploads in the backup repository, orphaned media in the media bucket.
 
-Stale uploads: prune's own code (:func:`charhub_ops.prune.incomplete_uploads`,
-:func:`~charhub_ops.prune.abort_uploads`), uploads initiated more than a day ago.
+Stale uploads: prune's own code (:func:`charhub_ops.retention.prune.incomplete_uploads`,
+:func:`~charhub_ops.retention.prune.abort_uploads`), uploads initiated more than a day ago.
 
 Media orphans (CharHub leaves a deleted character's images in R2): an object under a scanned prefix is an
 orphan when no row of the configured (table, column) pairs **of the database that owns the prefix**
@@ -34,7 +34,7 @@ from pydantic import BaseModel
 
 from charhub_ops.cleanup.media_refs import MediaReference, parse_references, referenced_keys
 from charhub_ops.errors import ConfigError, PolicyError, StorageError
-from charhub_ops.prune import STALE_AFTER, PruneResult, Upload, abort_uploads, incomplete_uploads
+from charhub_ops.retention.prune import STALE_AFTER, PruneResult, Upload, abort_uploads, incomplete_uploads
 from charhub_ops.storage import ObjectInfo, Storage
 
 __all__ = ["MediaReference", "OrphanOptions", "OrphanPlan", "OrphanResult", "parse_references", "References",

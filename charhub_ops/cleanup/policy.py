@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from charhub_ops.cleanup.schema import CHANGES, Reach, TableShape
 from charhub_ops.errors import PolicyError
-from charhub_ops.retention import Duration, parse_duration
+from charhub_ops.retention.policy import Duration, parse_duration
 
 __all__ = ["ALWAYS_PROTECTED", "is_not_null", "is_protected", "RowPolicy", "PolicyFile", "TablePlan",
            "load_policy_file", "check_policy", "index_hint"]

@@ -3,7 +3,7 @@
 One module per command group, each registered here, explicitly, on the one root app:
 
 * :mod:`.app`: shared options, the one error guard (:func:`~charhub_ops.cli.app.run_guarded`), JSON, progress;
-* :mod:`.backup`: ``backup``; :mod:`.backups`: ``backups list``, ``backups prune``;
+* :mod:`.backup`: ``backup``; :mod:`.repository`: ``backups list``, ``backups prune`` (a repository's backups);
 * :mod:`.retention`: ``retention plan``; :mod:`.restore`: ``restore``, ``verify``;
 * :mod:`.migrate`: ``migrate`` (also a group: ``migrate status``, ``migrate resolve``);
 * :mod:`.cleanup`: ``cleanup`` (rows; also a group: ``cleanup storage``, ``cleanup docker``).
@@ -23,7 +23,6 @@ import typer
 
 from charhub_ops.cli import (
     backup,
-    backups,
     capacity,
     cleanup,
     deploy,
@@ -32,6 +31,7 @@ from charhub_ops.cli import (
     maintenance,
     migrate,
     ops,
+    repository,
     restore,
     retention,
 )
@@ -42,7 +42,7 @@ __all__ = ["app", "main"]
 app = typer.Typer(name="charhub-ops", help="CharHub operations: backups to R2, retention, restores.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.command()(backup.backup)
-app.add_typer(backups.app, name="backups")
+app.add_typer(repository.app, name="backups")
 app.add_typer(retention.app, name="retention")
 app.command()(restore.restore)
 app.command()(restore.verify)

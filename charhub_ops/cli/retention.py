@@ -4,7 +4,7 @@
 Prefect. Policy options mean what they mean to ``restic forget``: when any ``--keep-*`` option is given,
 the options given are the whole policy; when none is, the settings' policy applies (``CHARHUB_OPS_KEEP_*``:
 daily 7, weekly 4, monthly 6). ``--min-keep`` (our floor, default 3) applies either way
-(:func:`charhub_ops.retention_options.choose_policy`). Bad input is one red line and exit code 1.
+(:func:`charhub_ops.retention.options.choose_policy`). Bad input is one red line and exit code 1.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from rich.table import Table
 
 from charhub_ops.cli.app import JsonOpt, print_json, run_guarded
 from charhub_ops.errors import PolicyError
-from charhub_ops.retention import RetentionPlan, plan_from_records, plan_to_json
-from charhub_ops.retention_options import SETTINGS_FIELDS, PolicyChoice, choose_policy, describe_policy
+from charhub_ops.retention.options import SETTINGS_FIELDS, PolicyChoice, choose_policy, describe_policy
+from charhub_ops.retention.policy import RetentionPlan, plan_from_records, plan_to_json
 
 __all__ = ["app", "retention_plan", "policy_options", "choose", "policy_line", "KeepLastOpt", "KeepHourlyOpt",
            "KeepDailyOpt", "KeepWeeklyOpt", "KeepMonthlyOpt", "KeepYearlyOpt", "KeepWithinOpt", "MinKeepOpt"]

@@ -8,5 +8,5 @@ checks, put a service back to its last-good release.
 * :mod:`.releases` — last-good releases and pre-deploy guards under ``deploy/`` in the repository (records
   age-encrypted to the backup recipients); the images the Docker cleanup must keep;
 * :mod:`.pins` — a tag per service on its last-good image, so ``compose up --build`` never leaves it dangling;
-* :mod:`.incident` — a rollback as an incident in CharHub's report template.
+* :mod:`.rollback_report` — a rollback as an incident in CharHub's report template.
 """

@@ -26,11 +26,11 @@ from datetime import datetime
 import pyrage
 from pydantic import BaseModel, Field
 
-from charhub_ops.backup import write_manifest
-from charhub_ops.catalog import load_manifest
+from charhub_ops.backup.catalog import load_manifest
+from charhub_ops.backup.engine import write_manifest
+from charhub_ops.backup.manifest import Manifest, manifest_key
 from charhub_ops.deploy.record import ServiceRecord
 from charhub_ops.errors import ConfigError
-from charhub_ops.manifest import Manifest, manifest_key
 from charhub_ops.monitoring.store import RepositoryStore, StateStore
 from charhub_ops.storage import Storage
 from charhub_ops.streams import parse_recipients, recipient_fingerprint

@@ -6,7 +6,7 @@
 * :mod:`.runner` — one pass: probe → state machine → events (shared by the flow and the CLI);
 * :mod:`.state` — pure: streaks, down / recovered once, reminders (``now`` is an argument);
 * :mod:`.windows` — pure: recurring and ad hoc maintenance windows;
-* :mod:`.incidents` — pure: one open incident per check, timeline, actions, restart budget;
+* :mod:`.incident_model` — pure: one open incident per check, timeline, actions, restart budget;
 * :mod:`.store` — the state-store protocol and the repository implementation (Prefect Variables: ``tasks``);
 * :mod:`.diagnose`, :mod:`.mitigate` — the incident runbook's facts and actions; :mod:`.report` — the write-up.
 """

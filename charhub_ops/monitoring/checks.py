@@ -181,7 +181,7 @@ def _disk(check: DiskCheck, ctx: CheckContext) -> CheckResult:
 
 
 def _backups(check: BackupsCheck, ctx: CheckContext) -> CheckResult:
-    from charhub_ops.catalog import list_backups_verified
+    from charhub_ops.backup.catalog import list_backups_verified
 
     storage = ctx.open_repository(check.repository)
     found = list_backups_verified(storage)

@@ -16,7 +16,7 @@ from charhub_ops.errors import OpsError
 from charhub_ops.monitoring import pgfacts
 from charhub_ops.monitoring.checks import CheckResult
 from charhub_ops.monitoring.dockerfacts import container_facts, restart_container
-from charhub_ops.monitoring.incidents import ActionResult, budget_left, prune_budget
+from charhub_ops.monitoring.incident_model import ActionResult, budget_left, prune_budget
 
 __all__ = ["RUNBOOK", "planned_actions", "not_run", "restart_action", "terminate_action", "cleanup_action",
            "recheck"]

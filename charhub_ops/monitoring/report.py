@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from charhub_ops.errors import ConfigError, OpsError
-from charhub_ops.monitoring.incidents import RESPONSE_TARGET, Incident, duration_text, resolve
+from charhub_ops.monitoring.incident_model import RESPONSE_TARGET, Incident, duration_text, resolve
 
 __all__ = ["report_path", "render_report", "write_report", "details_of", "resolve_by_hand"]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from charhub_ops.errors import ConfigError, NotFoundError
-from charhub_ops.monitoring.incidents import Incident
+from charhub_ops.monitoring.incident_model import Incident
 from charhub_ops.monitoring.state import CheckState
 from charhub_ops.monitoring.windows import AdHocWindow
 from charhub_ops.storage import S3Options, Storage, open_storage

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from charhub_ops.manifest import Manifest
+from charhub_ops.backup.manifest import Manifest
 from charhub_ops.storage import Storage
 from charhub_ops.streams import decompress, decrypt
 

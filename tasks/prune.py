@@ -1,6 +1,6 @@
-"""Prefect tasks of the retention pipeline: resolve the policy, plan, preview, delete, report.
+"""Prefect tasks of the prune flow (the retention pipeline): resolve the policy, plan, preview, delete, report.
 
-Thin wrappers of :mod:`charhub_ops.prune`; the plan is computed once and the deletion acts on exactly
+Thin wrappers of :mod:`charhub_ops.retention.prune`; the plan is computed once and the deletion acts on exactly
 that plan (what the preview showed). Deleting is idempotent, so the delete task may retry.
 """
 
@@ -13,10 +13,10 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
-from charhub_ops import prune
-from charhub_ops.prune import PrunePlan, PruneResult
-from charhub_ops.retention import RetentionPolicy
-from charhub_ops.retention_options import choose_policy, describe_policy
+from charhub_ops.retention import prune
+from charhub_ops.retention.options import choose_policy, describe_policy
+from charhub_ops.retention.policy import RetentionPolicy
+from charhub_ops.retention.prune import PrunePlan, PruneResult
 from charhub_ops.settings import load_settings
 from tasks.common import RETRY, RepoSpec
 from tasks.config import repo_spec
@@ -37,7 +37,7 @@ class PruneConfig(BaseModel):
 @task(name="resolve-prune-config", cache_policy=NONE)
 def resolve_prune_config(repository: str | None, options: dict[str, int | str | None]) -> PruneConfig:
     """Settings from the environment; the run's keep_* parameters, if any is given, are the whole policy
-    (:func:`charhub_ops.retention_options.choose_policy`). Validated before anything else runs."""
+    (:func:`charhub_ops.retention.options.choose_policy`). Validated before anything else runs."""
     settings = load_settings(repository=repository)
     policy, source = choose_policy(settings, **options)
     get_run_logger().info("policy (from %s): %s", source, describe_policy(policy))

@@ -1,7 +1,7 @@
 """Reading the repository: which backups exist (those with a manifest), newest first.
 
 A manifest that cannot be read as one (invalid JSON, truncated, another schema) does not make a
-backup: it is skipped with a warning naming its key (logger ``charhub_ops.catalog``, or the
+backup: it is skipped with a warning naming its key (logger ``charhub_ops.backup.catalog``, or the
 ``warn`` callback a caller passes), so one damaged object never hides the other backups.
 """
 
@@ -13,8 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import ValidationError
 
-from charhub_ops.errors import NotFoundError, StorageError
-from charhub_ops.manifest import (
+from charhub_ops.backup.manifest import (
     VERIFICATION,
     Manifest,
     Verification,
@@ -23,6 +22,7 @@ from charhub_ops.manifest import (
     parse_manifest_key,
     verification_key,
 )
+from charhub_ops.errors import NotFoundError, StorageError
 from charhub_ops.storage import Storage
 
 __all__ = ["list_backups", "list_backups_verified", "latest_backup", "load_manifest", "backup_summary",

@@ -19,7 +19,7 @@ from charhub_ops.errors import OpsError
 from charhub_ops.monitoring import mitigate
 from charhub_ops.monitoring.checks import CheckContext, run_check
 from charhub_ops.monitoring.config import MonitorConfig
-from charhub_ops.monitoring.incidents import ActionResult
+from charhub_ops.monitoring.incident_model import ActionResult
 from charhub_ops.monitoring.store import MonitorState
 from tasks.locks import resource_lock
 

@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pydantic import BaseModel
 
 from charhub_ops import __version__
+from charhub_ops.backup.manifest import DatabaseLocale, Manifest, ObjectRef, TableStat, backup_prefix, manifest_key
 from charhub_ops.errors import ConfigError, DatabaseError
-from charhub_ops.manifest import DatabaseLocale, Manifest, ObjectRef, TableStat, backup_prefix, manifest_key
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import (
     HASH_FORMAT,

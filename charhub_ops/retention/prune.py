@@ -4,7 +4,7 @@ Three steps, each usable alone (no Prefect here): :func:`scan_repository` lists 
 :func:`plan_prune` is pure (an :class:`Inventory`, a policy and ``now`` in, a :class:`PrunePlan` out);
 :func:`execute_prune` deletes what the plan says. :func:`prune` runs all three.
 
-What a plan removes, per database (layout ``<db>/<backup_id>/...``, see :mod:`charhub_ops.manifest`):
+What a plan removes, per database (layout ``<db>/<backup_id>/...``, see :mod:`charhub_ops.backup.manifest`):
 
 * backups the policy removes. Only complete backups (``manifest.json`` present) are candidates and
   count; a backup's time is its id's time (:func:`backup_id_time`), so planning 10,000 backups costs
@@ -33,9 +33,9 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
+from charhub_ops.backup.manifest import MANIFEST, backup_id_time, database_prefix, split_backup_key
 from charhub_ops.errors import NotFoundError, PolicyError, StorageError
-from charhub_ops.manifest import MANIFEST, backup_id_time, database_prefix, split_backup_key
-from charhub_ops.retention import Candidate, RetentionPolicy, apply_policy
+from charhub_ops.retention.policy import Candidate, RetentionPolicy, apply_policy
 from charhub_ops.storage import DeleteResult, LocalStorage, S3Storage, Storage
 
 __all__ = [

@@ -19,7 +19,7 @@ struct plus one function that returns keep, remove *and* the reasons. Semantics 
 Additions on top of restic: incomplete backups are ignored (never counted, never removed), an empty
 policy keeps everything, ``min_keep`` rescues the newest removed backups, and a plan that would
 remove every complete backup raises :class:`PolicyError`. Which policy applies (options or settings):
-:mod:`charhub_ops.retention_options`.
+:mod:`charhub_ops.retention.options`.
 """
 
 from __future__ import annotations

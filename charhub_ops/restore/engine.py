@@ -1,8 +1,8 @@
 """The restore engine (no Prefect): pick a backup, restore it into a NEW database, and check the copy
-against the manifest. Reading the dump and feeding pg_restore (stream or file) is :mod:`charhub_ops.restore_io`.
+against the manifest. Reading the dump and feeding pg_restore (stream or file) is :mod:`charhub_ops.restore.datapath`.
 
 Nothing existing is modified here: a target that exists is refused. Swapping a restored copy into
-the live name is a separate, guarded step (see :mod:`charhub_ops.swap`).
+the live name is a separate, guarded step (see :mod:`charhub_ops.restore.swap`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import pyrage
 from psycopg import sql
 
+from charhub_ops.backup.manifest import DatabaseLocale, Manifest
 from charhub_ops.errors import ConfigError, DatabaseError, NotFoundError, OpsError
-from charhub_ops.manifest import DatabaseLocale, Manifest
 from charhub_ops.postgres import SqlSession, TableInfo, table_checks
 
 __all__ = [

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from charhub_ops.deploy.releases import Guard
-from charhub_ops.monitoring.incidents import ActionResult, Incident, add, record_action
+from charhub_ops.monitoring.incident_model import ActionResult, Incident, add, record_action
 
 __all__ = ["rollback_incident", "incident_report_path"]
 

@@ -32,7 +32,7 @@ app = typer.Typer(help="Inspect and prune the backups of a repository.", no_args
 def backups_list(repository: RepoOpt = None, database: Annotated[str | None, typer.Option(
         help="Only this database.")] = None, as_json: JsonOpt = False) -> None:
     """List complete backups, newest first."""
-    from charhub_ops.catalog import backup_summary, list_backups_verified
+    from charhub_ops.backup.catalog import backup_summary, list_backups_verified
 
     def work() -> list[dict]:
         storage = open_repo(repository)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, NamedTuple
 
-from charhub_ops.retention import RetentionPolicy
+from charhub_ops.retention.policy import RetentionPolicy
 
 __all__ = ["KEEP_FIELDS", "SETTINGS_FIELDS", "PolicyChoice", "choose_policy", "describe_policy"]
 

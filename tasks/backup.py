@@ -1,4 +1,5 @@
-"""Tasks that touch PostgreSQL (directly or through docker exec)."""
+"""Prefect tasks of the backup flow: preflight, dump (directly or through docker exec), globals, the
+previous backup, the manifest (written last)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,22 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
 from prefect.concurrency.sync import concurrency
 
-from charhub_ops import backup, progress
-from charhub_ops.manifest import ObjectRef, new_backup_id
+from charhub_ops import progress
+from charhub_ops.backup import catalog, engine
+from charhub_ops.backup.manifest import Manifest, ObjectRef, new_backup_id
 from charhub_ops.pgurl import PgUrl
 from tasks.common import RETRY, RepoSpec
 from tasks.locks import database_lock
 
-__all__ = ["preflight", "dump_database", "dump_globals", "BACKUP_LIMIT"]
+__all__ = ["preflight", "dump_database", "dump_globals", "previous_backup", "write_manifest", "BACKUP_LIMIT"]
 
 BACKUP_LIMIT = "charhub-ops-backup"
 
 
 @task(name="preflight", cache_policy=NONE, **RETRY)
-def preflight(url: PgUrl, container: str | None, all_databases: bool) -> backup.Preflight:
+def preflight(url: PgUrl, container: str | None, all_databases: bool) -> engine.Preflight:
     """Connect, read version/sizes/databases, choose where pg_dump runs."""
-    pre = backup.preflight(url, container, all_databases)
+    pre = engine.preflight(url, container, all_databases)
     get_run_logger().info("PostgreSQL %s, %d database(s), pg_dump runs %s (%s)", pre.server_version,
                           len(pre.databases), pre.method, pre.pg_dump_version)
     return pre
@@ -51,17 +53,17 @@ class _ProgressSink:
 
 
 @task(name="dump-database", cache_policy=NONE, **RETRY)
-def dump_database(repo: RepoSpec, url: PgUrl, pre: backup.Preflight, database: str, *,
+def dump_database(repo: RepoSpec, url: PgUrl, pre: engine.Preflight, database: str, *,
                   recipients: list[str], level: int, threads: int, hash_limit: int,
                   expected_size: int | None, limit: str | None = None,
-                  expected_raw_size: int | None = None) -> backup.DumpResult:
+                  expected_raw_size: int | None = None) -> engine.DumpResult:
     """pg_dump → zstd → age → SHA-256 → repository, under the global concurrency limit ``limit`` if given.
     ``expected_size`` (stored bytes, an upper bound) sizes the upload parts; ``expected_raw_size`` is
     the progress total (raw dump bytes)."""
     with database_lock(database), concurrency(limit, occupy=1, strict=True) if limit else nullcontext():
         backup_id = new_backup_id(_now())
         sink = _ProgressSink(database, expected_raw_size)
-        result = backup.dump_database(repo.open(), url, pre, database, backup_id, recipients=recipients,
+        result = engine.dump_database(repo.open(), url, pre, database, backup_id, recipients=recipients,
                                       level=level, threads=threads, expected_size=expected_size,
                                       hash_limit=hash_limit, progress=sink)
         sink.finish()
@@ -71,10 +73,10 @@ def dump_database(repo: RepoSpec, url: PgUrl, pre: backup.Preflight, database: s
 
 
 @task(name="dump-globals", cache_policy=NONE, **RETRY)
-def dump_globals(repo: RepoSpec, url: PgUrl, pre: backup.Preflight, dump: backup.DumpResult, *,
+def dump_globals(repo: RepoSpec, url: PgUrl, pre: engine.Preflight, dump: engine.DumpResult, *,
                  recipients: list[str], level: int) -> tuple[ObjectRef | None, str | None]:
     """pg_dumpall --globals-only beside the dump (roles are needed to restore ownership)."""
-    ref, note = backup.dump_globals(repo.open(), url, pre, dump.database, dump.backup_id,
+    ref, note = engine.dump_globals(repo.open(), url, pre, dump.database, dump.backup_id,
                                     recipients=recipients, level=level)
     if note:
         get_run_logger().warning("%s: %s", dump.database, note)
@@ -85,3 +87,22 @@ def _now():
     from datetime import UTC, datetime
 
     return datetime.now(UTC)
+
+
+
+@task(name="previous-backup", cache_policy=NONE, **RETRY)
+def previous_backup(repo: RepoSpec, database: str) -> Manifest | None:
+    """The newest complete backup of ``database`` (sizes the upload parts, baseline for anomalies).
+    An unreadable manifest is skipped with a warning in the run's log."""
+    return catalog.latest_backup(repo.open(), database, warn=get_run_logger().warning)
+
+
+@task(name="write-manifest", cache_policy=NONE, **RETRY)
+def write_manifest(repo: RepoSpec, pre: engine.Preflight, dump: engine.DumpResult,
+                   globals_result: tuple[ObjectRef | None, str | None], *, recipients: list[str],
+                   level: int) -> Manifest:
+    """Write the manifest last: the backup exists from this moment on."""
+    manifest = engine.build_manifest(pre, dump, globals_result[0], globals_result[1], recipients, level)
+    key = engine.write_manifest(repo.open(), manifest)
+    get_run_logger().info("backup %s complete: %s", manifest.backup_id, key)
+    return manifest

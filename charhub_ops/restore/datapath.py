@@ -26,9 +26,9 @@ from pathlib import Path
 
 import zstandard
 
+from charhub_ops.backup.manifest import Manifest, ObjectRef
 from charhub_ops.errors import ConfigError, OpsError, VerificationError
 from charhub_ops.fmt import human_bytes
-from charhub_ops.manifest import Manifest, ObjectRef
 from charhub_ops.settings import env_name
 from charhub_ops.storage import Storage
 from charhub_ops.streams import CountingReader, decompress, decrypt
@@ -56,7 +56,7 @@ class VerifiedReader:
 
     def __init__(self, storage: Storage, manifest: Manifest, identities: list | None = None,
                  progress: Progress | None = None, ref: ObjectRef | None = None) -> None:
-        from charhub_ops.restore import load_identities
+        from charhub_ops.restore.engine import load_identities
 
         if manifest.encrypted and not identities:
             load_identities(None)  # raises the ConfigError that asks for --identity
