@@ -12,6 +12,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from psycopg import sql
 from typer.testing import CliRunner
 
 from charhub_ops.cli import app
@@ -139,6 +140,11 @@ def test_killed_mid_upload_leaves_no_backup(prefect_server, pg, database, bucket
     listed = run_cli("backups", "list", "--from", f"s3://{bucket}/db", "--json")
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
     assert len(list(storage.list_incomplete_uploads())) == 1  # left for prune to abort after 24 h
+    # The killed run's slot postgres-<db> stays taken until its lease expires (lock_lease_seconds): drop the
+    # database, or a later `backup --all` on this shared cluster waits for that slot (seen: test_backup_flow's
+    # all-databases test hung when it ran after this file).
+    with pg.connect() as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def test_restore_and_verify_json(prefect_server, pg, database, tmp_path):
