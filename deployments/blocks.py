@@ -39,17 +39,17 @@ class BlockSpec:
 def wanted_blocks(settings: Settings, yaml_secrets: dict[str, list[str]] | None = None) -> list[BlockSpec]:
     """The blocks named in ``settings`` (with their values from the environment), plus the Secret blocks
     prefect.yaml names (``yaml_secrets``: name → deployments), which only settings can give a value."""
-    users = yaml_secrets or {}
+    users, boot = yaml_secrets or {}, settings.bootstrap
     specs = {
-        settings.database_url_block: (settings.database_url, "CHARHUB_OPS_DATABASE_URL (or DATABASE_URL)"),
-        settings.scratch_url_block: (settings.scratch_url, "CHARHUB_OPS_SCRATCH_URL"),
-        settings.age_identity_block: (_file_text(settings.age_identity_file), "CHARHUB_OPS_AGE_IDENTITY_FILE"),
+        boot.database_url_block: (settings.database.database_url, "CHARHUB_OPS_DATABASE_URL (or DATABASE_URL)"),
+        boot.scratch_url_block: (boot.scratch_url, "CHARHUB_OPS_SCRATCH_URL"),
+        boot.age_identity_block: (_file_text(settings.restore.age_identity_file), "CHARHUB_OPS_AGE_IDENTITY_FILE"),
     }
     out = [BlockSpec(f"secret/{name}", value, variable, tuple(users.get(name, ["forms"])))
            for name, (value, variable) in specs.items()]
     out += [BlockSpec(f"secret/{name}", None, "", tuple(deps)) for name, deps in users.items() if name not in specs]
-    if settings.notify_block:
-        out.append(BlockSpec(settings.notify_block, settings.notify_url, "CHARHUB_OPS_NOTIFY_URL", ("automations",)))
+    if settings.runs.notify_block:
+        out.append(BlockSpec(settings.runs.notify_block, boot.notify_url, "CHARHUB_OPS_NOTIFY_URL", ("automations",)))
     return out
 
 

@@ -19,15 +19,16 @@ from charhub_ops.progress import expected_total
 from flows.params import REPOSITORY_HELP, Access, AgeRecipient, Repository, described
 from tasks.backup import (
     BACKUP_LIMIT,
+    backup_report,
     dump_database,
     dump_globals,
     preflight,
     previous_backup,
+    resolve_backup_config,
     write_manifest,
 )
-from tasks.config import resolve_backup_config
+from tasks.common import run_settings
 from tasks.notify import emit, ensure_concurrency_limit, notify_failure
-from tasks.report import backup_report
 
 __all__ = ["backup_flow"]
 
@@ -45,7 +46,9 @@ def backup_flow(
         description="age public keys (age1…) to encrypt to; default from settings (CHARHUB_OPS_ENCRYPT_TO)")] = None,
 ) -> list[dict]:
     """Back up one database (or all of a server) into the repository; returns one summary per backup."""
-    cfg = resolve_backup_config(repository, access.docker_container, encrypt_to, access.database_url_secret)
+    settings = run_settings(repository=repository, docker_container=access.docker_container,
+                            encrypt_to=encrypt_to or None)
+    cfg = resolve_backup_config(settings, access.database_url_secret)
     pre = preflight(cfg.url, cfg.container, all_databases)
     limit = BACKUP_LIMIT if len(pre.databases) > 1 else None  # one database: the deployment's limit suffices
     if limit:

@@ -19,10 +19,9 @@ from prefect import flow
 from pydantic import Field
 
 from charhub_ops.capacity.run import default_chart_path
-from charhub_ops.settings import load_settings
 from flows.params import Repository, StateStore, described
 from tasks.capacity import build_capacity_report, capacity_artifact, capacity_inputs
-from tasks.config import repo_spec
+from tasks.common import repo_spec, run_settings
 from tasks.notify import notify_failure
 
 __all__ = ["capacity_flow"]
@@ -40,10 +39,10 @@ def capacity_flow(
     chart: Annotated[str | None, Field(description="Where to write the chart PNG; default: the work dir")] = None,
 ) -> dict:
     """Gather, report, chart, artifact. Returns the report model."""
-    settings = load_settings(repository=repository)
+    settings = run_settings(repository=repository)
     now = datetime.now(UTC)
     inputs = capacity_inputs(settings, config, state)
-    report = build_capacity_report(repo_spec(settings), inputs, now,
-                                   chart or str(default_chart_path(settings.work_dir, now)))
+    report = build_capacity_report(repo_spec(settings.storage), inputs, now,
+                                   chart or str(default_chart_path(settings.runs.work_dir, now)))
     capacity_artifact(report)
     return report

@@ -35,6 +35,7 @@ from tasks.cleanup import (
     plan_storage,
     resolve_cleanup_config,
 )
+from tasks.common import run_settings
 from tasks.notify import emit, notify_failure
 
 __all__ = ["cleanup_flow", "COMPLETED", "PARTS"]
@@ -67,7 +68,8 @@ def cleanup_flow(
 ) -> dict:
     """Plan every part, preview, then (unless dry_run) clean and report. Returns the summary."""
     parts = _check_parts(parts)
-    cfg = resolve_cleanup_config(parts, policy_file, media_mode, repository, database_url_secret)
+    settings = run_settings(repository=repository, cleanup_policy_file=policy_file)
+    cfg = resolve_cleanup_config(settings, parts, media_mode, database_url_secret)
     now = datetime.now(UTC)
     summary = {"dry_run": dry_run, "now": now.isoformat(), "parts": parts, "notes": [], "policies": [],
                "storage": None, "docker": None}

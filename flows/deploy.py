@@ -41,12 +41,12 @@ from charhub_ops.monitoring.config import MonitorConfig, load_config
 from charhub_ops.monitoring.incident_model import ActionResult
 from charhub_ops.monitoring.redact import env_values
 from charhub_ops.monitoring.runner import secret_values
-from charhub_ops.settings import Settings, load_settings
+from charhub_ops.settings import Settings
 from flows.approval import Decision, approve
 from flows.backup import backup_flow
 from flows.params import Repository, RestoreSource, RestoreTarget, StateStore
 from flows.restore import restore_flow
-from tasks.config import repo_spec
+from tasks.common import repo_spec, run_settings
 from tasks.deploy import (
     check_images,
     close_windows,
@@ -80,15 +80,15 @@ Services = list[str]
 def _setup(services: Services, config: str | None, repository: str | None):
     if not services:
         raise ConfigError("deploy: name at least one service (--service NAME)")
-    settings = load_settings(repository=repository)
-    cfg = load_config(config or settings.monitor_config)
-    return settings, cfg, service_checks(cfg, services), repo_spec(settings)
+    settings = run_settings(repository=repository)
+    cfg = load_config(config or settings.monitor.config)
+    return settings, cfg, service_checks(cfg, services), repo_spec(settings.storage)
 
 
 def _gate(settings, by_service: dict, passes: int | None = None, timeout: float | None = None) -> tuple[Gate, str]:
     checks = [c for checks in by_service.values() for c in checks]
-    return health_gate(checks, settings, passes or settings.deploy_gate_passes,
-                       settings.deploy_gate_timeout if timeout is None else timeout, settings.deploy_gate_interval)
+    return health_gate(checks, settings, passes or settings.deploy.gate_passes,
+                       settings.deploy.gate_timeout if timeout is None else timeout, settings.deploy.gate_interval)
 
 
 def _healthy(gate: Gate, checks: list) -> bool:
@@ -121,11 +121,11 @@ def _pre(settings, by_service: dict, repo, services: Services, release: str | No
     taken = backup_flow(repository=repo.url)[0] if backup else None
     if taken:
         label_pre_deploy_backup(repo, taken["database"], taken["backup_id"], label)
-    keys = save_records(repo, records, settings.encrypt_to)
+    keys = save_records(repo, records, settings.backup.encrypt_to)
     gate, _ = _gate(settings, by_service, passes=1, timeout=0)  # one round: does the running release answer?
     good = [r for r in records if _healthy(gate, by_service[r.service])]
     mark_last_good(repo, good, keys, "answered its health checks at pre-deploy")
-    window = open_window(store, check_ids(by_service), settings.deploy_window_minutes,
+    window = open_window(store, check_ids(by_service), settings.deploy.window_minutes,
                          f"deploy {release}")
     save_guard(repo, Guard(release=release, label=label, at=records[0].recorded_at, services=services, records=keys,
                            database=taken["database"] if taken else None,
@@ -172,7 +172,7 @@ def _post(settings, cfg, by_service: dict, repo, services: Services, state: str 
     if outcome != "passed":
         _gate_failed(settings, cfg, services, by_service, gate, guards)
     records = inspect_services(services)
-    keys = save_records(repo, records, settings.encrypt_to)
+    keys = save_records(repo, records, settings.backup.encrypt_to)
     mark_last_good(repo, records, keys, f"passed the post-deploy gate ({gate.passes} passes in a row)")
     close_windows(open_state(settings, state), [g.window_id for g in guards if g.window_id])
     return _post_summary(gate, outcome, by_service, records)
@@ -245,7 +245,7 @@ def rollback_flow(services: Services, restore_data: bool = False, reason: str = 
     plan = _rollback_plan(services, records, refs, guards, restore_data)
     deploy_artifact("rollback-plan", f"Rollback of {', '.join(services)}", plan)
     decision = None
-    if restore_data and not settings.production:  # production: the restore flow asks, with its own plan
+    if restore_data and not settings.database.production:  # production: the restore flow asks, with its own plan
         decision = approve("\n".join(plan))
     run = _Rollback(settings=settings, cfg=cfg, state=state, services=services, records=records,
                     guards=guards, by_service=by_service, reason=reason, started=utcnow())

@@ -34,8 +34,8 @@ from charhub_ops.monitoring.diagnose import summary_lines
 from charhub_ops.monitoring.incident_model import RESPONSE_TARGET, add, attach, new_incident, record_action, resolve
 from charhub_ops.monitoring.mitigate import planned_actions
 from charhub_ops.monitoring.windows import active_windows
-from charhub_ops.settings import load_settings
 from flows.params import CONFIG_HELP, STATE_HELP, CheckId, StateStore, described
+from tasks.common import run_settings
 from tasks.incident import incident_lock, reprobe, run_action
 from tasks.monitoring import (
     check_context,
@@ -79,8 +79,8 @@ def incident_respond_flow(
 ) -> dict:
     """Re-probe the check; when it still fails, open (or attach to) its incident; diagnose, mitigate,
     escalate, document, notify."""
-    settings = load_settings()
-    cfg = load_config(config or settings.monitor_config)
+    settings = run_settings()
+    cfg = load_config(config or settings.monitor.config)
     check, store = _check(cfg, check_id, detail), open_state(settings, state)
     with incident_lock(check_id):
         now = utcnow()
@@ -155,8 +155,8 @@ def incident_resolve_flow(
     state: Annotated[StateStore | None, Field(description=STATE_HELP)] = None,
 ) -> dict:
     """Close the open incident of ``check_id``: timeline, duration, report, notification."""
-    settings = load_settings()
-    cfg = load_config(config or settings.monitor_config)
+    settings = run_settings()
+    cfg = load_config(config or settings.monitor.config)
     store = open_state(settings, state)
     with incident_lock(check_id):
         inc = store.open_incident(check_id)

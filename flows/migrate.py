@@ -36,6 +36,7 @@ from flows.params import (
     RestoreTarget,
     described,
 )
+from tasks.common import run_settings
 from tasks.migrate import (
     apply_migrations,
     check_health,
@@ -113,7 +114,7 @@ def migrate_flow(
 ) -> dict:
     """Plan, lint, preview; unless dry_run: back up, apply under the lock, check. Returns the summary."""
     accept, (allow_drift, no_backup) = overrides.accept or [], _CLI_EXCEPTIONS.get()
-    cfg = resolve_migrate_config(apply.lock_wait, access.database_url_secret)
+    cfg = resolve_migrate_config(run_settings(), apply.lock_wait, access.database_url_secret)
     plan, major = plan_migrations(cfg.url, migrations_dir)
     lint = lint_migrations(cfg.url, migrations_dir, plan["checksums"], major, cfg.big_rows, accept, cfg.big_bytes)
     summary = {"kind": "preview", "database": cfg.url.dbname, "outcome": "dry-run" if dry_run else "planned",

@@ -26,8 +26,8 @@ from pydantic import Field
 from charhub_ops.monitoring.config import load_config
 from charhub_ops.monitoring.runner import EVENTS, evaluate
 from charhub_ops.monitoring.windows import active_windows
-from charhub_ops.settings import load_settings
 from flows.params import CONFIG_HELP, STATE_HELP, StateStore, described
+from tasks.common import run_settings
 from tasks.monitoring import check_context, open_state, probe, utcnow
 from tasks.notify import emit_many, notify
 
@@ -42,8 +42,8 @@ def monitor_flow(
 ) -> list[dict]:
     """One pass of all checks (``config``: the YAML file, default setting monitor_config; ``state``: the
     state store, default setting monitor_state)."""
-    settings = load_settings()
-    cfg = load_config(config or settings.monitor_config)
+    settings = run_settings()
+    cfg = load_config(config or settings.monitor.config)
     store = open_state(settings, state, shared=False)  # without a server: health's own streaks
     windows, now = store.windows(), utcnow()
     states = {c.id: store.check(c.id) for c in cfg.checks}

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from charhub_ops.retention.prune import prune_to_json
 from flows.params import REPOSITORY_HELP, DatabaseName, Repository, Retention, described
+from tasks.common import run_settings
 from tasks.notify import notify_failure
 from tasks.prune import delete_backups, plan_prune, prune_preview, prune_report, resolve_prune_config
 
@@ -40,7 +41,7 @@ def prune_flow(
     policy: Annotated[Retention, Field(description="Which backups to keep; empty: the settings' policy")] = Retention(),
 ) -> dict:
     """Apply the retention policy to every database of the repository; returns the plan and what was done."""
-    cfg = resolve_prune_config(repository, policy.model_dump())
+    cfg = resolve_prune_config(run_settings(repository=repository), policy.model_dump())
     plan = plan_prune(cfg.repo, cfg.policy, datetime.now(UTC), database or None)
     # quote(): a plan may list 10,000 backups; Prefect need not walk it looking for futures (~1 s a task)
     prune_preview(quote(plan), dry_run, cfg.policy_source)

@@ -21,10 +21,11 @@ from charhub_ops.errors import VerificationError
 from charhub_ops.restore.engine import restore_name
 from flows.params import REPOSITORY_HELP, Access, Decryption, Repository, RestoreSource, RestoreTarget, described
 from flows.swap import approve, swap_databases
+from tasks.common import run_settings
 from tasks.notify import notify_failure
-from tasks.report import check_report, restore_plan
 from tasks.restore import (
     check_copy,
+    check_report,
     choose_restore_mode,
     create_missing_roles,
     ensure_absent,
@@ -33,6 +34,7 @@ from tasks.restore import (
     remove_work_files,
     resolve_restore_config,
     restore_new_database,
+    restore_plan,
     select_backup,
 )
 
@@ -51,8 +53,9 @@ def restore_flow(
 ) -> dict:
     """Restore one backup; returns backup_id, database, tables, rows, ok."""
     now = datetime.now(UTC)
-    cfg = resolve_restore_config(repository, access.docker_container, decryption.identity_file,
-                                 decryption.identity_secret, access.database_url_secret)
+    settings = run_settings(repository=repository, docker_container=access.docker_container,
+                            age_identity_file=decryption.identity_file)
+    cfg = resolve_restore_config(settings, decryption.identity_secret, access.database_url_secret)
     manifest = select_backup(cfg.repo, source.source_database, cfg.url.dbname, source.backup, source.before)
     name = target.target_database or restore_name(manifest.database, now)
     plan = restore_plan(manifest, name, cfg.url.redacted(), target.replace, cfg.url.dbname, cfg.app_containers, now)

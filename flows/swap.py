@@ -24,6 +24,7 @@ from charhub_ops.restore.swap import pre_restore_name
 from flows.approval import Approval, approve
 from flows.backup import backup_flow
 from flows.params import Access, DatabaseName, Repository, Seconds, described
+from tasks.common import run_settings
 from tasks.notify import notify_failure
 from tasks.restore import RestoreConfig, resolve_restore_config
 from tasks.swap import allow, block_live, rename, start_apps, stop_apps
@@ -43,7 +44,8 @@ def swap_flow(
         description="Seconds to wait for the app containers' health checks")] = 120,
 ) -> dict:
     """Swap ``restored`` into ``live`` (production: after an approval); returns the names used."""
-    cfg = resolve_restore_config(repository, access.docker_container, None, None, access.database_url_secret)
+    settings = run_settings(repository=repository, docker_container=access.docker_container)
+    cfg = resolve_restore_config(settings, None, access.database_url_secret)
     if cfg.production:
         approve(f"Swap `{restored}` into `{live}`? The live database is renamed (kept); containers stopped: "
                 f"{', '.join(cfg.app_containers) or 'none'}.")

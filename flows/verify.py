@@ -27,13 +27,13 @@ from charhub_ops.backup.manifest import Manifest
 from charhub_ops.errors import DatabaseError, NotFoundError, OpsError, VerificationError
 from charhub_ops.restore.engine import CheckResult
 from flows.params import REPOSITORY_HELP, Access, Decryption, Repository, VerifySource, described
-from tasks.common import is_transient
+from tasks.common import is_transient, run_settings
 from tasks.locks import database_lock
 from tasks.notify import emit, notify_failure
-from tasks.report import check_report
 from tasks.restore import (
     RestoreConfig,
     check_copy,
+    check_report,
     choose_restore_mode,
     drop_database,
     fetch_backup,
@@ -61,8 +61,9 @@ def verify_flow(
 ) -> dict:
     """Verify one backup by restoring it; returns backup_id, ok, tables, mismatches."""
     started = datetime.now(UTC)
-    cfg = resolve_restore_config(repository, access.docker_container, decryption.identity_file,
-                                 decryption.identity_secret, access.database_url_secret)
+    settings = run_settings(repository=repository, docker_container=access.docker_container,
+                            age_identity_file=decryption.identity_file)
+    cfg = resolve_restore_config(settings, decryption.identity_secret, access.database_url_secret)
     manifest = select_backup(cfg.repo, source.source_database, cfg.url.dbname, source.backup, None,
                              unverified_first=True)
     scratch = f"{manifest.database}_verify_{started:%Y%m%d%H%M%S}"[:63]

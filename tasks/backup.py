@@ -1,5 +1,5 @@
-"""Prefect tasks of the backup flow: preflight, dump (directly or through docker exec), globals, the
-previous backup, the manifest (written last)."""
+"""Prefect tasks of the backup flow: its configuration, preflight, dump (directly or through docker exec),
+globals, the previous backup, the manifest (written last), the report artifact."""
 
 from __future__ import annotations
 
@@ -7,20 +7,53 @@ import time
 from contextlib import nullcontext
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
 from prefect.concurrency.sync import concurrency
+from pydantic import BaseModel
 
 from charhub_ops import progress
 from charhub_ops.backup import catalog, engine
 from charhub_ops.backup.manifest import Manifest, ObjectRef, new_backup_id
+from charhub_ops.fmt import human_bytes
 from charhub_ops.pgurl import PgUrl
-from tasks.common import RETRY, RepoSpec
+from charhub_ops.settings import Settings
+from charhub_ops.streams import parse_recipients
+from tasks.common import RETRY, RepoSpec, database_url, repo_spec
 from tasks.locks import database_lock
 
-__all__ = ["preflight", "dump_database", "dump_globals", "previous_backup", "write_manifest", "BACKUP_LIMIT"]
+__all__ = ["BackupConfig", "resolve_backup_config", "preflight", "dump_database", "dump_globals", "previous_backup",
+           "write_manifest", "backup_report", "BACKUP_LIMIT"]
 
 BACKUP_LIMIT = "charhub-ops-backup"
+
+
+class BackupConfig(BaseModel):
+    model_config = {"arbitrary_types_allowed": True}
+
+    repo: RepoSpec
+    url: PgUrl
+    container: str | None
+    recipients: list[str]
+    zstd_level: int
+    zstd_threads: int
+    hash_limit: int
+    parallel: int
+    anomaly_low: float
+    anomaly_high: float
+
+
+@task(name="resolve-config", cache_policy=NONE)
+def resolve_backup_config(settings: Settings, database_url_secret: str | None) -> BackupConfig:
+    """The run's settings (read by the flow, its parameters over the environment) and the database URL
+    (setting or Secret block), validated before any work."""
+    backup = settings.backup
+    parse_recipients(backup.encrypt_to)
+    return BackupConfig(
+        repo=repo_spec(settings.storage), url=database_url(settings.database, database_url_secret),
+        container=settings.database.docker_container, recipients=backup.encrypt_to, zstd_level=backup.zstd_level,
+        zstd_threads=backup.zstd_threads, hash_limit=backup.hash_limit_mib * 1024 * 1024,
+        parallel=backup.parallel_databases, anomaly_low=backup.anomaly_low, anomaly_high=backup.anomaly_high)
 
 
 @task(name="preflight", cache_policy=NONE, **RETRY)
@@ -106,3 +139,24 @@ def write_manifest(repo: RepoSpec, pre: engine.Preflight, dump: engine.DumpResul
     key = engine.write_manifest(repo.open(), manifest)
     get_run_logger().info("backup %s complete: %s", manifest.backup_id, key)
     return manifest
+
+
+@task(name="backup-report", cache_policy=NONE)
+def backup_report(repository: str, manifests: list[Manifest], anomalies: dict[str, str]) -> str:
+    """A markdown artifact: per database size, duration, throughput, checksum and anomaly flag."""
+    lines = [
+        f"# Backup to `{repository}`", "",
+        "| database | backup id | stored | raw | duration | throughput | tables | rows | sha256 | encrypted "
+        "| anomaly |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in manifests:
+        secs = max(m.duration_seconds, 0.001)
+        lines.append(
+            f"| {m.database} | `{m.backup_id}` | {human_bytes(m.stored_size_bytes)} | {human_bytes(m.raw_size_bytes)} "
+            f"| {secs:.1f} s | {human_bytes(m.raw_size_bytes / secs)}/s | {len(m.tables)} "
+            f"| {sum(t.rows for t in m.tables)} | `{m.sha256[:16]}…` | {'age' if m.encrypted else 'no'} "
+            f"| {'⚠ ' + anomalies[m.database] if m.database in anomalies else '—'} |")
+    markdown = "\n".join(lines)
+    create_markdown_artifact(markdown, key="backup-report", description="charhub-ops backup")
+    return markdown

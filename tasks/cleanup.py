@@ -22,10 +22,9 @@ from charhub_ops.deploy.releases import protected_images
 from charhub_ops.fmt import human_bytes
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import PsycopgSession
-from charhub_ops.settings import load_settings
+from charhub_ops.settings import Settings
 from tasks.cleanup_media import MediaConfig, act_media, media_config, plan_media
-from tasks.common import RETRY, RepoSpec
-from tasks.config import database_url, repo_spec
+from tasks.common import RETRY, RepoSpec, database_url, repo_spec
 from tasks.locks import database_lock
 
 __all__ = ["CleanupConfig", "resolve_cleanup_config", "plan_rows", "act_rows", "plan_storage", "act_storage",
@@ -47,22 +46,21 @@ class CleanupConfig(BaseModel):
 
 
 @task(name="resolve-cleanup-config", cache_policy=NONE)
-def resolve_cleanup_config(parts: list[str], policy_file: str | None, media_mode: str | None,
-                           repository: str | None, database_url_secret: str | None) -> CleanupConfig:
-    """Settings + the run's parameters, validated before anything runs (the policy file's shape too)."""
-    settings = load_settings(repository=repository, cleanup_policy_file=policy_file)
-    policies = load_policy_file(settings.cleanup_policy_file) if settings.cleanup_policy_file else None
+def resolve_cleanup_config(settings: Settings, parts: list[str], media_mode: str | None,
+                           database_url_secret: str | None) -> CleanupConfig:
+    """The run's settings (read by the flow, its parameters over the environment), validated before anything
+    runs (the policy file's shape too)."""
+    cleanup = settings.cleanup
+    policies = load_policy_file(cleanup.policy_file) if cleanup.policy_file else None
     media = media_config(settings, media_mode, database_url_secret) if "storage" in parts else None
     needs_db = "rows" in parts and policies is not None
-    rows = RowOptions(lock_timeout=settings.cleanup_lock_timeout, statement_timeout=settings.cleanup_statement_timeout,
-                      pause=settings.cleanup_pause, pause_ratio=settings.cleanup_pause_ratio,
-                      max_batch=settings.cleanup_max_batch, floor=settings.cleanup_min_batch,
-                      sweep=settings.cleanup_sweep)
-    return CleanupConfig(url=database_url(settings, database_url_secret) if needs_db else None, policies=policies,
-                         rows=rows, backups=repo_spec(settings) if "storage" in parts else None, media=media,
-                         deploy=repo_spec(settings) if "docker" in parts else None,
-                         container_age_hours=settings.cleanup_container_age_hours,
-                         keep_label=settings.cleanup_keep_label, build_cache=settings.cleanup_build_cache)
+    repo = repo_spec(settings.storage) if {"storage", "docker"} & set(parts) else None
+    return CleanupConfig(url=database_url(settings.database, database_url_secret) if needs_db else None,
+                         policies=policies, rows=cleanup.row_options(),
+                         backups=repo if "storage" in parts else None, media=media,
+                         deploy=repo if "docker" in parts else None,
+                         container_age_hours=cleanup.container_age_hours, keep_label=cleanup.keep_label,
+                         build_cache=cleanup.build_cache)
 
 
 @task(name="plan-rows", cache_policy=NONE, **RETRY)

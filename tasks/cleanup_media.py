@@ -17,11 +17,9 @@ from charhub_ops.cleanup import orphans
 from charhub_ops.errors import ConfigError
 from charhub_ops.pgurl import PgUrl, parse_pg_url
 from charhub_ops.postgres import PsycopgSession
-from charhub_ops.retention.policy import parse_duration
-from charhub_ops.settings import Settings
-from charhub_ops.storage import S3Options, open_storage
-from tasks.common import RepoSpec
-from tasks.config import database_url
+from charhub_ops.settings import DatabaseSettings, Settings
+from charhub_ops.storage import open_storage
+from tasks.common import RepoSpec, database_url
 
 __all__ = ["MediaConfig", "media_config", "plan_media", "act_media"]
 
@@ -35,15 +33,15 @@ class MediaConfig(BaseModel):
     databases: dict[str, PgUrl]  # prefix -> the database owning its references (owned prefixes only)
 
 
-def _owner_url(settings: Settings, prefix: str, owner: str, secret_block: str | None) -> PgUrl:
+def _owner_url(database: DatabaseSettings, prefix: str, owner: str, secret_block: str | None) -> PgUrl:
     """DATABASE_URL (the run's database), a postgresql:// URL / conninfo, or a Prefect Secret block name."""
     if owner == "DATABASE_URL":
-        return database_url(settings, secret_block)
+        return database_url(database, secret_block)
     setting = f"cleanup_media_databases ({prefix})"
     if "://" in owner or "=" in owner:
         return parse_pg_url(owner, setting=setting)
     try:
-        return database_url(settings, owner)
+        return database_url(database, owner)
     except ConfigError:
         raise ConfigError(f"{setting}: no Prefect Secret block named '{owner}' (give DATABASE_URL, a "
                           f"postgresql:// URL or a Secret block name)") from None
@@ -51,22 +49,17 @@ def _owner_url(settings: Settings, prefix: str, owner: str, secret_block: str | 
 
 def media_config(settings: Settings, mode: str | None, secret_block: str | None) -> MediaConfig | None:
     """The media part's configuration, validated before anything runs; None without a media repository."""
-    if not settings.cleanup_media_repository:
+    cleanup = settings.cleanup
+    if not cleanup.media_repository:
         return None
-    orphans.parse_references(settings.cleanup_media_references)  # refuses an empty list before anything runs
-    grace = parse_duration(settings.cleanup_media_grace, option="cleanup_media_grace")
-    text = settings.cleanup_media_databases.get_secret_value() if settings.cleanup_media_databases else None
-    owners = orphans.parse_owners(text, settings.cleanup_media_prefixes)
-    epoch = datetime(2000, 1, 1)
-    s3 = S3Options.from_settings(settings)
-    url = open_storage(settings.cleanup_media_repository, s3, setting="cleanup_media_repository").url
-    opts = orphans.OrphanOptions(prefixes=settings.cleanup_media_prefixes, grace=epoch - grace.before(epoch),
-                                 max_objects=settings.cleanup_media_max_objects,
-                                 mode=mode or settings.cleanup_media_mode,
-                                 quarantine_days=settings.cleanup_quarantine_days,
-                                 max_orphan_share=settings.cleanup_media_max_orphan_share)
-    return MediaConfig(repo=RepoSpec(url=url, s3=s3), references=settings.cleanup_media_references, options=opts,
-                       databases={p: _owner_url(settings, p, o, secret_block) for p, o in owners.items()})
+    orphans.parse_references(cleanup.media_references)  # refuses an empty list before anything runs
+    opts = cleanup.orphan_options(mode)
+    text = cleanup.media_databases.get_secret_value() if cleanup.media_databases else None
+    owners = orphans.parse_owners(text, cleanup.media_prefixes)
+    s3 = settings.storage.s3_options()
+    url = open_storage(cleanup.media_repository, s3, setting="cleanup_media_repository").url
+    return MediaConfig(repo=RepoSpec(url=url, s3=s3), references=cleanup.media_references, options=opts,
+                       databases={p: _owner_url(settings.database, p, o, secret_block) for p, o in owners.items()})
 
 
 @contextmanager

@@ -1,23 +1,32 @@
-"""What every task module shares: the retry policy and the repository spec passed between tasks.
+"""What every task module shares: the run's settings, the retry policy, the repository spec passed between
+tasks and the database URL (setting or Prefect Secret block).
+
+Settings of a run (:func:`run_settings`): read once per flow run — by the flow, with its parameters as
+overrides, as its first step — and kept for that run's tasks, retry decisions and failure hooks.
 
 Retry policy (``RETRY``, spread into ``@task(...)``): only errors that say they are transient
 (``OpsError.transient``: network, 5xx, throttling, serialization failures, lock timeouts) are
-retried, as many times as the setting ``task_retries`` says (read when the task fails, so the
-environment of the run decides), after ``task_retry_delay`` seconds, then 4x and 10x as long.
-Bad input, failed checks, a full disk, a missing container or a programming error fail at once.
+retried, as many times as the run's setting ``task_retries`` says, after ``task_retry_delay``
+seconds, then 4x and 10x as long. Bad input, failed checks, a full disk, a missing container or a
+programming error fail at once.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
+from prefect.blocks.system import Secret
+from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from charhub_ops.errors import ConfigError, OpsError
-from charhub_ops.settings import load_settings
+from charhub_ops.pgurl import PgUrl, parse_pg_url
+from charhub_ops.settings import DatabaseSettings, Settings, StorageSettings, load_settings
 from charhub_ops.storage import S3Options, Storage, open_storage
 
-__all__ = ["RepoSpec", "transient_only", "RETRY", "RETRY_DELAYS", "MAX_RETRIES", "is_transient", "setting"]
+__all__ = ["RepoSpec", "transient_only", "RETRY", "RETRY_DELAYS", "MAX_RETRIES", "is_transient", "setting",
+           "run_settings", "repo_spec", "database_url"]
 
 MAX_RETRIES = 3  # the setting's upper bound; the decorator allows that many, the condition stops earlier
 _FACTORS = (1, 4, 10)
@@ -32,12 +41,33 @@ class _Delays(list):
 
 
 RETRY_DELAYS = _Delays(_FACTORS)
+_LOCK = threading.Lock()
+
+
+_RUNS: OrderedDict[str, Settings] = OrderedDict()  # flow run id → its settings (the last 64 runs)
+
+
+def run_settings(**overrides: object) -> Settings:
+    """The settings of the current flow run. With ``overrides`` (a flow's first step: its parameters, None =
+    not given) they are read and kept for the run; without, the run's kept settings (read now if none).
+    Outside a flow run they are read each time. Raises ConfigError naming the bad setting."""
+    run_id = flow_run.id
+    with _LOCK:
+        if run_id and not overrides and run_id in _RUNS:
+            return _RUNS[run_id]
+    settings = load_settings(**overrides)
+    if run_id:
+        with _LOCK:
+            _RUNS[run_id] = settings
+            while len(_RUNS) > 64:
+                _RUNS.popitem(last=False)
+    return settings
 
 
 def setting(name: str, default):
-    """A setting's value from the environment of the run (``default`` when the settings are invalid)."""
+    """A setting of the run's ``runs`` group (``task_retries`` …); ``default`` when the settings are invalid."""
     try:
-        return getattr(load_settings(), name)
+        return getattr(run_settings().runs, name)
     except ConfigError:
         return default
 
@@ -78,8 +108,28 @@ class RepoSpec(BaseModel):
 
 
 _OPEN: dict[tuple, Storage] = {}
-_LOCK = threading.Lock()
 
 
 def _secret(value) -> str | None:
     return value.get_secret_value() if value is not None else None
+
+
+def repo_spec(storage: StorageSettings) -> RepoSpec:
+    """The repository of ``storage`` with its URL made absolute (file://./x → file:///abs/x)."""
+    s3 = storage.s3_options()
+    opened = open_storage(storage.repository, s3)  # validates the scheme, bucket and credentials
+    return RepoSpec(url=opened.url, s3=s3)
+
+
+def database_url(database: DatabaseSettings, secret_block: str | None = None) -> PgUrl:
+    """The database URL: from the Prefect Secret block ``secret_block`` when given, else the setting."""
+    if secret_block:
+        try:
+            value = Secret.load(secret_block).get()
+        except ValueError as exc:
+            raise ConfigError(f"database_url_secret: no Prefect Secret block named '{secret_block}'") from exc
+        return parse_pg_url(str(value), setting=f"Secret block '{secret_block}'")
+    if database.database_url is None:
+        raise ConfigError("database_url: not set (set DATABASE_URL or CHARHUB_OPS_DATABASE_URL, "
+                          "or pass --database-url)")
+    return parse_pg_url(database.database_url.get_secret_value())

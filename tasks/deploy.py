@@ -39,16 +39,16 @@ def releases_of(repo: RepoSpec, settings: Settings) -> Releases:
     """The deploy records of ``repo``: sealed to the backup recipients, opened with the age identity
     (age_identity_file, else the Secret block age_identity_block) only when a sealed record is read."""
     def identities() -> list:
-        if settings.age_identity_file:
-            return load_identities(settings.age_identity_file, setting="age_identity_file")
+        if settings.restore.age_identity_file:
+            return load_identities(settings.restore.age_identity_file, setting="age_identity_file")
         try:
-            text = Secret.load(settings.age_identity_block).get()
+            text = Secret.load(settings.bootstrap.age_identity_block).get()
         except ValueError:  # no such block
             raise ConfigError("deploy: the release records are age-encrypted: set CHARHUB_OPS_AGE_IDENTITY_FILE "
-                              f"or create the Secret block {settings.age_identity_block}") from None
-        return load_identities(text=text, setting=f"Secret block {settings.age_identity_block}")
+                              f"or create the Secret block {settings.bootstrap.age_identity_block}") from None
+        return load_identities(text=text, setting=f"Secret block {settings.bootstrap.age_identity_block}")
 
-    return open_releases(repo.open(), settings.encrypt_to, identities)
+    return open_releases(repo.open(), settings.backup.encrypt_to, identities)
 
 
 @task(name="inspect-services", cache_policy=NONE, **RETRY)

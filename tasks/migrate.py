@@ -15,9 +15,8 @@ from charhub_ops.migrations.checks import check_urls
 from charhub_ops.migrations.plan import plan_changes
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import server_info
-from charhub_ops.settings import load_settings
-from tasks.common import RETRY
-from tasks.config import database_url
+from charhub_ops.settings import Settings
+from tasks.common import RETRY, database_url
 from tasks.locks import database_lock
 
 __all__ = ["MigrateConfig", "resolve_migrate_config", "plan_migrations", "lint_migrations", "apply_migrations",
@@ -36,17 +35,14 @@ class MigrateConfig(BaseModel):
 
 
 @task(name="resolve-migrate-config", cache_policy=NONE)
-def resolve_migrate_config(lock_wait: float | None, database_url_secret: str | None) -> MigrateConfig:
-    settings = load_settings()
-    opts = runner.RunnerOptions(
-        lock_wait=settings.migrate_lock_wait if lock_wait is None else lock_wait,
-        lock_timeout=settings.migrate_lock_timeout, lock_retries=settings.migrate_lock_retries,
-        statement_timeout=settings.migrate_statement_timeout,
-        concurrent_timeout=settings.migrate_concurrent_timeout)
-    return MigrateConfig(url=database_url(settings, database_url_secret), options=opts,
-                         big_rows=settings.migrate_big_table_rows, big_bytes=settings.migrate_big_table_bytes,
-                         health_urls=settings.migrate_health_urls,
-                         health_timeout=settings.migrate_health_timeout)
+def resolve_migrate_config(settings: Settings, lock_wait: float | None,
+                           database_url_secret: str | None) -> MigrateConfig:
+    """The run's settings (read by the flow) with its ``lock_wait`` over them, and the database URL."""
+    migrate = settings.migrate
+    return MigrateConfig(url=database_url(settings.database, database_url_secret),
+                         options=migrate.runner_options(lock_wait), big_rows=migrate.big_table_rows,
+                         big_bytes=migrate.big_table_bytes, health_urls=migrate.health_urls,
+                         health_timeout=migrate.health_timeout)
 
 
 @task(name="plan-migrations", cache_policy=NONE, **RETRY)

@@ -9,9 +9,8 @@ from prefect.client.orchestration import get_client
 from prefect.events import emit_event
 from prefect.logging import get_logger
 
-from charhub_ops.errors import ConfigError
-from charhub_ops.pgurl import parse_pg_url
-from charhub_ops.settings import Settings, load_settings
+from charhub_ops.settings import Settings
+from tasks.common import run_settings
 
 __all__ = ["FAILED_RUNS_AUTOMATION", "emit", "emit_many", "ensure_concurrency_limit", "notify", "notify_failure",
            "scrub"]
@@ -43,27 +42,15 @@ def ensure_concurrency_limit(name: str, limit: int) -> None:
 def scrub(text: str, settings: Settings | None = None) -> str:
     """Remove every secret value the settings know of from ``text``."""
     settings = settings or _settings_or_none()
-    for secret in _secret_values(settings) if settings else []:
+    for secret in settings.secret_values() if settings else []:
         text = text.replace(secret, "**********")
     return text
 
 
-def _secret_values(settings: Settings) -> list[str]:
-    """The secrets, plus the database password alone (messages show it decoded, outside its URL)."""
-    values = [v.get_secret_value() for v in (settings.database_url, settings.r2_access_key_id,
-                                              settings.r2_secret_access_key, settings.scratch_url,
-                                              settings.notify_url) if v is not None]
-    if settings.database_url is not None:
-        try:
-            values.append(parse_pg_url(settings.database_url.get_secret_value()).params.get("password", ""))
-        except ConfigError:
-            pass
-    return [v for v in values if v]
-
-
 def _settings_or_none() -> Settings | None:
+    """The run's settings (read once per flow run, tasks.common.run_settings); None when they are invalid."""
     try:
-        return load_settings()
+        return run_settings()
     except Exception:  # noqa: BLE001 - a failure report must never fail on settings
         return None
 
@@ -72,14 +59,14 @@ def notify_failure(flow, flow_run, state) -> None:
     """Flow on_failure hook: send a secret-free message through the notification block in settings — unless
     the run is a deployment's that the failed-runs automation watches (it says it already: once is enough)."""
     settings = _settings_or_none()
-    if settings is None or not settings.notify_block or _automation_notifies(flow_run):
+    if settings is None or not settings.runs.notify_block or _automation_notifies(flow_run):
         return
     subject = f"charhub-ops: {flow.name} run {flow_run.name} failed"
     body = scrub(f"{subject}\nstate: {state.name}\n{state.message or ''}", settings)
     try:
-        Block.load(settings.notify_block).notify(body=body, subject=subject)
+        Block.load(settings.runs.notify_block).notify(body=body, subject=subject)
     except Exception as exc:  # noqa: BLE001 - the failure being reported matters more
-        get_logger("charhub_ops.notify").error("notification block %r failed: %s", settings.notify_block,
+        get_logger("charhub_ops.notify").error("notification block %r failed: %s", settings.runs.notify_block,
                                                type(exc).__name__)
 
 
@@ -106,7 +93,7 @@ def notify(block: str | None, subject: str, body: str, secrets: list[str] | None
     """Send a secret-free message through the notification block ``block`` (default: setting notify_block).
     Returns False when no block is configured or it failed (a notification never fails a runbook)."""
     settings = _settings_or_none()
-    block = block or (settings.notify_block if settings else None)
+    block = block or (settings.runs.notify_block if settings else None)
     if not block:
         return False
     for secret in secrets or []:

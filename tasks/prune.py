@@ -14,12 +14,11 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel
 
 from charhub_ops.retention import prune
-from charhub_ops.retention.options import choose_policy, describe_policy
+from charhub_ops.retention.options import describe_policy
 from charhub_ops.retention.policy import RetentionPolicy
 from charhub_ops.retention.prune import PrunePlan, PruneResult
-from charhub_ops.settings import load_settings
-from tasks.common import RETRY, RepoSpec
-from tasks.config import repo_spec
+from charhub_ops.settings import Settings
+from tasks.common import RETRY, RepoSpec, repo_spec
 
 __all__ = ["PruneConfig", "resolve_prune_config", "plan_prune", "prune_preview", "delete_backups",
            "prune_report", "table_rows", "MAX_ROWS"]
@@ -35,13 +34,12 @@ class PruneConfig(BaseModel):
 
 
 @task(name="resolve-prune-config", cache_policy=NONE)
-def resolve_prune_config(repository: str | None, options: dict[str, int | str | None]) -> PruneConfig:
-    """Settings from the environment; the run's keep_* parameters, if any is given, are the whole policy
-    (:func:`charhub_ops.retention.options.choose_policy`). Validated before anything else runs."""
-    settings = load_settings(repository=repository)
-    policy, source = choose_policy(settings, **options)
+def resolve_prune_config(settings: Settings, options: dict[str, int | str | None]) -> PruneConfig:
+    """The run's settings (read by the flow); the run's keep_* parameters, if any is given, are the whole
+    policy (:func:`charhub_ops.retention.options.choose_policy`). Validated before anything else runs."""
+    policy, source = settings.retention.policy(**options)
     get_run_logger().info("policy (from %s): %s", source, describe_policy(policy))
-    return PruneConfig(repo=repo_spec(settings), policy=policy, policy_source=source)
+    return PruneConfig(repo=repo_spec(settings.storage), policy=policy, policy_source=source)
 
 
 @task(name="plan-prune", cache_policy=NONE, **RETRY)

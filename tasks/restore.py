@@ -1,4 +1,5 @@
-"""Tasks of the restore and verification pipelines (they touch the repository and PostgreSQL)."""
+"""Tasks of the restore and verification pipelines (they touch the repository and PostgreSQL), and their
+plan and report artifacts."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.blocks.system import Secret
 from prefect.cache_policies import NONE
 from pydantic import BaseModel
@@ -15,16 +17,17 @@ from charhub_ops import progress
 from charhub_ops.backup import catalog
 from charhub_ops.backup.manifest import Manifest, Verification
 from charhub_ops.errors import ConfigError, OpsError
+from charhub_ops.fmt import human_bytes
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.postgres import admin_session, find_local_tool, make_tools, open_session, tool_major
 from charhub_ops.restore import datapath, engine
-from charhub_ops.settings import load_settings
-from tasks.common import RETRY, RepoSpec
-from tasks.config import database_url, repo_spec
+from charhub_ops.settings import Settings
+from tasks.common import RETRY, RepoSpec, database_url, repo_spec
 
 __all__ = ["RestoreConfig", "resolve_restore_config", "select_backup", "choose_restore_mode", "fetch_backup",
            "create_target", "restore_new_database", "check_copy", "drop_database", "record_verification",
-           "ensure_absent", "fetch_globals", "create_missing_roles", "remove_work_files"]
+           "ensure_absent", "fetch_globals", "create_missing_roles", "remove_work_files", "restore_plan",
+           "check_report"]
 
 
 class RestoreConfig(BaseModel):
@@ -43,16 +46,16 @@ class RestoreConfig(BaseModel):
 
 
 @task(name="resolve-config", cache_policy=NONE)
-def resolve_restore_config(repository: str | None, docker_container: str | None, identity_file: str | None,
-                           identity_secret: str | None, database_url_secret: str | None) -> RestoreConfig:
-    settings = load_settings(repository=repository, docker_container=docker_container,
-                             age_identity_file=identity_file)
+def resolve_restore_config(settings: Settings, identity_secret: str | None,
+                           database_url_secret: str | None) -> RestoreConfig:
+    """The run's settings (read by the flow, its parameters over the environment) and the database URL."""
+    restore = settings.restore
     return RestoreConfig(
-        repo=repo_spec(settings), url=database_url(settings, database_url_secret),
-        container=settings.docker_container, identity_file=settings.age_identity_file,
-        identity_secret=identity_secret, jobs=settings.restore_jobs, restore_mode=settings.restore_mode,
-        work_dir=settings.work_dir or tempfile.gettempdir(), app_containers=settings.app_containers,
-        production=settings.production)
+        repo=repo_spec(settings.storage), url=database_url(settings.database, database_url_secret),
+        container=settings.database.docker_container, identity_file=restore.age_identity_file,
+        identity_secret=identity_secret, jobs=restore.restore_jobs, restore_mode=restore.restore_mode,
+        work_dir=settings.runs.work_dir or tempfile.gettempdir(), app_containers=restore.app_containers,
+        production=settings.database.production)
 
 
 @task(name="select-backup", cache_policy=NONE, **RETRY)
@@ -239,3 +242,42 @@ def record_verification(repo: RepoSpec, manifest: Manifest, result: engine.Check
                            duration_seconds=(now - started).total_seconds())
     catalog.write_verification(repo.open(), manifest.database, verdict)
     return verdict
+
+
+@task(name="restore-plan", cache_policy=NONE)
+def restore_plan(manifest: Manifest, target: str, server: str, replace: bool, live: str | None,
+                 stop: list[str], now: datetime) -> str:
+    """The preview of a restore: what will be restored where, and what will be stopped."""
+    age = now - manifest.finished_at
+    lines = [
+        f"# Restore plan: `{manifest.backup_id}` → `{target}`", "",
+        "| item | value |", "|---|---|",
+        f"| backup | `{manifest.backup_id}` of `{manifest.database}` |",
+        f"| finished | {manifest.finished_at:%Y-%m-%d %H:%M:%S} UTC ({age.total_seconds() / 3600:.1f} h ago) |",
+        f"| size | {human_bytes(manifest.stored_size_bytes)} stored, {human_bytes(manifest.raw_size_bytes)} raw |",
+        f"| tables / rows | {len(manifest.tables)} / {sum(t.rows for t in manifest.tables)} |",
+        f"| server | `{server}` |",
+        f"| new database | `{target}` (created; must not exist) |",
+    ]
+    if replace:
+        lines += [f"| swap | `{live}` → `{live}_pre_restore_…` (kept), `{target}` → `{live}` |",
+                  f"| safety backup | of `{live}` first |",
+                  f"| containers stopped | {', '.join(f'`{c}`' for c in stop) or 'none'} |"]
+    markdown = "\n".join(lines)
+    create_markdown_artifact(markdown, key="restore-plan", description="charhub-ops restore plan")
+    return markdown
+
+
+@task(name="check-report", cache_policy=NONE)
+def check_report(kind: str, manifest: Manifest, target: str, ok: bool, tables: int, rows: int, hashed: int,
+                 mismatches: list[str], approval: str | None = None) -> str:
+    """The result of a restore or a verification drill; ``approval``: the answer to the run's approval pause
+    (flows/approval.py Decision.line: approved, UTC time, reason)."""
+    lines = [f"# {kind} of `{manifest.backup_id}` ({manifest.database}) into `{target}`: "
+             f"{'OK' if ok else 'FAILED'}", "",
+             f"{tables} tables, {rows} rows compared with the manifest; {hashed} content hashes compared.", ""]
+    lines += [approval, ""] if approval else []
+    lines += [f"- ✗ {m}" for m in mismatches]
+    markdown = "\n".join(lines)
+    create_markdown_artifact(markdown, key=f"{kind.lower()}-report", description=f"charhub-ops {kind.lower()}")
+    return markdown

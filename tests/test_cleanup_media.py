@@ -21,6 +21,7 @@ from charhub_ops.cleanup.orphans import (
     plan_orphans,
 )
 from charhub_ops.errors import ConfigError, PolicyError
+from charhub_ops.settings import load_settings
 from charhub_ops.storage import open_storage
 from tasks.cleanup import _storage_lines, act_storage, plan_storage, resolve_cleanup_config
 from tests.harness.charhub_schema import create_charhub_schema
@@ -140,7 +141,7 @@ def media_env(monkeypatch, bucket, prod, tmp_path):
 
 
 def plan(now, mode="quarantine"):
-    cfg = resolve_cleanup_config.fn(["storage"], None, mode, None, None)
+    cfg = resolve_cleanup_config.fn(load_settings(), ["storage"], mode, None)
     return cfg, plan_storage.fn(cfg.backups, cfg.media, now)["media"]
 
 

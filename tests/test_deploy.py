@@ -92,9 +92,9 @@ def test_a_deploy_window_suppresses_incidents_and_expires_by_itself(service, dep
     pre = pre_deploy_flow(services=[service.name], backup=False)
     service.run(V2)
     settings = load_settings()
-    store, cfg = repository_state(settings, None, False), load_config(settings.monitor_config)
+    store, cfg = repository_state(settings, None, False), load_config(settings.monitor.config)
     (window,) = [w for w in store.windows() if w.id == pre["window_id"]]
-    assert window.checks == [cid] and window.end - window.start == timedelta(minutes=settings.deploy_window_minutes)
+    assert window.checks == [cid] and window.end - window.start == timedelta(minutes=settings.deploy.window_minutes)
     (row,) = run_pass(cfg, store, settings, window.start + timedelta(seconds=1))
     assert not row["ok"] and row["state"] == "maintenance" and row["events"] == ["failed", "suppressed"]
     assert incident_respond_flow(check_id=cid)["incident_id"] is None  # no incident inside the window

@@ -117,7 +117,7 @@ def test_bearer_token_from_a_prefect_secret_block_is_sent_and_never_shown(prefec
     from prefect.blocks.system import Secret
 
     from charhub_ops.monitoring.state import CheckState
-    from charhub_ops.settings import Settings
+    from charhub_ops.settings import load_settings
     from tasks.monitoring import check_context
 
     token = f"tok-{uuid.uuid4().hex}"
@@ -139,9 +139,9 @@ def test_bearer_token_from_a_prefect_secret_block_is_sent_and_never_shown(prefec
     url = f"http://127.0.0.1:{server.server_address[1]}/system_stats"
     try:
         good = check(id="comfy", type="http", url=url, bearer_secret=name, expect_json={"status": "ok"})
-        assert run_check(good, check_context(good, Settings(), CheckState(check_id="comfy"), NOW)).ok
+        assert run_check(good, check_context(good, load_settings(), CheckState(check_id="comfy"), NOW)).ok
         Secret(value="wrong-token-value").save(name, overwrite=True)
-        bad = run_check(good, check_context(good, Settings(), CheckState(check_id="comfy"), NOW))
+        bad = run_check(good, check_context(good, load_settings(), CheckState(check_id="comfy"), NOW))
         assert not bad.ok and "status 401" in bad.detail and token not in bad.detail
     finally:
         server.shutdown()

@@ -92,11 +92,11 @@ def test_malformed_url_in_a_secret_block_names_the_block(prefect_server):
     from prefect.blocks.system import Secret
 
     from charhub_ops.settings import load_settings
-    from tasks.config import database_url
+    from tasks.common import database_url
 
     Secret(value=f"postgresql://{USER}:Kx8v%zz-Q71m@db.example/app").save("h2-bad-url", overwrite=True)
     with pytest.raises(ConfigError) as info:
-        database_url(load_settings(), "h2-bad-url")
+        database_url(load_settings().database, "h2-bad-url")
     assert str(info.value).startswith("Secret block 'h2-bad-url': invalid PostgreSQL connection string")
     assert leaks(str(info.value), "Kx8v%zz-Q71m") == []
 

@@ -64,7 +64,7 @@ def _monitor_and_respond(service, cid: str) -> None:
     from flows.incident import incident_respond_flow
 
     settings = load_settings()
-    store, cfg = repository_state(settings, None, False), load_config(settings.monitor_config)
+    store, cfg = repository_state(settings, None, False), load_config(settings.monitor.config)
     (row,) = run_pass(cfg, store, settings, datetime.now(UTC))
     assert row["state"] == "down", row
     assert incident_respond_flow(check_id=cid)["incident_id"]

@@ -247,10 +247,10 @@ def test_cli_endpoint_without_scheme_is_one_line():
 
 
 def test_s3_client_timeouts_and_attempts_come_from_settings(monkeypatch):
-    assert (S3Options.from_settings(load_settings()).timeout, load_settings().s3_max_attempts) == (60.0, 5)
+    assert (load_settings().storage.s3_options().timeout, load_settings().storage.s3_max_attempts) == (60.0, 5)
     monkeypatch.setenv("CHARHUB_OPS_S3_TIMEOUT", "7")
     monkeypatch.setenv("CHARHUB_OPS_S3_MAX_ATTEMPTS", "2")
-    store = S3Storage("bucket-x", "", S3Options.from_settings(load_settings()))
+    store = S3Storage("bucket-x", "", load_settings().storage.s3_options())
     config = store.client.meta.config
     assert (config.connect_timeout, config.read_timeout, config.retries["total_max_attempts"]) == (7, 7, 2)
 

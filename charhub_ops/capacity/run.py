@@ -61,12 +61,12 @@ def inputs_from_settings(settings, config: str | None, open_state: Callable[[], 
     """The inputs the settings name: the monitor config (``config`` or setting monitor_config), the disk
     samples in the state store ``open_state`` returns (opened only when there are disk checks), the cleanup
     policy file, the window and the database disk."""
-    cfg, notes = monitor_config(config or settings.monitor_config)
+    cfg, notes = monitor_config(config or settings.monitor.config)
     has_disks = cfg is not None and any(isinstance(c, DiskCheck) for c in cfg.checks)
     return CapacityInputs(monitor=cfg, samples=disk_samples(open_state(), cfg) if has_disks else {},
-                          policies=load_policies(settings.cleanup_policy_file),
-                          database_disk=settings.capacity_database_disk,
-                          window_days=settings.capacity_window_days, notes=notes)
+                          policies=load_policies(settings.cleanup.policy_file),
+                          database_disk=settings.capacity.database_disk,
+                          window_days=settings.capacity.window_days, notes=notes)
 
 
 def default_chart_path(work_dir: str | None, now: datetime) -> Path:

@@ -171,14 +171,14 @@ def use_database_url(url: str | None, settings=None):
         os.environ["CHARHUB_OPS_DATABASE_URL"] = url
         settings = None
     settings = settings or load_settings()
-    if settings.database_url is None:
+    if settings.database.database_url is None:
         raise OpsError("database_url: not set (pass --database-url or set DATABASE_URL)")
-    return parse_pg_url(settings.database_url.get_secret_value())
+    return parse_pg_url(settings.database.database_url.get_secret_value())
 
 
 def open_repo(repository: str | None):
     from charhub_ops.settings import load_settings
-    from charhub_ops.storage import S3Options, open_storage
+    from charhub_ops.storage import open_storage
 
     settings = load_settings(repository=repository)
-    return open_storage(settings.repository, S3Options.from_settings(settings))
+    return open_storage(settings.storage.repository, settings.storage.s3_options())

@@ -19,7 +19,7 @@ def _check(database_url: str | None, to: str | None, docker_container: str | Non
            encrypt_to: list[str] | None) -> Access:
     """Fail fast on bad input, before Prefect starts; returns the flow's ``access`` parameter."""
     from charhub_ops.settings import load_settings
-    from charhub_ops.storage import S3Options, open_storage
+    from charhub_ops.storage import open_storage
     from charhub_ops.streams import parse_recipients
     from flows.params import Access, Repository, build, check_value
 
@@ -27,8 +27,8 @@ def _check(database_url: str | None, to: str | None, docker_container: str | Non
         os.environ["CHARHUB_OPS_DATABASE_URL"] = database_url
     settings = load_settings(repository=to, docker_container=docker_container, encrypt_to=encrypt_to or None)
     use_database_url(None, settings)
-    parse_recipients(settings.encrypt_to)
-    open_storage(settings.repository, S3Options.from_settings(settings))
+    parse_recipients(settings.backup.encrypt_to)
+    open_storage(settings.storage.repository, settings.storage.s3_options())
     check_value("--to", Repository | None, to)
     return build(Access, docker_container=docker_container)
 

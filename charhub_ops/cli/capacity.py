@@ -30,7 +30,7 @@ def _report(repository: str | None, config: str | None, state: str | None, chart
     storage = open_repo(repository)
     inputs = inputs_from_settings(settings, config, lambda: _state(settings, state))
     warnings: list[str] = []
-    report = capacity_report(storage, inputs, now, chart or default_chart_path(settings.work_dir, now),
+    report = capacity_report(storage, inputs, now, chart or default_chart_path(settings.runs.work_dir, now),
                              warn=warnings.append)
     report["notes"] += warnings
     return report

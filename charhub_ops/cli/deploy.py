@@ -31,7 +31,7 @@ def _check(services: list[str], config: str | None, state: str | None) -> None:
     from charhub_ops.settings import load_settings
 
     settings = load_settings()
-    service_checks(load_config(config or settings.monitor_config), services)
+    service_checks(load_config(config or settings.monitor.config), services)
     resolve_state(settings, state, prefect_server())  # the store the workers read windows from, or one line
 
 

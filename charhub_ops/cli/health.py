@@ -42,7 +42,7 @@ def _pass_without_prefect(config: str | None, state: str | None) -> list[dict] |
     from charhub_ops.settings import load_settings
 
     settings = load_settings()
-    cfg = load_config(config or settings.monitor_config)
+    cfg = load_config(config or settings.monitor.config)
     if any(getattr(c, "bearer_secret", None) for c in cfg.checks):
         return None  # a Prefect Secret block is needed
     store = repository_state(settings, state, prefect_server())

@@ -45,7 +45,7 @@ def respond(
     from flows.params import StateStore, check_value
 
     run_guarded(lambda: (check_value("--state", StateStore | None, state),
-                         load_config(config or load_settings().monitor_config).check(check),
+                         load_config(config or load_settings().monitor.config).check(check),
                          resolve_state(load_settings(), state, prefect_server())))  # one line before any flow
     prepare_prefect()
     from flows.incident import incident_respond_flow

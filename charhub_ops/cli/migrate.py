@@ -46,7 +46,7 @@ def _check_restore(restore: dict[str, bool], yes: bool) -> None:
     from charhub_ops.settings import load_settings
 
     asked = [f"--restore-on-{'health-' if kind == 'unhealthy' else ''}failure" for kind, on in restore.items() if on]
-    if asked and not yes and load_settings().production:
+    if asked and not yes and load_settings().database.production:
         raise ConfigError(f"{asked[0]} on a production target (CHARHUB_OPS_PRODUCTION) needs --yes")
 
 

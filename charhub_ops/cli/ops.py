@@ -29,7 +29,7 @@ def setup(as_json: JsonOpt = False) -> None:
 
     blocks = wanted_blocks(settings, secret_blocks(load_spec()))
     access, warnings = _access()
-    result = run_guarded(lambda: bootstrap(settings.notify_block, blocks))
+    result = run_guarded(lambda: bootstrap(settings.runs.notify_block, blocks))
     result["access"], result["warnings"] = access.as_dict(), warnings + result["warnings"]
     if as_json:
         print_json(result)

@@ -65,7 +65,7 @@ def restore(
     def check() -> dict:
         url = use_database_url(database_url)
         when = parse_time(before, "--before")
-        if replace and load_settings().production and not yes:
+        if replace and load_settings().database.production and not yes:
             raise ConfigError("--replace on a production target (CHARHUB_OPS_PRODUCTION) needs --yes")
         return {"repository": check_value("--from", Repository | None, repository),
                 "source": build(RestoreSource, source_database=source, backup=backup, before=when),

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from charhub_ops.cli.app import JsonOpt, print_json, run_guarded
 from charhub_ops.errors import PolicyError
-from charhub_ops.retention.options import SETTINGS_FIELDS, PolicyChoice, choose_policy, describe_policy
+from charhub_ops.retention.options import SETTINGS_FIELDS, PolicyChoice, describe_policy
 from charhub_ops.retention.policy import RetentionPlan, plan_from_records, plan_to_json
 
 __all__ = ["app", "retention_plan", "policy_options", "choose", "policy_line", "KeepLastOpt", "KeepHourlyOpt",
@@ -50,9 +50,9 @@ def policy_options(params: dict[str, Any]) -> dict[str, Any]:
 
 def choose(options: dict[str, Any]) -> PolicyChoice:
     """The policy that applies: the options given, else the settings (PolicyError/ConfigError when bad)."""
-    from charhub_ops.settings import load_settings
+    from charhub_ops.settings import load_group
 
-    return choose_policy(load_settings(), **options)
+    return load_group("retention").policy(**options)
 
 
 def policy_line(choice: PolicyChoice) -> str:

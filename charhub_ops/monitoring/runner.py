@@ -18,9 +18,8 @@ from charhub_ops.monitoring.config import MonitorConfig
 from charhub_ops.monitoring.state import CheckState, DiskSample, add_disk_sample, step
 from charhub_ops.monitoring.store import MonitorState
 from charhub_ops.monitoring.windows import active_windows
-from charhub_ops.pgurl import parse_pg_url
 from charhub_ops.settings import Settings
-from charhub_ops.storage import S3Options, open_storage
+from charhub_ops.storage import open_storage
 
 __all__ = ["EVENTS", "Outcome", "context_for", "evaluate", "run_pass", "secret_values"]
 
@@ -39,16 +38,7 @@ class Outcome:
 
 def secret_values(settings: Settings, *extra: str | None) -> list[str]:
     """Every secret the settings know of, the extra ones, and the passwords inside URLs among them."""
-    values = [v.get_secret_value() for v in (settings.database_url, settings.r2_access_key_id,
-                                              settings.r2_secret_access_key) if v is not None]
-    values += [e for e in extra if e]
-    for value in list(values):
-        if "://" in value:
-            try:
-                values.append(parse_pg_url(value).params.get("password", ""))
-            except Exception:  # noqa: BLE001 - not a PostgreSQL URL: nothing more to hide
-                pass
-    return [v for v in values if v]
+    return settings.secret_values(*extra)
 
 
 def context_for(check, settings: Settings, state: CheckState, now: datetime,
@@ -57,12 +47,12 @@ def context_for(check, settings: Settings, state: CheckState, now: datetime,
     database_url setting), never from the config file."""
     env = getattr(check, "database_url_env", None)
     url = os.environ.get(env) if env else None
-    if url is None and env and settings.database_url is not None:
-        url = settings.database_url.get_secret_value()
+    if url is None and env and settings.database.database_url is not None:
+        url = settings.database.database_url.get_secret_value()
     return CheckContext(now=now, latencies=state.latencies, restart_count=state.restart_count, bearer_token=bearer,
                         database_url=url, secrets=secret_values(settings, bearer, url),
-                        open_repository=lambda repo: open_storage(repo or settings.repository,
-                                                                  S3Options.from_settings(settings)))
+                        open_repository=lambda repo: open_storage(repo or settings.storage.repository,
+                                                                  settings.storage.s3_options()))
 
 
 def evaluate(check, result: CheckResult, previous: CheckState, in_window: list[str], now: datetime) -> Outcome:

@@ -31,7 +31,7 @@ from charhub_ops.errors import ConfigError, NotFoundError
 from charhub_ops.monitoring.incident_model import Incident
 from charhub_ops.monitoring.state import CheckState
 from charhub_ops.monitoring.windows import AdHocWindow
-from charhub_ops.storage import S3Options, Storage, open_storage
+from charhub_ops.storage import Storage, open_storage
 
 __all__ = ["StateStore", "RepositoryStore", "MonitorState", "repository_state", "resolve_state",
            "prefect_server_configured", "budget_key"]
@@ -182,7 +182,7 @@ def resolve_state(settings, spec: str | None, prefect_server: bool, shared: bool
     server, ``auto`` falls back to the repository only when ``shared`` is False (``health``'s own streaks);
     anything the workers must see (windows, incidents) fails with one line instead of silently going where
     no worker reads it. ``prefect`` without a server fails too (an ephemeral API's Variables vanish)."""
-    spec = spec or settings.monitor_state
+    spec = spec or settings.monitor.state
     if spec in ("auto", "prefect") and prefect_server:
         return "prefect"
     if spec == "prefect" or (spec == "auto" and shared):
@@ -190,7 +190,7 @@ def resolve_state(settings, spec: str | None, prefect_server: bool, shared: bool
                           f"workers read them, but {_NO_SERVER}: set PREFECT_API_URL, or set "
                           "CHARHUB_OPS_MONITOR_STATE=repository (or a file:// / s3:// URL) here and on every worker")
     if spec in ("auto", "repository"):
-        spec = settings.repository
+        spec = settings.storage.repository
     if not spec.startswith(("file://", "s3://")):
         raise ConfigError(f"monitor_state: {spec!r}: use auto, prefect, repository, file:///dir or s3://bucket/prefix")
     return spec
@@ -202,4 +202,4 @@ def repository_state(settings, spec: str | None, prefect_server: bool, shared: b
     where = resolve_state(settings, spec, prefect_server, shared)
     if where == "prefect":
         return None
-    return MonitorState(RepositoryStore(open_storage(where, S3Options.from_settings(settings), "monitor_state")))
+    return MonitorState(RepositoryStore(open_storage(where, settings.storage.s3_options(), "monitor_state")))

@@ -18,7 +18,7 @@ from botocore.config import Config
 from pydantic import BaseModel, SecretStr
 
 from charhub_ops.errors import ConfigError
-from charhub_ops.settings import endpoint_url_problem
+from charhub_ops.settings.shared import endpoint_url_problem
 from charhub_ops.storage.base import (
     MIB,
     DeleteResult,
@@ -46,17 +46,6 @@ class S3Options(BaseModel):
     concurrency: int = 4
     timeout: float = 60.0  # seconds to connect, and to wait for each answer / body chunk
     max_attempts: int = 5  # attempts per request, the first included (botocore standard-mode retries)
-
-    @classmethod
-    def from_settings(cls, settings) -> S3Options:
-        endpoint = settings.r2_endpoint_url
-        if not endpoint and settings.r2_account_id:
-            endpoint = f"https://{settings.r2_account_id}.r2.cloudflarestorage.com"
-        region = settings.s3_region or ("auto" if endpoint else None)
-        return cls(endpoint_url=endpoint, region=region, access_key_id=settings.r2_access_key_id,
-                   secret_access_key=settings.r2_secret_access_key,
-                   min_part_size=settings.part_size_mib * MIB, concurrency=settings.upload_concurrency,
-                   timeout=settings.s3_timeout, max_attempts=settings.s3_max_attempts)
 
 
 def make_s3_client(opts: S3Options):
