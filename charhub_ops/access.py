@@ -91,7 +91,7 @@ def access_warnings(access: Access, credentials: bool) -> list[str]:
         out.append(f"the Prefect API at {access.api} answers without credentials on a non-loopback address: "
                    "anyone who reaches it can run a restore over production, approve it or roll back a deploy; "
                    "set PREFECT_SERVER_API_AUTH_STRING on the server (PREFECT_API_AUTH_STRING on workers and "
-                   "this CLI), see the README, \"Access\"")
+                   "this CLI), see docs/deployments.md, \"Access\"")
     if credentials and urlsplit(access.api).scheme == "http":
         out.append(f"PREFECT_API_AUTH_STRING travels in clear to {access.api}: put the server behind TLS "
                    "(https://) or keep it on loopback")

@@ -5,7 +5,7 @@ rollback with restore_data outside production, migrate's restore on failure thro
 **required** reason (the server refuses a resume without one). Every answer — approved or refused — is
 recorded at once in the run's ``approval`` artifact with the reason and the UTC times the question was asked
 and answered, and returned so the run's own report can show it. Who answered cannot be known: Prefect's open
-source server has one shared credential (README, "Access"). Refused, or 1 h without an answer: the run
+source server has one shared credential (docs/deployments.md, "Access"). Refused, or 1 h without an answer: the run
 fails and nothing was touched.
 """
 

@@ -20,7 +20,7 @@ takes the slot the same way (waiting as long as it takes) but keeps it different
 Prefect's own ``concurrency()`` never frees a slot whose lease a restart forgot: the lease-based release is a
 no-op for an unknown lease, and the slot stays taken until someone resets the limit. Persistent lease storage
 on the server (``PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem``)
-avoids that for every other user of global limits (README).
+avoids that for every other user of global limits (docs/deployments.md, "Scale-out").
 """
 
 from __future__ import annotations

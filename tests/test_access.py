@@ -1,7 +1,7 @@
 """Who can press the buttons: `setup` and `status` say whether the Prefect API answers without credentials.
 
 Against real ``prefect server`` processes bound to every address: one open (no auth), one with basic auth
-and CSRF protection on (PREFECT_SERVER_API_AUTH_STRING, as the README's "Access" asks). The CLI runs as
+and CSRF protection on (PREFECT_SERVER_API_AUTH_STRING, as "Access" in docs/deployments.md asks). The CLI runs as
 a subprocess, as an operator runs it, reaching the server by loopback or by this machine's own address.
 """
 

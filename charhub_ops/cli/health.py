@@ -1,8 +1,8 @@
 """`charhub-ops health`: one pass of every check (the ``monitor`` flow), streaks kept between invocations.
 
 State store (charhub_ops.monitoring.store.resolve_state): Prefect Variables when a Prefect server is configured,
-else — for these streaks only — the repository (setting ``monitor_state``; see the README, "Monitoring and
-incidents").
+else — for these streaks only — the repository (setting ``monitor_state``; see docs/pipelines/monitoring.md,
+"Where the state lives").
 """
 
 from __future__ import annotations

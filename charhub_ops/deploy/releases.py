@@ -8,7 +8,7 @@ and easily passes a Variable's 5,000 characters; the repository (R2) is private 
 database backups. With backup recipients (``encrypt_to``) a record is stored age-encrypted to them (the
 whole record: env, cmd and health check may all hold secrets) beside its summary (variable names, never
 values); reading it back needs an age identity. Without recipients the record is plain JSON, values
-included (the README warns, as for globals). Keys::
+included (docs/pipelines/deploy.md warns, as the README does for globals). Keys::
 
     deploy/record/<service>/<UTC time>-<image id>.json   a ServiceRecord (immutable), sealed or plain
     deploy/last-good/<service>.json                      a Release: the record to roll back to

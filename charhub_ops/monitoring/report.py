@@ -70,7 +70,7 @@ def render_report(inc: Incident, now: datetime, details: str = "") -> str:
         "### Short-term", "", "- [ ] Confirm the root cause and update this report", "",
         "### Long-term", "", "- [ ] Prevention: adjust the runbook / checks if this can recur", "",
         "## Lessons Learned", "", "- _to be written in the review_", "",
-        "## Related Documents", "", "- Monitoring and incidents: README of charhub-ops", "",
+        "## Related Documents", "", "- Monitoring and incidents: charhub-ops docs/pipelines/monitoring.md", "",
     ]
     if details:
         parts += [DETAILS, "", details.strip(), ""]

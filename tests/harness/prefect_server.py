@@ -5,7 +5,8 @@ background services that run triggers, and a PostgreSQL database instead of SQLi
 "database is locked" under concurrent writers such as two workers). :class:`OpsStack` adds what production
 has: the work pool and every deployment registered by ``charhub-ops setup``, and N process workers
 (``prefect worker start --pool charhub-ops``) whose environment names the checkout (CHARHUB_OPS_HOME), the
-database and the repository. Like production (README, "Access"), the stack's server runs with basic auth and
+database and the repository. Like production (docs/deployments.md, "Access"), the stack's server runs with
+basic auth and
 CSRF protection on: workers, ``setup`` and this harness send PREFECT_API_AUTH_STRING (``OpsStack.auth``, a
 fresh random value per stack); a request without it is refused. The fixture :func:`ops_stack` starts one
 that the browser, event-chain and scale-out tests share; teardown kills every process it started.
@@ -61,8 +62,9 @@ def start_prefect_server(home: Path, *, database_url: str | None = None, ui: boo
     (PREFECT_UI_API_URL points it at this port); ``services``: run the background services (events,
     triggers, pauses) except the scheduler, so schedules of prefect.yaml start nothing during tests;
     ``settings``: more PREFECT_* variables for the server process (e.g. shorter foreman timeouts);
-    ``auth``: ``user:password`` — basic auth for the API and the UI, with CSRF protection on, as the README's
-    "Access" says production runs; ``host``: the address to bind (the URL returned always uses 127.0.0.1);
+    ``auth``: ``user:password`` — basic auth for the API and the UI, with CSRF protection on, as
+    docs/deployments.md, "Access", says production runs; ``host``: the address to bind (the URL returned
+    always uses 127.0.0.1);
     ``port``: a given port (a restart on the same port and PREFECT_HOME is the same server to its clients)."""
     port = port or free_port()
     api = f"http://127.0.0.1:{port}/api"
