@@ -88,3 +88,19 @@ def test_old_resolved_incidents_and_ended_windows_are_forgotten(tmp_path):
     assert state.prune_incidents(now, 90) == [old.id] and state.prune_windows(now) == ["w-old"]
     assert sorted(i.id for i in state.incidents()) == sorted([recent.id, still_open.id])
     assert [w.id for w in state.windows()] == ["w-now"]
+
+
+def test_a_variable_value_is_packed_only_when_it_does_not_fit():
+    """Small values are stored as they are; long ones compressed and read back the same; one that does not
+    fit even compressed is one clear error naming the setting, never a truncation (no server needed)."""
+    import hashlib
+
+    from charhub_ops.errors import ConfigError
+    from charhub_ops.monitoring.variables import LIMIT, pack, unpack
+
+    small, long = {"a": 1}, {"steps": ["detail " * 40] * 40}
+    assert pack(small) is small and unpack(pack(small)) == small
+    assert len(str(pack(long))) < LIMIT < len(str(long)) and unpack(pack(long)) == long
+    noise = "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(300))  # incompressible
+    with pytest.raises(ConfigError, match="CHARHUB_OPS_MONITOR_STATE=repository"):
+        pack({"x": noise})
