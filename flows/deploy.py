@@ -65,7 +65,7 @@ from tasks.deploy import (
     write_rollback_report,
 )
 from tasks.locks import resource_lock
-from tasks.monitoring import open_state, utcnow
+from tasks.monitor import open_state, utcnow
 from tasks.notify import emit, notify, notify_failure
 
 __all__ = ["pre_deploy_flow", "post_deploy_flow", "rollback_flow", "GATE_FAILED", "ROLLED_BACK"]

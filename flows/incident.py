@@ -36,16 +36,16 @@ from charhub_ops.monitoring.mitigate import planned_actions
 from charhub_ops.monitoring.windows import active_windows
 from flows.params import CONFIG_HELP, STATE_HELP, CheckId, StateStore, described
 from tasks.common import run_settings
-from tasks.incident import incident_lock, reprobe, run_action
-from tasks.monitoring import (
-    check_context,
+from tasks.incident import (
     diagnose_incident,
-    open_state,
+    incident_lock,
     recent_check_events,
     recent_flow_runs,
-    utcnow,
+    reprobe,
+    run_action,
     write_incident_report,
 )
+from tasks.monitor import check_context, open_state, utcnow
 from tasks.notify import notify
 
 __all__ = ["incident_respond_flow", "incident_resolve_flow"]

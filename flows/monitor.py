@@ -1,6 +1,6 @@
 """Monitor: one pass over every check — probe → update the state → emit events once per transition.
 
-Runbook: load the config and the state (Prefect Variables, see tasks.monitoring) → probe every check
+Runbook: load the config and the state (Prefect Variables, see tasks.monitor) → probe every check
 (concurrently, one task each) → apply the pure state machine (streak, down once at ``threshold``, recovered
 once after ``recovery_threshold``, reminders, maintenance windows) → save → events:
 
@@ -28,7 +28,7 @@ from charhub_ops.monitoring.runner import EVENTS, evaluate
 from charhub_ops.monitoring.windows import active_windows
 from flows.params import CONFIG_HELP, STATE_HELP, StateStore, described
 from tasks.common import run_settings
-from tasks.monitoring import check_context, open_state, probe, utcnow
+from tasks.monitor import check_context, open_state, probe, utcnow
 from tasks.notify import emit_many, notify
 
 __all__ = ["monitor_flow"]

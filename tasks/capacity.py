@@ -20,7 +20,7 @@ from charhub_ops.capacity.report import render_markdown
 from charhub_ops.capacity.run import CapacityInputs, capacity_report, inputs_from_settings
 from charhub_ops.settings import Settings
 from tasks.common import RETRY, RepoSpec
-from tasks.monitoring import open_state
+from tasks.monitor import open_state
 
 __all__ = ["capacity_inputs", "build_capacity_report", "capacity_artifact", "EMBED_LIMIT"]
 

@@ -28,7 +28,7 @@ from charhub_ops.monitoring.windows import AdHocWindow
 from charhub_ops.restore.engine import load_identities
 from charhub_ops.settings import Settings
 from tasks.common import RETRY, RepoSpec
-from tasks.monitoring import check_context, utcnow
+from tasks.monitor import check_context, utcnow
 
 __all__ = ["inspect_services", "health_gate", "label_pre_deploy_backup", "save_records", "mark_last_good",
            "save_guard", "open_window", "close_windows", "check_images", "recreate_service", "undo_recreates",

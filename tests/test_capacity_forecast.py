@@ -119,7 +119,7 @@ def test_a_full_disk_history_fits_a_prefect_variable(paths):
     fewer samples, so a full history never makes the monitor's state too large to save."""
     import json
 
-    from tasks.monitoring import _pack
+    from charhub_ops.monitoring.variables import pack
 
     names = [f"/srv/volume-{i:02d}/data" for i in range(paths)]
     history = DiskHistory()
@@ -129,7 +129,7 @@ def test_a_full_disk_history_fits_a_prefect_variable(paths):
                                                       total_bytes={p: 10 ** 12 + i for p in names}))
     detail = ", ".join(f"{p} 77.7 %" for p in names) + "; past the warn level"
     state = CheckState(check_id="disk", disk_history=history, probes=[Probe(at=T0, ok=False, detail=detail)] * 10)
-    assert len(json.dumps(_pack(state.model_dump(mode="json")))) < 5000
+    assert len(json.dumps(pack(state.model_dump(mode="json")))) < 5000
     assert len(history.times) == min(120, 480 // paths)
 
 

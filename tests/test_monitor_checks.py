@@ -118,7 +118,7 @@ def test_bearer_token_from_a_prefect_secret_block_is_sent_and_never_shown(prefec
 
     from charhub_ops.monitoring.state import CheckState
     from charhub_ops.settings import load_settings
-    from tasks.monitoring import check_context
+    from tasks.monitor import check_context
 
     token = f"tok-{uuid.uuid4().hex}"
 

@@ -5,21 +5,28 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 
 import pytest
 
 from charhub_ops.monitoring.incident_model import new_incident, resolve
 from charhub_ops.monitoring.state import CheckState
 from charhub_ops.monitoring.store import MonitorState, RepositoryStore
+from charhub_ops.monitoring.variables import VariableStore
 from charhub_ops.storage import LocalStorage
-from tasks.monitoring import VariableStore
+
+
+def _variables() -> VariableStore:
+    from prefect.client.orchestration import get_client
+
+    return VariableStore(partial(get_client, sync_client=True))
 
 
 @pytest.fixture(params=["prefect", "repository"])
 def store(request, tmp_path):
     if request.param == "prefect":
         request.getfixturevalue("prefect_server")
-        s = VariableStore()
+        s = _variables()
         s.page = 5
         return s
     return RepositoryStore(LocalStorage(tmp_path / "repo"))
@@ -54,7 +61,7 @@ def test_one_open_incident_per_check_and_the_slot_frees_on_resolve(store):
 def test_a_large_incident_round_trips_through_a_variable(prefect_server):
     from charhub_ops.monitoring.incident_model import add
 
-    state = MonitorState(VariableStore())
+    state = MonitorState(_variables())
     now = datetime.now(UTC)
     inc = new_incident(f"big_{uuid.uuid4().hex[:6]}", "critical", "x" * 300, now, now, now, 3)
     for i in range(40):
@@ -81,3 +88,19 @@ def test_old_resolved_incidents_and_ended_windows_are_forgotten(tmp_path):
     assert state.prune_incidents(now, 90) == [old.id] and state.prune_windows(now) == ["w-old"]
     assert sorted(i.id for i in state.incidents()) == sorted([recent.id, still_open.id])
     assert [w.id for w in state.windows()] == ["w-now"]
+
+
+def test_a_variable_value_is_packed_only_when_it_does_not_fit():
+    """Small values are stored as they are; long ones compressed and read back the same; one that does not
+    fit even compressed is one clear error naming the setting, never a truncation (no server needed)."""
+    import hashlib
+
+    from charhub_ops.errors import ConfigError
+    from charhub_ops.monitoring.variables import LIMIT, pack, unpack
+
+    small, long = {"a": 1}, {"steps": ["detail " * 40] * 40}
+    assert pack(small) is small and unpack(pack(small)) == small
+    assert len(str(pack(long))) < LIMIT < len(str(long)) and unpack(pack(long)) == long
+    noise = "".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(300))  # incompressible
+    with pytest.raises(ConfigError, match="CHARHUB_OPS_MONITOR_STATE=repository"):
+        pack({"x": noise})

@@ -50,9 +50,9 @@ def test_settings_from_the_environment_apply_whole(monkeypatch) -> None:
 
     monkeypatch.setenv("CHARHUB_OPS_KEEP_LAST", "2")
     monkeypatch.setenv("CHARHUB_OPS_KEEP_MONTHLY", "0")
-    assert choose_policy(load_settings()).policy == RetentionPolicy.build(
+    assert load_settings().retention.policy().policy == RetentionPolicy.build(
         keep_last=2, keep_daily=7, keep_weekly=4, keep_monthly=0, min_keep=3)
-    assert choose_policy(load_settings(), keep_hourly=5).policy == RetentionPolicy.build(keep_hourly=5)
+    assert load_settings().retention.policy(keep_hourly=5).policy == RetentionPolicy.build(keep_hourly=5)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from charhub_ops.cli.app import JsonOpt, RepoOpt, err, open_repo, print_json, run_guarded
-from charhub_ops.cli.health import ConfigOpt, StateOpt, prefect_server
+from charhub_ops.cli.health import ConfigOpt, StateOpt, open_store
 
 __all__ = ["capacity"]
 
@@ -28,23 +28,12 @@ def _report(repository: str | None, config: str | None, state: str | None, chart
 
     settings, now = load_settings(repository=repository), datetime.now(UTC)
     storage = open_repo(repository)
-    inputs = inputs_from_settings(settings, config, lambda: _state(settings, state))
+    inputs = inputs_from_settings(settings, config, lambda: open_store(state, shared=False, settings=settings))
     warnings: list[str] = []
     report = capacity_report(storage, inputs, now, chart or default_chart_path(settings.runs.work_dir, now),
                              warn=warnings.append)
     report["notes"] += warnings
     return report
-
-
-def _state(settings, spec: str | None):
-    from charhub_ops.monitoring.store import MonitorState, repository_state
-
-    store = repository_state(settings, spec, prefect_server())
-    if store is None:  # Prefect Variables on the server
-        from tasks.monitoring import VariableStore
-
-        store = MonitorState(VariableStore())
-    return store
 
 
 def capacity(repository: RepoOpt = None, config: ConfigOpt = None, state: StateOpt = None, chart: ChartOpt = None,

@@ -7,13 +7,15 @@ else — for these streaks only — the repository (setting ``monitor_state``; s
 
 from __future__ import annotations
 
+import sys
+from functools import cache
 from typing import Annotated
 
 import typer
 
 from charhub_ops.cli.app import JsonOpt, err, prepare_prefect, print_json, run_guarded
 
-__all__ = ["health", "prefect_server", "ConfigOpt", "StateOpt"]
+__all__ = ["health", "prefect_server", "open_store", "ConfigOpt", "StateOpt"]
 
 ConfigOpt = Annotated[str | None, typer.Option(
     "--config", help="The monitor YAML (default: CHARHUB_OPS_MONITOR_CONFIG).")]
@@ -24,11 +26,39 @@ _MARK = {"up": "[green]up[/]", "down": "[bold red]DOWN[/]", "maintenance": "[yel
 
 
 def prefect_server() -> bool:
-    """A Prefect server is configured (environment or active profile; see
-    charhub_ops.monitoring.store.prefect_server_configured): every command decides the state store the same way."""
+    """A Prefect server is configured: Prefect's own PREFECT_API_URL once Prefect is loaded in this process,
+    else the environment or the active profile (charhub_ops.monitoring.store.prefect_server_configured, which
+    avoids loading Prefect): every command decides the state store the same way."""
+    if "prefect.settings" in sys.modules:
+        from prefect.settings import PREFECT_API_URL
+
+        return bool(PREFECT_API_URL.value())
     from charhub_ops.monitoring.store import prefect_server_configured
 
     return prefect_server_configured()
+
+
+def open_store(state: str | None, shared: bool = True, settings=None):
+    """The state store by the one rule of charhub_ops.monitoring.store.open_state (``shared``: what the workers
+    must see — ``auto`` without a Prefect server fails with one line). Prefect is loaded only when the store
+    is Prefect Variables, at its first request."""
+    from charhub_ops.monitoring.store import open_state
+    from charhub_ops.settings import load_settings
+
+    return open_state(settings or load_settings(), state, prefect_server(), _variables_client, shared)
+
+
+@cache
+def _prepared() -> None:
+    prepare_prefect()
+
+
+def _variables_client():
+    """Prefect's client for the store's Variables, with this CLI's Prefect settings (applied once)."""
+    _prepared()
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
 
 
 def _pass_without_prefect(config: str | None, state: str | None) -> list[dict] | None:

@@ -9,28 +9,13 @@ from typing import Annotated
 import typer
 
 from charhub_ops.cli.app import JsonOpt, err, prepare_prefect, print_json, run_guarded
-from charhub_ops.cli.health import ConfigOpt, StateOpt, prefect_server
+from charhub_ops.cli.health import ConfigOpt, StateOpt, open_store, prefect_server
 from charhub_ops.errors import ConfigError
 
-__all__ = ["app", "open_store"]
+__all__ = ["app"]
 
 app = typer.Typer(help="Incidents: respond to a check that is down, resolve, list and show them.",
                   no_args_is_help=True)
-
-
-def open_store(state: str | None):
-    """The state store the workers use (charhub_ops.monitoring.store.resolve_state, ``shared``): ``auto``
-    without a Prefect server fails with one line (Prefect is imported only for Variables)."""
-    from charhub_ops.monitoring.store import MonitorState, repository_state
-    from charhub_ops.settings import load_settings
-
-    store = repository_state(load_settings(), state, prefect_server(), shared=True)
-    if store is not None:
-        return store
-    prepare_prefect()
-    from tasks.monitoring import VariableStore
-
-    return MonitorState(VariableStore())
 
 
 @app.command()

@@ -11,8 +11,7 @@ from typing import Annotated
 import typer
 
 from charhub_ops.cli.app import JsonOpt, err, print_json, run_guarded
-from charhub_ops.cli.health import StateOpt
-from charhub_ops.cli.incident import open_store
+from charhub_ops.cli.health import StateOpt, open_store
 from charhub_ops.errors import ConfigError
 
 __all__ = ["app"]

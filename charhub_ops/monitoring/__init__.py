@@ -7,6 +7,7 @@
 * :mod:`.state` — pure: streaks, down / recovered once, reminders (``now`` is an argument);
 * :mod:`.windows` — pure: recurring and ad hoc maintenance windows;
 * :mod:`.incident_model` — pure: one open incident per check, timeline, actions, restart budget;
-* :mod:`.store` — the state-store protocol and the repository implementation (Prefect Variables: ``tasks``);
+* :mod:`.store` — the state-store protocol, the repository implementation and ``open_state`` (the one rule);
+* :mod:`.variables` — the Prefect Variables implementation, through a client the caller passes (no Prefect here);
 * :mod:`.diagnose`, :mod:`.mitigate` — the incident runbook's facts and actions; :mod:`.report` — the write-up.
 """

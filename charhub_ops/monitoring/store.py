@@ -2,14 +2,16 @@
 
 Monitor runs land on different workers (or machines), so the state cannot live in a local file:
 
-* ``tasks.monitoring.VariableStore`` keeps each key in a Prefect Variable on the server (``auto`` when a
-  Prefect server is configured — always the case on a worker); a Variable holds at most 5,000 characters,
-  so each check, incident, window and budget is its own small key;
+* :class:`~charhub_ops.monitoring.variables.VariableStore` keeps each key in a Prefect Variable on the server
+  (``auto`` when a Prefect server is configured — always the case on a worker), reached through a client
+  the caller passes (Prefect's own; this package never imports Prefect); a Variable holds at most 5,000
+  characters, so each check, incident, window and budget is its own small key;
 * :class:`RepositoryStore` keeps each key as a JSON object in the repository (``monitor/state/…`` in the
   S3/R2 bucket, or a directory with ``file://``): chosen explicitly (``repository`` or a URL), or by
   ``auto`` without a server for ``charhub-ops health``'s own streaks only.
 
-:func:`resolve_state` is the one rule every command and flow follows; a command that writes what the workers
+:func:`resolve_state` is the one rule every command and flow follows, and :func:`open_state` the one way
+they open the store it names; a command that writes what the workers
 must see (a maintenance window, an incident) refuses ``auto`` without a server rather than writing where no
 worker reads (see its docstring). Keys use lowercase letters, digits, ``-``, ``_`` and ``/``. Writes are
 last-writer-wins: the monitor deployment runs with concurrency 1, the incident flows one run per check id.
@@ -21,7 +23,6 @@ import hashlib
 import json
 import os
 import re
-import sys
 import tomllib
 from datetime import datetime
 from pathlib import Path
@@ -30,10 +31,11 @@ from typing import Protocol
 from charhub_ops.errors import ConfigError, NotFoundError
 from charhub_ops.monitoring.incident_model import Incident
 from charhub_ops.monitoring.state import CheckState
+from charhub_ops.monitoring.variables import Connect, VariableStore
 from charhub_ops.monitoring.windows import AdHocWindow
 from charhub_ops.storage import Storage, open_storage
 
-__all__ = ["StateStore", "RepositoryStore", "MonitorState", "repository_state", "resolve_state",
+__all__ = ["StateStore", "RepositoryStore", "MonitorState", "repository_state", "resolve_state", "open_state",
            "prefect_server_configured", "budget_key"]
 
 
@@ -151,14 +153,11 @@ def budget_key(container: str) -> str:
 
 
 def prefect_server_configured() -> bool:
-    """A Prefect server is configured, as Prefect itself would find it: once ``prefect.settings`` is imported
-    (every flow), its PREFECT_API_URL; before (the CLI's core paths, which avoid importing Prefect), the
-    environment variable, else the active profile's (``PREFECT_PROFILE`` or the ``active`` one of
-    ``PREFECT_PROFILES_PATH``, default ``$PREFECT_HOME/profiles.toml``, ``~/.prefect/profiles.toml``)."""
-    if "prefect.settings" in sys.modules:
-        from prefect.settings import PREFECT_API_URL
-
-        return bool(PREFECT_API_URL.value())
+    """A Prefect server is configured, as Prefect would find it before it is loaded: the environment variable
+    PREFECT_API_URL, else the active profile's (``PREFECT_PROFILE`` or the ``active`` one of
+    ``PREFECT_PROFILES_PATH``, default ``$PREFECT_HOME/profiles.toml``, ``~/.prefect/profiles.toml``). Once
+    Prefect is loaded its own setting is the answer: the callers that may have loaded it ask it first
+    (``charhub_ops.cli.health.prefect_server``, ``tasks.monitor.prefect_server``)."""
     if os.environ.get("PREFECT_API_URL"):
         return True
     home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser()
@@ -197,9 +196,16 @@ def resolve_state(settings, spec: str | None, prefect_server: bool, shared: bool
 
 
 def repository_state(settings, spec: str | None, prefect_server: bool, shared: bool = False) -> MonitorState | None:
-    """The store :func:`resolve_state` names when it is a repository; None when it is Prefect Variables (the
-    tasks layer opens those)."""
+    """The store :func:`resolve_state` names when it is a repository; None when it is Prefect Variables."""
     where = resolve_state(settings, spec, prefect_server, shared)
     if where == "prefect":
         return None
     return MonitorState(RepositoryStore(open_storage(where, settings.storage.s3_options(), "monitor_state")))
+
+
+def open_state(settings, spec: str | None, prefect_server: bool, connect: Connect, shared: bool = True) -> MonitorState:
+    """The store named by ``spec`` (default: setting monitor_state) — auto | prefect | repository | URL — by
+    the one rule of :func:`resolve_state` (``shared``: windows and incidents the workers must see). Prefect
+    Variables are reached through ``connect`` (Prefect's ``get_client(sync_client=True)``; see
+    charhub_ops.monitoring.variables), called only when the store is used."""
+    return repository_state(settings, spec, prefect_server, shared) or MonitorState(VariableStore(connect))

@@ -149,7 +149,7 @@ def passes(config: str, n: int) -> list[dict]:
 def store():
     """The monitor's state store (on the Prefect test server)."""
     from charhub_ops.settings import load_settings
-    from tasks.monitoring import open_state
+    from tasks.monitor import open_state
 
     return open_state(load_settings())
 
