@@ -222,16 +222,6 @@ def test_public_api_is_pinned(module, names):
     assert set(mod.__all__) == names and all(hasattr(mod, n) for n in names)
 
 
-def test_the_cleanup_core_never_imports_prefect():
-    import subprocess
-    import sys
-
-    code = ("import sys, charhub_ops.cleanup.run, charhub_ops.cleanup.orphans, charhub_ops.cleanup.docker_host; "
-            "print('prefect' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
-        == "False"
-
-
 # --- the whole cascade graph (issue 16, item 5) --------------------------------------------------------
 
 def test_every_level_of_a_cascade_is_in_the_plan_with_its_path(charhub_db):

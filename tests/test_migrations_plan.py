@@ -193,13 +193,3 @@ def test_created_tables_if_not_exists_apart():
 def test_plan_changes(planned, on_disk, pending, changes):
     files = [f(name, data) for name, data in on_disk.items()]
     assert plan_changes({n: checksum(d) for n, d in planned.items()}, files, pending) == changes
-
-
-def test_core_never_imports_prefect():
-    import subprocess
-    import sys
-
-    code = ("import sys, charhub_ops.migrations.ledger, charhub_ops.migrations.lint, charhub_ops.migrations.runner, "
-            "charhub_ops.migrations.prisma, charhub_ops.migrations.checks; print('prefect' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
