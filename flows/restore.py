@@ -24,6 +24,7 @@ from flows.swap import approve, swap_databases
 from tasks.common import run_settings
 from tasks.notify import notify_failure
 from tasks.restore import (
+    RestoreConfig,
     check_copy,
     check_report,
     choose_restore_mode,
@@ -38,7 +39,15 @@ from tasks.restore import (
     select_backup,
 )
 
-__all__ = ["restore_flow"]
+__all__ = ["restore_flow", "restore_config"]
+
+
+def restore_config(repository: str | None, access: Access, decryption: Decryption) -> RestoreConfig:
+    """The first step of the restore and verify flows: the run's settings (its parameters over the
+    environment, read once) resolved into the configuration every later step takes."""
+    settings = run_settings(repository=repository, docker_container=access.docker_container,
+                            age_identity_file=decryption.identity_file)
+    return resolve_restore_config(settings, decryption.identity_secret, access.database_url_secret)
 
 
 @flow(name="restore", on_failure=[notify_failure])
@@ -53,9 +62,7 @@ def restore_flow(
 ) -> dict:
     """Restore one backup; returns backup_id, database, tables, rows, ok."""
     now = datetime.now(UTC)
-    settings = run_settings(repository=repository, docker_container=access.docker_container,
-                            age_identity_file=decryption.identity_file)
-    cfg = resolve_restore_config(settings, decryption.identity_secret, access.database_url_secret)
+    cfg = restore_config(repository, access, decryption)
     manifest = select_backup(cfg.repo, source.source_database, cfg.url.dbname, source.backup, source.before)
     name = target.target_database or restore_name(manifest.database, now)
     plan = restore_plan(manifest, name, cfg.url.redacted(), target.replace, cfg.url.dbname, cfg.app_containers, now)

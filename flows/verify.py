@@ -27,7 +27,8 @@ from charhub_ops.backup.manifest import Manifest
 from charhub_ops.errors import DatabaseError, NotFoundError, OpsError, VerificationError
 from charhub_ops.restore.engine import CheckResult
 from flows.params import REPOSITORY_HELP, Access, Decryption, Repository, VerifySource, described
-from tasks.common import is_transient, run_settings
+from flows.restore import restore_config
+from tasks.common import is_transient
 from tasks.locks import database_lock
 from tasks.notify import emit, notify_failure
 from tasks.restore import (
@@ -39,7 +40,6 @@ from tasks.restore import (
     fetch_backup,
     record_verification,
     remove_work_files,
-    resolve_restore_config,
     restore_new_database,
     select_backup,
 )
@@ -61,9 +61,7 @@ def verify_flow(
 ) -> dict:
     """Verify one backup by restoring it; returns backup_id, ok, tables, mismatches."""
     started = datetime.now(UTC)
-    settings = run_settings(repository=repository, docker_container=access.docker_container,
-                            age_identity_file=decryption.identity_file)
-    cfg = resolve_restore_config(settings, decryption.identity_secret, access.database_url_secret)
+    cfg = restore_config(repository, access, decryption)
     manifest = select_backup(cfg.repo, source.source_database, cfg.url.dbname, source.backup, None,
                              unverified_first=True)
     scratch = f"{manifest.database}_verify_{started:%Y%m%d%H%M%S}"[:63]
