@@ -52,20 +52,21 @@ def backup_flow(
     pre = preflight(cfg.url, cfg.container, all_databases)
     limit = BACKUP_LIMIT if len(pre.databases) > 1 else None  # one database: the deployment's limit suffices
     if limit:
-        ensure_concurrency_limit(limit, cfg.parallel)
+        ensure_concurrency_limit(limit, cfg.options.parallel_databases)
 
     previous = {db: previous_backup.submit(cfg.repo, db) for db in pre.databases}
-    runs = {}
+    runs, opts = {}, cfg.options
+    keys, level = opts.encrypt_to, opts.zstd_level
     for db in pre.databases:
         prev = previous[db].result()
         expected = max(prev.stored_size_bytes if prev else 0, pre.database_sizes.get(db, 0)) or None
         raw = expected_total(prev.raw_size_bytes if prev else None, pre.database_sizes.get(db))  # progress
-        dump = dump_database.submit(cfg.repo, cfg.url, pre, db, recipients=cfg.recipients, level=cfg.zstd_level,
-                                    threads=cfg.zstd_threads, hash_limit=cfg.hash_limit, expected_size=expected,
-                                    limit=limit, expected_raw_size=raw)
-        globs = dump_globals.submit(cfg.repo, cfg.url, pre, dump, recipients=cfg.recipients, level=cfg.zstd_level)
-        runs[db] = (prev, [dump, globs, write_manifest.submit(cfg.repo, pre, dump, globs, recipients=cfg.recipients,
-                                                              level=cfg.zstd_level)])
+        dump = dump_database.submit(cfg.repo, cfg.url, pre, db, recipients=keys, level=level,
+                                    threads=opts.zstd_threads, hash_limit=opts.hash_limit_mib * 1024 * 1024,
+                                    expected_size=expected, limit=limit, expected_raw_size=raw)
+        globs = dump_globals.submit(cfg.repo, cfg.url, pre, dump, recipients=keys, level=level)
+        runs[db] = (prev, [dump, globs, write_manifest.submit(cfg.repo, pre, dump, globs, recipients=keys,
+                                                              level=level)])
 
     done: list[Manifest] = []
     anomalies: dict[str, str] = {}
@@ -78,7 +79,7 @@ def backup_flow(
             continue
         done.append(manifest)
         warning = size_anomaly(manifest.stored_size_bytes, prev.stored_size_bytes if prev else None,
-                               cfg.anomaly_low, cfg.anomaly_high)
+                               opts.anomaly_low, opts.anomaly_high)
         if warning:
             anomalies[db] = warning
             get_run_logger().warning("%s: size anomaly: %s", db, warning)

@@ -17,7 +17,7 @@ from charhub_ops.backup import catalog, engine
 from charhub_ops.backup.manifest import Manifest, ObjectRef, new_backup_id
 from charhub_ops.fmt import human_bytes
 from charhub_ops.pgurl import PgUrl
-from charhub_ops.settings import Settings
+from charhub_ops.settings import BackupSettings, Settings
 from charhub_ops.streams import parse_recipients
 from tasks.common import RETRY, RepoSpec, database_url, repo_spec
 from tasks.locks import database_lock
@@ -34,26 +34,16 @@ class BackupConfig(BaseModel):
     repo: RepoSpec
     url: PgUrl
     container: str | None
-    recipients: list[str]
-    zstd_level: int
-    zstd_threads: int
-    hash_limit: int
-    parallel: int
-    anomaly_low: float
-    anomaly_high: float
+    options: BackupSettings  # recipients (encrypt_to), zstd level/threads, hash limit, parallelism, anomaly bounds
 
 
 @task(name="resolve-config", cache_policy=NONE)
 def resolve_backup_config(settings: Settings, database_url_secret: str | None) -> BackupConfig:
     """The run's settings (read by the flow, its parameters over the environment) and the database URL
     (setting or Secret block), validated before any work."""
-    backup = settings.backup
-    parse_recipients(backup.encrypt_to)
-    return BackupConfig(
-        repo=repo_spec(settings.storage), url=database_url(settings.database, database_url_secret),
-        container=settings.database.docker_container, recipients=backup.encrypt_to, zstd_level=backup.zstd_level,
-        zstd_threads=backup.zstd_threads, hash_limit=backup.hash_limit_mib * 1024 * 1024,
-        parallel=backup.parallel_databases, anomaly_low=backup.anomaly_low, anomaly_high=backup.anomaly_high)
+    parse_recipients(settings.backup.encrypt_to)
+    return BackupConfig(repo=repo_spec(settings.storage), url=database_url(settings.database, database_url_secret),
+                        container=settings.database.docker_container, options=settings.backup)
 
 
 @task(name="preflight", cache_policy=NONE, **RETRY)
