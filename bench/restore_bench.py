@@ -4,10 +4,9 @@
 
 One run (see bench/README.md):
 
-1. builds a throwaway PostgreSQL cluster with a database of ~``--size-gb`` GB (the generator of
-   bench/datagen.py, as backup_bench.py: chat text, jsonb events, random bytea, btree indexes), starts a moto S3 server
-   and a real ``prefect server``, and backs the database up once with ``charhub-ops backup --to s3://bench/r``
-   (not timed);
+1. builds a throwaway PostgreSQL cluster with a database of ~``--size-gb`` GB (bench/datagen.py's generator,
+   as backup_bench.py: chat text, jsonb events, random bytea, btree indexes), starts a moto S3 server and a real
+   ``prefect server``, and backs the database up once with ``charhub-ops backup --to s3://bench/r`` (not timed);
 2. times, against the same S3 object, in rounds (best of ``--repeat``):
    * ``raw pipe``: ``createdb`` + ``download | zstd -d | pg_restore -d`` (a pipe: pg_restore cannot use -j);
    * ``raw file``: the raw equivalent of what the flow does: download to a file (boto3 ``download_fileobj``),
@@ -52,32 +51,9 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+import measure
 from datagen import db_size, generate, open_cluster
-from measure import (
-    BUCKET,
-    CLI,
-    GB,
-    ROOT,
-    PgCluster,
-    Row,
-    Run,
-    bench_envs,
-    flow_cells,
-    flow_run_stats,
-    fmt_mb,
-    git_state,
-    interrupt_on_sigterm,
-    loadavg,
-    log,
-    print_head,
-    run_chain,
-    run_main,
-    run_measured,
-    service_pids,
-    start_services,
-    verdict,
-    wait_prefect,
-)
+from measure import BUCKET, CLI, GB, ROOT, PgCluster, Row, Run, log
 
 REPO = f"s3://{BUCKET}/r"
 JOBS = min(4, os.cpu_count() or 1)  # what the flow's pg_restore uses (restore_jobs = 0)
@@ -246,9 +222,9 @@ def main() -> int:
                         help="run the python processes with PYTHONDONTWRITEBYTECODE=1 as this environment does")
     args = parser.parse_args()
 
-    interrupt_on_sigterm()
+    measure.interrupt_on_sigterm()
     uptime_before, commit_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), \
-        git_state()
+        measure.git_state()
     print(f"restore benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, commit "
           f"{commit_before}; uptime before: {uptime_before}", flush=True)
     with ExitStack() as stack:
@@ -257,7 +233,7 @@ def main() -> int:
         work = tmp / "work"  # the flow's CHARHUB_OPS_WORK_DIR and the raw file variant's downloads
         work.mkdir()
 
-        server, api, server_home, s3, _ = start_services(stack, tmp)
+        server, api, server_home, s3, _ = measure.start_services(stack, tmp)
 
         def fill(cluster: PgCluster) -> None:
             secs = generate(cluster, "bench", int(args.size_gb * GB), args.jobs)
@@ -266,20 +242,22 @@ def main() -> int:
         cluster = open_cluster(stack, args, {"size_gb": args.size_gb}, fill, tidy=drop_restored)
         size = db_size(cluster, "bench")
         log(f"pg_database_size(bench) = {size:,} bytes")
-        log(f"waiting for the Prefect server … healthy after {wait_prefect(server, api, server_home):.1f} s more")
+        healthy = measure.wait_prefect(server, api, server_home)
+        log(f"waiting for the Prefect server … healthy after {healthy:.1f} s more")
 
-        cli_env, pg_env = bench_envs(tmp, s3, api, cluster, args.no_bytecode_cache, CHARHUB_OPS_WORK_DIR=str(work))
+        cli_env, pg_env = measure.bench_envs(tmp, s3, api, cluster, args.no_bytecode_cache,
+                                             CHARHUB_OPS_WORK_DIR=str(work))
         os.environ["AWS_ENDPOINT_URL_S3"] = s3.endpoint  # for --profile (in this process)
         downloader = tmp / "download.py"
         downloader.write_text(DOWNLOADER)
-        watch = service_pids(cluster, s3, server)
+        watch = measure.service_pids(cluster, s3, server)
         if not args.no_bytecode_cache:
-            warm = run_measured([("py", [sys.executable, "-c", "import flows.restore, flows.verify, flows.backup, "
-                                                                  "boto3"])], cli_env, cwd=ROOT)
+            warm = measure.run_measured([("py", [sys.executable, "-c", "import flows.restore, flows.verify, "
+                                                                        "flows.backup, boto3"])], cli_env, cwd=ROOT)
             log(f"bytecode cache filled ({warm.seconds:.1f} s, not timed below)")
 
         # ---------------------------------------------------------------------------- the backup (untimed)
-        backup = run_measured([("cli", [CLI, "backup", "--database-url", cluster.url("bench"), "--to", REPO,
+        backup = measure.run_measured([("cli", [CLI, "backup", "--database-url", cluster.url("bench"), "--to", REPO,
                                            "--json"])], cli_env, cwd=ROOT)
         meta = json.loads(backup.stdout)
         backup_id = meta["backup_id"]
@@ -287,11 +265,11 @@ def main() -> int:
         log(f"backup {backup_id}: {meta['size_bytes']:,} bytes stored ({meta['raw_size_bytes']:,} raw dump), "
             f"{meta['tables']} tables, {meta['rows']:,} rows, in {backup.seconds:.1f} s (not timed)")
 
-        run_stats = flow_run_stats(api, server_home)
+        run_stats = measure.flow_run_stats(api, server_home)
 
         def cli(argv: list[str], mode: str) -> Run:
             env = {**cli_env, "CHARHUB_OPS_RESTORE_MODE": mode}
-            run = run_measured([("cli", [CLI, *argv, "--json"])], env, cwd=ROOT, watch=watch,
+            run = measure.run_measured([("cli", [CLI, *argv, "--json"])], env, cwd=ROOT, watch=watch,
                                   timeout=STEP_TIMEOUT)
             stats = run_stats()
             run.extra = {"result": json.loads(run.stdout), **stats}
@@ -316,10 +294,10 @@ def main() -> int:
             peak = run.peak_kib.get("cli", run.peak_kib.get("download", 0))
             pgr = pg_restore_peak(run)
             log(f"  {method:<40} {run.seconds:7.2f} s  py peak {peak / 1024:4.0f} MB  pg_restore {pgr / 1024:3.0f} MB"
-                f"  cpu {run.cpu:5.1f} s  other users {run.other_cpu:5.1f} cpu-s  load {loadavg()}")
+                f"  cpu {run.cpu:5.1f} s  other users {run.other_cpu:5.1f} cpu-s  load {measure.loadavg()}")
 
         def raw_pipe(db: str) -> Run:
-            return run_chain([
+            return measure.run_chain([
                 ("createdb", [("createdb", [str(cluster.bin / "createdb"), db])], pg_env),
                 ("GET|zstd -d|pg_restore", [("download", [*dl, "get"]), ("zstd", ["zstd", "-d", "-q", "-c"]),
                                            ("pg_restore", [pg_restore, *restore_flags, "-d", db])], pg_env),
@@ -327,7 +305,7 @@ def main() -> int:
 
         def raw_file(db: str, mode: str) -> Run:
             zst, pgc = work / "dump.pgc.zst", work / "dump.pgc"
-            return run_chain([
+            return measure.run_chain([
                 ("download_fileobj" if mode == "transfer" else "GET", [("download", [*dl, mode, str(zst)])], pg_env),
                 ("zstd -d", [("zstd", ["zstd", "-d", "-q", "-f", str(zst), "-o", str(pgc)])], pg_env),
                 ("createdb", [("createdb", [str(cluster.bin / "createdb"), db])], pg_env),
@@ -354,11 +332,11 @@ def main() -> int:
         for mode in ("transfer", "get"):
             times = []
             for _ in range(2):
-                times.append(run_measured([("download", [*dl, mode, str(work / "dl.bin")])], pg_env,
+                times.append(measure.run_measured([("download", [*dl, mode, str(work / "dl.bin")])], pg_env,
                                              timeout=STEP_TIMEOUT).seconds)
                 (work / "dl.bin").unlink()
             download_only[mode] = min(times)
-        startup = {label: min(run_measured([("py", [sys.executable, "-c", code])], cli_env, cwd=ROOT).seconds
+        startup = {label: min(measure.run_measured([("py", [sys.executable, "-c", code])], cli_env, cwd=ROOT).seconds
                               for _ in range(3))
                    for label, code in (("python -c pass", "pass"), ("import flows.restore", "import flows.restore"))}
 
@@ -368,7 +346,7 @@ def main() -> int:
             profile_lines = profile_engine(cluster, backup_id, work)
             log("the restore CLI under cProfile …")
             prof_out = tmp / "cli.prof"
-            run = run_measured([("cli", [sys.executable, "-m", "cProfile", "-o", str(prof_out), CLI, "restore",
+            run = measure.run_measured([("cli", [sys.executable, "-m", "cProfile", "-o", str(prof_out), CLI, "restore",
                                             "--from", REPO, "--database-url", cluster.url("restored_prof"), "--json"])],
                                   cli_env, cwd=ROOT, timeout=STEP_TIMEOUT)
             drop_restored(cluster)
@@ -379,23 +357,23 @@ def main() -> int:
                                                                               FLOW_FILE, VERIFY))
         uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
         print()
-        print(f"results — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, commit {git_state()}; "
+        print(f"results — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, commit {measure.git_state()}; "
               f"database {size / GB:.2f} GB (pg_database_size), backup {meta['size_bytes'] / 1e6:.0f} MB stored "
               f"(zstd) / {meta['raw_size_bytes'] / 1e6:.0f} MB dump; best of {args.repeat}; "
               + ("no bytecode cache" if args.no_bytecode_cache else "with a bytecode cache"))
         head = (f"{'method':<41}{'seconds':>8}{'t/pipe':>7}{'t/file':>7}{'t/fGET':>7}{'py RSS MB':>10}"
                 f"{'pg_restore MB':>14}{'ours':>6}{'postgres':>9}{'s3 srv':>7}{'prefect':>8}{'others':>7}"
                 f"{'in flow s':>10}{'503s':>5}")
-        print_head(head)
+        measure.print_head(head)
         for row in rows.values():
             b = row.best
             sc = b.services_cpu
             py = b.peak_kib.get("cli", b.peak_kib.get("download", 0))
             pgr = pg_restore_peak(b)
-            in_flow, locked = flow_cells(b)
+            in_flow, locked = measure.flow_cells(b)
             print(f"{row.method:<41}{b.seconds:>8.2f}{b.seconds / pipe.seconds:>7.2f}{b.seconds / file_.seconds:>7.2f}"
                   f"{b.seconds / fget.seconds:>7.2f}"
-                  f"{fmt_mb(py):>10}{fmt_mb(pgr):>14}{b.cpu:>6.1f}{sc.get('postgres', 0):>9.1f}"
+                  f"{measure.fmt_mb(py):>10}{measure.fmt_mb(pgr):>14}{b.cpu:>6.1f}{sc.get('postgres', 0):>9.1f}"
                   f"{sc.get('s3 server', 0):>7.1f}{sc.get('prefect server', 0):>8.1f}{b.other_cpu:>7.1f}{in_flow:>10}"
                   f"{locked:>5}")
         print("t/pipe, t/file, t/fGET: against the raw pipe, the raw file variant (download_fileobj) and the raw file "
@@ -436,11 +414,11 @@ def main() -> int:
         print("targets of the issue:")
         best = min(flow, flow_file, key=lambda r: r.seconds)
         print(f"  restore flow ≤ 1.15 × raw GET|zstd -d|pg_restore:       {best.seconds / pipe.seconds:.2f}×  "
-              f"{verdict(best.seconds <= 1.15 * pipe.seconds)}   (stream {flow.seconds / pipe.seconds:.2f}×, "
+              f"{measure.verdict(best.seconds <= 1.15 * pipe.seconds)}   (stream {flow.seconds / pipe.seconds:.2f}×, "
               f"file {flow_file.seconds / pipe.seconds:.2f}×; stream vs the raw pipe, file vs the raw file variant "
               f"with one GET: {flow.seconds / pipe.seconds:.2f}× / {flow_file.seconds / fget.seconds:.2f}×)")
         print(f"  verify ≤ 1.3 × a plain restore (the restore flow):      {verify.seconds / flow.seconds:.2f}×  "
-              f"{verdict(verify.seconds <= 1.3 * flow.seconds)}   "
+              f"{measure.verdict(verify.seconds <= 1.3 * flow.seconds)}   "
               f"(vs raw pipe {verify.seconds / pipe.seconds:.2f}×, "
               f"vs raw file {verify.seconds / file_.seconds:.2f}× / {verify.seconds / fget.seconds:.2f}×)")
         print("  peak RSS of the CLI python process: "
@@ -448,10 +426,10 @@ def main() -> int:
                           for m in (FLOW, FLOW_FILE, VERIFY)))
         print(f"uptime before: {uptime_before}")
         print(f"uptime after:  {uptime_after}")
-        if git_state() != commit_before:
-            print(f"NOTE: the checkout changed during the run ({commit_before} → {git_state()})")
+        if measure.git_state() != commit_before:
+            print(f"NOTE: the checkout changed during the run ({commit_before} → {measure.git_state()})")
     return 0
 
 
 if __name__ == "__main__":
-    run_main(main)
+    measure.run_main(main)
