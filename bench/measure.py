@@ -26,7 +26,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -88,42 +88,34 @@ def git_state() -> str:
 # ------------------------------------------------------------------------------------ process accounting
 
 def _vm_hwm_kib(pid: int) -> int:
-    try:
+    with suppress(OSError, ValueError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
     return 0
 
 
 def _children(pid: int) -> list[int]:
     found = []
-    try:
+    with suppress(OSError):
         for task in os.scandir(f"/proc/{pid}/task"):
-            try:
+            with suppress(OSError):
                 found += [int(c) for c in Path(task.path, "children").read_text().split()]
-            except OSError:
-                pass
-    except OSError:
-        pass
     return found
 
 
 def _comm(pid: int) -> str:
-    try:
+    with suppress(OSError):
         return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return "?"
+    return "?"
 
 
 def _cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` plus those of its reaped children (cutime + cstime)."""
-    try:
+    with suppress(OSError, IndexError, ValueError):
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return sum(int(v) for v in fields[11:15]) / HZ
-    except (OSError, IndexError, ValueError):
-        return 0.0
+    return 0.0
 
 
 def tree_cpu(pid: int) -> float:
@@ -374,20 +366,16 @@ def service_pids(cluster: PgCluster, s3: S3Server, server: subprocess.Popen) -> 
 
 def stop_group(proc: subprocess.Popen) -> None:
     """Stop a process we started in its own session, and its children (by its process group id)."""
-    if proc.poll() is None:
+    with suppress(ProcessLookupError):
+        if proc.poll() is not None:
+            os.killpg(proc.pid, signal.SIGKILL)  # leftovers of the group, if any
+            return
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(15)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
-        except ProcessLookupError:
-            pass
-    else:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # leftovers of the group, if any
-        except ProcessLookupError:
-            pass
 
 
 # ------------------------------------------------------------------------------------ the Prefect API
