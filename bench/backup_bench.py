@@ -58,6 +58,7 @@ from measure import (
     ROOT,
     PgCluster,
     Run,
+    Setup,
     bench_envs,
     flow_cells,
     flow_run_stats,
@@ -144,15 +145,10 @@ def make_databases(stack: ExitStack, args: argparse.Namespace) -> tuple[PgCluste
 
 
 @dataclass
-class Methods:
+class Methods(Setup):
     """The measured methods against one cluster and one S3 server; every run is recorded in ``rows``."""
-    cluster: PgCluster
     s3client: Any
-    cli_env: dict[str, str]
-    pg_env: dict[str, str]
-    watch: dict[str, int]
     uploader: Path
-    run_stats: Callable[[], dict]
     rows: dict[str, Row] = field(default_factory=dict)
     counter: int = 0
 
@@ -331,8 +327,8 @@ def main() -> int:
         if not args.no_bytecode_cache:
             warm = run_measured([("py", [sys.executable, "-c", "import flows.backup, boto3"])], cli_env, cwd=ROOT)
             log(f"bytecode cache filled ({warm.seconds:.1f} s, not timed below)")
-        methods = Methods(cluster, s3client, cli_env, pg_env, service_pids(cluster, s3, server), uploader,
-                          flow_run_stats(api, server_home))
+        methods = Methods(cluster=cluster, cli_env=cli_env, pg_env=pg_env, watch=service_pids(cluster, s3, server),
+                          run_stats=flow_run_stats(api, server_home), s3client=s3client, uploader=uploader)
         methods.run_all(args.repeat, small)
         startup = measure_startup(cli_env)
 

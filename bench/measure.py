@@ -179,6 +179,17 @@ class Row:
         return min(self.runs, key=lambda r: r.seconds)
 
 
+@dataclass
+class Setup:
+    """What a bench's measured methods run against: the cluster, the environments of the CLI and of the PostgreSQL
+    tools (bench_envs), the service process trees (service_pids), the newest flow run's figures (flow_run_stats)."""
+    cluster: PgCluster
+    cli_env: dict[str, str]
+    pg_env: dict[str, str]
+    watch: dict[str, int]
+    run_stats: Callable[[], dict]
+
+
 def _start_stages(stages: list[tuple[str, list[str]]], env: dict[str, str], cwd: Path | None, tmp: Path,
                   procs: list[tuple[str, subprocess.Popen]]) -> None:
     """Start ``stages`` as a pipe (stdout → stdin), each appended to ``procs`` as it starts; the last one's stdout

@@ -231,16 +231,11 @@ def uptime() -> str:
 
 
 @dataclass
-class Methods:
+class Methods(measure.Setup):
     """The measured methods against one backup (``meta``) on the S3 server; every run is recorded in ``rows``."""
-    cluster: PgCluster
     work: Path
-    cli_env: dict[str, str]
-    pg_env: dict[str, str]
-    watch: dict[str, int]
     downloader: Path
     meta: dict
-    run_stats: Callable[[], dict]
     rows: dict[str, Row] = field(default_factory=lambda: {m: Row(m, []) for m in (
         RAW_PIPE, RAW_FILE, RAW_FILE_GET, FLOW, FLOW_FILE, VERIFY)})
     restored_sizes: dict[str, int] = field(default_factory=dict)
@@ -366,8 +361,8 @@ def prepare(stack: ExitStack, args: argparse.Namespace, tmp: Path, work: Path) -
                                                                     "flows.backup, boto3"])], cli_env, cwd=ROOT)
         log(f"bytecode cache filled ({warm.seconds:.1f} s, not timed below)")
     meta = backup_once(cluster, cli_env)
-    methods = Methods(cluster, work, cli_env, pg_env, watch, downloader, meta,
-                      measure.flow_run_stats(api, server_home))
+    methods = Methods(cluster=cluster, cli_env=cli_env, pg_env=pg_env, watch=watch,
+                      run_stats=measure.flow_run_stats(api, server_home), work=work, downloader=downloader, meta=meta)
     return methods, size, cli_env
 
 
