@@ -4,7 +4,8 @@
   RSS of every stage and its direct children (VmHWM from /proc, polled every 20 ms, cross-checked with wait4's
   ru_maxrss), CPU seconds of the stages with their children, of the watched service process trees
   (/proc/<pid>/stat of each tree) and of the whole machine (/proc/stat), so that "others" = the rest of the
-  machine (other users' work). :func:`run_chain` runs such steps one after the other and sums them.
+  machine (other users' work). :func:`run_chain` runs such steps one after the other and sums them; a
+  :class:`Row` is one method of a report with its runs, a :class:`Setup` what a bench's methods run against.
 * **Services**: a throwaway PostgreSQL cluster and a moto S3 server (tests/harness, as context managers), a real
   ``prefect server`` (own PREFECT_HOME, analytics off, 503s logged), the environments of the measured CLI and
   PostgreSQL tools (with a private bytecode cache by default), the newest flow run's figures from the Prefect API.
