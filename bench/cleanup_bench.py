@@ -25,20 +25,15 @@ import argparse
 import os
 import random
 import statistics
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
+from measure import PgCluster, loadavg, pg_cluster, pg_ctl  # first: it puts the repository root on sys.path
 
 from charhub_ops.cleanup.policy import PolicyFile
 from charhub_ops.cleanup.rows import RowOptions, count_matching, delete_expired
 from charhub_ops.cleanup.run import plan_policies
-from tests.harness.services import PgCluster, start_pg_cluster
 from tests.harness.usage_writer import UsageWriter
 
 TABLE = """DROP TABLE IF EXISTS "UsageLog"; DROP SCHEMA IF EXISTS charhub_ops CASCADE;
@@ -56,10 +51,7 @@ def restart(cluster: PgCluster, shared_buffers: str, fsync: str) -> None:
     the harness's, as ``pg_ctl restart -o`` does)."""
     opts = (f"-p {cluster.port} -k {cluster.datadir.parent} -c listen_addresses=127.0.0.1 -c max_connections=100 "
             f"-c fsync={fsync} -c synchronous_commit=on -c shared_buffers={shared_buffers}")
-    cmd = [str(cluster.bin / "pg_ctl"), "-D", str(cluster.datadir), "-o", opts, "-l",
-           str(cluster.datadir.parent / "log"), "-w", "restart"]
-    subprocess.run(["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd, check=True,
-                   capture_output=True)
+    pg_ctl(cluster, "-o", opts, "-l", str(cluster.datadir.parent / "log"), "-w", "restart")
 
 
 def describe(conn: psycopg.Connection) -> str:
@@ -171,9 +163,8 @@ def main() -> None:
     args = parser.parse_args()
     opts = RowOptions(pause=args.pause, pause_ratio=args.pause_ratio, max_batch=args.max_batch,
                       target_batch_seconds=args.target_batch_seconds, async_commit=not args.sync_commit)
-    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
-    cluster = start_pg_cluster()
-    try:
+    print(f"load average before: {loadavg()}", flush=True)
+    with pg_cluster() as cluster:
         restart(cluster, args.shared_buffers, args.fsync)
         url = cluster.create_database("bench")
         results: dict[str, list[tuple[float, float, int]]] = {}
@@ -188,9 +179,7 @@ def main() -> None:
                           f"{describe(conn)})", flush=True)
                     results.setdefault(name, []).append(timed(url, args.rows, prepare()))
         print_table(results, args.rows)
-        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    finally:
-        cluster.stop()
+        print(f"load average after: {loadavg()}")
 
 
 if __name__ == "__main__":

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from measure import pg_cluster  # first: it puts the repository root on sys.path
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-from tests.harness.prefect_server import MONITOR_CHECK, OpsStack, start_ops_stack  # noqa: E402
-from tests.harness.services import start_pg_cluster  # noqa: E402
+from tests.harness.prefect_server import MONITOR_CHECK, OpsStack, start_ops_stack
 
 
 def _ts(value: str) -> datetime:
@@ -91,18 +89,15 @@ def main() -> None:
     parser.add_argument("--poll", type=float, default=10.0, help="worker poll interval (PREFECT_WORKER_QUERY_SECONDS)")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    pg = start_pg_cluster()
-    stack = None
-    try:
+    with pg_cluster() as pg:
         stack = start_ops_stack(Path(tempfile.mkdtemp(prefix="event-latency-")), pg, poll=args.poll)
-        time.sleep(3)  # the trigger service loads the automations of the new deployments
-        for n in range(1, args.repeat + 1):
-            for line in [*_backup_chain(stack), _incident(stack)]:
-                print(f"#{n} poll {args.poll:g} s  {line}", flush=True)
-    finally:
-        if stack is not None:
+        try:
+            time.sleep(3)  # the trigger service loads the automations of the new deployments
+            for n in range(1, args.repeat + 1):
+                for line in [*_backup_chain(stack), _incident(stack)]:
+                    print(f"#{n} poll {args.poll:g} s  {line}", flush=True)
+        finally:
             stack.stop()
-        pg.stop()
 
 
 if __name__ == "__main__":

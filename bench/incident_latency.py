@@ -2,8 +2,9 @@
 
     uv run python bench/incident_latency.py [--poll 2] [--repeat 3]
 
-Starts ``prefect server``, serves the ``incident-respond`` and ``incident-resolve`` deployments (the runner polls
-every ``--poll`` seconds: PREFECT_RUNNER_POLL_FREQUENCY; a worker's equivalent is PREFECT_WORKER_QUERY_SECONDS),
+Starts ``prefect server`` (bench/measure.py; its log in the run's temp dir), serves the ``incident-respond`` and
+``incident-resolve`` deployments (the runner polls every ``--poll`` seconds: PREFECT_RUNNER_POLL_FREQUENCY; a
+worker's equivalent is PREFECT_WORKER_QUERY_SECONDS),
 runs a monitor pass whose only check fails with threshold 1, and reports the time from the failing probe to the
 ``incident-respond`` run being created and starting (its start_time), per repetition.
 """
@@ -16,30 +17,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from tests.harness.services import free_port  # noqa: E402
+from measure import ROOT, start_prefect_server, stop_group, wait_prefect
 
 SERVE = ("from deployments.serve import load_deployments; from prefect import serve; "
          "serve(*[d for d in load_deployments() if d.name in ('incident-respond', 'incident-resolve')])")
-
-
-def _wait(url: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"{url} not healthy after {timeout} s")
 
 
 def main() -> None:
@@ -48,19 +34,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="incident-latency-"))
-    port = free_port()
-    api = f"http://127.0.0.1:{port}/api"
+    (work / "server").mkdir()
+    server, api = start_prefect_server(work / "server")
     config = work / "monitor.yaml"
     env = {**os.environ, "PREFECT_HOME": str(work / "home"), "PREFECT_API_URL": api,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_RUNNER_POLL_FREQUENCY": str(int(args.poll)),
            "CHARHUB_OPS_MONITOR_CONFIG": str(config), "CHARHUB_OPS_MONITOR_STATE": "prefect"}
     os.environ.update({k: env[k] for k in ("PREFECT_HOME", "PREFECT_API_URL", "PREFECT_SERVER_ANALYTICS_ENABLED",
                                            "CHARHUB_OPS_MONITOR_CONFIG", "CHARHUB_OPS_MONITOR_STATE")})
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port",
-                               str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     runner = None
     try:
-        _wait(api + "/health")
+        wait_prefect(server, api, work / "server")
         runner = subprocess.Popen([sys.executable, "-c", SERVE], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         from prefect.client.orchestration import get_client
@@ -70,10 +54,10 @@ def main() -> None:
         for _ in range(args.repeat):
             print(_one(config, get_client), flush=True)
     finally:
-        for proc in (runner, server):
-            if proc is not None:
-                proc.terminate()
-                proc.wait(30)
+        if runner is not None:
+            runner.terminate()
+            runner.wait(30)
+        stop_group(server)
 
 
 def _wait_for_deployments(get_client) -> None:

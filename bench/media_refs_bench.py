@@ -23,19 +23,15 @@ import hashlib
 import json
 import resource
 import statistics
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psycopg
+from measure import pg_cluster  # first: it puts the repository root on sys.path
 from psycopg import sql
 
 from charhub_ops.cleanup.media_refs import parse_references, referenced_keys
 from charhub_ops.cleanup.orphans import RECHECK_BATCH
 from tests.harness.charhub_schema import CHARHUB_SCHEMA
-from tests.harness.services import start_pg_cluster
 
 REFS = parse_references(["Character.avatar", "Character.imageUrls", "Character.metadata", "Character.description"])
 PROSE = "She walks through the old market, talking to every merchant about the weather and the harvest. " * 3
@@ -96,8 +92,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    cluster = start_pg_cluster()
-    try:
+    with pg_cluster() as cluster:
         with cluster.connect() as conn:
             build(conn, args.rows)
             size = conn.execute("SELECT pg_total_relation_size('\"Character\"')").fetchone()[0]
@@ -113,8 +108,6 @@ def main() -> None:
                           "recheck_keys": len(batch), "recheck_seconds": round(recheck_s, 3),
                           "recheck_found": len(again), "old_code_seconds": round(old_s, 2),
                           "old_code_found": len(old), "peak_rss_growth_mb": round(grown / 1024, 1)}, indent=1))
-    finally:
-        cluster.stop()
 
 
 if __name__ == "__main__":

@@ -10,23 +10,17 @@ Starts its own moto server (tests/harness), creates one backup per hour with thr
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.update({"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench-secret",
-                   "AWS_DEFAULT_REGION": "us-east-1"})
+from measure import s3_server  # first: it puts the repository root on sys.path
 
 from charhub_ops.backup.manifest import MANIFEST, backup_prefix, new_backup_id
 from charhub_ops.retention.policy import RetentionPolicy
 from charhub_ops.retention.prune import execute_prune, plan_prune, scan_repository
 from charhub_ops.storage import S3Options, S3Storage
-from tests.harness.services import start_s3_server
 
 FILES = ("dump.pgc.zst", "globals.sql.zst", MANIFEST)
 
@@ -49,8 +43,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8, help="parallel DeleteObjects batches")
     args = parser.parse_args()
 
-    server = start_s3_server()
-    try:
+    with s3_server() as server:
         opts = S3Options(endpoint_url=server.endpoint, region="us-east-1", concurrency=16)
         bucket = f"bench-{uuid.uuid4().hex[:8]}"
         storage = S3Storage(bucket, "backups", opts)
@@ -77,8 +70,6 @@ def main() -> None:
         print(f"plan ({len(inventory.backups)} backups, keep {kept}): {t2 - t1:.2f} s")
         print(f"delete ({result.deleted_objects} objects, {len(result.removed)} backups): {t3 - t2:.2f} s")
         print(f"total prune: {t3 - t0:.2f} s (target ≤ 10 s)")
-    finally:
-        server.stop()
 
 
 if __name__ == "__main__":

@@ -4,10 +4,9 @@
 
 One run (see bench/README.md):
 
-1. builds a throwaway PostgreSQL cluster with a database of ~``--size-gb`` GB (the generator of
-   bench/backup_bench.py: chat text, jsonb events, random bytea, btree indexes), starts a moto S3 server
-   and a real ``prefect server``, and backs the database up once with ``charhub-ops backup --to s3://bench/r``
-   (not timed);
+1. builds a throwaway PostgreSQL cluster with a database of ~``--size-gb`` GB (bench/datagen.py's generator,
+   as backup_bench.py: chat text, jsonb events, random bytea, btree indexes), starts a moto S3 server and a real
+   ``prefect server``, and backs the database up once with ``charhub-ops backup --to s3://bench/r`` (not timed);
 2. times, against the same S3 object, in rounds (best of ``--repeat``):
    * ``raw pipe``: ``createdb`` + ``download | zstd -d | pg_restore -d`` (a pipe: pg_restore cannot use -j);
    * ``raw file``: the raw equivalent of what the flow does: download to a file (boto3 ``download_fileobj``),
@@ -31,7 +30,7 @@ One run (see bench/README.md):
 5. stops everything it started (servers, cluster, temp dirs, downloaded files), also on failure or Ctrl-C.
 
 Measurement (wall time, VmHWM polling, wait4 rusage, CPU of the service process trees, the private bytecode
-cache) is bench/backup_bench.py's, imported from it.
+cache) and services are bench/measure.py's, the generator bench/datagen.py's (both shared with backup_bench.py).
 """
 
 from __future__ import annotations
@@ -47,19 +46,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import measure
+from datagen import db_size, generate, open_cluster
+from measure import BUCKET, CLI, GB, ROOT, PgCluster, Row, Run, log
 
-import backup_bench as bb  # also puts the repository root on sys.path
-
-from tests.harness.services import PgCluster
-
-ROOT, GB, MIB, CLI, BUCKET, log = bb.ROOT, bb.GB, bb.MIB, bb.CLI, bb.BUCKET, bb.log
 REPO = f"s3://{BUCKET}/r"
 JOBS = min(4, os.cpu_count() or 1)  # what the flow's pg_restore uses (restore_jobs = 0)
 STEP_TIMEOUT = 1800  # seconds; a stalled step fails the run instead of hanging it
@@ -92,34 +89,12 @@ FLOW = "flow  restore CLI, stream"
 FLOW_FILE = f"flow  restore CLI, file -j{JOBS}"
 VERIFY = "flow  verify CLI (auto)"
 MODES = {FLOW: "stream", FLOW_FILE: "file", VERIFY: "auto"}
+RESTORE_FLAGS = ["--exit-on-error", "--no-password"]  # of the raw variants' pg_restore
 
 
-@dataclass
-class Row:
-    method: str
-    runs: list[bb.Run]
-
-    @property
-    def best(self) -> bb.Run:
-        return min(self.runs, key=lambda r: r.seconds)
-
-
-def chain(steps: list[tuple[str, list[tuple[str, list[str]]], dict[str, str]]], watch: dict[str, int]) -> bb.Run:
-    """Run ``steps`` (name, pipe stages, env) one after the other; one Run with the sums and the step times."""
-    runs = [(name, bb.run_measured(stages, env, watch=watch, timeout=STEP_TIMEOUT)) for name, stages, env in steps]
-    peak: dict[str, int] = {}
-    maxrss: dict[str, int] = {}
-    services: dict[str, float] = {}
-    for _, r in runs:
-        for k, v in r.peak_kib.items():
-            peak[k] = max(peak.get(k, 0), v)
-        for k, v in r.maxrss_kib.items():
-            maxrss[k] = max(maxrss.get(k, 0), v)
-        for k, v in r.services_cpu.items():
-            services[k] = services.get(k, 0.0) + v
-    return bb.Run(seconds=sum(r.seconds for _, r in runs), peak_kib=peak, maxrss_kib=maxrss,
-                  cpu=sum(r.cpu for _, r in runs), machine_busy=sum(r.machine_busy for _, r in runs),
-                  services_cpu=services, extra={"steps": [(name, r.seconds) for name, r in runs]})
+def pg_restore_peak(run: Run) -> int:
+    """VmHWM (KiB) of the pg_restore leader (a child of the CLI, or a raw stage)."""
+    return run.peak(lambda k: k.endswith("pg_restore"))
 
 
 def user_databases(cluster: PgCluster) -> list[str]:
@@ -237,7 +212,7 @@ def cli_profile(path: Path, seconds: float) -> list[str]:
     ]
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-gb", type=float, default=0.75, help="size of the generated database (GB, 10^9)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of the four methods (best is kept)")
@@ -248,11 +223,236 @@ def main() -> int:
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "charhub-ops-restore-bench")
     parser.add_argument("--no-bytecode-cache", action="store_true",
                         help="run the python processes with PYTHONDONTWRITEBYTECODE=1 as this environment does")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    bb.interrupt_on_sigterm()
-    uptime_before, commit_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), \
-        bb.git_state()
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+@dataclass
+class Methods(measure.Setup):
+    """The measured methods against one backup (``meta``) on the S3 server; every run is recorded in ``rows``."""
+    work: Path
+    downloader: Path
+    meta: dict
+    rows: dict[str, Row] = field(default_factory=lambda: {m: Row(m, []) for m in (
+        RAW_PIPE, RAW_FILE, RAW_FILE_GET, FLOW, FLOW_FILE, VERIFY)})
+    restored_sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def dl(self) -> list[str]:
+        """The downloader's command line; + "get" / "transfer" [+ file]."""
+        bucket, key = self.meta["key"].removeprefix("s3://").split("/", 1)
+        return [sys.executable, str(self.downloader), bucket, key]
+
+    def cli(self, argv: list[str], mode: str) -> Run:
+        env = {**self.cli_env, "CHARHUB_OPS_RESTORE_MODE": mode}
+        run = measure.run_measured([("cli", [CLI, *argv, "--json"])], env, cwd=ROOT, watch=self.watch,
+                                   timeout=STEP_TIMEOUT)
+        stats = self.run_stats()
+        run.extra = {"result": json.loads(run.stdout), **stats}
+        return run
+
+    def record(self, method: str, fn: Callable[[], Run], dbname: str | None) -> None:
+        try:
+            run = fn()
+            if dbname:
+                self.restored_sizes[method] = db_size(self.cluster, dbname)
+        finally:
+            for f in self.work.iterdir():
+                f.unlink()
+            drop_restored(self.cluster)
+        self.rows[method].runs.append(run)
+        peak = run.peak_kib.get("cli", run.peak_kib.get("download", 0))
+        pgr = pg_restore_peak(run)
+        log(f"  {method:<40} {run.seconds:7.2f} s  py peak {peak / 1024:4.0f} MB  pg_restore {pgr / 1024:3.0f} MB"
+            f"  cpu {run.cpu:5.1f} s  other users {run.other_cpu:5.1f} cpu-s  load {measure.loadavg()}")
+
+    def raw_pipe(self, db: str) -> Run:
+        pg_restore = str(self.cluster.bin / "pg_restore")
+        return measure.run_chain([
+            ("createdb", [("createdb", [str(self.cluster.bin / "createdb"), db])], self.pg_env),
+            ("GET|zstd -d|pg_restore", [("download", [*self.dl, "get"]), ("zstd", ["zstd", "-d", "-q", "-c"]),
+                                       ("pg_restore", [pg_restore, *RESTORE_FLAGS, "-d", db])], self.pg_env),
+        ], self.watch, STEP_TIMEOUT)
+
+    def raw_file(self, db: str, mode: str) -> Run:
+        zst, pgc = self.work / "dump.pgc.zst", self.work / "dump.pgc"
+        pg_restore, env = str(self.cluster.bin / "pg_restore"), self.pg_env
+        return measure.run_chain([
+            ("download_fileobj" if mode == "transfer" else "GET", [("download", [*self.dl, mode, str(zst)])], env),
+            ("zstd -d", [("zstd", ["zstd", "-d", "-q", "-f", str(zst), "-o", str(pgc)])], env),
+            ("createdb", [("createdb", [str(self.cluster.bin / "createdb"), db])], env),
+            (f"pg_restore -j{JOBS}", [("pg_restore", [pg_restore, *RESTORE_FLAGS, "-j", str(JOBS), "-d", db,
+                                                      str(pgc)])], env),
+        ], self.watch, STEP_TIMEOUT)
+
+    def round(self, n: int) -> None:
+        url = self.cluster.url
+        self.record(RAW_PIPE, partial(self.raw_pipe, f"restored_raw_{n}"), f"restored_raw_{n}")
+        self.record(FLOW, partial(self.cli, ["restore", "--from", REPO, "--database-url", url(f"restored_{n}")],
+                                  MODES[FLOW]), f"restored_{n}")
+        self.record(RAW_FILE_GET, partial(self.raw_file, f"restored_rawget_{n}", "get"), f"restored_rawget_{n}")
+        self.record(FLOW_FILE, partial(self.cli, ["restore", "--from", REPO, "--database-url",
+                                                  url(f"restored_file_{n}")], MODES[FLOW_FILE]),
+                    f"restored_file_{n}")
+        self.record(RAW_FILE, partial(self.raw_file, f"restored_rawfile_{n}", "transfer"), f"restored_rawfile_{n}")
+        self.record(VERIFY, partial(self.cli, ["verify", "--from", REPO, "--database-url", url("postgres"),
+                                               "--backup", self.meta["backup_id"]], MODES[VERIFY]), None)
+
+    def download_only(self) -> dict[str, float]:
+        log("download alone, into a file (best of 2 each) …")
+        download_only: dict[str, float] = {}
+        for mode in ("transfer", "get"):
+            times = []
+            for _ in range(2):
+                times.append(measure.run_measured([("download", [*self.dl, mode, str(self.work / "dl.bin")])],
+                                                  self.pg_env, timeout=STEP_TIMEOUT).seconds)
+                (self.work / "dl.bin").unlink()
+            download_only[mode] = min(times)
+        return download_only
+
+
+def backup_once(cluster: PgCluster, cli_env: dict[str, str]) -> dict:
+    """``charhub-ops backup --json`` of bench into REPO (untimed): its result."""
+    backup = measure.run_measured([("cli", [CLI, "backup", "--database-url", cluster.url("bench"), "--to", REPO,
+                                            "--json"])], cli_env, cwd=ROOT)
+    meta = json.loads(backup.stdout)
+    log(f"backup {meta['backup_id']}: {meta['size_bytes']:,} bytes stored ({meta['raw_size_bytes']:,} raw dump), "
+        f"{meta['tables']} tables, {meta['rows']:,} rows, in {backup.seconds:.1f} s (not timed)")
+    return meta
+
+
+def profile_all(cluster: PgCluster, backup_id: str, work: Path, tmp: Path, cli_env: dict[str, str]) -> list[str]:
+    """--profile: the engine functions, then the restore CLI, under cProfile."""
+    log("engine functions under cProfile …")
+    profile_lines = profile_engine(cluster, backup_id, work)
+    log("the restore CLI under cProfile …")
+    prof_out = tmp / "cli.prof"
+    run = measure.run_measured([("cli", [sys.executable, "-m", "cProfile", "-o", str(prof_out), CLI, "restore",
+                                         "--from", REPO, "--database-url", cluster.url("restored_prof"), "--json"])],
+                               cli_env, cwd=ROOT, timeout=STEP_TIMEOUT)
+    drop_restored(cluster)
+    return profile_lines + cli_profile(prof_out, run.seconds)
+
+
+def prepare(stack: ExitStack, args: argparse.Namespace, tmp: Path, work: Path) -> tuple[Methods, int, dict[str, str]]:
+    """Services, cluster and data, the backup: (the methods, the database's size, the CLI's environment)."""
+    server, api, server_home, s3, _ = measure.start_services(stack, tmp)
+
+    def fill(cluster: PgCluster) -> None:
+        secs = generate(cluster, "bench", int(args.size_gb * GB), args.jobs)
+        log(f"generated in {secs:.1f} s")
+
+    cluster = open_cluster(stack, args, {"size_gb": args.size_gb}, fill, tidy=drop_restored)
+    size = db_size(cluster, "bench")
+    log(f"pg_database_size(bench) = {size:,} bytes")
+    log(f"waiting for the Prefect server … healthy after {measure.wait_prefect(server, api, server_home):.1f} s "
+        "more")
+    cli_env, pg_env = measure.bench_envs(tmp, s3, api, cluster, args.no_bytecode_cache,
+                                         CHARHUB_OPS_WORK_DIR=str(work))
+    os.environ["AWS_ENDPOINT_URL_S3"] = s3.endpoint  # for --profile (in this process)
+    downloader = tmp / "download.py"
+    downloader.write_text(DOWNLOADER)
+    watch = measure.service_pids(cluster, s3, server)
+    if not args.no_bytecode_cache:
+        warm = measure.run_measured([("py", [sys.executable, "-c", "import flows.restore, flows.verify, "
+                                                                    "flows.backup, boto3"])], cli_env, cwd=ROOT)
+        log(f"bytecode cache filled ({warm.seconds:.1f} s, not timed below)")
+    meta = backup_once(cluster, cli_env)
+    methods = Methods(cluster=cluster, cli_env=cli_env, pg_env=pg_env, watch=watch,
+                      run_stats=measure.flow_run_stats(api, server_home), work=work, downloader=downloader, meta=meta)
+    return methods, size, cli_env
+
+
+def print_table(rows: dict[str, Row], size: int, meta: dict, args: argparse.Namespace) -> None:
+    pipe, file_, fget = (rows[m].best for m in (RAW_PIPE, RAW_FILE, RAW_FILE_GET))
+    print()
+    print(f"results — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, commit {measure.git_state()}; "
+          f"database {size / GB:.2f} GB (pg_database_size), backup {meta['size_bytes'] / 1e6:.0f} MB stored "
+          f"(zstd) / {meta['raw_size_bytes'] / 1e6:.0f} MB dump; best of {args.repeat}; "
+          + ("no bytecode cache" if args.no_bytecode_cache else "with a bytecode cache"))
+    head = (f"{'method':<41}{'seconds':>8}{'t/pipe':>7}{'t/file':>7}{'t/fGET':>7}{'py RSS MB':>10}"
+            f"{'pg_restore MB':>14}{'ours':>6}{'postgres':>9}{'s3 srv':>7}{'prefect':>8}{'others':>7}"
+            f"{'in flow s':>10}{'503s':>5}")
+    measure.print_head(head)
+    for row in rows.values():
+        b = row.best
+        sc = b.services_cpu
+        py = b.peak_kib.get("cli", b.peak_kib.get("download", 0))
+        pgr = pg_restore_peak(b)
+        in_flow, locked = measure.flow_cells(b)
+        print(f"{row.method:<41}{b.seconds:>8.2f}{b.seconds / pipe.seconds:>7.2f}{b.seconds / file_.seconds:>7.2f}"
+              f"{b.seconds / fget.seconds:>7.2f}"
+              f"{measure.fmt_mb(py):>10}{measure.fmt_mb(pgr):>14}{b.cpu:>6.1f}{sc.get('postgres', 0):>9.1f}"
+              f"{sc.get('s3 server', 0):>7.1f}{sc.get('prefect server', 0):>8.1f}{b.other_cpu:>7.1f}{in_flow:>10}"
+              f"{locked:>5}")
+    print("t/pipe, t/file, t/fGET: against the raw pipe, the raw file variant (download_fileobj) and the raw file "
+          "variant with one streaming GET. py RSS: peak (VmHWM) of the CLI's python "
+          "process (of the downloader for raw); pg_restore MB: of the pg_restore leader. CPU seconds: ours = the "
+          "measured processes with their children (pg_restore and its workers), others = the rest of the machine; "
+          "in flow: the flow run's run time on the Prefect server; 503s: API requests answered 503.")
+
+
+def print_details(methods: Methods, size: int, download_only: dict[str, float], startup: dict[str, float],
+                  profile_lines: list[str]) -> None:
+    rows, restored_sizes = methods.rows, methods.restored_sizes
+    pipe, file_, fget, flow, flow_file, verify = (rows[m].best for m in (RAW_PIPE, RAW_FILE, RAW_FILE_GET, FLOW,
+                                                                          FLOW_FILE, VERIFY))
+    for row in rows.values():
+        if len(row.runs) > 1:
+            print(f"  all runs of {row.method.strip()}: " + ", ".join(f"{r.seconds:.2f}" for r in row.runs))
+    for label, b in (("raw pipe", pipe), ("raw file", file_), ("raw file (GET)", fget)):
+        print(f"  steps of the best {label}: " + ", ".join(f"{n} {s:.2f}" for n, s in b.extra["steps"]))
+    for label, b in (("restore (stream)", flow), ("restore (file)", flow_file), ("verify", verify)):
+        print(f"  task run times of the best {label} flow: "
+              + ", ".join(f"{name} {secs:.2f}" for name, secs in b.extra["tasks"]))
+    for label, b in (("restore (stream)", flow), ("restore (file)", flow_file), ("verify", verify)):
+        tasks = dict(b.extra["tasks"])
+        data = {k: tasks.get(k, 0.0) for k in ("fetch-and-verify", "restore-new-database", "check-copy")}
+        other = sum(tasks.values()) - sum(data.values())
+        print(f"  where the best {label} flow's {b.seconds:.2f} s went: outside the flow run (process start, "
+              f"imports, CLI checks, flow-run setup/teardown, exit) {b.seconds - b.extra['in_flow']:.2f} s; "
+              + ", ".join(f"{k} {v:.2f}" for k, v in data.items())
+              + f"; other tasks {other:.2f}; between tasks {b.extra['in_flow'] - sum(tasks.values()):.2f}")
+    print("  wait4 ru_maxrss of the CLI (python and its reaped children, i.e. pg_restore): "
+          + ", ".join(f"{row.method.strip()} {row.best.maxrss_kib['cli'] / 1024:.0f} MB"
+                      for row in rows.values() if "cli" in row.best.maxrss_kib))
+    print("  restored database sizes (pg_database_size): "
+          + ", ".join(f"{m.strip()} {s / GB:.3f} GB" for m, s in restored_sizes.items())
+          + f"; source {size / GB:.3f} GB")
+    print(f"  download alone into a file (python start included): download_fileobj (8 MiB ranges × 4 threads) "
+          f"{download_only['transfer']:.2f} s, one streaming GET {download_only['get']:.2f} s")
+    print("  startup (best of 3): " + ", ".join(f"{k} {v:.2f} s" for k, v in startup.items()))
+    if profile_lines:
+        print("engine functions called directly (no Prefect), cProfile:")
+        print("\n".join(profile_lines))
+
+
+def print_targets(rows: dict[str, Row]) -> None:
+    pipe, file_, fget, flow, flow_file, verify = (rows[m].best for m in (RAW_PIPE, RAW_FILE, RAW_FILE_GET, FLOW,
+                                                                          FLOW_FILE, VERIFY))
+    print()
+    print("targets of the issue:")
+    best = min(flow, flow_file, key=lambda r: r.seconds)
+    print(f"  restore flow ≤ 1.15 × raw GET|zstd -d|pg_restore:       {best.seconds / pipe.seconds:.2f}×  "
+          f"{measure.verdict(best.seconds <= 1.15 * pipe.seconds)}   (stream {flow.seconds / pipe.seconds:.2f}×, "
+          f"file {flow_file.seconds / pipe.seconds:.2f}×; stream vs the raw pipe, file vs the raw file variant "
+          f"with one GET: {flow.seconds / pipe.seconds:.2f}× / {flow_file.seconds / fget.seconds:.2f}×)")
+    print(f"  verify ≤ 1.3 × a plain restore (the restore flow):      {verify.seconds / flow.seconds:.2f}×  "
+          f"{measure.verdict(verify.seconds <= 1.3 * flow.seconds)}   "
+          f"(vs raw pipe {verify.seconds / pipe.seconds:.2f}×, "
+          f"vs raw file {verify.seconds / file_.seconds:.2f}× / {verify.seconds / fget.seconds:.2f}×)")
+    print("  peak RSS of the CLI python process: "
+          + ", ".join(f"{m.strip()} {rows[m].best.peak_kib['cli'] / 1024:.0f} MB"
+                      for m in (FLOW, FLOW_FILE, VERIFY)))
+
+
+def main() -> int:
+    args = parse_args()
+    measure.interrupt_on_sigterm()
+    uptime_before, commit_before = uptime(), measure.git_state()
     print(f"restore benchmark — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, commit "
           f"{commit_before}; uptime before: {uptime_before}", flush=True)
     with ExitStack() as stack:
@@ -260,203 +460,27 @@ def main() -> int:
         stack.callback(shutil.rmtree, tmp, True)
         work = tmp / "work"  # the flow's CHARHUB_OPS_WORK_DIR and the raw file variant's downloads
         work.mkdir()
-
-        server, api, server_home, s3, _ = bb.start_services(stack, tmp)
-
-        def fill(cluster: PgCluster) -> None:
-            secs = bb.generate(cluster, "bench", int(args.size_gb * GB), args.jobs)
-            log(f"generated in {secs:.1f} s")
-
-        cluster = bb.open_cluster(stack, args, {"size_gb": args.size_gb}, fill, tidy=drop_restored)
-        size = bb.db_size(cluster, "bench")
-        log(f"pg_database_size(bench) = {size:,} bytes")
-        log(f"waiting for the Prefect server … healthy after {bb.wait_prefect(server, api, server_home):.1f} s more")
-
-        cli_env, pg_env = bb.bench_envs(tmp, s3, api, cluster, args.no_bytecode_cache, CHARHUB_OPS_WORK_DIR=str(work))
-        os.environ["AWS_ENDPOINT_URL_S3"] = s3.endpoint  # for --profile (in this process)
-        downloader = tmp / "download.py"
-        downloader.write_text(DOWNLOADER)
-        watch = bb.service_pids(cluster, s3, server)
-        if not args.no_bytecode_cache:
-            warm = bb.run_measured([("py", [sys.executable, "-c", "import flows.restore, flows.verify, flows.backup, "
-                                                                  "boto3"])], cli_env, cwd=ROOT)
-            log(f"bytecode cache filled ({warm.seconds:.1f} s, not timed below)")
-
-        # ---------------------------------------------------------------------------- the backup (untimed)
-        backup = bb.run_measured([("cli", [CLI, "backup", "--database-url", cluster.url("bench"), "--to", REPO,
-                                           "--json"])], cli_env, cwd=ROOT)
-        meta = json.loads(backup.stdout)
-        backup_id = meta["backup_id"]
-        bucket, key = meta["key"].removeprefix("s3://").split("/", 1)
-        log(f"backup {backup_id}: {meta['size_bytes']:,} bytes stored ({meta['raw_size_bytes']:,} raw dump), "
-            f"{meta['tables']} tables, {meta['rows']:,} rows, in {backup.seconds:.1f} s (not timed)")
-
-        run_stats = bb.flow_run_stats(api, server_home)
-
-        def cli(argv: list[str], mode: str) -> bb.Run:
-            env = {**cli_env, "CHARHUB_OPS_RESTORE_MODE": mode}
-            run = bb.run_measured([("cli", [CLI, *argv, "--json"])], env, cwd=ROOT, watch=watch,
-                                  timeout=STEP_TIMEOUT)
-            stats = run_stats()
-            run.extra = {"result": json.loads(run.stdout), **stats}
-            return run
-
-        pg_restore = str(cluster.bin / "pg_restore")
-        restore_flags = ["--exit-on-error", "--no-password"]
-        dl = [sys.executable, str(downloader), bucket, key]  # + "get" / "transfer" [+ file]
-        rows = {m: Row(m, []) for m in (RAW_PIPE, RAW_FILE, RAW_FILE_GET, FLOW, FLOW_FILE, VERIFY)}
-        restored_sizes: dict[str, int] = {}
-
-        def record(method: str, fn, dbname: str | None) -> None:
-            try:
-                run = fn()
-                if dbname:
-                    restored_sizes[method] = bb.db_size(cluster, dbname)
-            finally:
-                for f in work.iterdir():
-                    f.unlink()
-                drop_restored(cluster)
-            rows[method].runs.append(run)
-            peak = run.peak_kib.get("cli", run.peak_kib.get("download", 0))
-            pgr = max((v for k, v in run.peak_kib.items() if k.endswith("pg_restore")), default=0)
-            log(f"  {method:<40} {run.seconds:7.2f} s  py peak {peak / 1024:4.0f} MB  pg_restore {pgr / 1024:3.0f} MB"
-                f"  cpu {run.cpu:5.1f} s  other users {run.other_cpu:5.1f} cpu-s  load {bb.loadavg()}")
-
-        def raw_pipe(db: str) -> bb.Run:
-            return chain([
-                ("createdb", [("createdb", [str(cluster.bin / "createdb"), db])], pg_env),
-                ("GET|zstd -d|pg_restore", [("download", [*dl, "get"]), ("zstd", ["zstd", "-d", "-q", "-c"]),
-                                           ("pg_restore", [pg_restore, *restore_flags, "-d", db])], pg_env),
-            ], watch)
-
-        def raw_file(db: str, mode: str) -> bb.Run:
-            zst, pgc = work / "dump.pgc.zst", work / "dump.pgc"
-            return chain([
-                ("download_fileobj" if mode == "transfer" else "GET", [("download", [*dl, mode, str(zst)])], pg_env),
-                ("zstd -d", [("zstd", ["zstd", "-d", "-q", "-f", str(zst), "-o", str(pgc)])], pg_env),
-                ("createdb", [("createdb", [str(cluster.bin / "createdb"), db])], pg_env),
-                (f"pg_restore -j{JOBS}", [("pg_restore", [pg_restore, *restore_flags, "-j", str(JOBS), "-d", db,
-                                                          str(pgc)])], pg_env),
-            ], watch)
-
+        methods, size, cli_env = prepare(stack, args, tmp, work)
         for n in range(1, args.repeat + 1):
             log(f"round {n}/{args.repeat}: raw pipe, flow restore (stream), raw file (GET), flow restore (file), "
                 "raw file (download_fileobj), flow verify …")
-            record(RAW_PIPE, partial(raw_pipe, f"restored_raw_{n}"), f"restored_raw_{n}")
-            record(FLOW, partial(cli, ["restore", "--from", REPO, "--database-url", cluster.url(f"restored_{n}")],
-                                 MODES[FLOW]), f"restored_{n}")
-            record(RAW_FILE_GET, partial(raw_file, f"restored_rawget_{n}", "get"), f"restored_rawget_{n}")
-            record(FLOW_FILE, partial(cli, ["restore", "--from", REPO, "--database-url",
-                                            cluster.url(f"restored_file_{n}")], MODES[FLOW_FILE]),
-                   f"restored_file_{n}")
-            record(RAW_FILE, partial(raw_file, f"restored_rawfile_{n}", "transfer"), f"restored_rawfile_{n}")
-            record(VERIFY, partial(cli, ["verify", "--from", REPO, "--database-url", cluster.url("postgres"),
-                                         "--backup", backup_id], MODES[VERIFY]), None)
-
-        log("download alone, into a file (best of 2 each) …")
-        download_only: dict[str, float] = {}
-        for mode in ("transfer", "get"):
-            times = []
-            for _ in range(2):
-                times.append(bb.run_measured([("download", [*dl, mode, str(work / "dl.bin")])], pg_env,
-                                             timeout=STEP_TIMEOUT).seconds)
-                (work / "dl.bin").unlink()
-            download_only[mode] = min(times)
-        startup = {label: min(bb.run_measured([("py", [sys.executable, "-c", code])], cli_env, cwd=ROOT).seconds
-                              for _ in range(3))
+            methods.round(n)
+        download_only = methods.download_only()
+        startup = {label: min(measure.run_measured([("py", [sys.executable, "-c", code])], cli_env,
+                                                   cwd=ROOT).seconds for _ in range(3))
                    for label, code in (("python -c pass", "pass"), ("import flows.restore", "import flows.restore"))}
-
-        profile_lines: list[str] = []
-        if args.profile:
-            log("engine functions under cProfile …")
-            profile_lines = profile_engine(cluster, backup_id, work)
-            log("the restore CLI under cProfile …")
-            prof_out = tmp / "cli.prof"
-            run = bb.run_measured([("cli", [sys.executable, "-m", "cProfile", "-o", str(prof_out), CLI, "restore",
-                                            "--from", REPO, "--database-url", cluster.url("restored_prof"), "--json"])],
-                                  cli_env, cwd=ROOT, timeout=STEP_TIMEOUT)
-            drop_restored(cluster)
-            profile_lines += cli_profile(prof_out, run.seconds)
-
-        # ------------------------------------------------------------------------------------ report
-        pipe, file_, fget, flow, flow_file, verify = (rows[m].best for m in (RAW_PIPE, RAW_FILE, RAW_FILE_GET, FLOW,
-                                                                              FLOW_FILE, VERIFY))
-        uptime_after = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-        print()
-        print(f"results — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, commit {bb.git_state()}; "
-              f"database {size / GB:.2f} GB (pg_database_size), backup {meta['size_bytes'] / 1e6:.0f} MB stored "
-              f"(zstd) / {meta['raw_size_bytes'] / 1e6:.0f} MB dump; best of {args.repeat}; "
-              + ("no bytecode cache" if args.no_bytecode_cache else "with a bytecode cache"))
-        head = (f"{'method':<41}{'seconds':>8}{'t/pipe':>7}{'t/file':>7}{'t/fGET':>7}{'py RSS MB':>10}"
-                f"{'pg_restore MB':>14}{'ours':>6}{'postgres':>9}{'s3 srv':>7}{'prefect':>8}{'others':>7}"
-                f"{'in flow s':>10}{'503s':>5}")
-        print(head)
-        print("-" * len(head))
-        for row in rows.values():
-            b = row.best
-            sc = b.services_cpu
-            py = b.peak_kib.get("cli", b.peak_kib.get("download", 0))
-            pgr = max((v for k, v in b.peak_kib.items() if k.endswith("pg_restore")), default=0)
-            in_flow, locked = bb.flow_cells(b)
-            print(f"{row.method:<41}{b.seconds:>8.2f}{b.seconds / pipe.seconds:>7.2f}{b.seconds / file_.seconds:>7.2f}"
-                  f"{b.seconds / fget.seconds:>7.2f}"
-                  f"{bb.fmt_mb(py):>10}{bb.fmt_mb(pgr):>14}{b.cpu:>6.1f}{sc.get('postgres', 0):>9.1f}"
-                  f"{sc.get('s3 server', 0):>7.1f}{sc.get('prefect server', 0):>8.1f}{b.other_cpu:>7.1f}{in_flow:>10}"
-                  f"{locked:>5}")
-        print("t/pipe, t/file, t/fGET: against the raw pipe, the raw file variant (download_fileobj) and the raw file "
-              "variant with one streaming GET. py RSS: peak (VmHWM) of the CLI's python "
-              "process (of the downloader for raw); pg_restore MB: of the pg_restore leader. CPU seconds: ours = the "
-              "measured processes with their children (pg_restore and its workers), others = the rest of the machine; "
-              "in flow: the flow run's run time on the Prefect server; 503s: API requests answered 503.")
-        for row in rows.values():
-            if len(row.runs) > 1:
-                print(f"  all runs of {row.method.strip()}: " + ", ".join(f"{r.seconds:.2f}" for r in row.runs))
-        for label, b in (("raw pipe", pipe), ("raw file", file_), ("raw file (GET)", fget)):
-            print(f"  steps of the best {label}: " + ", ".join(f"{n} {s:.2f}" for n, s in b.extra["steps"]))
-        for label, b in (("restore (stream)", flow), ("restore (file)", flow_file), ("verify", verify)):
-            print(f"  task run times of the best {label} flow: "
-                  + ", ".join(f"{name} {secs:.2f}" for name, secs in b.extra["tasks"]))
-        for label, b in (("restore (stream)", flow), ("restore (file)", flow_file), ("verify", verify)):
-            tasks = dict(b.extra["tasks"])
-            data = {k: tasks.get(k, 0.0) for k in ("fetch-and-verify", "restore-new-database", "check-copy")}
-            other = sum(tasks.values()) - sum(data.values())
-            print(f"  where the best {label} flow's {b.seconds:.2f} s went: outside the flow run (process start, "
-                  f"imports, CLI checks, flow-run setup/teardown, exit) {b.seconds - b.extra['in_flow']:.2f} s; "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in data.items())
-                  + f"; other tasks {other:.2f}; between tasks {b.extra['in_flow'] - sum(tasks.values()):.2f}")
-        print("  wait4 ru_maxrss of the CLI (python and its reaped children, i.e. pg_restore): "
-              + ", ".join(f"{row.method.strip()} {row.best.maxrss_kib['cli'] / 1024:.0f} MB"
-                          for row in rows.values() if "cli" in row.best.maxrss_kib))
-        print("  restored database sizes (pg_database_size): "
-              + ", ".join(f"{m.strip()} {s / GB:.3f} GB" for m, s in restored_sizes.items())
-              + f"; source {size / GB:.3f} GB")
-        print(f"  download alone into a file (python start included): download_fileobj (8 MiB ranges × 4 threads) "
-              f"{download_only['transfer']:.2f} s, one streaming GET {download_only['get']:.2f} s")
-        print("  startup (best of 3): " + ", ".join(f"{k} {v:.2f} s" for k, v in startup.items()))
-        if profile_lines:
-            print("engine functions called directly (no Prefect), cProfile:")
-            print("\n".join(profile_lines))
-
-        print()
-        print("targets of the issue:")
-        best = min(flow, flow_file, key=lambda r: r.seconds)
-        print(f"  restore flow ≤ 1.15 × raw GET|zstd -d|pg_restore:       {best.seconds / pipe.seconds:.2f}×  "
-              f"{bb.verdict(best.seconds <= 1.15 * pipe.seconds)}   (stream {flow.seconds / pipe.seconds:.2f}×, "
-              f"file {flow_file.seconds / pipe.seconds:.2f}×; stream vs the raw pipe, file vs the raw file variant "
-              f"with one GET: {flow.seconds / pipe.seconds:.2f}× / {flow_file.seconds / fget.seconds:.2f}×)")
-        print(f"  verify ≤ 1.3 × a plain restore (the restore flow):      {verify.seconds / flow.seconds:.2f}×  "
-              f"{bb.verdict(verify.seconds <= 1.3 * flow.seconds)}   "
-              f"(vs raw pipe {verify.seconds / pipe.seconds:.2f}×, "
-              f"vs raw file {verify.seconds / file_.seconds:.2f}× / {verify.seconds / fget.seconds:.2f}×)")
-        print("  peak RSS of the CLI python process: "
-              + ", ".join(f"{m.strip()} {rows[m].best.peak_kib['cli'] / 1024:.0f} MB"
-                          for m in (FLOW, FLOW_FILE, VERIFY)))
+        profile_lines = (profile_all(methods.cluster, methods.meta["backup_id"], work, tmp, cli_env)
+                         if args.profile else [])
+        uptime_after = uptime()
+        print_table(methods.rows, size, methods.meta, args)
+        print_details(methods, size, download_only, startup, profile_lines)
+        print_targets(methods.rows)
         print(f"uptime before: {uptime_before}")
         print(f"uptime after:  {uptime_after}")
-        if bb.git_state() != commit_before:
-            print(f"NOTE: the checkout changed during the run ({commit_before} → {bb.git_state()})")
+        if measure.git_state() != commit_before:
+            print(f"NOTE: the checkout changed during the run ({commit_before} → {measure.git_state()})")
     return 0
 
 
 if __name__ == "__main__":
-    bb.run_main(main)
+    measure.run_main(main)
