@@ -1,0 +1,115 @@
+"""The cleanup flow's ``prefect`` part on the real Prefect test server: old flow runs of charhub-ops deployments go,
+in batches, after a dry run that only counts; newer runs, failed runs within their longer period, runs that are not
+terminal and runs of deployments that are not ours stay. Also what ``status`` says about the server's own vacuum."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+from charhub_ops.cli import app
+from tests.test_backup_flow import _wait_for_event
+from tests.test_migrate_flow import _latest_artifact
+
+
+def _deployment(client, flow_name: str, name: str, tags: list[str]):
+    flow_id = client.create_flow_from_name(flow_name)
+    return client.create_deployment(flow_id=flow_id, name=name, tags=tags)
+
+
+def _run(client, deployment_id, final, days_ago: float):
+    """A flow run of ``deployment_id`` that started ``days_ago`` days ago and (with ``final``) ended a minute later."""
+    from prefect.states import Running, Scheduled
+
+    start = datetime.now(UTC) - timedelta(days=days_ago)
+    run = client.create_flow_run_from_deployment(deployment_id, state=Scheduled(scheduled_time=start))
+    client.set_flow_run_state(run.id, Running(timestamp=start), force=True)
+    if final is not None:
+        client.set_flow_run_state(run.id, final(timestamp=start + timedelta(minutes=1)), force=True)
+    return run.id
+
+
+@pytest.fixture
+def runs(prefect_server):
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled, Completed, Crashed, Failed
+
+    with get_client(sync_client=True) as client:
+        ours = _deployment(client, "retention-test-monitor", "monitor", ["charhub-ops", "monitoring"])
+        foreign = _deployment(client, "someone-elses-flow", "nightly", [])
+        same_name_untagged = _deployment(client, "someone-elses-monitor", "monitor", [])
+        made = {
+            "old_completed": _run(client, ours, Completed, 40),
+            "old_completed_2": _run(client, ours, Completed, 35),
+            "old_cancelled": _run(client, ours, Cancelled, 45),
+            "new_completed": _run(client, ours, Completed, 10),
+            "failed_within": _run(client, ours, Failed, 40),
+            "crashed_old": _run(client, ours, Crashed, 100),
+            "failed_old": _run(client, ours, Failed, 120),
+            "running_old": _run(client, ours, None, 40),
+            "foreign_old": _run(client, foreign, Completed, 40),
+            "foreign_name_old": _run(client, same_name_untagged, Completed, 40),
+        }
+    return ours, made
+
+
+def _exists(ids) -> dict:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    out = {}
+    with get_client(sync_client=True) as client:
+        for name, run_id in ids.items():
+            try:
+                client.read_flow_run(run_id)
+                out[name] = True
+            except ObjectNotFound:
+                out[name] = False
+    return out
+
+
+def _expired_of(summary: dict, deployment_id) -> dict:
+    return {(c["state"]): c["runs"] for c in summary["prefect"]["expired"] if c["deployment_id"] == str(deployment_id)}
+
+
+def test_dry_run_counts_then_old_runs_of_ours_go(prefect_server, runs):
+    ours, made = runs
+    dry = CliRunner().invoke(app, ["cleanup", "prefect", "--dry-run", "--json", "--batch-size", "2"])
+    assert dry.exit_code == 0, dry.output
+    summary = json.loads(dry.stdout)
+    assert summary["dry_run"] is True and summary["parts"] == ["prefect"]
+    assert _expired_of(summary, ours) == {"Completed": 2, "Cancelled": 1, "Crashed": 1, "Failed": 1}
+    assert all(_exists(made).values())  # a dry run deletes nothing
+    assert "monitor" in _latest_artifact(prefect_server, "cleanup-preview")
+
+    from flows.cleanup import cleanup_flow
+
+    done = cleanup_flow(parts=["prefect"], prefect_batch_size=2)
+    assert _exists(made) == {"old_completed": False, "old_completed_2": False, "old_cancelled": False,
+                             "new_completed": True, "failed_within": True, "crashed_old": False,
+                             "failed_old": False, "running_old": True, "foreign_old": True,
+                             "foreign_name_old": True}
+    assert done["prefect_done"]["deleted"] >= 5 and done["prefect_done"]["batches"] >= 3
+    event = _wait_for_event(prefect_server, "charhub.cleanup.completed", "charhub.cleanup")
+    assert event["payload"]["prefect_runs_deleted"] == done["prefect_done"]["deleted"]
+    assert "| monitor |" in _latest_artifact(prefect_server, "cleanup-report")
+
+    again = cleanup_flow(parts=["prefect"], dry_run=True)
+    assert _expired_of(again, ours) == {}
+
+
+def test_bad_periods_are_one_line(prefect_server):
+    result = CliRunner().invoke(app, ["cleanup", "prefect", "--older-than-days", "60",
+                                      "--failed-older-than-days", "30", "--dry-run"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "--failed-older-than-days" in result.output
+
+
+def test_status_warns_when_the_server_keeps_flow_runs_forever(prefect_server):
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED" in line]
+    assert len(warnings) == 1 and "flow_runs" in warnings[0]
