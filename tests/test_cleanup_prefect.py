@@ -5,6 +5,7 @@ terminal and runs of deployments that are not ours stay. Also what ``status`` sa
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,15 +22,29 @@ def _deployment(client, flow_name: str, name: str, tags: list[str]):
 
 
 def _run(client, deployment_id, final, days_ago: float):
-    """A flow run of ``deployment_id`` that started ``days_ago`` days ago and (with ``final``) ended a minute later."""
-    from prefect.states import Running, Scheduled
+    """A flow run of ``deployment_id`` that started ``days_ago`` days ago and (with ``final``) ended a minute later.
+    The API stamps states with the server's clock, so the run is aged in the server's own (SQLite) database."""
+    from prefect.states import Running
 
-    start = datetime.now(UTC) - timedelta(days=days_ago)
-    run = client.create_flow_run_from_deployment(deployment_id, state=Scheduled(scheduled_time=start))
-    client.set_flow_run_state(run.id, Running(timestamp=start), force=True)
+    run = client.create_flow_run_from_deployment(deployment_id)
+    client.set_flow_run_state(run.id, Running(), force=True)
     if final is not None:
-        client.set_flow_run_state(run.id, final(timestamp=start + timedelta(minutes=1)), force=True)
+        client.set_flow_run_state(run.id, final(), force=True)
+    _age(run.id, days_ago)
     return run.id
+
+
+def _age(run_id, days_ago: float) -> None:
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+    path = PREFECT_SERVER_DATABASE_CONNECTION_URL.value().removeprefix("sqlite+aiosqlite:///")
+    start = datetime.now(UTC) - timedelta(days=days_ago)
+    stamp = lambda t: t.strftime("%Y-%m-%d %H:%M:%S.%f")  # noqa: E731 (the server's SQLite timestamp format)
+    with sqlite3.connect(path, timeout=30) as db:
+        changed = db.execute("UPDATE flow_run SET expected_start_time = ?, start_time = ?, "
+                             "end_time = CASE WHEN end_time IS NULL THEN NULL ELSE ? END WHERE id = ?",
+                             (stamp(start), stamp(start), stamp(start + timedelta(minutes=1)), str(run_id))).rowcount
+    assert changed == 1
 
 
 @pytest.fixture
@@ -92,9 +107,13 @@ def test_dry_run_counts_then_old_runs_of_ours_go(prefect_server, runs):
                              "new_completed": True, "failed_within": True, "crashed_old": False,
                              "failed_old": False, "running_old": True, "foreign_old": True,
                              "foreign_name_old": True}
-    assert done["prefect_done"]["deleted"] >= 5 and done["prefect_done"]["batches"] >= 3
+    # 3 completed/cancelled in rounds of 2 (2 requests), 2 failed/crashed (1 request)
+    assert (done["prefect_done"]["deleted_total"], done["prefect_done"]["batches"]) == (5, 3)
+    assert _expired_of({"prefect": {"expired": done["prefect_done"]["deleted"]}}, ours) == {
+        "Completed": 2, "Cancelled": 1, "Crashed": 1, "Failed": 1}
     event = _wait_for_event(prefect_server, "charhub.cleanup.completed", "charhub.cleanup")
-    assert event["payload"]["prefect_runs_deleted"] == done["prefect_done"]["deleted"]
+    assert event["payload"]["prefect_runs_deleted"] == 5
+    assert event["payload"]["prefect_runs"] == done["prefect_done"]["deleted"]
     assert "| monitor |" in _latest_artifact(prefect_server, "cleanup-report")
 
     again = cleanup_flow(parts=["prefect"], dry_run=True)
