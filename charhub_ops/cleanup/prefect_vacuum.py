@@ -9,7 +9,8 @@ Prefect 3.9's vacuum is configured only in the **server's** environment; no API 
   logs and artifacts left behind by deleted runs);
 * ``..._RETENTION_PERIOD`` — seconds; top-level terminal flow runs whose ``end_time`` is older go (default 90 days,
   minimum 1 h). One period for every run on the server: no per-deployment or per-state period;
-* ``PREFECT_SERVER_EVENTS_RETENTION_PERIOD`` — every event (and its ``event_resources`` rows), default 7 days;
+* ``PREFECT_SERVER_EVENTS_RETENTION_PERIOD`` — every event (and its ``event_resources`` rows), default 7 days; an
+  ISO 8601 duration (``P7D``): unlike the vacuum's periods it does not accept plain seconds;
 * ``..._EVENT_RETENTION_OVERRIDES`` — JSON ``{event type: seconds}``, **exact** event types (no wildcards), each
   capped by the events period; default ``{"prefect.flow-run.heartbeat": 604800}`` (replaced, not merged, when set);
 * ``..._BATCH_SIZE`` (200 rows a transaction), ``..._LOOP_SECONDS`` (3600).
@@ -39,7 +40,7 @@ RECOMMENDED_OVERRIDES = {"prefect.flow-run.heartbeat": 1 * DAY, "charhub.check.f
 RECOMMENDED_ENV = {
     "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
     "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(90 * DAY),
-    "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": str(7 * DAY),
+    "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": "P7D",  # a plain timedelta: ISO 8601, not seconds ("604800" fails)
     "PREFECT_SERVER_SERVICES_DB_VACUUM_EVENT_RETENTION_OVERRIDES": json.dumps(RECOMMENDED_OVERRIDES),
 }
 _ISO = re.compile(r"^P(?:(?P<d>\d+(?:\.\d+)?)D)?(?:T(?:(?P<h>\d+(?:\.\d+)?)H)?(?:(?P<m>\d+(?:\.\d+)?)M)?"
@@ -104,8 +105,8 @@ def retention_warning(retention: ServerRetention) -> str | None:
     if not retention.known:
         return f"Prefect retention: cannot read the server's settings ({retention.detail}); {fix}"
     if retention.flow_runs is None:
-        return (f"Prefect retention: the server never deletes flow runs (db_vacuum: {', '.join(retention.vacuum) "
-                f"or 'off'}); {fix}")
+        vacuum = ", ".join(retention.vacuum) or "off"
+        return f"Prefect retention: the server never deletes flow runs (db_vacuum: {vacuum}); {fix}"
     return None
 
 
