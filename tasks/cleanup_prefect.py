@@ -35,8 +35,16 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 
-from charhub_ops.cleanup.prefect_runs import FAILED, OTHER, Predicate, RunInfo, RunPolicy, counts, \
-    delete_predicates, judge_all
+from charhub_ops.cleanup.prefect_runs import (
+    FAILED,
+    OTHER,
+    Predicate,
+    RunInfo,
+    RunPolicy,
+    counts,
+    delete_predicates,
+    judge_all,
+)
 from charhub_ops.errors import OpsError
 from deployments.serve import load_spec
 from tasks.common import RETRY

@@ -44,10 +44,11 @@ class RunPolicy(BaseModel):
     @model_validator(mode="after")
     def _sane(self) -> RunPolicy:
         if self.older_than < timedelta(hours=1):
-            raise ConfigError("--older-than-days (prefect_older_than_days): at least 1 hour (Prefect's own vacuum has the same minimum)")
+            raise ConfigError("--older-than-days (prefect_older_than_days): at least 1 hour (Prefect's own vacuum "
+                              "has the same minimum)")
         if self.failed_older_than < self.older_than:
-            raise ConfigError("--failed-older-than-days (prefect_failed_older_than_days): must not be shorter than --older-than-days (failed runs "
-                              "are kept longer, never shorter)")
+            raise ConfigError("--failed-older-than-days (prefect_failed_older_than_days): must not be shorter than "
+                              "--older-than-days (failed runs are kept longer, never shorter)")
         return self
 
     @classmethod

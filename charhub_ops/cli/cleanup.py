@@ -1,5 +1,6 @@
-"""`charhub-ops cleanup` (rows by a policy file), `cleanup storage`, `cleanup docker` and `cleanup prefect`: each runs the
-Prefect ``cleanup`` flow with one part, so every run leaves its preview and report artifacts.
+"""`charhub-ops cleanup` (rows by a policy file), `cleanup storage`, `cleanup docker` and `cleanup prefect` (old flow
+runs of our deployments): each runs the Prefect ``cleanup`` flow with one part, so every run leaves its preview and
+report artifacts.
 
 ``cleanup`` is both a command and a group: the group's callback takes the row options and runs when no
 subcommand is given.
