@@ -113,7 +113,8 @@ def retention_warning(retention: ServerRetention) -> str | None:
 def _days(period: timedelta | None) -> str:
     if period is None:
         return "kept forever"
-    return f"{period.total_seconds() / DAY:g} days" if period >= timedelta(days=1) else f"{period}"
+    days = period.total_seconds() / DAY
+    return f"{days:g} day{'' if days == 1 else 's'}" if period >= timedelta(days=1) else f"{period}"
 
 
 def describe(retention: ServerRetention) -> list[str]:
