@@ -98,7 +98,9 @@ def test_dry_run_counts_then_old_runs_of_ours_go(prefect_server, runs):
     assert summary["dry_run"] is True and summary["parts"] == ["prefect"]
     assert _expired_of(summary, ours) == {"Completed": 2, "Cancelled": 1, "Crashed": 1, "Failed": 1}
     assert all(_exists(made).values())  # a dry run deletes nothing
-    assert "monitor" in _latest_artifact(prefect_server, "cleanup-preview")
+    assert "| monitor | Completed | 2 | — |" in _latest_artifact(prefect_server, "cleanup-preview")
+    human = CliRunner().invoke(app, ["cleanup", "prefect", "--dry-run"])
+    assert human.exit_code == 0 and "monitor Failed: would delete 1" in human.output, human.output
 
     from flows.cleanup import cleanup_flow
 
@@ -132,3 +134,7 @@ def test_status_warns_when_the_server_keeps_flow_runs_forever(prefect_server):
     assert result.exit_code == 0, result.output
     warnings = [line for line in result.output.splitlines() if "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED" in line]
     assert len(warnings) == 1 and "flow_runs" in warnings[0]
+    from deployments.setup import server_retention
+
+    retention = server_retention()  # what setup reports: the test server runs with Prefect's defaults
+    assert retention.known and retention.vacuum == ["events"] and retention.flow_runs is None
