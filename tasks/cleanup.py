@@ -2,7 +2,9 @@
 
 Each part (rows, storage, docker) has a plan task (read only, retried on transient errors) and an act
 task. Acts are idempotent (a deleted row or object is gone; the cursor keeps row progress), but they
-are not retried by Prefect: a partial act is reported as it is and the next run resumes.
+are not retried by Prefect: a partial act is reported as it is and the next run resumes. The ``prefect``
+part's task (tasks/cleanup_prefect.py) counts and deletes; it is retried on transient API errors, since a
+repeated round finds only the runs still there. The preview and report below show every part.
 """
 
 from __future__ import annotations

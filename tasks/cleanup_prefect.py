@@ -16,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 
 import httpx
+import yaml
 from prefect import task
 from prefect.cache_policies import NONE
 from prefect.client.orchestration import get_client
@@ -46,12 +48,12 @@ from charhub_ops.cleanup.prefect_runs import (
     judge_all,
 )
 from charhub_ops.errors import OpsError
-from deployments.serve import load_spec
 from tasks.common import RETRY
 
 __all__ = ["TAG", "BULK_LIMIT", "our_deployments", "prefect_runs"]
 
 TAG = "charhub-ops"
+SPEC_FILE = Path(__file__).resolve().parent.parent / "prefect.yaml"  # deployments.serve reads the same file
 BULK_LIMIT = 50  # prefect/server/api/flow_runs.py BULK_OPERATION_LIMIT
 
 
@@ -69,7 +71,7 @@ def _api(action: str) -> Iterator[None]:
 
 def our_deployments(client, names: list[str] | None = None) -> dict[str, str]:
     """Deployment id → name of the deployments named in prefect.yaml (or ``names``) and tagged ``charhub-ops``."""
-    names = names or [d["name"] for d in load_spec()["deployments"]]
+    names = names or [d["name"] for d in yaml.safe_load(SPEC_FILE.read_text())["deployments"]]
     only = DeploymentFilter(name=DeploymentFilterName(any_=names), tags=DeploymentFilterTags(all_=[TAG]))
     return {str(d.id): d.name for d in client.read_deployments(deployment_filter=only)}
 
