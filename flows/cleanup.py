@@ -85,9 +85,7 @@ def cleanup_flow(
     now = datetime.now(UTC)
     summary = {"dry_run": dry_run, "now": now.isoformat(), "parts": parts, "notes": [], "policies": [],
                "storage": None, "docker": None, "prefect": None}
-    plans, docker_plan = _plan(cfg, parts, now, summary)
-    if "prefect" in parts:
-        summary["prefect"] = prefect_runs(runs_policy, now, dry_run=True, current=_current_run())
+    plans, docker_plan = _plan(cfg, parts, now, summary, runs_policy)
     cleanup_preview(summary)
     if dry_run:
         return summary
@@ -104,7 +102,7 @@ def cleanup_flow(
     return summary
 
 
-def _plan(cfg, parts: list[str], now: datetime, summary: dict) -> tuple[list, object]:
+def _plan(cfg, parts: list[str], now: datetime, summary: dict, runs_policy: RunPolicy) -> tuple[list, object]:
     """Fill the summary's plan of each part; returns the row plans and the Docker plan (None: not run)."""
     plans, docker_plan = [], None
     if "rows" in parts:
@@ -120,6 +118,8 @@ def _plan(cfg, parts: list[str], now: datetime, summary: dict) -> tuple[list, ob
     if "docker" in parts:
         docker_plan = plan_docker(now, cfg.container_age_hours, cfg.keep_label, cfg.build_cache, cfg.deploy)
         summary["docker"] = docker_plan.model_dump(mode="json")
+    if "prefect" in parts:
+        summary["prefect"] = prefect_runs(runs_policy, now, dry_run=True, current=_current_run())
     return plans, docker_plan
 
 
