@@ -138,3 +138,23 @@ def test_status_warns_when_the_server_keeps_flow_runs_forever(prefect_server):
 
     retention = server_retention()  # what setup reports: the test server runs with Prefect's defaults
     assert retention.known and retention.vacuum == ["events"] and retention.flow_runs is None
+
+
+def test_the_delete_repeats_the_predicate_on_the_server(prefect_server):
+    """A run read as expired but retried before the delete (back to Running) is not deleted."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Running
+
+    from charhub_ops.cleanup.prefect_runs import RunInfo, RunPolicy, delete_predicates
+    from tasks.cleanup_prefect import _delete
+
+    with get_client(sync_client=True) as client:
+        ours = _deployment(client, "retention-recheck", "monitor", ["charhub-ops"])
+        made = {"retried": _run(client, ours, Completed, 40), "expired": _run(client, ours, Completed, 41)}
+        now = datetime.now(UTC)
+        read = [RunInfo(id=str(i), deployment_id=str(ours), deployment="monitor", state_type="COMPLETED",
+                        state_name="Completed", end_time=now - timedelta(days=40)) for i in made.values()]
+        (predicate,) = delete_predicates(read, RunPolicy(), now, chunk=50)
+        client.set_flow_run_state(made["retried"], Running(), force=True)  # e.g. retried from the UI
+        assert _delete(client, predicate) == {str(made["expired"])}
+    assert _exists(made) == {"retried": True, "expired": False}
