@@ -6,7 +6,9 @@ notification block from its webhook URL; an existing block is never overwritten)
 (deployments/automations.py) to the notification block of setting ``notify_block``, and registers every
 deployment of prefect.yaml for that pool. A block that needs a secret nobody gave is a warning naming the
 variable or the one-liner that creates it, never a failure, and no secret is ever taken from a command line.
-:func:`status` lists the last run of each deployment.
+:func:`status` lists the last run of each deployment. :func:`server_retention` reads what the server's own
+``db_vacuum`` deletes (``GET /api/admin/settings``; it can only be set in the server's environment, see
+docs/prefect-retention.md): setup reports it, and both warn when the server never deletes flow runs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.filters import (
@@ -28,11 +31,12 @@ from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 
+from charhub_ops.cleanup.prefect_vacuum import ServerRetention, read_retention, retention_warning
 from deployments.automations import apply_automations
 from deployments.blocks import BlockSpec, block_exists, ensure_blocks
 from deployments.serve import ROOT, load_deployments, load_spec
 
-__all__ = ["setup", "status", "secret_blocks"]
+__all__ = ["setup", "status", "secret_blocks", "server_retention"]
 
 
 def setup(notify_block: str | None, blocks: list[BlockSpec]) -> dict[str, Any]:
@@ -52,8 +56,22 @@ def setup(notify_block: str | None, blocks: list[BlockSpec]) -> dict[str, Any]:
         automations = apply_automations(notify_block)
     os.environ.setdefault("CHARHUB_OPS_HOME", str(ROOT))  # the pull step's working directory
     registered = {d.name: str(d.apply()) for d in load_deployments(work_pool=True)}
+    retention = server_retention()
+    warnings += [w for w in [retention_warning(retention)] if w]
     return {"work_pool": pool, "blocks": created, "automations": automations, "deployments": registered,
-            "warnings": warnings}
+            "retention": retention.model_dump(mode="json"), "warnings": warnings}
+
+
+def server_retention() -> ServerRetention:
+    """What the server's db_vacuum deletes, from its settings; ``known`` False (with the reason) when the server
+    does not say (an older server, Prefect Cloud, a proxy refusing /admin)."""
+    with get_client(sync_client=True) as client:
+        try:
+            response = client.request("GET", "/admin/settings")
+            response.raise_for_status()
+            return read_retention(response.json())
+        except httpx.HTTPStatusError as exc:
+            return read_retention(None, f"GET /admin/settings: HTTP {exc.response.status_code}")
 
 
 def secret_blocks(spec: dict[str, Any]) -> dict[str, list[str]]:

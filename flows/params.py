@@ -72,7 +72,7 @@ Seconds = Annotated[float, Field(gt=0, le=86400)]
 Count = Annotated[int, Field(ge=-1, le=100_000)]
 CheckId = Annotated[str, StringConstraints(pattern=CHECK_ID_PATTERN)]
 StateStore = Annotated[str, StringConstraints(pattern=STATE_PATTERN, max_length=1024)]
-CleanupPart = Literal["rows", "storage", "docker"]
+CleanupPart = Literal["rows", "storage", "docker", "prefect"]
 MediaMode = Literal["dry-run", "quarantine", "delete"]
 
 CONFIG_HELP = "The monitor's YAML file (checks, windows, incidents); default from settings (CHARHUB_OPS_MONITOR_CONFIG)"

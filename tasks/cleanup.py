@@ -2,7 +2,9 @@
 
 Each part (rows, storage, docker) has a plan task (read only, retried on transient errors) and an act
 task. Acts are idempotent (a deleted row or object is gone; the cursor keeps row progress), but they
-are not retried by Prefect: a partial act is reported as it is and the next run resumes.
+are not retried by Prefect: a partial act is reported as it is and the next run resumes. The ``prefect``
+part's task (tasks/cleanup_prefect.py) counts and deletes; it is retried on transient API errors, since a
+repeated round finds only the runs still there. The preview and report below show every part.
 """
 
 from __future__ import annotations
@@ -171,6 +173,22 @@ def _docker_lines(plan: dict, done: dict | None) -> list[str]:
     return lines
 
 
+def _prefect_lines(plan: dict, done: dict | None) -> list[str]:
+    lines = ["## Prefect flow runs", "", f"- deployments (named in prefect.yaml, tagged charhub-ops): "
+             f"{', '.join(plan['deployments']) or 'none registered'}",
+             f"- expired: completed/cancelled ended more than {plan['older_than_days']:g} days ago, failed/crashed "
+             f"more than {plan['failed_older_than_days']:g} days ago; {plan['batch_size']} per round", "",
+             "| deployment | state | expired | deleted |", "|---|---|---|---|"]
+    deleted = {(c["deployment_id"], c["state"]): c["runs"] for c in (done or {}).get("deleted", [])}
+    for c in plan["expired"]:
+        lines.append(f"| {c['deployment']} | {c['state']} | {c['runs']} "
+                     f"| {deleted.get((c['deployment_id'], c['state']), 0) if done else '—'} |")
+    if done:
+        lines.append(f"\n- deleted {done['deleted_total']} in {done['batches']} requests; {done['skipped']} changed "
+                     "since they were read and stay")
+    return lines
+
+
 def _markdown(summary: dict) -> str:
     title = "preview" if summary["kind"] == "preview" else "report"
     lines = [f"# Cleanup {title}{' (dry run)' if summary['dry_run'] else ''}: {', '.join(summary['parts'])}", ""]
@@ -181,6 +199,8 @@ def _markdown(summary: dict) -> str:
         lines += ["", *_storage_lines(summary["storage"], summary.get("storage_done"))]
     if summary["docker"]:
         lines += ["", *_docker_lines(summary["docker"], summary.get("docker_done"))]
+    if summary.get("prefect"):
+        lines += ["", *_prefect_lines(summary["prefect"], summary.get("prefect_done"))]
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from charhub_ops.access import Access, access_warnings, is_loopback
+from charhub_ops.cleanup.prefect_vacuum import RECOMMENDED_ENV
 from tests.harness.prefect_server import BIN, ROOT, kill, start_prefect_server
 
 AUTH = f"ops:{uuid.uuid4().hex}"
@@ -63,7 +64,8 @@ def servers(tmp_path_factory):
     procs = []
     try:
         for auth in (None, AUTH):
-            procs.append(start_prefect_server(tmp_path_factory.mktemp("access"), host="0.0.0.0", auth=auth))
+            procs.append(start_prefect_server(tmp_path_factory.mktemp("access"), host="0.0.0.0", auth=auth,
+                                              settings=RECOMMENDED_ENV))  # retention as docs/prefect-retention.md
         yield procs[0][1], procs[1][1]
     finally:
         for proc, _ in procs:

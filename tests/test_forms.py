@@ -226,7 +226,7 @@ def test_migrate_form_dry_run_first_and_overrides_last():
 
 def test_cleanup_and_monitor_forms_offer_choices():
     cleanup = _schema("flows/cleanup.py:cleanup_flow")["properties"]
-    assert cleanup["parts"]["items"]["enum"] == ["rows", "storage", "docker"]
+    assert cleanup["parts"]["items"]["enum"] == ["rows", "storage", "docker", "prefect"]
     assert cleanup["media_mode"]["anyOf"][0]["enum"] == ["dry-run", "quarantine", "delete"]
     respond = _schema("flows/incident.py:incident_respond_flow")
     assert respond["required"] == ["check_id"] and respond["properties"]["check_id"]["pattern"] == CHECK_ID_PATTERN

@@ -93,7 +93,7 @@ def test_cleanup_runs_weekly_after_verify_and_docker_on_disk_high():
     (trigger,) = dep["triggers"]
     assert trigger["expect"] == ["charhub.disk.high"] and trigger["parameters"] == {"parts": ["docker"]}
     flow = load_flow_from_entrypoint(str(ROOT / dep["entrypoint"]))
-    assert inspect.signature(flow.fn).parameters["parts"].default == ("rows", "storage", "docker")
+    assert inspect.signature(flow.fn).parameters["parts"].default == ("rows", "storage", "docker", "prefect")
     assert dep["concurrency_limit"]["limit"] == 1
 
 

@@ -1,5 +1,6 @@
-"""`charhub-ops cleanup` (rows by a policy file), `cleanup storage` and `cleanup docker`: each runs the
-Prefect ``cleanup`` flow with one part, so every run leaves its preview and report artifacts.
+"""`charhub-ops cleanup` (rows by a policy file), `cleanup storage`, `cleanup docker` and `cleanup prefect` (old flow
+runs of our deployments): each runs the Prefect ``cleanup`` flow with one part, so every run leaves its preview and
+report artifacts.
 
 ``cleanup`` is both a command and a group: the group's callback takes the row options and runs when no
 subcommand is given.
@@ -16,7 +17,8 @@ from charhub_ops.errors import ConfigError
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Clean up: expired rows in safe batches, stale uploads and media orphans, Docker leftovers.",
+app = typer.Typer(help="Clean up: expired rows in safe batches, stale uploads and media orphans, Docker leftovers, "
+                       "old Prefect flow runs.",
                   invoke_without_command=True, no_args_is_help=False)
 
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Plan, count and preview only; delete nothing.")]
@@ -60,6 +62,19 @@ def _print_docker(summary: dict) -> None:
               f"freed {_size(done.get('bytes_freed', 0))}", highlight=False)
 
 
+def _print_prefect(summary: dict) -> None:
+    plan, done = summary["prefect"], summary.get("prefect_done")
+    err.print(f"  prefect: {', '.join(plan['deployments']) or 'no charhub-ops deployment registered'}",
+              highlight=False)
+    for c in (done or plan)["deleted" if done else "expired"]:
+        err.print(f"    {c['deployment']} {c['state']}: {'deleted' if done else 'would delete'} {c['runs']}",
+                  highlight=False)
+    if done:
+        skipped = f", {done['skipped']} changed since they were read (kept)" if done["skipped"] else ""
+        err.print(f"  prefect: deleted {done['deleted_total']} flow runs in {done['batches']} requests{skipped}",
+                  highlight=False)
+
+
 def _print(summary: dict) -> None:
     err.print(f"[bold]cleanup[/] {', '.join(summary['parts'])}{' (dry run)' if summary['dry_run'] else ''}",
               highlight=False)
@@ -70,6 +85,8 @@ def _print(summary: dict) -> None:
         _print_storage(summary)
     if summary["docker"]:
         _print_docker(summary)
+    if summary.get("prefect"):
+        _print_prefect(summary)
     for warning in (summary.get("storage_done") or {}).get("warnings", []) + \
             (summary.get("docker_done") or {}).get("warnings", []):
         err.print(f"  [yellow]⚠[/] {warning}", highlight=False)
@@ -127,3 +144,21 @@ def storage(
 def docker(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
     """Remove dangling images, old stopped containers and build cache — never volumes."""
     _run_flow(as_json, parts=["docker"], dry_run=dry_run)
+
+
+@app.command("prefect")
+def prefect_runs(
+    dry_run: DryRunOpt = False,
+    older_than_days: Annotated[float, typer.Option("--older-than-days", help="Delete completed/cancelled runs of "
+                                                   "charhub-ops deployments that ended more than N days ago.")] = 30,
+    failed_older_than_days: Annotated[float, typer.Option("--failed-older-than-days", help="The same for "
+                                                          "failed/crashed runs (kept longer).")] = 90,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Flow runs read and deleted per round.")] = 200,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete old flow runs of charhub-ops deployments on the Prefect server (never running ones, never others')."""
+    from charhub_ops.cleanup.prefect_runs import RunPolicy
+
+    run_guarded(lambda: RunPolicy.from_days(older_than_days, failed_older_than_days, batch_size))
+    _run_flow(as_json, parts=["prefect"], dry_run=dry_run, prefect_older_than_days=older_than_days,
+              prefect_failed_older_than_days=failed_older_than_days, prefect_batch_size=batch_size)

@@ -1,7 +1,7 @@
 """`charhub-ops setup | serve | status`: bootstrap the Prefect server in PREFECT_API_URL, serve every deployment
 without a worker, and show the last run of each; setup and status also say who can reach the API (an open API
-on a non-loopback address is a warning naming PREFECT_SERVER_API_AUTH_STRING). Prefect is imported only inside
-the commands."""
+on a non-loopback address is a warning naming PREFECT_SERVER_API_AUTH_STRING) and what the server's own db_vacuum
+deletes (a warning when it never deletes flow runs). Prefect is imported only inside the commands."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def setup(as_json: JsonOpt = False) -> None:
     settings = run_guarded(load_settings)
     _require_server()
     prepare_prefect()
+    from charhub_ops.cleanup.prefect_vacuum import ServerRetention, describe
     from deployments.blocks import wanted_blocks
     from deployments.serve import load_spec
     from deployments.setup import secret_blocks
@@ -41,6 +42,8 @@ def setup(as_json: JsonOpt = False) -> None:
         err.print(f"  block {slug}: {outcome}", highlight=False)
     for name, outcome in result["automations"].items():
         err.print(f"  automation {name}: {outcome}", highlight=False)
+    for line in describe(ServerRetention.model_validate(result["retention"])):
+        err.print(line, highlight=False)
     for warning in result["warnings"]:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
 
@@ -56,12 +59,14 @@ def serve() -> None:
 
 def status(as_json: JsonOpt = False) -> None:
     """The last run of each deployment: state, start, duration and the next scheduled run; the access warning
-    of ``setup`` on stderr."""
+    of ``setup`` and, when the server never deletes flow runs, one retention warning on stderr."""
     _require_server()
     prepare_prefect()
+    from charhub_ops.cleanup.prefect_vacuum import retention_warning
+    from deployments.setup import server_retention
     from deployments.setup import status as read_status
 
-    for warning in _access()[1]:
+    for warning in _access()[1] + [w for w in [retention_warning(run_guarded(server_retention))] if w]:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     rows = run_guarded(read_status)
     if as_json:
