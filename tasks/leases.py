@@ -36,7 +36,7 @@ import httpx
 from prefect._internal.concurrency.cancellation import CancelledError, WatcherThreadCancelScope
 from prefect.client.orchestration import get_client
 from prefect.concurrency._events import emit_concurrency_acquisition_events, emit_concurrency_release_events
-from prefect.concurrency._sync import acquire_concurrency_slots_with_lease
+from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
 
 from charhub_ops.errors import OpsError
 
@@ -45,6 +45,7 @@ __all__ = ["LockLostError", "held_slot"]
 RETRY_SECONDS = 3.0  # between renewal attempts while the API is unreachable
 RELEASE_RETRY_SECONDS = 30.0  # release retries of a leased slot while the API is unreachable
 MARGIN_SECONDS = 5.0  # a lease is taken as possibly expired this long before its end (clocks, latency)
+BUSY_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8)  # before the first retries of an acquisition the API answered 503
 _GONE = (404, 410)
 
 
@@ -59,7 +60,7 @@ class LockLostError(OpsError):
 def held_slot(name: str, lease_seconds: float, log: logging.Logger | logging.LoggerAdapter) -> Iterator[_Keeper]:
     """Hold one slot of the limit ``name`` (it must exist) for the block; see the module docstring. Yields the
     lease's keeper (its ``lease_id``, whether it is ``leaseless``)."""
-    response = acquire_concurrency_slots_with_lease([name], 1, lease_duration=lease_seconds, strict=True)
+    response = _acquire(name, lease_seconds)
     keeper = _Keeper(name, response.lease_id, lease_seconds, log)
     events = emit_concurrency_acquisition_events(response.limits, 1)  # as Prefect's concurrency() does
     try:
@@ -76,6 +77,54 @@ def held_slot(name: str, lease_seconds: float, log: logging.Logger | logging.Log
     finally:
         keeper.release()
         emit_concurrency_release_events(response.limits, 1, events)
+
+
+def _acquire(name: str, lease_seconds: float) -> ConcurrencyLimitWithLeaseResponse:
+    """Take one slot of ``name`` with a lease, waiting as long as it takes, as Prefect's ``concurrency()`` does
+    (423, the slot is held: again after the server's Retry-After; the limit must exist) with one difference:
+    a 503 is retried after BUSY_PAUSES instead of the client's 2 s, 4 s … backoff.
+
+    A SQLite-backed server answers 503 ("database is locked") when another writer — typically the server
+    itself recording the run's task states — commits between the increment's read and its write of the limit:
+    a conflict of milliseconds that cost every such run ~2 s. A response hook gives those 503s a short
+    ``Retry-After``, which Prefect's client honours; once BUSY_PAUSES are used up, a second round of the
+    client's retries keeps its own backoff, so a server that stays busy is waited for at least as long as
+    before. Other errors (the API unreachable, 5xx) are the client's as before: retried, then raised."""
+    busy = _BusyPause()
+    rounds = 0
+    with get_client(sync_client=True, httpx_settings={"event_hooks": {"response": [busy]}}) as client:
+        while True:
+            try:
+                response = client.increment_concurrency_slots_with_lease(
+                    names=[name], slots=1, mode="concurrency", lease_duration=lease_seconds)
+            except httpx.HTTPStatusError as exc:
+                status = exc.response.status_code
+                if status == 423:
+                    time.sleep(float(exc.response.headers["Retry-After"]))
+                    continue
+                rounds += 1
+                if status == 503 and rounds == 1:
+                    continue
+                raise
+            result = ConcurrencyLimitWithLeaseResponse.model_validate(response.json())
+            if not result.limits:
+                raise OpsError(f"{name}: the concurrency limit does not exist (deleted while it was being taken?)")
+            return result
+
+
+class _BusyPause:
+    """httpx response hook of :func:`_acquire`: the n-th 503 in a row gets ``Retry-After: BUSY_PAUSES[n]``."""
+
+    def __init__(self) -> None:
+        self.in_a_row = 0
+
+    def __call__(self, response: httpx.Response) -> None:
+        if response.status_code != 503:
+            self.in_a_row = 0
+            return
+        if self.in_a_row < len(BUSY_PAUSES) and "Retry-After" not in response.headers:
+            response.headers["Retry-After"] = str(BUSY_PAUSES[self.in_a_row])
+        self.in_a_row += 1
 
 
 class _Keeper:

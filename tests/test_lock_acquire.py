@@ -1,0 +1,109 @@
+"""Taking a free ``postgres-<db>`` slot costs no retry sleep (issue 18, item 6).
+
+On a SQLite-backed Prefect server the slot's increment reads the limit, then writes it, in one deferred
+transaction: when another writer (the server recording the run's task states, logs, events) commits in
+between, SQLite answers "database is locked" and the API answers 503. Prefect's client then sleeps 2 s (its
+exponential backoff, 2**1 s plus jitter) before asking again — seen as ``previous-backup`` finished
+18:06:05.551, ``postgres-<db>: acquired`` 18:06:07.929. Here the test holds a write transaction on the
+server's own database file while the slot is taken, so the increment meets exactly that 503, and records the
+retry pauses Prefect's client computes (``prefect.client.base``'s jitter functions, called once per retry
+with the pause to take). The assertion is on the mechanism: a 503 was answered, and no retry pause of a
+second or more was asked for — never on wall time.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.test_lock_outage import _active, one_slot  # noqa: F401  (fixture)
+
+INCREMENT = "/v2/concurrency_limits/increment-with-lease"
+
+
+@pytest.fixture
+def pauses(monkeypatch) -> list[float]:
+    """The retry pauses Prefect's client takes (seconds asked for, before jitter), from every client."""
+    import prefect.client.base as base
+
+    asked: list[float] = []
+    for name in ("bounded_poisson_interval", "clamped_poisson_interval"):
+        real = getattr(base, name)
+
+        def record(seconds, *args, _real=real):
+            asked.append(float(seconds))
+            return _real(seconds, *args)
+
+        monkeypatch.setattr(base, name, record)
+    return asked
+
+
+@pytest.fixture
+def increments(monkeypatch) -> list[int]:
+    """The status of every increment-with-lease response the server sent (sync and async clients)."""
+    seen: list[int] = []
+    real_sync, real_async = httpx.Client.send, httpx.AsyncClient.send
+
+    def sync_send(self, request, *args, **kwargs):
+        response = real_sync(self, request, *args, **kwargs)
+        if request.url.path.endswith(INCREMENT):
+            seen.append(response.status_code)
+        return response
+
+    async def async_send(self, request, *args, **kwargs):
+        response = await real_async(self, request, *args, **kwargs)
+        if request.url.path.endswith(INCREMENT):
+            seen.append(response.status_code)
+        return response
+
+    monkeypatch.setattr(httpx.Client, "send", sync_send)
+    monkeypatch.setattr(httpx.AsyncClient, "send", async_send)
+    return seen
+
+
+def _server_database() -> Path:
+    from prefect.settings import PREFECT_SERVER_DATABASE_CONNECTION_URL
+
+    url = PREFECT_SERVER_DATABASE_CONNECTION_URL.value()
+    assert url.startswith("sqlite"), f"this drill needs the SQLite-backed test server, not {url}"
+    return Path(url.split(":///", 1)[1])
+
+
+def _commit_after_503(writer: sqlite3.Connection, increments: list[int], done: threading.Event) -> None:
+    """Commit once the server has answered 503 (or after 10 s: its UPDATE may wait for this commit and fail
+    only then, its snapshot being stale)."""
+    for _ in range(200):
+        if 503 in increments or done.is_set():
+            break
+        done.wait(0.05)
+    writer.commit()
+
+
+def test_a_free_slot_is_taken_without_the_clients_backoff_when_sqlite_is_busy(one_slot, pauses, increments):
+    from prefect.client.orchestration import get_client
+
+    from tasks.leases import held_slot
+
+    writer = sqlite3.connect(_server_database(), isolation_level=None, timeout=30, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")  # another writer in the middle of its transaction, as the server's own are
+    writer.execute("UPDATE concurrency_limit_v2 SET updated = updated WHERE name = ?", (one_slot,))
+    answered = threading.Event()
+    committer = threading.Thread(target=_commit_after_503, args=(writer, increments, answered))
+    committer.start()
+    try:
+        with held_slot(one_slot, 60, logging.getLogger("test")):
+            with get_client(sync_client=True) as client:
+                assert _active(client, one_slot) == 1
+    finally:
+        answered.set()
+        committer.join()
+        writer.close()
+    with get_client(sync_client=True) as client:
+        assert _active(client, one_slot) == 0
+    assert 503 in increments and increments[-1] == 200, increments  # the busy database was met, then the slot
+    assert pauses and max(pauses) < 1.0, f"retry pauses asked for: {pauses}"  # not the client's 2 s backoff
