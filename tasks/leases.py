@@ -3,7 +3,9 @@
 Prefect's ``concurrency()`` renews its lease from a thread every ¾ of the lease and, when three attempts
 fail (strict), cancels the section: a server restart or a network cut at the wrong moment aborts a backup
 in mid-dump; non-strict, it stops renewing, the lease expires and a second run can enter. :func:`held_slot`
-takes the slot the same way (waiting as long as it takes) but keeps it differently:
+takes the slot the same way (waiting as long as it takes; the server's Retry-After while another run holds it)
+except that a 503 from a SQLite-backed server ("database is locked", a write conflict of milliseconds) is
+retried after 50 ms, not after the client's 2 s backoff (:func:`_acquire`); and it keeps the slot differently:
 
 - renewal every ¼ lease (``lock_lease_seconds``, default 300 s), so an outage shorter than ¾ lease never
   lets it expire; while the API is unreachable (connection refused, timeouts, 5xx) the section goes on and

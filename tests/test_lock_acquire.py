@@ -107,3 +107,21 @@ def test_a_free_slot_is_taken_without_the_clients_backoff_when_sqlite_is_busy(on
         assert _active(client, one_slot) == 0
     assert 503 in increments and increments[-1] == 200, increments  # the busy database was met, then the slot
     assert pauses and max(pauses) < 1.0, f"retry pauses asked for: {pauses}"  # not the client's 2 s backoff
+
+
+@pytest.mark.parametrize(("statuses", "retry_after"), [
+    ([503], ["0.05"]),
+    ([503, 503, 503, 503, 503, 503], ["0.05", "0.1", "0.2", "0.4", "0.8", None]),  # then the client's backoff
+    ([503, 200, 503], ["0.05", None, "0.05"]),  # a success starts the count again
+    ([423, 503], ["7.5", "0.05"]),  # a held slot keeps the server's own Retry-After (7.5 here)
+])
+def test_busy_answers_get_short_pauses_then_the_clients_backoff(statuses, retry_after):
+    from tasks.leases import _BusyPause
+
+    hook = _BusyPause()
+    seen = []
+    for status in statuses:
+        response = httpx.Response(status, headers={"Retry-After": "7.5"} if status == 423 else {})
+        hook(response)
+        seen.append(response.headers.get("Retry-After"))
+    assert seen == retry_after
