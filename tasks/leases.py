@@ -27,17 +27,20 @@ avoids that for every other user of global limits (README).
 
 from __future__ import annotations
 
+import functools
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from uuid import UUID
 
 import httpx
 from prefect._internal.concurrency.cancellation import CancelledError, WatcherThreadCancelScope
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.concurrency._events import emit_concurrency_acquisition_events, emit_concurrency_release_events
+from prefect.settings import PREFECT_API_URL
 from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
 
 from charhub_ops.errors import OpsError
@@ -92,9 +95,8 @@ def _acquire(name: str, lease_seconds: float) -> ConcurrencyLimitWithLeaseRespon
     ``Retry-After``, which Prefect's client honours; once BUSY_PAUSES are used up, a second round of the
     client's retries keeps its own backoff, so a server that stays busy is waited for at least as long as
     before. Other errors (the API unreachable, 5xx) are the client's as before: retried, then raised."""
-    busy = _BusyPause()
     rounds = 0
-    with get_client(sync_client=True, httpx_settings={"event_hooks": {"response": [busy]}}) as client:
+    with _client(event_hooks={"response": [_BusyPause()]}) as client:
         while True:
             try:
                 response = client.increment_concurrency_slots_with_lease(
@@ -112,6 +114,21 @@ def _acquire(name: str, lease_seconds: float) -> ConcurrencyLimitWithLeaseRespon
             if not result.limits:
                 raise OpsError(f"{name}: the concurrency limit does not exist (deleted while it was being taken?)")
             return result
+
+
+def _client(**httpx_settings) -> SyncPrefectClient:
+    """A new sync Prefect client for this module's threads (not the run's: other settings, other thread). For
+    an http:// API it gets a bare TLS context: Prefect would build one per client by loading the CA bundle
+    (60–130 ms of CPU each, on the path of every locked section) that plain HTTP never uses; if it were
+    redirected to https, verification fails (no CA trusted) rather than being skipped. https: Prefect's own."""
+    if str(PREFECT_API_URL.value() or "").startswith("http://"):
+        httpx_settings["verify"] = _bare_tls_context()
+    return get_client(sync_client=True, httpx_settings=httpx_settings)
+
+
+@functools.cache
+def _bare_tls_context() -> ssl.SSLContext:
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificates and host names; trusts none
 
 
 class _BusyPause:
@@ -152,9 +169,12 @@ class _Keeper:
             self._thread.join(timeout=5)
 
     def _run(self, scope: WatcherThreadCancelScope) -> None:
-        with get_client(sync_client=True) as client:
+        """Renew until stopped; the client is opened at the first renewal (most sections end before it)."""
+        with ExitStack() as stack:
+            client = None
             while not self.leaseless and not self._stop.wait(
                     RETRY_SECONDS if self.down_since else self.lease_seconds / 4):
+                client = client or stack.enter_context(_client())
                 self._renew(client)
                 if self.lost is not None and not self._stop.is_set():
                     self.log.error("%s", self.lost)
@@ -224,7 +244,7 @@ class _Keeper:
         is gone for good ends instead of waiting a whole lease)."""
         patience = self.lease_seconds if self.leaseless else min(self.lease_seconds, RELEASE_RETRY_SECONDS)
         deadline = time.monotonic() + patience
-        with get_client(sync_client=True) as client:
+        with _client() as client:
             while True:
                 try:
                     if self.leaseless:

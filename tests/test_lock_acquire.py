@@ -125,3 +125,27 @@ def test_busy_answers_get_short_pauses_then_the_clients_backoff(statuses, retry_
         hook(response)
         seen.append(response.headers.get("Retry-After"))
     assert seen == retry_after
+
+
+def test_a_short_section_loads_no_ca_bundle_for_an_http_api(one_slot, monkeypatch):
+    """Prefect builds a verified TLS context for every new client (certifi's CA bundle: 60–130 ms of CPU);
+    the slot's own clients (acquire, renewal thread, release) need none for an http:// API, and a section
+    shorter than a quarter lease renews nothing, so it opens no renewal client at all."""
+    import ssl
+
+    from prefect.settings import PREFECT_API_URL
+
+    from tasks.leases import held_slot
+
+    assert PREFECT_API_URL.value().startswith("http://")
+    loaded: list[str] = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def record(self, *args, **kwargs):
+        loaded.append(threading.current_thread().name)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", record)
+    with held_slot(one_slot, 60, logging.getLogger("test")):
+        pass
+    assert loaded == []
