@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -36,9 +36,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import backup_bench as bb  # noqa: E402  (also puts the repository root on sys.path)
+import backup_bench as bb
 
-from tests.harness.services import start_pg_cluster  # noqa: E402
+from tests.harness.services import start_pg_cluster
 
 DB = "bench_tiny"
 

@@ -39,9 +39,9 @@ from uuid import UUID
 import httpx
 from prefect._internal.concurrency.cancellation import CancelledError, WatcherThreadCancelScope
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
 from prefect.concurrency._events import emit_concurrency_acquisition_events, emit_concurrency_release_events
 from prefect.settings import PREFECT_API_URL
-from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
 
 from charhub_ops.errors import OpsError
 

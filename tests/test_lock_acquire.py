@@ -21,9 +21,23 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_lock_outage import _active, one_slot  # noqa: F401  (fixture)
-
 INCREMENT = "/v2/concurrency_limits/increment-with-lease"
+
+
+@pytest.fixture
+def one_slot(prefect_server) -> str:
+    """A new ``postgres-<db>``-like limit, made as the locks make theirs (one slot)."""
+    import uuid
+
+    from tasks.locks import _ensure_limit
+
+    name = "acquire-" + uuid.uuid4().hex[:8]
+    _ensure_limit(name)
+    return name
+
+
+def _active(client, name: str) -> int:
+    return client.read_global_concurrency_limit_by_name(name).active_slots
 
 
 @pytest.fixture
