@@ -56,11 +56,13 @@ def preflight(url: PgUrl, container: str | None, all_databases: bool) -> engine.
 
 
 class _ProgressSink:
-    """Feeds dump progress to the CLI listeners and (throttled) to a Prefect progress artifact.
-    Units: raw dump bytes against ``expected``, an estimate of the raw size (progress.expected_total)."""
+    """Feeds dump progress to the CLI listeners and (throttled: every 2 s, the first 2 s after the start, so a
+    short dump makes no update from its stream thread — each one opens a new API client there) to a Prefect
+    progress artifact. Units: raw dump bytes against ``expected``, an estimate of the raw size
+    (progress.expected_total)."""
 
     def __init__(self, name: str, expected: int | None) -> None:
-        self.name, self.expected, self.done, self.last = name, expected, 0, 0.0
+        self.name, self.expected, self.done, self.last = name, expected, 0, time.monotonic()
         self.artifact = create_progress_artifact(0.0, key=None, description=f"Backing up {name}")
 
     def __call__(self, n: int) -> None:

@@ -3,7 +3,9 @@
 Prefect's ``concurrency()`` renews its lease from a thread every ¾ of the lease and, when three attempts
 fail (strict), cancels the section: a server restart or a network cut at the wrong moment aborts a backup
 in mid-dump; non-strict, it stops renewing, the lease expires and a second run can enter. :func:`held_slot`
-takes the slot the same way (waiting as long as it takes) but keeps it differently:
+takes the slot the same way (waiting as long as it takes; the server's Retry-After while another run holds it)
+except that a 503 from a SQLite-backed server ("database is locked", a write conflict of milliseconds) is
+retried after 50 ms, not after the client's 2 s backoff (:func:`_acquire`); and it keeps the slot differently:
 
 - renewal every ¼ lease (``lock_lease_seconds``, default 300 s), so an outage shorter than ¾ lease never
   lets it expire; while the API is unreachable (connection refused, timeouts, 5xx) the section goes on and
@@ -25,18 +27,21 @@ avoids that for every other user of global limits (docs/deployments.md, "Scale-o
 
 from __future__ import annotations
 
+import functools
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from uuid import UUID
 
 import httpx
 from prefect._internal.concurrency.cancellation import CancelledError, WatcherThreadCancelScope
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
 from prefect.concurrency._events import emit_concurrency_acquisition_events, emit_concurrency_release_events
-from prefect.concurrency._sync import acquire_concurrency_slots_with_lease
+from prefect.settings import PREFECT_API_URL
 
 from charhub_ops.errors import OpsError
 
@@ -45,6 +50,7 @@ __all__ = ["LockLostError", "held_slot"]
 RETRY_SECONDS = 3.0  # between renewal attempts while the API is unreachable
 RELEASE_RETRY_SECONDS = 30.0  # release retries of a leased slot while the API is unreachable
 MARGIN_SECONDS = 5.0  # a lease is taken as possibly expired this long before its end (clocks, latency)
+BUSY_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8)  # before the first retries of an acquisition the API answered 503
 _GONE = (404, 410)
 
 
@@ -59,7 +65,7 @@ class LockLostError(OpsError):
 def held_slot(name: str, lease_seconds: float, log: logging.Logger | logging.LoggerAdapter) -> Iterator[_Keeper]:
     """Hold one slot of the limit ``name`` (it must exist) for the block; see the module docstring. Yields the
     lease's keeper (its ``lease_id``, whether it is ``leaseless``)."""
-    response = acquire_concurrency_slots_with_lease([name], 1, lease_duration=lease_seconds, strict=True)
+    response = _acquire(name, lease_seconds)
     keeper = _Keeper(name, response.lease_id, lease_seconds, log)
     events = emit_concurrency_acquisition_events(response.limits, 1)  # as Prefect's concurrency() does
     try:
@@ -76,6 +82,68 @@ def held_slot(name: str, lease_seconds: float, log: logging.Logger | logging.Log
     finally:
         keeper.release()
         emit_concurrency_release_events(response.limits, 1, events)
+
+
+def _acquire(name: str, lease_seconds: float) -> ConcurrencyLimitWithLeaseResponse:
+    """Take one slot of ``name`` with a lease, waiting as long as it takes, as Prefect's ``concurrency()`` does
+    (423, the slot is held: again after the server's Retry-After; the limit must exist) with one difference:
+    a 503 is retried after BUSY_PAUSES instead of the client's 2 s, 4 s … backoff.
+
+    A SQLite-backed server answers 503 ("database is locked") when another writer — typically the server
+    itself recording the run's task states — commits between the increment's read and its write of the limit:
+    a conflict of milliseconds that cost every such run ~2 s. A response hook gives those 503s a short
+    ``Retry-After``, which Prefect's client honours; once BUSY_PAUSES are used up, a second round of the
+    client's retries keeps its own backoff, so a server that stays busy is waited for at least as long as
+    before. Other errors (the API unreachable, 5xx) are the client's as before: retried, then raised."""
+    rounds = 0
+    with _client(event_hooks={"response": [_BusyPause()]}) as client:
+        while True:
+            try:
+                response = client.increment_concurrency_slots_with_lease(
+                    names=[name], slots=1, mode="concurrency", lease_duration=lease_seconds)
+            except httpx.HTTPStatusError as exc:
+                status = exc.response.status_code
+                if status == 423:
+                    time.sleep(float(exc.response.headers["Retry-After"]))
+                    continue
+                rounds += 1
+                if status == 503 and rounds == 1:
+                    continue
+                raise
+            result = ConcurrencyLimitWithLeaseResponse.model_validate(response.json())
+            if not result.limits:
+                raise OpsError(f"{name}: the concurrency limit does not exist (deleted while it was being taken?)")
+            return result
+
+
+def _client(**httpx_settings) -> SyncPrefectClient:
+    """A new sync Prefect client for this module's threads (not the run's: other settings, other thread). For
+    an http:// API it gets a bare TLS context: Prefect would build one per client by loading the CA bundle
+    (60–130 ms of CPU each, on the path of every locked section) that plain HTTP never uses; if it were
+    redirected to https, verification fails (no CA trusted) rather than being skipped. https: Prefect's own."""
+    if str(PREFECT_API_URL.value() or "").startswith("http://"):
+        httpx_settings["verify"] = _bare_tls_context()
+    return get_client(sync_client=True, httpx_settings=httpx_settings)
+
+
+@functools.cache
+def _bare_tls_context() -> ssl.SSLContext:
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies certificates and host names; trusts none
+
+
+class _BusyPause:
+    """httpx response hook of :func:`_acquire`: the n-th 503 in a row gets ``Retry-After: BUSY_PAUSES[n]``."""
+
+    def __init__(self) -> None:
+        self.in_a_row = 0
+
+    def __call__(self, response: httpx.Response) -> None:
+        if response.status_code != 503:
+            self.in_a_row = 0
+            return
+        if self.in_a_row < len(BUSY_PAUSES) and "Retry-After" not in response.headers:
+            response.headers["Retry-After"] = str(BUSY_PAUSES[self.in_a_row])
+        self.in_a_row += 1
 
 
 class _Keeper:
@@ -101,9 +169,12 @@ class _Keeper:
             self._thread.join(timeout=5)
 
     def _run(self, scope: WatcherThreadCancelScope) -> None:
-        with get_client(sync_client=True) as client:
+        """Renew until stopped; the client is opened at the first renewal (most sections end before it)."""
+        with ExitStack() as stack:
+            client = None
             while not self.leaseless and not self._stop.wait(
                     RETRY_SECONDS if self.down_since else self.lease_seconds / 4):
+                client = client or stack.enter_context(_client())
                 self._renew(client)
                 if self.lost is not None and not self._stop.is_set():
                     self.log.error("%s", self.lost)
@@ -173,7 +244,7 @@ class _Keeper:
         is gone for good ends instead of waiting a whole lease)."""
         patience = self.lease_seconds if self.leaseless else min(self.lease_seconds, RELEASE_RETRY_SECONDS)
         deadline = time.monotonic() + patience
-        with get_client(sync_client=True) as client:
+        with _client() as client:
             while True:
                 try:
                     if self.leaseless:
