@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,11 +175,10 @@ def idle(server_sid: int, poller_sid: int | None, seconds: float) -> dict[str, f
     before = {k: session_sample(s) for k, s in sids.items()}
     start = time.monotonic()
     watches = {k: Watch(s) for k, s in sids.items()}
-    for w in watches.values():
-        w.__enter__()
-    time.sleep(seconds)
-    for w in watches.values():
-        w.__exit__()
+    with ExitStack() as running:
+        for w in watches.values():
+            running.enter_context(w)
+        time.sleep(seconds)
     elapsed = time.monotonic() - start
     out = {}
     for k, sid in sids.items():
@@ -212,8 +212,8 @@ def run_case(case: Case, base: Path, args: argparse.Namespace) -> dict:
     home.mkdir()
     server, api = start_prefect_server(home, services=True)
     config = monitor_config(home)
-    stack = OpsStack(home=home, api=api, server=server,
-                     worker_env={**os.environ, "CHARHUB_OPS_HOME": str(ROOT), "CHARHUB_OPS_MONITOR_CONFIG": str(config)})
+    worker_env = {**os.environ, "CHARHUB_OPS_HOME": str(ROOT), "CHARHUB_OPS_MONITOR_CONFIG": str(config)}
+    stack = OpsStack(home=home, api=api, server=server, worker_env=worker_env)
     proc = None
     try:
         stack.register()

@@ -25,12 +25,11 @@ import yaml
 from prefect.cli.deploy._schedules import _schedule_config_to_deployment_schedule
 from prefect.cli.deploy._storage import _PullStepStorage
 from prefect.cli.deploy._triggers import _initialize_deployment_triggers
-from prefect.client.schemas.actions import DeploymentScheduleCreate
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import DeploymentScheduleCreate, DeploymentUpdate
 from prefect.client.schemas.objects import ConcurrencyLimitConfig
 from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import TerminationSignal
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import DeploymentUpdate
 from prefect.flows import load_flow_from_entrypoint
 from prefect.runner import Runner
 from prefect.utilities.templating import apply_values
