@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from prefect.client.orchestration import get_client
@@ -118,3 +119,35 @@ def test_restore_is_manual_and_its_form_cannot_skip_the_approval():
     assert "approved" not in json.dumps(form.model_dump())
     # the swap flow's `approved` flag is reachable from no deployment: no deployment serves the swap flow
     assert all("swap" not in d["entrypoint"] for d in SPEC["deployments"])
+
+
+def test_serve_after_setup_runs_the_flows(tmp_path):
+    """`charhub-ops setup` then `charhub-ops serve` (the documented order): a run of a served deployment
+    completes. Before: serve's update left the worker registration's path None and cleared its pull steps,
+    so every run crashed loading the flow ("No such file or directory: '<cwd>/None'")."""
+    from tests.harness.prefect_server import BIN, OpsStack, kill, start_prefect_server
+
+    server, api = start_prefect_server(tmp_path)
+    stack = OpsStack(home=tmp_path, api=api, server=server, worker_env={})
+    serve = None
+    try:
+        stack.register()
+        env = {**os.environ, **stack.client_env(), "CHARHUB_OPS_HOME": str(ROOT)}
+        with open(tmp_path / "serve.log", "wb") as out:
+            serve = subprocess.Popen([str(BIN / "charhub-ops"), "serve"], cwd=ROOT, env=env, stdout=out,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 180
+        while (dep := stack.request("GET", f"/deployments/{stack.deployment_id('monitor')}"))["status"] != "READY" \
+                or dep["work_pool_name"] is not None:  # served: registered again without a pool, and polled
+            assert serve.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-2000:]
+            time.sleep(0.5)
+        config = tmp_path / "monitor.yaml"
+        config.write_text(json.dumps({"checks": [{"id": "serve-disk", "type": "disk", "levels": [99, 99.5, 99.9]}],
+                                      "incident_dir": str(tmp_path / "incidents")}))
+        run = stack.wait_for_state(stack.run("monitor", {"config": str(config)}), timeout=180)
+        assert run["state_type"] == "COMPLETED", (run["state"]["message"],
+                                                  (tmp_path / "serve.log").read_text()[-2000:])
+    finally:
+        if serve:
+            kill(serve)
+        stack.stop()
