@@ -85,6 +85,6 @@ def test_a_monitor_whose_heartbeat_stops_notifies_once(foreman_server, monkeypat
             httpx.post(f"{foreman_server}/events", json=[event], timeout=10).raise_for_status()
             time.sleep(1)
         wait_for_body(bodies, HEARTBEAT_AUTOMATION, "no charhub.monitor.heartbeat", timeout=90)
-        time.sleep(20)  # two more windows without a heartbeat: a repeat would have come by now (it did
+        time.sleep(15)  # another window without a heartbeat: a repeat would have come by now (it did
         # without for_each: the server opens a new window after each firing)
     assert len([b for b in bodies if HEARTBEAT_AUTOMATION in b]) == 1

@@ -115,3 +115,27 @@ def test_the_flow_window_probes_without_task_runs_and_keeps_one_artifact(prefect
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[ARTIFACT_KEY])))
     assert len(artifacts) == 1 and cid in artifacts[0].data
     assert "charhub.monitor.heartbeat" in _events(prefect_server, "charhub.monitor", 1)
+
+
+def test_monitor_run_stops_on_sigterm_with_every_state_saved(prefect_server, target, tmp_path):
+    """``charhub-ops monitor run`` as a systemd unit runs it: SIGTERM ends it with exit 0 after the flush (the
+    passing check's probes, never a transition, are saved then)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cid = f"svc-{uuid.uuid4().hex[:6]}"
+    config = _config(tmp_path, {"id": cid, "type": "http", "url": target[1], "interval": "1s"})
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "CHARHUB_OPS_MONITOR_STATE": "prefect"}
+    cli = Path(sys.executable).parent / "charhub-ops"
+    proc = subprocess.Popen([str(cli), "monitor", "run", "--config", config], env=env, stderr=subprocess.PIPE,
+                            text=True)
+    assert "monitoring 1 checks" in proc.stderr.readline()
+    time.sleep(2.5)  # a few probes
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    assert "stopped" in proc.stderr.read()
+    state = open_state(load_settings(), "prefect").check(cid)
+    assert state.status == "up" and len(state.probes) >= 2
