@@ -89,11 +89,10 @@ def test_an_outage_is_down_once_and_recovered_once_across_passes(prefect_server,
     assert names.count("charhub.service.down") == 1 and names.count("charhub.service.recovered") == 1
     assert names.count("charhub.check.failed") == 4 and len(names) == 6
     assert emitted.count(HEARTBEAT_EVENT) == 1  # at the start; the next is due at 300 s
-    during = [(t - T0).total_seconds() for t in saves[:-1]]
-    # transitions only (240: the outage's first-failure time is cleared once up), not 120, 150, 270 ...
-    assert during == [0, 30, 60, 90, 180, 210, 240]
-    assert len(saves) == 8  # ... and the flush at the end
-    assert store.check(cid).status == "up" and len(store.check(cid).probes) == 10
+    # transitions only (240: the outage's first-failure time is cleared once up), not 120, 150, 270, and not
+    # at the window's end either (saved 30 s ago: each save is a prefect.variable.updated event)
+    assert [(t - T0).total_seconds() for t in saves] == [0, 30, 60, 90, 180, 210, 240]
+    assert store.check(cid).status == "up" and len(store.check(cid).probes) == 9
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
     assert len(artifacts) == 1  # one row, updated in place
@@ -139,3 +138,49 @@ def test_monitor_run_stops_on_sigterm_with_every_state_saved(prefect_server, tar
     assert "stopped" in proc.stderr.read()
     state = open_state(load_settings(), "prefect").check(cid)
     assert state.status == "up" and len(state.probes) >= 2
+
+
+class _Dict:
+    """An in-memory StateStore."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, dict] = {}
+
+    def get(self, key):
+        return self.data.get(key)
+
+    def put(self, key, value):
+        self.data[key] = value
+
+    def delete(self, key):
+        self.data.pop(key, None)
+
+    def keys(self, prefix):
+        return [k for k in self.data if k.startswith(prefix)]
+
+
+def test_a_window_end_saves_only_checks_unsaved_for_six_hours(tmp_path):
+    """A passing check writes nothing at a window's end unless its stored probes are 6 h old (each write is a
+    Variable update, hence an event); a stop saves every check probed since its last save."""
+    from charhub_ops.monitoring.checks import CheckContext
+    from charhub_ops.monitoring.loop import Sinks
+    from charhub_ops.monitoring.store import MonitorState
+
+    cfg = load_config(_config(tmp_path, {"id": "disk", "type": "disk", "paths": [str(tmp_path)],
+                                         "levels": [99.7, 99.8, 99.9]}))
+    sinks = Sinks(emit=lambda *a: None, context=lambda c, s, now: CheckContext(now=now))
+    store = MonitorState(_Dict())
+    saves = []
+    real = store.save_check
+    store.save_check = lambda state: (saves.append(state.probes[-1].at), real(state))
+    for hours, saved in ((0, 2), (1, 0), (7, 1)):  # three windows of 5 min, at 0 h, 1 h and 7 h
+        start, saves[:] = T0 + timedelta(hours=hours), []
+        clock = {"t": start}
+        Monitor(cfg, store, sinks).run(lambda: clock["t"], lambda s: clock.update(t=clock["t"] + timedelta(seconds=s)),
+                                       until=start + timedelta(minutes=5))
+        assert len(saves) == saved, hours  # 0 h: the pass streak's first two probes; 7 h: the 6-hour save
+    clock = {"t": T0 + timedelta(hours=8)}
+    monitor, saves[:] = Monitor(cfg, store, sinks), []
+    monitor.tick(clock["t"])
+    monitor.flush(clock["t"])  # a stop (SIGTERM): everything probed since its last save
+    assert len(saves) == 1

@@ -9,9 +9,11 @@ it costs the Prefect server is kept to what must be said:
   ``charhub.monitor``) every ``heartbeat_every`` — a proactive automation alerts when it stops;
 * **state**: a check's state is saved when something that matters changed (status, the streaks up to their
   thresholds, a transition time, the disk level, a container's restart count, a new disk sample) — *before*
-  its events are emitted, so an incident run triggered by ``down`` reads the probe that caused it — and every
-  check at :meth:`Monitor.flush` (end of a window, a stop); a passing check writes nothing between. A crash
-  loses at most the latencies and probe history since the last save, never a transition;
+  its events are emitted, so an incident run triggered by ``down`` reads the probe that caused it. At the end
+  (:meth:`Monitor.flush`) a stopped monitor saves every check; a window that ends (the hourly deployment) only
+  those not saved for ``SAVE_EVERY`` (6 h): each save is a Variable write, and Prefect records every one as
+  a ``prefect.variable.updated`` event. A passing check writes nothing in between; a crash loses at most
+  the latencies and probe history since its last save, never a transition;
 * **the latest pass** (every check: state, streak, latency, last failure) as markdown handed to
   ``publish`` when a check's state changed, else every ``publish_every``; maintenance windows re-read every
   30 s.
@@ -42,6 +44,7 @@ __all__ = ["HEARTBEAT_EVENT", "MONITOR_RESOURCE", "Sinks", "Monitor", "latest_ma
 HEARTBEAT_EVENT = "charhub.monitor.heartbeat"
 MONITOR_RESOURCE = "charhub.monitor"
 WINDOWS_EVERY = 30.0
+SAVE_EVERY = 6 * 3600.0  # seconds: an unchanged check's latencies and probes are saved at least this often
 _HEARTBEAT, _PUBLISH, _WINDOWS = ":heartbeat", ":publish", ":windows"  # not valid check ids: no clash
 
 
@@ -73,6 +76,8 @@ class Monitor:
         self.checks = {c.id: c for c in cfg.checks}
         self.states = {c.id: store.check(c.id) for c in cfg.checks}
         self.saved = {c.id: significant(self.states[c.id], c) for c in cfg.checks}
+        self.saved_at = {c.id: self.states[c.id].probes[-1].at if self.states[c.id].probes else None
+                         for c in cfg.checks}
         self.intervals = {_WINDOWS: WINDOWS_EVERY, **{c.id: c.interval for c in cfg.checks},
                           _HEARTBEAT: cfg.heartbeat_every, _PUBLISH: cfg.publish_every}
         self.next_at: dict[str, datetime] = {}
@@ -102,23 +107,27 @@ class Monitor:
             until: datetime | None = None) -> int:
         """Tick until the next due time would be at or after ``until`` (None: for ever); flushes at the end,
         also on an exception. Returns the number of ticks."""
-        ticks = 0
+        ticks, stopped = 0, True
         try:
             while True:
                 self.tick(clock())
                 ticks += 1
                 wake = wake_at(self.next_at)
                 if until is not None and wake >= until:
+                    stopped = False
                     return ticks
                 sleep(max(0.0, (wake - clock()).total_seconds()))
         finally:
-            self.flush()
+            self.flush(clock(), everything=stopped)
 
-    def flush(self) -> None:
-        """Save every check's state (latencies and probes included) and stop the probe threads."""
+    def flush(self, now: datetime, everything: bool = True) -> None:
+        """Save the states probed since their last save — all of them (``everything``: a stop), else those
+        whose last save is ``SAVE_EVERY`` old (the end of a window) — and stop the probe threads."""
         for check_id, state in self.states.items():
-            self.store.save_check(state)
-            self.saved[check_id] = significant(state, self.checks[check_id])
+            last = self.saved_at[check_id]
+            probed = bool(state.probes) and (last is None or state.probes[-1].at > last)
+            if probed and (everything or last is None or (now - last).total_seconds() >= SAVE_EVERY):
+                self._save(check_id, state, now)
         if self._pool is not None:
             self._pool.shutdown(wait=False)
             self._pool = None
@@ -136,8 +145,8 @@ class Monitor:
         self.states[check.id] = out.state
         key = significant(out.state, check)
         if key != self.saved[check.id]:
-            self.store.save_check(out.state)  # before the events: an incident run reads this state
-            self.saved[check.id], self.changed = key, True
+            self._save(check.id, out.state, now)  # before the events: an incident run reads this state
+            self.changed = True
         for event in out.events:
             self.sinks.emit(EVENTS[event], f"charhub.check.{check.id}", out.payload)
         if "reminder" in out.events and self.sinks.remind:
@@ -147,6 +156,10 @@ class Monitor:
         self.rows[check.id] = {**out.row, "latency_ms": result.latency_ms, "at": now,
                                "last_failure": self.failures[check.id]}
         return out.row
+
+    def _save(self, check_id: str, state: CheckState, now: datetime) -> None:
+        self.store.save_check(state)
+        self.saved[check_id], self.saved_at[check_id] = significant(state, self.checks[check_id]), now
 
     def _heartbeat(self, now: datetime) -> dict:
         down = sorted(i for i, s in self.states.items() if s.status == "down")
