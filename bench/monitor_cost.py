@@ -94,7 +94,7 @@ def snapshot(db: Path) -> dict:
             "SELECT CASE WHEN e.event = 'charhub.monitor.heartbeat' THEN 'heartbeat' WHEN e.event LIKE "
             "'prefect.flow%' OR e.event LIKE 'prefect.task-run.%' THEN 'runs' ELSE 'other' END k, count(*) "
             "FROM event_resources r JOIN events e ON e.id = r.event_id GROUP BY k").fetchall())
-        sizes = dict(conn.execute("SELECT m.tbl_name, sum(s.pgsize) FROM dbstat s JOIN sqlite_master m "
+        sizes = dict(conn.execute("SELECT m.tbl_name, sum(s.pgsize - s.unused) FROM dbstat s JOIN sqlite_master m "
                                   "ON m.name = s.name GROUP BY m.tbl_name").fetchall())
     finally:
         conn.close()

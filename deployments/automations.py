@@ -9,10 +9,10 @@ a message when:
   flows' own on_failure hook never ran; for Failed the hook sees this automation and stays silent: one message);
 - a deployment of prefect.yaml stops being scheduled: ``prefect.deployment.not-ready`` (no worker or
   ``serve`` process polls it any more, so its scheduled runs would sit Late) or ``prefect.deployment.disabled``;
-- the monitor stopped: no ``charhub.monitor.heartbeat`` (resource ``charhub.monitor``, sent every 5 min by a
-  long-running monitor) within ``HEARTBEAT_WITHIN`` (15 min). A proactive trigger with ``after`` and ``expect``
+- the monitor stopped: no ``charhub.monitor.heartbeat`` (resource ``charhub.monitor``, sent every 10 min by a
+  long-running monitor) within ``HEARTBEAT_WITHIN`` (30 min). A proactive trigger with ``after`` and ``expect``
   both the heartbeat, for each resource (Prefect's own crash-detection shape; without ``for_each`` the
-  server opens a new window after each firing and repeats the message every 15 min): its window opens at
+  server opens a new window after each firing and repeats the message every window): its window opens at
   each heartbeat, it fires once when a window passes without one, and stays silent until heartbeats come
   back — one message per outage of the monitor, none before the first heartbeat.
 
@@ -42,7 +42,7 @@ ALERT_EVENTS = ("charhub.backup.verification-failed", "charhub.backup.size-anoma
 _BODY = "{{ event.event }} on {{ event.resource.name or event.resource.id }} at {{ event.occurred }}"
 HEARTBEAT = "charhub.monitor.heartbeat"  # charhub_ops.monitoring.loop.HEARTBEAT_EVENT
 HEARTBEAT_AUTOMATION = f"{PREFIX} monitor stopped"
-HEARTBEAT_WITHIN = 900.0
+HEARTBEAT_WITHIN = 1800.0  # three heartbeats (every 10 min): one lost on the way alerts nobody
 _STOPPED = (HEARTBEAT_AUTOMATION + ": no " + HEARTBEAT + " for %s (the last at {{ event.occurred }}): nothing is "
             "probing the checks — look at the monitor deployment's runs or the monitor service")
 

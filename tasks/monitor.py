@@ -9,6 +9,7 @@ pass's own streaks, one error line for windows and incidents).
 
 from __future__ import annotations
 
+import contextvars
 from datetime import UTC, datetime
 from functools import partial
 
@@ -17,6 +18,7 @@ from prefect.cache_policies import NONE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import ArtifactCreate
 from prefect.client.schemas.filters import ArtifactCollectionFilter, ArtifactCollectionFilterKey
+from prefect.context import FlowRunContext, TaskRunContext
 from prefect.events import emit_event
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.logging import get_logger
@@ -73,7 +75,15 @@ def probe(check, ctx: CheckContext) -> CheckResult:
 
 
 def emit(event: str, resource_id: str, payload: dict) -> None:
-    """One Prefect event (queued by Prefect's events worker: never blocks a probe)."""
+    """One Prefect event (queued by Prefect's events worker: never blocks a probe), without the related
+    resources Prefect attaches inside a flow run (the run, its flow, deployment, work pool, tags): each is an
+    ``event_resources`` row, and the long-running monitor's run is not what the event is about."""
+    contextvars.copy_context().run(_emit_unrelated, event, resource_id, payload)
+
+
+def _emit_unrelated(event: str, resource_id: str, payload: dict) -> None:
+    FlowRunContext.__var__.set(None)  # in this copy of the context only
+    TaskRunContext.__var__.set(None)
     emit_event(event=event, resource={"prefect.resource.id": resource_id}, payload=payload)
 
 

@@ -132,7 +132,7 @@ class MonitorConfig(BaseModel):
     owner: str = Field("the on-call operator", description="Who must act when mitigation fails")
     log_lines: int = Field(50, ge=0, description="Container log lines in a diagnosis")
     keep_closed_days: float = Field(90.0, gt=0, description="Resolved incidents kept in the state store (reports stay)")
-    heartbeat_every: float = Field(300.0, description="Seconds between charhub.monitor.heartbeat events of a "
+    heartbeat_every: float = Field(600.0, description="Seconds between charhub.monitor.heartbeat events of a "
                                                      "long-running monitor (30s, 5m, 1h or seconds)")
     publish_every: float = Field(600.0, description="Seconds between updates of the latest-pass artifact when "
                                                    "nothing changed (it is updated at once on a change)")
