@@ -237,7 +237,7 @@ def report(bench: Bench, seconds: int, legacy_passes: int, n_checks: int) -> Non
         server = max(0.0, r["server"] - idle * r["seconds"])
         if legacy:  # one pass a minute, each paying its own process
             mon_rate, srv_rate = r["cpu"] / legacy_passes / 60, server / legacy_passes / 60
-            rows, size = per_day(r["delta"], final["per_row"], 0, legacy_passes, r["seconds"], 0, 1440)
+            rows, size = per_day(r["delta"], final["per_row"], 0, legacy_passes, legacy_passes * 60, 0, 1440)
         else:
             mon_rate = r["cpu"] / r["seconds"] + (r["startup"] / 3600 if name.startswith("window") else 0)
             srv_rate = server / r["seconds"]
