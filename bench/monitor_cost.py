@@ -15,7 +15,7 @@ background services on, as production) and probes 10 checks — 6 HTTP, 2 postgr
 CPU is read from /proc (user + system of the process, and of the server's process group, minus the server's own
 idle rate measured first); steady state is from the end of the first pass to the end. Database growth is counted
 in rows per table (events split into heartbeats, flow-run state events and the rest) and turned into a day:
-heartbeats every 5 min (288), one window per hour (24), legacy one pass a minute (1,440); bytes per row are each
+heartbeats every 10 min (144), one window per hour (24), legacy one pass a minute (1,440); bytes per row are each
 table's own average (table + its indexes, SQLite ``dbstat``) at the end of the run.
 """
 
@@ -35,10 +35,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from charhub_ops.monitoring.config import MonitorConfig  # noqa: E402
 from tests.harness.prefect_server import kill, start_prefect_server  # noqa: E402
 from tests.harness.services import free_port, start_pg_cluster  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
+HEARTBEATS_A_DAY = 86400 / MonitorConfig.model_fields["heartbeat_every"].default  # 144 (every 10 min)
 BIN = Path(sys.executable).parent
 TABLES = ("events", "event_resources", "flow_run", "task_run", "log", "artifact", "variable")
 BASELINE = """
@@ -243,7 +245,7 @@ def report(bench: Bench, seconds: int, legacy_passes: int, n_checks: int) -> Non
             srv_rate = server / r["seconds"]
             hb = r["delta"]["events:heartbeat"]
             runs_in = r["delta"]["flow_run"]
-            rows, size = per_day(r["delta"], final["per_row"], hb, runs_in, r["seconds"], 288, 24)
+            rows, size = per_day(r["delta"], final["per_row"], hb, runs_in, r["seconds"], HEARTBEATS_A_DAY, 24)
         per_check = r["cpu"] / passes / n_checks * 1000
         print(f"{name:<26}{per_check:>18.2f}{mon_rate * 100:>15.3f}{srv_rate * 100:>14.3f}"
               f"{(mon_rate + srv_rate) * 100:>13.3f}{(mon_rate + srv_rate) * 3600:>12.1f}{rows:>10.0f}"
