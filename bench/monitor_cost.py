@@ -87,7 +87,7 @@ def snapshot(db: Path) -> dict:
     """Rows per table (events by kind) and average bytes per row of each table with its indexes."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}  # noqa: S608
+        rows = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
         kinds = dict(conn.execute(
             "SELECT CASE WHEN event = 'charhub.monitor.heartbeat' THEN 'heartbeat' WHEN event LIKE "
             "'prefect.flow%' OR event LIKE 'prefect.task-run.%' THEN 'runs' ELSE 'other' END k, count(*) "

@@ -37,12 +37,12 @@ from pydantic import Field
 
 from charhub_ops.monitoring.config import MonitorConfig, load_config
 from charhub_ops.monitoring.loop import Monitor
-from charhub_ops.monitoring.store import MonitorState
 from charhub_ops.monitoring.runner import EVENTS, evaluate
+from charhub_ops.monitoring.store import MonitorState
 from charhub_ops.monitoring.windows import active_windows
+from charhub_ops.settings import Settings
 from flows.params import CONFIG_HELP, STATE_HELP, StateStore, described
 from tasks.common import run_settings
-from charhub_ops.settings import Settings
 from tasks.monitor import check_context, open_state, prefect_sinks, probe, utcnow
 from tasks.notify import emit_many, notify
 

@@ -15,7 +15,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
-
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client

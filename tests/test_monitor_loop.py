@@ -176,7 +176,8 @@ def test_a_window_end_saves_only_checks_unsaved_for_six_hours(tmp_path):
     for hours, saved in ((0, 2), (1, 0), (7, 1)):  # three windows of 5 min, at 0 h, 1 h and 7 h
         start, saves[:] = T0 + timedelta(hours=hours), []
         clock = {"t": start}
-        Monitor(cfg, store, sinks).run(lambda: clock["t"], lambda s: clock.update(t=clock["t"] + timedelta(seconds=s)),
+        Monitor(cfg, store, sinks).run(lambda c=clock: c["t"],
+                                       lambda s, c=clock: c.update(t=c["t"] + timedelta(seconds=s)),
                                        until=start + timedelta(minutes=5))
         assert len(saves) == saved, hours  # 0 h: the pass streak's first two probes; 7 h: the 6-hour save
     clock = {"t": T0 + timedelta(hours=8)}

@@ -7,7 +7,8 @@ One module per command group, each registered here, explicitly, on the one root 
 * :mod:`.retention`: ``retention plan``; :mod:`.restore`: ``restore``, ``verify``;
 * :mod:`.migrate`: ``migrate`` (also a group: ``migrate status``, ``migrate resolve``);
 * :mod:`.cleanup`: ``cleanup`` (rows; also a group: ``cleanup storage``, ``cleanup docker``).
-* :mod:`.health`: ``health``; :mod:`.monitor`: ``monitor run`` (the long-running monitor); :mod:`.incident`: ``incident respond|list|show``; :mod:`.maintenance`:
+* :mod:`.health`: ``health``; :mod:`.monitor`: ``monitor run`` (the long-running monitor);
+  :mod:`.incident`: ``incident respond|list|show``; :mod:`.maintenance`:
   ``maintenance start|stop|list``; :mod:`.ops`: ``setup``, ``serve``, ``status`` (the Prefect server itself);
   :mod:`.capacity`: ``capacity``.
 * :mod:`.deploy`: ``deploy pre|post``, ``rollback`` (the deploy guard).

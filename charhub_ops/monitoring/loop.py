@@ -95,7 +95,8 @@ class Monitor:
             self.windows = self.store.windows()
         checks = [self.checks[key] for key in due if key in self.checks]
         contexts = [self.sinks.context(c, self.states[c.id], now) for c in checks]
-        rows = [self._apply(c, r, x, now) for c, x, r in zip(checks, contexts, self._probe(checks, contexts))]
+        results = self._probe(checks, contexts)
+        rows = [self._apply(c, r, x, now) for c, x, r in zip(checks, contexts, results, strict=True)]
         if _HEARTBEAT in due:
             self.sinks.emit(HEARTBEAT_EVENT, MONITOR_RESOURCE, self._heartbeat(now))
         if self.sinks.publish and (self.changed or _PUBLISH in due):
@@ -134,7 +135,7 @@ class Monitor:
 
     def _probe(self, checks: list, contexts: list[CheckContext]) -> list[CheckResult]:
         if len(checks) <= 1:
-            return [run_check(c, x) for c, x in zip(checks, contexts)]
+            return [run_check(c, x) for c, x in zip(checks, contexts, strict=True)]
         self._pool = self._pool or ThreadPoolExecutor(max_workers=8, thread_name_prefix="probe")
         return list(self._pool.map(run_check, checks, contexts))
 
