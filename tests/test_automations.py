@@ -45,7 +45,7 @@ def alerts(prefect_server):
 
 def test_applying_twice_changes_nothing(alerts):
     _, first, second = alerts[:3]
-    assert set(first.values()) == {"created"} and len(first) == 5
+    assert set(first.values()) == {"created"} and len(first) == 6
     assert set(second.values()) == {"unchanged"}
 
 

@@ -4,21 +4,24 @@
   it for a while (as when `charhub-ops serve` or the last worker stops) and emits `prefect.deployment.not-ready`;
   the automation sends the notification block a message (test_automations.py sends that event itself);
 - the `backup-overdue` dead-man switch of prefect.yaml: its proactive trigger starts a run of the deployment when no
-  `charhub.backup.completed` arrived within the window (26 h in prefect.yaml; 10 s here, the least Prefect allows)."""
+  `charhub.backup.completed` arrived within the window (26 h in prefect.yaml; 10 s here, the least Prefect allows);
+- the "monitor stopped" automation: once heartbeats stop, one message after the window (15 min; 10 s here), not
+  one per window."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from deployments.automations import apply_automations
+from deployments.automations import HEARTBEAT_AUTOMATION, apply_automations
 from deployments.serve import load_deployments
 from tests.harness.prefect_server import kill, start_prefect_server
 from tests.harness.webhook import notification_hook, wait_for_body
@@ -67,3 +70,20 @@ def test_backup_overdue_starts_the_incident_flow_when_no_backup_completes(forema
             assert time.monotonic() < deadline, "the proactive trigger started no run"
             time.sleep(1)
     assert runs[0].parameters["check_id"] == "backup-overdue" and "26 h" in runs[0].parameters["detail"]
+
+
+def test_a_monitor_whose_heartbeat_stops_notifies_once(foreman_server, monkeypatch):
+    with temporary_settings({PREFECT_API_URL: foreman_server}), \
+            notification_hook(monkeypatch, "ops-alerts") as bodies:
+        apply_automations("custom-webhook/ops-alerts", [DEPLOYMENT], heartbeat_within=10)
+        time.sleep(2)  # the automations are loaded by the trigger service
+        for _ in range(2):  # as charhub_ops.monitoring.loop sends it; then the monitor "dies"
+            event = {"id": str(uuid.uuid4()), "occurred": datetime.now(UTC).isoformat(),
+                     "event": "charhub.monitor.heartbeat", "resource": {"prefect.resource.id": "charhub.monitor"},
+                     "payload": {"source": "test", "checks": 1}}
+            httpx.post(f"{foreman_server}/events", json=[event], timeout=10).raise_for_status()
+            time.sleep(1)
+        wait_for_body(bodies, HEARTBEAT_AUTOMATION, "no charhub.monitor.heartbeat", timeout=90)
+        time.sleep(15)  # another window without a heartbeat: a repeat would have come by now (it did
+        # without for_each: the server opens a new window after each firing)
+    assert len([b for b in bodies if HEARTBEAT_AUTOMATION in b]) == 1

@@ -97,11 +97,14 @@ def test_cleanup_runs_weekly_after_verify_and_docker_on_disk_high():
     assert dep["concurrency_limit"]["limit"] == 1
 
 
-def test_monitor_runs_every_minute_without_piling_up():
+def test_monitor_runs_hourly_windows_that_never_overlap():
+    """One flow run an hour probing for 59 min (issue 18: not a process per pass); the window ends before the
+    next run is due, so CANCEL_NEW never drops the next window."""
     dep = DEPLOYMENTS["monitor"]
     assert dep["entrypoint"] == "flows/monitor.py:monitor_flow"
     (schedule,) = dep["schedules"]
-    assert schedule["cron"] == "* * * * *" and schedule["timezone"] == "UTC"
+    assert schedule["cron"] == "0 * * * *" and schedule["timezone"] == "UTC"
+    assert 0 < dep["parameters"]["window_seconds"] <= 3600 - 60
     assert dep["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
 
 

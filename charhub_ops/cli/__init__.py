@@ -7,7 +7,8 @@ One module per command group, each registered here, explicitly, on the one root 
 * :mod:`.retention`: ``retention plan``; :mod:`.restore`: ``restore``, ``verify``;
 * :mod:`.migrate`: ``migrate`` (also a group: ``migrate status``, ``migrate resolve``);
 * :mod:`.cleanup`: ``cleanup`` (rows; also a group: ``cleanup storage``, ``cleanup docker``).
-* :mod:`.health`: ``health``; :mod:`.incident`: ``incident respond|list|show``; :mod:`.maintenance`:
+* :mod:`.health`: ``health``; :mod:`.monitor`: ``monitor run`` (the long-running monitor);
+  :mod:`.incident`: ``incident respond|list|show``; :mod:`.maintenance`:
   ``maintenance start|stop|list``; :mod:`.ops`: ``setup``, ``serve``, ``status`` (the Prefect server itself);
   :mod:`.capacity`: ``capacity``.
 * :mod:`.deploy`: ``deploy pre|post``, ``rollback`` (the deploy guard).
@@ -30,6 +31,7 @@ from charhub_ops.cli import (
     incident,
     maintenance,
     migrate,
+    monitor,
     ops,
     repository,
     restore,
@@ -49,6 +51,7 @@ app.command()(restore.verify)
 app.add_typer(migrate.app, name="migrate")
 app.add_typer(cleanup.app, name="cleanup")
 app.command()(health.health)
+app.add_typer(monitor.app, name="monitor")
 app.add_typer(incident.app, name="incident")
 app.add_typer(maintenance.app, name="maintenance")
 app.command()(ops.setup)

@@ -4,6 +4,8 @@
 * :mod:`.checks` — http, postgres, container, log_errors, disk, backups: one probe each → ``CheckResult``
   (facts from :mod:`.pgfacts` and :mod:`.dockerfacts`; details through :mod:`.redact`);
 * :mod:`.runner` — one pass: probe → state machine → events (shared by the flow and the CLI);
+* :mod:`.schedule` — pure: when each check is due (its own ``interval``);
+* :mod:`.loop` — the long-running monitor: probes in-process, saves on change, heartbeat, the latest-pass view;
 * :mod:`.state` — pure: streaks, down / recovered once, reminders (``now`` is an argument);
 * :mod:`.windows` — pure: recurring and ad hoc maintenance windows;
 * :mod:`.incident_model` — pure: one open incident per check, timeline, actions, restart budget;

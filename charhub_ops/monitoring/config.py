@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from charhub_ops.errors import ConfigError
+from charhub_ops.monitoring.schedule import parse_interval
 
 __all__ = ["CheckBase", "HttpCheck", "PostgresCheck", "ContainerCheck", "LogErrorsCheck", "DiskCheck",
            "BackupsCheck", "Check", "RecurringWindow", "MonitorConfig", "load_config", "MITIGATIONS"]
@@ -28,6 +29,8 @@ class CheckBase(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str = Field(description="Stable id: lowercase letters, digits, '-' and '_'")
+    interval: float = Field(60.0, description="Seconds between probes in a long-running monitor (30s, 5m, 1h or "
+                                              "seconds; default 60 s, the deployment's old cadence)")
     threshold: int = Field(3, ge=1, description="Consecutive failures before the check is down")
     recovery_threshold: int = Field(2, ge=1, description="Consecutive passes before it is up again")
     remind_every: float = Field(3600.0, ge=0, description="Seconds between reminders while down (0 = none)")
@@ -42,6 +45,11 @@ class CheckBase(BaseModel):
         if not ID_RE.match(value):
             raise ValueError(f"check id {value!r}: use lowercase letters, digits, '-' and '_' (max 63)")
         return value
+
+    @field_validator("interval", mode="before")
+    @classmethod
+    def _interval(cls, value):
+        return parse_interval(value)
 
 
 class HttpCheck(CheckBase):
@@ -124,6 +132,15 @@ class MonitorConfig(BaseModel):
     owner: str = Field("the on-call operator", description="Who must act when mitigation fails")
     log_lines: int = Field(50, ge=0, description="Container log lines in a diagnosis")
     keep_closed_days: float = Field(90.0, gt=0, description="Resolved incidents kept in the state store (reports stay)")
+    heartbeat_every: float = Field(600.0, description="Seconds between charhub.monitor.heartbeat events of a "
+                                                     "long-running monitor (30s, 5m, 1h or seconds)")
+    publish_every: float = Field(600.0, description="Seconds between updates of the latest-pass artifact when "
+                                                   "nothing changed (it is updated at once on a change)")
+
+    @field_validator("heartbeat_every", "publish_every", mode="before")
+    @classmethod
+    def _every(cls, value):
+        return parse_interval(value)
 
     @field_validator("checks")
     @classmethod
