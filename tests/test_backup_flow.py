@@ -46,13 +46,16 @@ def test_backup_to_s3_round_trip(prefect_server, varied_db, bucket, pg, tmp_path
     assert event["payload"]["backup_id"] == manifest.backup_id and event["payload"]["database"] == manifest.database
 
 
-def _wait_for_event(api: str, name: str, resource: str) -> dict:
-    """The newest event ``name`` about ``resource`` from the server's event store (written asynchronously)."""
+def _wait_for_event(api: str, name: str, resource: str, since=None) -> dict:
+    """The newest event ``name`` about ``resource`` from the server's event store (written asynchronously);
+    ``since`` (a datetime): only one that occurred after it, so an older run's event is not taken for it."""
     import time
 
     import httpx
 
     body = {"filter": {"event": {"name": [name]}, "resource": {"id": [resource]}, "order": "DESC"}, "limit": 5}
+    if since is not None:
+        body["filter"]["occurred"] = {"since": since.isoformat()}
     deadline = time.monotonic() + 30
     while True:
         events = httpx.post(f"{api}/events/filter", json=body, timeout=10).raise_for_status().json()["events"]

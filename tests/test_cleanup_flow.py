@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -60,6 +61,7 @@ def test_dry_run_then_clean_rows_with_artifacts_and_event(prefect_server, env):
     human = cli("--database-url", url, "--policy", policy, "--dry-run")
     assert human.exit_code == 0 and "UsageLog: 56 rows older than 90d — would delete 56" in human.stderr
 
+    started = datetime.now(UTC)
     done = cli("--database-url", url, "--policy", policy, "--json")
     assert done.exit_code == 0, done.output
     result = {p["table"]: p for p in json.loads(done.stdout)["policies"]}
@@ -69,7 +71,7 @@ def test_dry_run_then_clean_rows_with_artifacts_and_event(prefect_server, env):
     assert left(url) == (144, 10)
     report = _latest_artifact(prefect_server, "cleanup-report")
     assert "| UsageLog | 90d |" in report
-    event = _wait_for_event(prefect_server, "charhub.cleanup.completed", "charhub.cleanup")
+    event = _wait_for_event(prefect_server, "charhub.cleanup.completed", "charhub.cleanup", since=started)
     assert event["payload"]["rows_deleted"] == 76
 
 

@@ -104,6 +104,7 @@ def test_dry_run_counts_then_old_runs_of_ours_go(prefect_server, runs):
 
     from flows.cleanup import cleanup_flow
 
+    started = datetime.now(UTC)
     done = cleanup_flow(parts=["prefect"], prefect_batch_size=2)
     assert _exists(made) == {"old_completed": False, "old_completed_2": False, "old_cancelled": False,
                              "new_completed": True, "failed_within": True, "crashed_old": False,
@@ -113,7 +114,7 @@ def test_dry_run_counts_then_old_runs_of_ours_go(prefect_server, runs):
     assert (done["prefect_done"]["deleted_total"], done["prefect_done"]["batches"]) == (5, 3)
     assert _expired_of({"prefect": {"expired": done["prefect_done"]["deleted"]}}, ours) == {
         "Completed": 2, "Cancelled": 1, "Crashed": 1, "Failed": 1}
-    event = _wait_for_event(prefect_server, "charhub.cleanup.completed", "charhub.cleanup")
+    event = _wait_for_event(prefect_server, "charhub.cleanup.completed", "charhub.cleanup", since=started)
     assert event["payload"]["prefect_runs_deleted"] == 5
     assert event["payload"]["prefect_runs"] == done["prefect_done"]["deleted"]
     assert "| monitor |" in _latest_artifact(prefect_server, "cleanup-report")
