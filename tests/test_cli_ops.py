@@ -25,7 +25,7 @@ def test_setup_is_idempotent_and_warns_about_missing_secrets(prefect_server, mon
         second = json.loads(runner.invoke(app, ["setup", "--json"], env=env).stdout)
     assert sorted(second["deployments"]) == sorted(NAMES) and second["work_pool"] == "charhub-ops"
     assert second["deployments"] == json.loads(first.stdout)["deployments"]  # updated in place, same ids
-    assert len(second["automations"]) == 5 and set(second["automations"].values()) == {"unchanged"}
+    assert len(second["automations"]) == 6 and set(second["automations"].values()) == {"unchanged"}
     (secret,) = [w for w in second["warnings"] if "'charhub-ops-scratch-url'" in w]
     assert "verify-after-backup" in secret and "CHARHUB_OPS_SCRATCH_URL" in secret and "getpass" in secret
     assert second["blocks"]["secret/charhub-ops-scratch-url"] == "missing"
@@ -126,5 +126,5 @@ def test_setup_creates_the_notification_block_from_its_url_then_the_automations(
     result = CliRunner().invoke(app, ["setup", "--json"], env={"PREFECT_API_URL": prefect_server})
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
-    assert out["blocks"][block] == "created" and len(out["automations"]) == 5
+    assert out["blocks"][block] == "created" and len(out["automations"]) == 6
     assert CustomWebhookNotificationBlock.load(block.split("/")[1]).url == "http://127.0.0.1:9/hook"
