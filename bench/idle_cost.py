@@ -192,7 +192,7 @@ def one_run(stack: OpsStack, server_sid: int, poller_sid: int, config: Path) -> 
     idle_procs = session_sample(poller_sid).procs
     before = session_sample(poller_sid).cpu, session_sample(server_sid).cpu
     start = time.monotonic()
-    run = stack.wait_for_state(stack.run("monitor", {"config": str(config)}))
+    run = stack.wait_for_state(stack.run("monitor", {"config": str(config), "window_seconds": 0}))
     wall = time.monotonic() - start
     assert run["state_type"] == "COMPLETED", f"{run['state']['message']}: " + _tail(stack)
     deadline = time.monotonic() + 30

@@ -144,7 +144,7 @@ def test_serve_after_setup_runs_the_flows(tmp_path):
         config = tmp_path / "monitor.yaml"
         config.write_text(json.dumps({"checks": [{"id": "serve-disk", "type": "disk", "levels": [99, 99.5, 99.9]}],
                                       "incident_dir": str(tmp_path / "incidents")}))
-        run = stack.wait_for_state(stack.run("monitor", {"config": str(config)}), timeout=180)
+        run = stack.wait_for_state(stack.run("monitor", {"config": str(config), "window_seconds": 0}), timeout=180)
         assert run["state_type"] == "COMPLETED", (run["state"]["message"],
                                                   (tmp_path / "serve.log").read_text()[-2000:])
     finally:
