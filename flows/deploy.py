@@ -40,7 +40,6 @@ from charhub_ops.errors import ConfigError, OpsError, VerificationError
 from charhub_ops.monitoring.config import MonitorConfig, load_config
 from charhub_ops.monitoring.incident_model import ActionResult
 from charhub_ops.monitoring.redact import env_values
-from charhub_ops.monitoring.runner import secret_values
 from charhub_ops.settings import Settings
 from flows.approval import Decision, approve
 from flows.backup import backup_flow
@@ -193,7 +192,7 @@ def _gate_failed(settings, cfg, services: Services, by_service: dict, gate: Gate
          {"services": services, "detail": detail[:500], "release": guards[0].release if guards else None})
     notify(cfg.notify_block, f"charhub-ops: deploy gate FAILED for {', '.join(services)}",
            f"{detail}\nrollback: charhub-ops rollback --service {' --service '.join(services)}",
-           secret_values(settings))
+           settings.secret_values())
     summary = _post_summary(gate, "failed", by_service, inspect_services(services, missing_ok=True))
     raise VerificationError(f"deploy gate failed for {', '.join(services)} after {gate.seconds:.0f} s: {detail}",
                             details=summary)
@@ -360,7 +359,7 @@ def _finish(run: _Rollback, done: list, gate: Gate, outcome: str, restored: dict
 def _document(run: _Rollback, store, log_of: list[str], gate_detail: str, healthy: bool, now: datetime):
     """The incident (kept in the monitor's store), its report with the logs of the containers ``log_of`` (the
     failed release), the message; every value of the recorded environments masked."""
-    secrets = secret_values(run.settings)
+    secrets = run.settings.secret_values()
     guard = next((g for g in run.guards.values() if g), None)
     inc = rollback_incident(run.services, run.reason, guard, run.actions, gate_detail, healthy, run.started, now,
                             run.cfg.owner)

@@ -36,8 +36,8 @@ DAY = 86400
 CHECK_EVENTS = ("charhub.check.failed",)
 # charhub.monitor.heartbeat: the long-running monitor's liveness (the 'monitor stopped' automation looks 30 min back)
 RECOMMENDED_OVERRIDES = {"prefect.flow-run.heartbeat": 1 * DAY, "charhub.check.failed": 3 * DAY,
-                         "charhub.monitor.heartbeat": 1 * DAY, "prefect.task-run.Pending": 2 * DAY, "prefect.task-run.Running": 2 * DAY,
-                         "prefect.task-run.Completed": 2 * DAY}
+                         "charhub.monitor.heartbeat": 1 * DAY, "prefect.task-run.Pending": 2 * DAY,
+                         "prefect.task-run.Running": 2 * DAY, "prefect.task-run.Completed": 2 * DAY}
 RECOMMENDED_ENV = {
     "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
     "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(90 * DAY),

@@ -21,7 +21,7 @@ from charhub_ops.monitoring.windows import active_windows
 from charhub_ops.settings import Settings
 from charhub_ops.storage import open_storage
 
-__all__ = ["EVENTS", "Outcome", "context_for", "evaluate", "run_pass", "secret_values"]
+__all__ = ["EVENTS", "Outcome", "context_for", "evaluate", "run_pass"]
 
 EVENTS = {"failed": "charhub.check.failed", "down": "charhub.service.down", "recovered": "charhub.service.recovered",
           "reminder": "charhub.service.reminder", "suppressed": "charhub.service.suppressed",
@@ -36,11 +36,6 @@ class Outcome:
     payload: dict              # check_id, severity, detail, ... (no secrets: details are redacted)
 
 
-def secret_values(settings: Settings, *extra: str | None) -> list[str]:
-    """Every secret the settings know of, the extra ones, and the passwords inside URLs among them."""
-    return settings.secret_values(*extra)
-
-
 def context_for(check, settings: Settings, state: CheckState, now: datetime,
                 bearer: str | None = None) -> CheckContext:
     """What the probe of ``check`` needs; the database URL comes from its environment variable (else the
@@ -50,7 +45,7 @@ def context_for(check, settings: Settings, state: CheckState, now: datetime,
     if url is None and env and settings.database.database_url is not None:
         url = settings.database.database_url.get_secret_value()
     return CheckContext(now=now, latencies=state.latencies, restart_count=state.restart_count, bearer_token=bearer,
-                        database_url=url, secrets=secret_values(settings, bearer, url),
+                        database_url=url, secrets=settings.secret_values(bearer, url),
                         open_repository=lambda repo: open_storage(repo or settings.storage.repository,
                                                                   settings.storage.s3_options()))
 
