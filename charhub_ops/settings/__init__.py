@@ -18,6 +18,7 @@ backup         encrypt_to, zstd_*, hash_limit_mib, parallel_databases, anomaly_*
 retention      keep_*, min_keep
 restore        age_identity_file, restore_jobs, restore_mode, app_containers
 migrate        migrate_*
+pitr           pitr_*
 cleanup        cleanup_*
 monitor        monitor_config, monitor_state
 capacity       capacity_*
@@ -33,7 +34,13 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 from charhub_ops.errors import ConfigError
 from charhub_ops.settings.base import PREFIX, Group
 from charhub_ops.settings.operations import CapacitySettings, CleanupSettings, DeploySettings, MonitorSettings
-from charhub_ops.settings.pipelines import BackupSettings, MigrateSettings, RestoreSettings, RetentionSettings
+from charhub_ops.settings.pipelines import (
+    BackupSettings,
+    MigrateSettings,
+    PitrSettings,
+    RestoreSettings,
+    RetentionSettings,
+)
 from charhub_ops.settings.shared import (
     BootstrapSettings,
     DatabaseSettings,
@@ -45,13 +52,13 @@ from charhub_ops.settings.shared import (
 __all__ = ["Settings", "GROUPS", "load_settings", "load_group", "env_name", "endpoint_url_problem", "Group",
            "DatabaseSettings", "StorageSettings", "RunSettings", "BootstrapSettings", "BackupSettings",
            "RetentionSettings", "RestoreSettings", "MigrateSettings", "CleanupSettings", "MonitorSettings",
-           "CapacitySettings", "DeploySettings"]
+           "CapacitySettings", "DeploySettings", "PitrSettings"]
 
 # attribute of Settings → group class, in the order docs/configuration.md lists them
 GROUPS: dict[str, type[Group]] = {
     "database": DatabaseSettings, "storage": StorageSettings, "runs": RunSettings, "backup": BackupSettings,
     "retention": RetentionSettings, "restore": RestoreSettings, "migrate": MigrateSettings,
-    "cleanup": CleanupSettings, "monitor": MonitorSettings, "capacity": CapacitySettings,
+    "pitr": PitrSettings, "cleanup": CleanupSettings, "monitor": MonitorSettings, "capacity": CapacitySettings,
     "deploy": DeploySettings, "bootstrap": BootstrapSettings,
 }
 # setting name (``cleanup_lock_timeout``) → (group attribute, field)
@@ -70,6 +77,7 @@ class Settings(BaseModel):
     retention: RetentionSettings
     restore: RestoreSettings
     migrate: MigrateSettings
+    pitr: PitrSettings
     cleanup: CleanupSettings
     monitor: MonitorSettings
     capacity: CapacitySettings

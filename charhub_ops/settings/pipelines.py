@@ -1,14 +1,14 @@
-"""Settings of the data pipelines: backup, retention, restore, migrate."""
+"""Settings of the data pipelines: backup, retention, restore, migrate, pitr."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
-from charhub_ops.settings.base import CommaList, Group
+from charhub_ops.settings.base import BLOCK_NAME, CommaList, Group
 
-__all__ = ["BackupSettings", "RetentionSettings", "RestoreSettings", "MigrateSettings"]
+__all__ = ["BackupSettings", "RetentionSettings", "RestoreSettings", "MigrateSettings", "PitrSettings"]
 
 
 class BackupSettings(Group):
@@ -117,3 +117,54 @@ class MigrateSettings(Group):
         return RunnerOptions(lock_wait=self.lock_wait if lock_wait is None else lock_wait,
                              lock_timeout=self.lock_timeout, lock_retries=self.lock_retries,
                              statement_timeout=self.statement_timeout, concurrent_timeout=self.concurrent_timeout)
+
+
+class PitrSettings(Group):
+    part = "pitr_"
+    title = "Point-in-time recovery (pgBackRest)"
+
+    repository: str | None = Field(
+        None,
+        description="pgBackRest's repository: `s3://bucket/prefix` (S3 or R2, the endpoint and keys of the "
+                    "storage group) or `file:///path` (a posix repository on the database host); never the "
+                    "logical backups' repository or the media bucket. Unset: the `pitr` commands fail with one "
+                    "line naming it.")
+    stanza: str = Field(
+        "charhub", pattern="^[A-Za-z0-9][A-Za-z0-9_-]*$", description="pgBackRest stanza (one per cluster).")
+    pg_path: str = Field(
+        "/var/lib/postgresql/data",
+        description="The cluster's data directory where pgBackRest runs (`pg1-path`; postgres:16's PGDATA).")
+    socket_path: str = Field(
+        "/var/run/postgresql",
+        description="Unix socket directory pgBackRest connects through (`pg1-socket-path`; the port is the "
+                    "database URL's).")
+    config_path: str = Field(
+        "/etc/pgbackrest/pgbackrest.conf",
+        description="Where `pitr setup` writes pgBackRest's configuration (in the database container when "
+                    "`CHARHUB_OPS_DOCKER_CONTAINER` is set, else on this host); `archive_command` reads it.")
+    cipher_pass: SecretStr | None = Field(
+        None, description="Passphrase of the repository's aes-256-cbc encryption (secret); else read from the "
+                          "Secret block `pitr_cipher_block`.")
+    cipher_block: str = Field(
+        "charhub-ops-pitr-cipher", pattern=BLOCK_NAME,
+        description="Secret block holding the repository passphrase, used when `CHARHUB_OPS_PITR_CIPHER_PASS` "
+                    "is unset (`setup` creates it from that variable when missing).")
+    process_max: int = Field(2, ge=1, le=32, description="pgBackRest's `process-max` for backup and restore.")
+    compress_level: int = Field(3, ge=1, le=19, description="zstd level of pgBackRest's `compress-level`.")
+    block_incremental: bool = Field(
+        False,
+        description="`repo1-block=y` (block-level incremental backups). pgBackRest 2.45 (Debian 12) ships it as "
+                    "a beta feature (`beta=y`); off by default until the image's pgBackRest is ≥ 2.46.")
+    s3_ca_file: str | None = Field(
+        None, description="CA certificate file pgBackRest trusts for the S3 endpoint (a private CA).")
+    s3_verify_tls: bool = Field(True, description="Verify the S3 endpoint's TLS certificate (off only for tests).")
+    keep_weekly: int = Field(
+        4, ge=1, le=9999999,
+        description="Full backups kept (weekly fulls → weeks; `repo1-retention-full`, count).")
+    keep_daily: int = Field(
+        7, ge=1, le=9999999,
+        description="Differential backups kept (daily diffs → days; `repo1-retention-diff`); WAL is kept "
+                    "as far back as the oldest full backup kept.")
+    image: str | None = Field(
+        None, description="Image of the scratch containers `pitr restore`/`verify`/`recover-table` start (it "
+                          "needs PostgreSQL and pgbackrest); default: the database container's image.")

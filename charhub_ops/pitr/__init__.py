@@ -1,0 +1,1 @@
+"""Point-in-time recovery with pgBackRest (continuous WAL archiving + physical backups)."""
