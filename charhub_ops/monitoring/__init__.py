@@ -1,8 +1,9 @@
 """The monitoring pipeline's core (no Prefect): checks, the alerting state machine, incidents, reports.
 
 * :mod:`.config` — the YAML file (pydantic), one model per check type;
-* :mod:`.checks` — http, postgres, container, log_errors, disk, backups: one probe each → ``CheckResult``
-  (facts from :mod:`.pgfacts` and :mod:`.dockerfacts`; details through :mod:`.redact`);
+* :mod:`.checks` — http, postgres, container, log_errors, disk, backups, archive: one probe each →
+  ``CheckResult`` (facts from :mod:`.pgfacts`, :mod:`.dockerfacts` and :mod:`.archive` — WAL archiving, pure
+  judgement; details through :mod:`.redact`);
 * :mod:`.runner` — one pass: probe → state machine → events (shared by the flow and the CLI);
 * :mod:`.schedule` — pure: when each check is due (its own ``interval``);
 * :mod:`.loop` — the long-running monitor: probes in-process, saves on change, heartbeat, the latest-pass view;

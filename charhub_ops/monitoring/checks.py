@@ -2,7 +2,9 @@
 container or a refused connection is a failed probe with its reason in ``detail`` (secrets redacted).
 
 Docker facts come from the engine's API (``docker`` SDK), PostgreSQL facts from ``pg_stat_activity`` /
-``pg_locks`` over psycopg, backups from the repository's catalog (newest manifest, latest drill verdict).
+``pg_locks`` over psycopg, backups from the repository's catalog (newest manifest, latest drill verdict), WAL
+archiving from ``pg_stat_archiver`` (psycopg, or psql in the database container) and pgBackRest's info
+(:mod:`charhub_ops.monitoring.archive`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from datetime import datetime
 
 from charhub_ops.errors import ConfigError, OpsError
 from charhub_ops.monitoring import pgfacts
+from charhub_ops.monitoring.archive import BackupStatus, judge, read_archiver
 from charhub_ops.monitoring.config import (
+    ArchiveCheck,
     BackupsCheck,
     ContainerCheck,
     DiskCheck,
@@ -30,6 +34,8 @@ from charhub_ops.monitoring.config import (
 from charhub_ops.monitoring.dockerfacts import container_facts, container_logs, container_stats
 from charhub_ops.monitoring.redact import redact
 from charhub_ops.monitoring.state import p95
+from charhub_ops.pgurl import parse_pg_url
+from charhub_ops.postgres import open_session
 
 __all__ = ["CheckResult", "CheckContext", "run_check", "disk_level"]
 
@@ -55,6 +61,9 @@ class CheckContext:
     database_url: str | None = None
     open_repository: Callable | None = None   # (url | None) -> Storage
     secrets: list[str] = field(default_factory=list)
+    archive_failed_count: int | None = None   # archive: pg_stat_archiver.failed_count at the previous probe
+    wal_lsn: int | None = None                # archive: pg_current_wal_lsn() at the previous probe (bytes)
+    newest_backup: Callable | None = None     # archive: () -> the newest pgBackRest backup's stop time | None
 
 
 def run_check(check, ctx: CheckContext) -> CheckResult:
@@ -207,5 +216,26 @@ def _backups(check: BackupsCheck, ctx: CheckContext) -> CheckResult:
     return CheckResult(check.id, not problems, detail, facts=facts)
 
 
+def _backup_status(ctx: CheckContext) -> BackupStatus:
+    if ctx.newest_backup is None:
+        return BackupStatus.unchecked()
+    try:
+        return BackupStatus(checked=True, stop=ctx.newest_backup())
+    except OpsError as exc:
+        return BackupStatus.unchecked(str(exc))
+
+
+def _archive(check: ArchiveCheck, ctx: CheckContext) -> CheckResult:
+    if not ctx.database_url:
+        raise ConfigError(f"check {check.id}: no database URL (environment variable {check.database_url_env})")
+    with open_session(parse_pg_url(ctx.database_url), check.database_container) as session:
+        row = read_archiver(session)
+    backup = _backup_status(ctx) if check.max_backup_age is not None else BackupStatus.unchecked()
+    verdict = judge(row, max_archive_age=check.max_archive_age, max_backup_age=check.max_backup_age,
+                    previous_failed=ctx.archive_failed_count, previous_lsn=ctx.wal_lsn, backup=backup, now=row.now)
+    return CheckResult(check.id, not verdict.problems, "; ".join(verdict.problems) or verdict.summary,
+                       facts=verdict.facts)
+
+
 _RUNNERS = {HttpCheck: _http, PostgresCheck: _postgres, ContainerCheck: _container, LogErrorsCheck: _log_errors,
-            DiskCheck: _disk, BackupsCheck: _backups}
+            DiskCheck: _disk, BackupsCheck: _backups, ArchiveCheck: _archive}

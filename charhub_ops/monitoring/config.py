@@ -1,7 +1,8 @@
 """The monitor's configuration: a YAML file validated by pydantic (more keys allowed, every check has a stable id).
 
 Defaults are CharHub's ops thresholds: alert after 3 failures, recover after 2 passes, p95 < 200 ms, error rate
-< 1 %, CPU < 80 %, connections < 90, disk 70 / 80 / 85 %, backups younger than 26 h.
+< 1 %, CPU < 80 %, connections < 90, disk 70 / 80 / 85 %, backups younger than 26 h, WAL archived within
+5 min while writes happen.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from charhub_ops.errors import ConfigError
 from charhub_ops.monitoring.schedule import parse_interval
 
 __all__ = ["CheckBase", "HttpCheck", "PostgresCheck", "ContainerCheck", "LogErrorsCheck", "DiskCheck",
-           "BackupsCheck", "Check", "RecurringWindow", "MonitorConfig", "load_config", "MITIGATIONS"]
+           "BackupsCheck", "ArchiveCheck", "Check", "RecurringWindow", "MonitorConfig", "load_config", "MITIGATIONS"]
 
 ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # also a valid Prefect variable name and event resource part
 Severity = Literal["critical", "high", "medium", "low"]
@@ -101,8 +102,25 @@ class BackupsCheck(CheckBase):
     max_age_hours: float = Field(26.0, gt=0)
 
 
-Check = Annotated[HttpCheck | PostgresCheck | ContainerCheck | LogErrorsCheck | DiskCheck | BackupsCheck,
-                  Field(discriminator="type")]
+class ArchiveCheck(CheckBase):
+    type: Literal["archive"]
+    database_url_env: str = Field("DATABASE_URL", description="Environment variable with the database URL")
+    database_container: str | None = Field(
+        None, description="Query through psql inside this container (Docker API; the URL as seen inside it), "
+                          "else psycopg from here")
+    max_archive_age: float = Field(300.0, gt=0, description="The last archival may be this old while WAL waits "
+                                                            "(30s, 5m, 1h or seconds)")
+    max_backup_age: float | None = Field(26 * 3600.0, description="Newest pgBackRest backup at most this old "
+                                                                  "(when its info is readable); null = not checked")
+
+    @field_validator("max_archive_age", "max_backup_age", mode="before")
+    @classmethod
+    def _age(cls, value):
+        return None if value is None else parse_interval(value)
+
+
+Check = Annotated[HttpCheck | PostgresCheck | ContainerCheck | LogErrorsCheck | DiskCheck | BackupsCheck
+                  | ArchiveCheck, Field(discriminator="type")]
 
 
 class RecurringWindow(BaseModel):

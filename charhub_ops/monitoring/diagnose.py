@@ -1,8 +1,9 @@
 """The diagnosis bundle of an incident: facts gathered once, every one redacted, rendered as markdown.
 
 Sections: the container (status, restart count, last log lines), PostgreSQL (sessions, blocking chains,
-long queries, idle transactions), disk usage, the check's recent probes and events, recent flow runs (deployments,
-migrations, backups: recent changes are the first suspect). A section that cannot be gathered says why.
+long queries, idle transactions), WAL archiving (an archive check: the ``pg_stat_archiver`` row), disk usage,
+the check's recent probes and events, recent flow runs (deployments, migrations, backups: recent changes are
+the first suspect). A section that cannot be gathered says why.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from collections.abc import Callable
 
 from charhub_ops.errors import OpsError
 from charhub_ops.monitoring import pgfacts
+from charhub_ops.monitoring.archive import archiver_markdown, read_archiver
 from charhub_ops.monitoring.dockerfacts import container_env_values, container_facts, container_logs
 from charhub_ops.monitoring.redact import redact
 from charhub_ops.monitoring.state import CheckState
+from charhub_ops.pgurl import parse_pg_url
+from charhub_ops.postgres import open_session
 
 __all__ = ["diagnose", "summary_lines"]
 
@@ -48,6 +52,11 @@ def _postgres(url: str) -> str:
     chains = [f"- pid {r['pid']} waits for {', '.join(map(str, r['blocked_by']))} ({r['query_s']:.0f} s)"
               for r in rows if r["blocked_by"]]
     return "\n".join(out + ["", "Blocking chains:", *(chains or ["- none"])])
+
+
+def _archiver(url: str, container: str | None) -> str:
+    with open_session(parse_pg_url(url), container) as session:
+        return archiver_markdown(read_archiver(session))
 
 
 def _disk(paths: list[str]) -> str:
@@ -86,6 +95,8 @@ def diagnose(check, state: CheckState, *, database_url: str | None, log_lines: i
         sections["Container"] = _guard(lambda: _container(check.container, log_lines))
     if database_url:
         sections["PostgreSQL"] = _guard(lambda: _postgres(database_url))
+    if database_url and check.type == "archive":
+        sections["WAL archiving"] = _guard(lambda: _archiver(database_url, check.database_container))
     paths = ["/", *getattr(check, "paths", [])]
     sections["Disk"] = _guard(lambda: _disk(paths))
     sections["Recent probes"] = _probes(state)

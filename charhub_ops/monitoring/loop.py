@@ -8,7 +8,8 @@ it costs the Prefect server is kept to what must be said:
 * **events**: only those of the state machine, plus ``charhub.monitor.heartbeat`` (resource
   ``charhub.monitor``) every ``heartbeat_every`` — a proactive automation alerts when it stops;
 * **state**: a check's state is saved when something that matters changed (status, the streaks up to their
-  thresholds, a transition time, the disk level, a container's restart count, a new disk sample) — *before*
+  thresholds, a transition time, the disk level, a container's restart count, the archiver's failure count, a
+  new disk sample) — *before*
   its events are emitted, so an incident run triggered by ``down`` reads the probe that caused it. At the end
   (:meth:`Monitor.flush`) a stopped monitor saves every check; a window that ends (the hourly deployment) only
   those not saved for ``SAVE_EVERY`` (6 h): each save is a Variable write, and Prefect records every one as
@@ -64,7 +65,7 @@ def significant(state: CheckState, check) -> tuple:
     history = state.disk_history.times[-1] if state.disk_history.times else None
     return (state.status, min(state.fail_streak, check.threshold), min(state.pass_streak, check.recovery_threshold),
             state.first_failure_at, state.down_at, state.recovered_at, state.last_reminder_at, state.level,
-            state.restart_count, history)
+            state.restart_count, state.archive_failed_count, history)
 
 
 class Monitor:

@@ -23,7 +23,7 @@ __all__ = ["RUNBOOK", "planned_actions", "not_run", "restart_action", "terminate
 
 RUNBOOK = {"http": ("restart_container",), "container": ("restart_container",),
            "log_errors": ("restart_container",), "postgres": ("terminate_blockers",),
-           "disk": ("docker_cleanup",), "backups": ()}
+           "disk": ("docker_cleanup",), "backups": (), "archive": ()}
 Probe = Callable[[], CheckResult]
 
 

@@ -21,7 +21,7 @@ from charhub_ops.monitoring.windows import active_windows
 from charhub_ops.settings import Settings
 from charhub_ops.storage import open_storage
 
-__all__ = ["EVENTS", "Outcome", "context_for", "evaluate", "run_pass"]
+__all__ = ["EVENTS", "Outcome", "context_for", "newest_backup", "evaluate", "run_pass"]
 
 EVENTS = {"failed": "charhub.check.failed", "down": "charhub.service.down", "recovered": "charhub.service.recovered",
           "reminder": "charhub.service.reminder", "suppressed": "charhub.service.suppressed",
@@ -47,7 +47,17 @@ def context_for(check, settings: Settings, state: CheckState, now: datetime,
     return CheckContext(now=now, latencies=state.latencies, restart_count=state.restart_count, bearer_token=bearer,
                         database_url=url, secrets=settings.secret_values(bearer, url),
                         open_repository=lambda repo: open_storage(repo or settings.storage.repository,
-                                                                  settings.storage.s3_options()))
+                                                                  settings.storage.s3_options()),
+                        archive_failed_count=state.archive_failed_count, wal_lsn=state.wal_lsn,
+                        newest_backup=newest_backup(check, settings))
+
+
+def newest_backup(check, settings: Settings) -> Callable[[], datetime | None] | None:
+    """For an archive check, reading the newest pgBackRest backup's stop time (None: no backup) — only when
+    the pitr group names a repository (pgBackRest configured); None otherwise (its age is not judged)."""
+    if getattr(check, "type", None) != "archive" or check.max_backup_age is None or not settings.pitr.repository:
+        return None
+    return None
 
 
 def evaluate(check, result: CheckResult, previous: CheckState, in_window: list[str], now: datetime) -> Outcome:
@@ -57,6 +67,8 @@ def evaluate(check, result: CheckResult, previous: CheckState, in_window: list[s
                  latency_window=getattr(check, "latency_window", 20))
     new = moved.state
     new.restart_count = result.facts.get("restart_count", new.restart_count)
+    new.archive_failed_count = result.facts.get("failed_count", new.archive_failed_count)
+    new.wal_lsn = result.facts.get("lsn", new.wal_lsn)
     events = list(moved.events)
     if check.type == "disk" and result.level > previous.level:
         events.append("disk_high")

@@ -70,6 +70,8 @@ class CheckState(BaseModel):
     probes: list[Probe] = Field(default_factory=list)
     level: int = 0                             # disk: how many levels the fullest path passed
     restart_count: int | None = None           # container: at the last probe
+    archive_failed_count: int | None = None    # archive: pg_stat_archiver.failed_count at the last probe
+    wal_lsn: int | None = None                 # archive: the WAL position (bytes) at the last probe
     disk_history: DiskHistory = Field(default_factory=DiskHistory)  # disk: one sample per DISK_SAMPLE_EVERY
 
 
