@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import time
 from datetime import UTC, datetime
 
@@ -16,8 +17,11 @@ import pytest
 from charhub_ops.monitoring.archive import read_archiver
 from charhub_ops.monitoring.checks import CheckContext, run_check
 from charhub_ops.monitoring.config import MonitorConfig
+from charhub_ops.monitoring.runner import context_for
+from charhub_ops.monitoring.state import CheckState
 from charhub_ops.pgurl import parse_pg_url
 from charhub_ops.postgres import DockerTools, PsycopgSession
+from charhub_ops.settings import load_settings
 from flows.incident import incident_resolve_flow, incident_respond_flow
 from tests.harness.monitor import new_id, passes, write_config
 from tests.harness.pitr import start_archiving_cluster
@@ -58,7 +62,7 @@ def _until(condition, what: str, timeout: float = 120.0) -> None:
 def _configure_pgbackrest(cluster) -> None:
     """A minimal posix-repository configuration and the stanza (what `charhub-ops pitr setup` does)."""
     cluster.config.write_text(
-        f"[global]\nrepo1-path={cluster.repo}\nrepo1-retention-full=2\nlog-level-console=warn\n"
+        f"[global]\nrepo1-path={cluster.repo}\nrepo1-retention-full=2\nlog-level-console=warn\nstart-fast=y\n"
         f"log-path={cluster.base}\n\n[{cluster.stanza}]\npg1-path={cluster.datadir}\npg1-port={cluster.port}\n"
         f"pg1-socket-path={cluster.socket_dir}\n")
     if os.geteuid() == 0:
@@ -108,6 +112,26 @@ def test_the_failure_count_is_kept_between_probes(cluster):
     again = run_check(check, CheckContext(now=datetime.now(UTC), database_url=cluster.url(), archive_failed_count=-2,
                                           wal_lsn=first.facts["lsn"]))
     assert not again.ok and "archiving failed 2 times since the last probe" in again.detail
+
+
+def test_backup_age_from_pgbackrest_info(cluster, monkeypatch):
+    """With the pitr settings pointing at the cluster, each probe reads pgBackRest's info: no backup yet fails,
+    a fresh full backup passes."""
+    for key, value in cluster.settings_env().items():
+        monkeypatch.setenv(key, value)
+    _configure_pgbackrest(cluster)
+    check = MonitorConfig.model_validate({"checks": [{"id": "wal", "type": "archive"}]}).checks[0]
+    settings = load_settings()
+
+    def probe():
+        return run_check(check, context_for(check, settings, CheckState(check_id="wal"), datetime.now(UTC)))
+
+    before = probe()
+    assert not before.ok and "no pgBackRest backup yet (max age 26 h)" in before.detail
+    done = cluster.pgbackrest("backup", "--type=full")
+    assert done.returncode == 0, done.stderr
+    after = probe()
+    assert after.ok and re.search(r"; newest pgBackRest backup \d+ s old$", after.detail), after.detail
 
 
 def test_the_container_path_reads_the_same_row(pg_other_settings):

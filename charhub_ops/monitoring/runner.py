@@ -2,8 +2,9 @@
 
 :func:`evaluate` applies one probe result to a check's state (the pure state machine plus the disk level)
 and names the events to emit (a disk check also keeps a usage sample every 6 h for
-:mod:`charhub_ops.capacity`); :func:`run_pass` probes every check in order and saves the states —
-the flow does the same with one Prefect task per probe and emits the events to the server.
+:mod:`charhub_ops.capacity`, an archive check the archiver's failure count and WAL position);
+:func:`run_pass` probes every check in order and saves the states — the flow does the same with one Prefect
+task per probe and emits the events to the server.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from charhub_ops.errors import ConfigError
 from charhub_ops.monitoring.checks import CheckContext, CheckResult, run_check
 from charhub_ops.monitoring.config import MonitorConfig
 from charhub_ops.monitoring.state import CheckState, DiskSample, add_disk_sample, step
 from charhub_ops.monitoring.store import MonitorState
 from charhub_ops.monitoring.windows import active_windows
+from charhub_ops.pitr.command import PgBackRest
 from charhub_ops.settings import Settings
 from charhub_ops.storage import open_storage
 
@@ -57,7 +60,14 @@ def newest_backup(check, settings: Settings) -> Callable[[], datetime | None] | 
     the pitr group names a repository (pgBackRest configured); None otherwise (its age is not judged)."""
     if getattr(check, "type", None) != "archive" or check.max_backup_age is None or not settings.pitr.repository:
         return None
-    return None
+    pgbackrest = PgBackRest(settings.pitr, container=check.database_container or settings.database.docker_container)
+
+    def read() -> datetime | None:
+        stanza = pgbackrest.info()
+        if not stanza.exists:
+            raise ConfigError(f"pgBackRest stanza {stanza.name} does not exist yet (charhub-ops pitr setup)")
+        return stanza.newest.stop if stanza.newest else None
+    return read
 
 
 def evaluate(check, result: CheckResult, previous: CheckState, in_window: list[str], now: datetime) -> Outcome:
