@@ -30,7 +30,8 @@ def _links(page: Path) -> list[str]:
 def test_the_docs_exist():
     names = {p.relative_to(ROOT).as_posix() for p in PAGES}
     assert {"docs/architecture.md", "docs/deployments.md"} <= names
-    for pipeline in ("backup", "retention", "restore", "migrations", "cleanup", "monitoring", "capacity", "deploy"):
+    for pipeline in ("backup", "retention", "restore", "pitr", "migrations", "cleanup", "monitoring", "capacity",
+                     "deploy"):
         assert f"docs/pipelines/{pipeline}.md" in names
 
 
