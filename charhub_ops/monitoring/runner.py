@@ -60,7 +60,8 @@ def newest_backup(check, settings: Settings) -> Callable[[], datetime | None] | 
     the pitr group names a repository (pgBackRest configured); None otherwise (its age is not judged)."""
     if getattr(check, "type", None) != "archive" or check.max_backup_age is None or not settings.pitr.repository:
         return None
-    pgbackrest = PgBackRest(settings.pitr, container=check.database_container or settings.database.docker_container)
+    pgbackrest = PgBackRest(settings.pitr, container=check.database_container or settings.database.docker_container,
+                            secrets=settings.secret_values())
 
     def read() -> datetime | None:
         stanza = pgbackrest.info()
