@@ -124,3 +124,32 @@ def test_config_reads_durations_and_defaults():
     assert (checks[0].max_archive_age, checks[0].max_backup_age) == (300.0, 26 * 3600.0)
     assert (checks[1].max_archive_age, checks[1].max_backup_age) == (600.0, None)
     assert checks[1].database_container == "charhub-postgres-1"
+
+
+def test_the_failure_count_and_position_ride_in_the_check_state():
+    """evaluate keeps them in the state (a failed probe without facts keeps the previous ones); the next
+    probe's context hands them back — the one-pass flow, health and the long-running monitor alike."""
+    from charhub_ops.monitoring.checks import CheckResult
+    from charhub_ops.monitoring.runner import context_for, evaluate
+    from charhub_ops.monitoring.state import CheckState
+    from charhub_ops.settings import load_settings
+
+    check = MonitorConfig.model_validate({"checks": [{"id": "wal", "type": "archive"}]}).checks[0]
+    first = evaluate(check, CheckResult("wal", True, "ok", facts=verdict(row()).facts), CheckState(check_id="wal"),
+                     [], NOW).state
+    assert (first.archive_failed_count, first.wal_lsn) == (0, 8 * SEG + 4096)
+    unreachable = evaluate(check, CheckResult("wal", False, "cannot connect"), first, [], NOW).state
+    assert (unreachable.archive_failed_count, unreachable.wal_lsn) == (0, 8 * SEG + 4096)
+    ctx = context_for(check, load_settings(), unreachable, NOW)
+    assert (ctx.archive_failed_count, ctx.wal_lsn, ctx.newest_backup) == (0, 8 * SEG + 4096, None)  # no repository
+
+
+def test_the_diagnosis_shows_the_whole_row():
+    from charhub_ops.monitoring.archive import archiver_markdown
+
+    text = archiver_markdown(row(failed_count=3, last_failed_wal="000000010000000000000008", last_failed_time=FAILED_AT,
+                                 ready=2, oldest_ready="000000010000000000000008"))
+    assert text.splitlines()[0] == ("7 archived, 3 failed since 2026-12-03 02:00:00 UTC; last archived "
+                                    "000000010000000000000007 at 2026-12-05 01:59:20 UTC; last failed "
+                                    "000000010000000000000008 at 2026-12-05 01:59:30 UTC; segments waiting: 2")
+    assert "| current_lsn | 0/8001000 |" in text and "| archive_mode | on |" in text

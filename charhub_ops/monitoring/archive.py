@@ -201,17 +201,23 @@ def judge(r: ArchiverRow, *, max_archive_age: float, max_backup_age: float | Non
     return Verdict(problems, summary, facts)
 
 
+def _lsn(value: int | None) -> str:
+    return "—" if value is None else f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
 def archiver_markdown(r: ArchiverRow) -> str:
     """The row for an incident's diagnosis: a one-line summary, then a two-column table."""
     def when(t: datetime | None) -> str:
         return f"{t:%Y-%m-%d %H:%M:%S} UTC" if t else "never"
 
+    archived = f"{r.last_archived_wal} at {when(r.last_archived_time)}" if r.last_archived_wal else "none"
+    failed = f"{r.last_failed_wal} at {when(r.last_failed_time)}" if r.last_failed_wal else "none"
     waiting = "unknown (no privilege for pg_ls_archive_statusdir)" if r.ready is None else str(r.ready)
     lines = [f"{r.archived_count} archived, {r.failed_count} failed since {when(r.stats_reset)}; last archived "
-             f"{r.last_archived_wal or '—'} at {when(r.last_archived_time)}; last failed {r.last_failed_wal or '—'} "
-             f"at {when(r.last_failed_time)}; segments waiting: {waiting}", "",
+             f"{archived}; last failed {failed}; segments waiting: {waiting}", "",
              "| pg_stat_archiver / setting | value |", "|---|---|"]
     for key, value in asdict(r).items():
         shown = f"{value:%Y-%m-%d %H:%M:%S} UTC" if isinstance(value, datetime) else value
+        shown = _lsn(value) if key == "current_lsn" else shown
         lines.append(f"| {key} | {'—' if shown is None else shown} |")
     return "\n".join(lines)
