@@ -21,7 +21,8 @@ def row(**kw) -> ArchiverRow:
     base = ArchiverRow(archived_count=7, last_archived_wal="000000010000000000000007",
                        last_archived_time=NOW - timedelta(seconds=40), failed_count=0, last_failed_wal=None,
                        last_failed_time=None, stats_reset=NOW - timedelta(days=2), current_lsn=8 * SEG + 4096,
-                       segment_size=SEG, archive_mode="on", has_command=True, ready=0, oldest_ready=None, now=NOW)
+                       segment_size=SEG, archive_mode="on", has_command=True, ready=0, oldest_ready=None,
+                       oldest_ready_at=None, now=NOW)
     return replace(base, **kw)
 
 
@@ -50,11 +51,16 @@ CASES = [
     ("idle for two hours: nothing waiting (archive_timeout switches only after writes)",
      {"last_archived_time": NOW - timedelta(hours=2), "current_lsn": 8 * SEG + 200}, 0, 8 * SEG + 200, None),
     ("behind: segments waiting, last archived 12 min ago",
-     {"last_archived_time": OLD, "ready": 3, "oldest_ready": "000000010000000000000008", "current_lsn": 11 * SEG},
-     0, None, "last WAL archived 12 min ago while 48.0 MiB of WAL were written (3 segments waiting; max 5 min)"),
+     {"last_archived_time": OLD, "ready": 3, "oldest_ready": "000000010000000000000008", "current_lsn": 11 * SEG,
+      "oldest_ready_at": NOW - timedelta(minutes=11)}, 0, None,
+     "last WAL archived 12 min ago while 48.0 MiB of WAL were written (3 segments waiting, the oldest for "
+     "11 min; max 5 min)"),
+    ("idle for hours, then a write: its segment waits for seconds",
+     {"last_archived_time": NOW - timedelta(hours=2), "ready": 1, "oldest_ready": "000000010000000000000008",
+      "oldest_ready_at": NOW - timedelta(seconds=2), "current_lsn": 9 * SEG}, 0, None, None),
     ("catching up: segments waiting, but the last archival is recent",
      {"last_archived_time": NOW - timedelta(minutes=3), "ready": 3, "oldest_ready": "000000010000000000000008",
-      "current_lsn": 11 * SEG}, 0, None, None),
+      "oldest_ready_at": NOW - timedelta(minutes=10), "current_lsn": 11 * SEG}, 0, None, None),
     ("no status-dir privilege: writes since the previous probe and an old archival",
      {"last_archived_time": OLD, "ready": None, "current_lsn": 11 * SEG}, 0, 8 * SEG,
      "last WAL archived 12 min ago while 48.0 MiB of WAL were written since the previous probe (max 5 min)"),
@@ -97,7 +103,8 @@ def test_backup_age_not_judged_without_a_limit():
 
 def test_every_problem_is_named_and_the_summary_tells_the_healthy_state():
     v = verdict(row(failed_count=3, last_failed_wal="000000010000000000000008", last_failed_time=FAILED_AT,
-                    last_archived_time=OLD, ready=3, oldest_ready="000000010000000000000008", current_lsn=11 * SEG),
+                    last_archived_time=OLD, ready=3, oldest_ready="000000010000000000000008", current_lsn=11 * SEG,
+                    oldest_ready_at=OLD),
                 backup=BackupStatus(checked=True, stop=NOW - timedelta(hours=30)), max_backup_age=26 * 3600)
     assert len(v.problems) == 3  # failures, behind, backup age: each named
     ok = verdict(row(), backup=BackupStatus(checked=True, stop=NOW - timedelta(hours=3)), max_backup_age=26 * 3600)

@@ -134,6 +134,19 @@ def test_backup_age_from_pgbackrest_info(cluster, monkeypatch):
     assert after.ok and re.search(r"; newest pgBackRest backup \d+ s old$", after.detail), after.detail
 
 
+def test_a_role_without_pg_monitor_reads_the_row_but_not_the_waiting_segments(cluster):
+    with cluster.connect() as conn:
+        conn.execute("CREATE ROLE watcher LOGIN")
+        url = parse_pg_url(cluster.url().replace("postgres@", "watcher@"))
+        with PsycopgSession(url) as session:
+            plain = read_archiver(session)
+        conn.execute("GRANT pg_monitor TO watcher")
+        with PsycopgSession(url) as session:
+            monitor = read_archiver(session)
+    assert plain.ready is None and plain.oldest_ready_at is None and plain.archive_mode == "on"
+    assert monitor.ready is not None and monitor.has_command
+
+
 def test_the_container_path_reads_the_same_row(pg_other_settings):
     """psql inside the container (its values are text, its time zone Asia/Kathmandu) gives psycopg's row."""
     with DockerTools(parse_pg_url(INSIDE), pg_other_settings.name).session() as session:

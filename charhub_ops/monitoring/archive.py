@@ -2,16 +2,17 @@
 
 :func:`read_archiver` reads one row — ``pg_stat_archiver``, ``pg_current_wal_lsn()``, the archiving settings and
 the WAL segments waiting in ``pg_wal/archive_status`` (``pg_ls_archive_statusdir()``: superuser or ``pg_monitor``;
-NULL without the privilege) — through any :class:`~charhub_ops.postgres.SqlSession` (psycopg from here or psql in
+unknown without the privilege) — through any :class:`~charhub_ops.postgres.SqlSession` (psycopg from here or psql in
 the database container). :func:`judge` is pure (``now`` is an argument: the server's clock, the one the
 archiver's times come from) and names every problem:
 
 * **failing** — ``failed_count`` rose since the previous probe (its value is kept in the check's state), or the
   last failure is newer than the last success (the archiver retries that segment until it succeeds);
-* **behind** — the last archival is older than ``max_archive_age`` *while writes happen*: segments are waiting
-  in ``archive_status`` (or, without the privilege to list it, the WAL position moved since the previous
-  probe). An idle database is no alarm: ``archive_timeout`` switches segments only after writes, so nothing
-  waits however old the last archival is;
+* **behind** — the last archival is older than ``max_archive_age`` *while writes happen*: segments have been
+  waiting in ``archive_status`` for longer than that too (or, without the privilege to list it, the WAL
+  position moved since the previous probe). An idle database is no alarm: ``archive_timeout`` switches
+  segments only after writes, so nothing waits however old the last archival is, and the first write after a
+  quiet spell waits only seconds;
 * **off** — ``archive_mode`` off, or on without an ``archive_command``/``archive_library``;
 * **old backup** — the newest pgBackRest backup older than ``max_backup_age`` (only when pgBackRest's info
   could be read: :class:`BackupStatus`; an unreachable repository is a note, not an alarm).
@@ -25,10 +26,10 @@ from datetime import UTC, datetime
 
 from charhub_ops.fmt import human_bytes
 
-__all__ = ["ArchiverRow", "BackupStatus", "Verdict", "ARCHIVER_SQL", "read_archiver", "judge", "segment_start",
-           "archiver_markdown"]
+__all__ = ["ArchiverRow", "BackupStatus", "Verdict", "ARCHIVER_SQL", "READY_SQL", "read_archiver", "judge",
+           "segment_start", "archiver_markdown"]
 
-ARCHIVER_SQL = r"""
+ARCHIVER_SQL = """
 SELECT a.archived_count, a.last_archived_wal, extract(epoch FROM a.last_archived_time)::float8,
        a.failed_count, a.last_failed_wal, extract(epoch FROM a.last_failed_time)::float8,
        extract(epoch FROM a.stats_reset)::float8,
@@ -36,12 +37,14 @@ SELECT a.archived_count, a.last_archived_wal, extract(epoch FROM a.last_archived
        (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),
        current_setting('archive_mode'),
        current_setting('archive_command') <> '' OR coalesce(current_setting('archive_library', true), '') <> '',
-       CASE WHEN has_function_privilege('pg_ls_archive_statusdir()', 'EXECUTE') THEN
-            (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name ~ '^[0-9A-F]{24}\.ready$') END,
-       CASE WHEN has_function_privilege('pg_ls_archive_statusdir()', 'EXECUTE') THEN
-            (SELECT min(left(name, 24)) FROM pg_ls_archive_statusdir() WHERE name ~ '^[0-9A-F]{24}\.ready$') END,
+       has_function_privilege('pg_ls_archive_statusdir()', 'EXECUTE'),
        extract(epoch FROM now())::float8
 FROM pg_stat_archiver a"""
+# Only with the privilege (superuser or pg_monitor): the function's ACL is checked when a statement naming it
+# starts, whichever CASE branch runs, hence a second statement.
+READY_SQL = r"""
+SELECT count(*), min(left(name, 24)), extract(epoch FROM min(modification))::float8
+FROM pg_ls_archive_statusdir() WHERE name ~ '^[0-9A-F]{24}\.ready$'"""
 _SEGMENT = re.compile(r"^[0-9A-F]{8}([0-9A-F]{8})([0-9A-F]{8})(\.[0-9A-F]{8}\.backup)?$")
 
 
@@ -62,6 +65,7 @@ class ArchiverRow:
     has_command: bool
     ready: int | None                # segments waiting in archive_status; None = not allowed to list it
     oldest_ready: str | None
+    oldest_ready_at: datetime | None  # when the oldest waiting segment was finished (its .ready file)
     now: datetime                    # the server's clock
 
 
@@ -96,11 +100,16 @@ def _int(value) -> int | None:
 def read_archiver(session) -> ArchiverRow:
     """One row from ``session`` (values may be text: psql in a container); raises DatabaseError."""
     (r,) = session.query(ARCHIVER_SQL)
+    ready = session.query(READY_SQL)[0] if _true(r[11]) else (None, None, None)
     return ArchiverRow(archived_count=int(r[0]), last_archived_wal=r[1], last_archived_time=_time(r[2]),
                        failed_count=int(r[3]), last_failed_wal=r[4], last_failed_time=_time(r[5]),
                        stats_reset=_time(r[6]), current_lsn=_int(r[7]), segment_size=int(r[8]),
-                       archive_mode=str(r[9]), has_command=r[10] in (True, "t", "true"), ready=_int(r[11]),
-                       oldest_ready=r[12], now=_time(r[13]))
+                       archive_mode=str(r[9]), has_command=_true(r[10]), ready=_int(ready[0]),
+                       oldest_ready=ready[1], oldest_ready_at=_time(ready[2]), now=_time(r[12]))
+
+
+def _true(value) -> bool:
+    return value in (True, "t", "true")
 
 
 def segment_start(name: str | None, segment_size: int) -> int | None:
@@ -147,10 +156,11 @@ def _behind(r: ArchiverRow, previous_lsn: int | None, max_age: float) -> str | N
     last = f"last WAL archived {_ago(age)} ago" if r.last_archived_time else f"no WAL archived in {_ago(age)}"
     if r.ready is not None:
         start = segment_start(r.oldest_ready, r.segment_size)
-        if not r.ready or start is None:
+        waited = (r.now - r.oldest_ready_at).total_seconds() if r.oldest_ready_at else 0.0
+        if not r.ready or start is None or waited <= max_age:  # a first write after a quiet spell: not behind
             return None
-        return (f"{last} while {human_bytes(r.current_lsn - start)} of WAL were written "
-                f"({r.ready} segment{'s' if r.ready > 1 else ''} waiting; max {_ago(max_age)})")
+        return (f"{last} while {human_bytes(r.current_lsn - start)} of WAL were written ({r.ready} "
+                f"segment{'s' if r.ready > 1 else ''} waiting, the oldest for {_ago(waited)}; max {_ago(max_age)})")
     if previous_lsn is None or r.current_lsn <= previous_lsn:
         return None
     return (f"{last} while {human_bytes(r.current_lsn - previous_lsn)} of WAL were written since the previous "
