@@ -134,6 +134,19 @@ def test_backup_age_from_pgbackrest_info(cluster, monkeypatch):
     assert after.ok and re.search(r"; newest pgBackRest backup \d+ s old$", after.detail), after.detail
 
 
+def test_segments_waiting_longer_than_max_archive_age_are_behind(cluster):
+    """Real archive_status: the unarchived segment's .ready file, its name and age, the WAL written since."""
+    _write_wal(cluster)
+    _until(lambda: _archiver(cluster)["failed_count"] > 0, "failed archive_command")
+    time.sleep(2.5)
+    check = MonitorConfig.model_validate({"checks": [{"id": "wal", "type": "archive", "max_archive_age": 2,
+                                                      "max_backup_age": None}]}).checks[0]
+    result = run_check(check, CheckContext(now=datetime.now(UTC), database_url=cluster.url()))
+    assert not result.ok
+    assert re.search(r"no WAL archived in \d+ s while \d+\.\d MiB of WAL were written \(1 segment waiting, the "
+                     r"oldest for \d+ s; max 2 s\)", result.detail), result.detail
+
+
 def test_a_role_without_pg_monitor_reads_the_row_but_not_the_waiting_segments(cluster):
     with cluster.connect() as conn:
         conn.execute("CREATE ROLE watcher LOGIN")
