@@ -173,3 +173,42 @@ def test_the_container_path_reads_the_same_row(pg_other_settings):
                                                       "database_container": pg_other_settings.name}]}).checks[0]
     result = run_check(check, CheckContext(now=datetime.now(UTC), database_url=INSIDE))
     assert not result.ok and result.detail == "archive_mode is off: no WAL is archived"
+
+
+@pytest.fixture
+def pitr_container():
+    from tests.harness.docker_pg import require_docker
+    from tests.harness.pitr import start_pitr_container
+
+    client = require_docker()
+    c = start_pitr_container(client, f"charhub-ops-test-{new_id('archive')}", stanza="charhub")
+    yield c
+    c.remove()
+    client.close()
+
+
+def test_the_container_path_end_to_end(pitr_container, monkeypatch):
+    """CharHub's layout: PostgreSQL in a container archiving through pgBackRest, the check querying through psql
+    in it and reading pgBackRest's info there — failing before `pitr setup`, passing after setup and a backup."""
+    from charhub_ops.pitr import ops
+
+    for key, value in {**pitr_container.settings_env(), "CHARHUB_OPS_PITR_CIPHER_PASS": "drill-passphrase",
+                       URL_ENV: INSIDE}.items():
+        monkeypatch.setenv(key, value)
+    check = MonitorConfig.model_validate({"checks": [{"id": "wal", "type": "archive", "database_url_env": URL_ENV,
+                                                      "database_container": pitr_container.name}]}).checks[0]
+    settings = load_settings()
+
+    def probe():
+        return run_check(check, context_for(check, settings, CheckState(check_id="wal"), datetime.now(UTC)))
+
+    pitr_container.pg.psql("CREATE TABLE drill (id int); INSERT INTO drill VALUES (1); SELECT pg_switch_wal()")
+    _until(lambda: "archiving is failing" in probe().detail, "failing archive_command seen in the container")
+    failing = probe()
+    assert not failing.ok and failing.detail.startswith("archiving is failing: last failure 0000000100000000000000")
+    pitr = ops.connect(settings)
+    ops.setup(pitr.pgb, pitr.config_text())
+    ops.backup(pitr.pgb, "full")
+    pitr_container.pg.psql("INSERT INTO drill VALUES (2); SELECT pg_switch_wal()")
+    _until(lambda: probe().ok, "a passing probe after setup and a full backup")
+    assert re.search(r"; newest pgBackRest backup \d+ s old$", probe().detail)
