@@ -98,7 +98,7 @@ def info(as_json: JsonOpt = False) -> None:
 
     from charhub_ops.pitr import ops
 
-    stanza = run_guarded(lambda: ops.info(connect_from_settings().pgb))
+    stanza = run_guarded(lambda: ops.info(connect_from_settings().pgb, must_exist=True))
     if as_json:
         print_json(ops.stanza_summary(stanza))
         return
