@@ -134,6 +134,23 @@ def test_backup_age_from_pgbackrest_info(cluster, monkeypatch):
     assert after.ok and re.search(r"; newest pgBackRest backup \d+ s old$", after.detail), after.detail
 
 
+def test_an_unreachable_repository_is_a_note_not_an_alarm(cluster, monkeypatch):
+    """pgBackRest's info against an S3 endpoint that refuses connections: retried for about four times the
+    check's backup_info_timeout (not pgBackRest's default 60 s each), then the probe passes with a note."""
+    for key, value in {**cluster.settings_env(), "CHARHUB_OPS_PITR_REPOSITORY": "s3://charhub-pitr/x"}.items():
+        monkeypatch.setenv(key, value)
+    cluster.config.write_text(
+        f"[global]\nrepo1-type=s3\nrepo1-path=/x\nrepo1-s3-bucket=charhub-pitr\nrepo1-s3-endpoint=127.0.0.1\n"
+        f"repo1-storage-port=1\nrepo1-s3-uri-style=path\nrepo1-s3-region=auto\nrepo1-s3-key=k\nrepo1-s3-key-secret=s3cret-value\n"
+        f"log-level-console=off\nlog-level-stderr=warn\n\n[{cluster.stanza}]\npg1-path={cluster.datadir}\n")
+    check = MonitorConfig.model_validate({"checks": [{"id": "wal", "type": "archive",
+                                                      "backup_info_timeout": 0.5}]}).checks[0]
+    settings = load_settings()
+    result = run_check(check, context_for(check, settings, CheckState(check_id="wal"), datetime.now(UTC)))
+    assert result.ok and "pgBackRest backups not checked (" in result.detail, result.detail
+    assert "s3cret-value" not in result.detail
+
+
 def test_segments_waiting_longer_than_max_archive_age_are_behind(cluster):
     """Real archive_status: the unarchived segment's .ready file, its name and age, the WAL written since."""
     _write_wal(cluster)

@@ -112,6 +112,9 @@ class ArchiveCheck(CheckBase):
                                                             "(30s, 5m, 1h or seconds)")
     max_backup_age: float | None = Field(26 * 3600.0, description="Newest pgBackRest backup at most this old "
                                                                   "(when its info is readable); null = not checked")
+    backup_info_timeout: float = Field(5.0, gt=0, le=60, description="pgBackRest's io-timeout for the info "
+                                                                     "call: an unreachable repository is a note "
+                                                                     "after about four times this")
 
     @field_validator("max_archive_age", "max_backup_age", mode="before")
     @classmethod

@@ -20,7 +20,7 @@ from charhub_ops.monitoring.config import MonitorConfig
 from charhub_ops.monitoring.state import CheckState, DiskSample, add_disk_sample, step
 from charhub_ops.monitoring.store import MonitorState
 from charhub_ops.monitoring.windows import active_windows
-from charhub_ops.pitr.command import PgBackRest
+from charhub_ops.pitr.command import PgBackRest, read_info
 from charhub_ops.settings import Settings
 from charhub_ops.storage import open_storage
 
@@ -60,11 +60,13 @@ def newest_backup(check, settings: Settings) -> Callable[[], datetime | None] | 
     the pitr group names a repository (pgBackRest configured); None otherwise (its age is not judged)."""
     if getattr(check, "type", None) != "archive" or check.max_backup_age is None or not settings.pitr.repository:
         return None
+    secrets = settings.secret_values()
     pgbackrest = PgBackRest(settings.pitr, container=check.database_container or settings.database.docker_container,
-                            secrets=settings.secret_values())
+                            secrets=secrets)
 
-    def read() -> datetime | None:
-        stanza = pgbackrest.info()
+    def read() -> datetime | None:  # a short io-timeout: a probe must not hang for minutes on a dead repository
+        text = pgbackrest.run("info", "--output=json", f"--io-timeout={check.backup_info_timeout:g}")
+        stanza = read_info(text, settings.pitr.stanza, config=settings.pitr.config_path, secrets=secrets)
         if not stanza.exists:
             raise ConfigError(f"pgBackRest stanza {stanza.name} does not exist yet (charhub-ops pitr setup)")
         return stanza.newest.stop if stanza.newest else None
