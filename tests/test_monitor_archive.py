@@ -128,7 +128,8 @@ def test_config_reads_durations_and_defaults():
         {"id": "wal", "type": "archive"},
         {"id": "wal2", "type": "archive", "max_archive_age": "10m", "max_backup_age": None,
          "database_container": "charhub-postgres-1"}]}).checks
-    assert (checks[0].max_archive_age, checks[0].max_backup_age) == (300.0, 26 * 3600.0)
+    first = checks[0]
+    assert (first.max_archive_age, first.max_backup_age, first.backup_info_timeout) == (300.0, 26 * 3600.0, 5.0)
     assert (checks[1].max_archive_age, checks[1].max_backup_age) == (600.0, None)
     assert checks[1].database_container == "charhub-postgres-1"
 
