@@ -129,3 +129,16 @@ def test_unreachable_repository_is_one_line_without_the_keys(cluster):
     line = one_error(pitr(cluster, "setup", **env), "repository unreachable", f"127.0.0.1:{closed}",
                      "Connection refused", "(pitr_repository, r2_endpoint_url)")
     assert line.startswith("error: pgbackrest info: ")
+
+
+def test_setup_reads_the_passphrase_from_the_secret_block(prefect_server, cluster):
+    from prefect.blocks.system import Secret
+
+    block = f"pitr-cipher-{uuid.uuid4().hex[:8]}"
+    Secret(value=PASS).save(block)
+    env = {"PREFECT_API_URL": prefect_server, "CHARHUB_OPS_PITR_CIPHER_PASS": "",
+           "CHARHUB_OPS_PITR_CIPHER_BLOCK": block}
+    assert ok_json(pitr(cluster, "setup", "--json", **env))["created"] is True
+    assert f"repo1-cipher-pass={PASS}\n" in cluster.config.read_text()
+    one_error(pitr(cluster, "setup", **{**env, "CHARHUB_OPS_PITR_CIPHER_BLOCK": "pitr-no-such-block"}),
+              "pitr_cipher_pass: not set", "Secret block pitr-no-such-block")
