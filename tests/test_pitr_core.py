@@ -115,9 +115,14 @@ def test_bad_input_is_one_line(cluster):
 def test_wrong_passphrase_is_one_line_and_the_right_one_repairs(cluster):
     ok_json(pitr(cluster, "setup", "--json"))
     ok_json(pitr(cluster, "backup", "--json"))
-    for args in (("setup",), ("info",), ("backup",)):
-        one_error(pitr(cluster, *args, CHARHUB_OPS_PITR_CIPHER_PASS=WRONG), "cannot decrypt the repository",
-                  "wrong passphrase (pitr_cipher_pass")
+    working = cluster.config.read_text()
+    one_error(pitr(cluster, "setup", CHARHUB_OPS_PITR_CIPHER_PASS=WRONG), "cannot decrypt the repository",
+              "wrong passphrase (pitr_cipher_pass")
+    assert cluster.config.read_text() == working, "the refused configuration went live"  # archive_command works
+    assert sorted(p.name for p in cluster.base.iterdir() if "pgbackrest.conf" in p.name) == ["pgbackrest.conf"]
+    cluster.config.write_text(working.replace(PASS, WRONG))  # a wrong passphrase in the live configuration
+    for args in (("info",), ("backup",)):
+        one_error(pitr(cluster, *args), "cannot decrypt the repository", "wrong passphrase (pitr_cipher_pass")
     assert len(ok_json(pitr(cluster, "setup", "--json")) and ok_json(pitr(cluster, "info", "--json"))["backups"]) == 1
 
 
