@@ -184,3 +184,28 @@ def test_classify(stderr, kind, code, transient, needle):
 def test_classify_masks_secrets():
     error = classify("check", f"ERROR: [105]: access denied for key {KEY}", secrets=[KEY])
     assert error.kind == "access" and KEY not in str(error) and "r2_access_key_id" in str(error)
+
+
+@pytest.mark.parametrize(("module", "names"), [
+    ("charhub_ops.pitr.config", {"Repository", "parse_repository", "repository_options", "render_config",
+                                 "CIPHER_TYPE"}),
+    ("charhub_ops.pitr.command", {"PgBackRest", "PgBackRestError", "classify", "read_info", "ERROR_NAMES"}),
+    ("charhub_ops.pitr.ops", {"BACKUP_KINDS", "Pitr", "SetupResult", "ExpireResult", "connect", "setup", "backup",
+                              "expire", "info", "backup_summary", "stanza_summary"}),
+    ("charhub_ops.pitr.retention", {"RetentionMapping", "map_retention", "MAX_COUNT"}),
+])
+def test_public_api_is_pinned(module, names):
+    import importlib
+
+    mod = importlib.import_module(module)
+    assert set(mod.__all__) == names and all(hasattr(mod, n) for n in names)
+
+
+def test_the_pitr_group_lists_its_commands_and_imports_no_prefect():
+    import subprocess
+    import sys
+
+    code = ("import sys, charhub_ops.cli.pitr as p; assert 'prefect' not in sys.modules; "
+            "print(' '.join(c.name or c.callback.__name__ for c in p.app.registered_commands))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=60)
+    assert {"setup", "backup", "info", "expire"} <= set(out.stdout.split())

@@ -46,7 +46,7 @@ def connect_from_settings(*, need_passphrase: bool = False):
 
     settings = load_settings()
     passphrase = None
-    if need_passphrase and settings.pitr.cipher_pass is None:
+    if need_passphrase and not (settings.pitr.cipher_pass and settings.pitr.cipher_pass.get_secret_value()):
         passphrase = _block_passphrase(settings.pitr.cipher_block)
     return connect(settings, cipher_pass=passphrase)
 
