@@ -28,8 +28,8 @@ def _ini(text: str) -> configparser.ConfigParser:
 def test_dockerfile_adds_pgbackrest_to_postgres_16_and_bakes_no_secret():
     text = (HERE / "Dockerfile").read_text()
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    assert lines[0] == "FROM postgres:16"
-    assert re.search(r"apt-get install -y --no-install-recommends[^\n]*\bpgbackrest\b", text)
+    assert lines[0] == "FROM postgres:16-alpine"  # CharHub's own image: same libc, same uid
+    assert re.search(r"apk add --no-cache[^\n]*\bpgbackrest\b", text)
     assert "chown postgres:postgres /etc/pgbackrest" in text or "-o postgres -g postgres" in text
     assert not re.search(r"(?i)(cipher-pass|s3-key|secret|password)\s*=", text)
 
