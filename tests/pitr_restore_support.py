@@ -3,55 +3,50 @@
 from __future__ import annotations
 
 import os
-import pwd
 import time
+
+from contextlib import contextmanager
 
 import pytest
 
 from charhub_ops.pgurl import parse_pg_url
-from charhub_ops.settings import PitrSettings
+from charhub_ops.pitr import ops
+from charhub_ops.pitr.ops import Pitr, connect
+from charhub_ops.settings import PitrSettings, load_settings
 from tests.harness.pitr import PitrCluster, pgbackrest_available, start_archiving_cluster
 
 
-class RawRunner:
-    """Stand-in for the core's PgBackRest until it is merged: the harness's raw tool, errors raised."""
+CIPHER = "restore-test-passphrase-7f3a"
 
-    def __init__(self, cluster: PitrCluster) -> None:
-        self.cluster = cluster
 
-    def run(self, command: str, *options: str) -> str:
-        proc = self.cluster.pgbackrest(command, *options)
-        if proc.returncode != 0:
-            from charhub_ops.errors import DatabaseError
+@contextmanager
+def patched_env(env: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
 
-            raise DatabaseError(f"pgbackrest: {command}: {proc.stderr.strip().splitlines()[0]}")
-        return proc.stdout
+
+def cluster_env(cluster: PitrCluster) -> dict[str, str]:
+    return {**cluster.settings_env(), "CHARHUB_OPS_PITR_CIPHER_PASS": CIPHER}
+
+
+def core(cluster: PitrCluster) -> Pitr:
+    """The core's wiring (settings → PgBackRest, config text) for this cluster."""
+    with patched_env(cluster_env(cluster)):
+        return connect(load_settings())
 
 
 def configure(cluster: PitrCluster) -> None:
-    cluster.config.write_text(f"""[global]
-repo1-path={cluster.repo}
-repo1-retention-full=2
-log-level-console=warn
-log-level-file=off
-start-fast=y
-lock-path={cluster.base}/lock
-[{cluster.stanza}]
-pg1-path={cluster.datadir}
-pg1-port={cluster.port}
-pg1-socket-path={cluster.socket_dir}
-""")
-    if os.geteuid() == 0:
-        pw = pwd.getpwnam("postgres")
-        os.chown(cluster.config, pw.pw_uid, pw.pw_gid)
-    for args in (("stanza-create",), ("check",)):
-        proc = cluster.pgbackrest(*args)
-        assert proc.returncode == 0, proc.stderr
+    pitr = core(cluster)
+    ops.setup(pitr.pgb, pitr.config_text())
 
 
-def backup(cluster: PitrCluster, kind: str = "full") -> None:
-    proc = cluster.pgbackrest("backup", f"--type={kind}")
-    assert proc.returncode == 0, proc.stderr
+def backup(cluster: PitrCluster, kind: str = "full"):
+    return ops.backup(core(cluster).pgb, kind)
 
 
 def pitr_settings(cluster: PitrCluster) -> PitrSettings:

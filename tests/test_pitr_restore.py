@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from charhub_ops.errors import ConfigError
+from charhub_ops.errors import ConfigError, DatabaseError
 from charhub_ops.pitr.restore import Target, check_into, restore_local, restore_options, target_text
 from charhub_ops.pitr.scratch import LocalScratch, scratch_copy
 from charhub_ops.pitr.restore import data_owner
 from tests.pitr_restore_support import (
-    RawRunner,
+    core,
     archive_now,
     backup,
     base_url,
@@ -68,7 +68,7 @@ def test_check_into_refuses_the_live_directory_and_non_empty_ones(tmp_path):
 def test_restore_refuses_the_live_directory_without_touching_it(cluster):
     before = sorted(p.name for p in cluster.datadir.iterdir())
     with pytest.raises(ConfigError, match="--into: .*live data directory"):
-        restore_local(RawRunner(cluster), pitr_settings(cluster), Target.latest(), cluster.datadir)
+        restore_local(core(cluster).pgb, Target.latest(), cluster.datadir)
     assert sorted(p.name for p in cluster.datadir.iterdir()) == before
     with cluster.connect() as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
@@ -90,19 +90,19 @@ def test_point_in_time_restore_has_rows_before_the_target_and_not_after(cluster,
         time.sleep(1.1)
         conn.execute("INSERT INTO pit (note) VALUES ('after')")
     archive_now(cluster)
-    pitr = pitr_settings(cluster)
-    with scratch_copy(RawRunner(cluster), pitr, Target.at(target), base_url(cluster), str(cluster.base)) as (sc, res):
+    pgb = core(cluster).pgb
+    with scratch_copy(pgb, Target.at(target), base_url(cluster), str(cluster.base)) as (sc, res):
         assert _rows(sc, cluster) == ["before"]
         assert res.target.startswith("time ")
         datadir = sc.datadir
     assert not datadir.exists()  # always removed
-    with scratch_copy(RawRunner(cluster), pitr, Target.latest(), base_url(cluster), str(cluster.base)) as (sc, _):
+    with scratch_copy(pgb, Target.latest(), base_url(cluster), str(cluster.base)) as (sc, _):
         assert _rows(sc, cluster) == ["before", "after"]
 
 
 def test_restored_copy_does_not_archive_into_the_stanza(cluster, tmp_path):
     new = cluster.base / "copy"
-    restore_local(RawRunner(cluster), pitr_settings(cluster), Target.latest(), new)
+    restore_local(core(cluster).pgb, Target.latest(), new)
     assert "archive_mode = 'off'" in (new / "postgresql.auto.conf").read_text()
     scratch = LocalScratch(new, data_owner(pitr_settings(cluster)))
     try:
@@ -113,3 +113,33 @@ def test_restored_copy_does_not_archive_into_the_stanza(cluster, tmp_path):
             assert conn.execute("SHOW archive_mode").fetchone()[0] == "off"
     finally:
         scratch.remove()
+
+
+def test_full_diff_incr_chain_restores_the_newest_writes(cluster):
+    with cluster.connect() as conn:
+        conn.execute("CREATE TABLE chain (step text)")
+        conn.execute("INSERT INTO chain VALUES ('after-full')")
+        diff = backup(cluster, "diff")
+        conn.execute("INSERT INTO chain VALUES ('after-diff')")
+        incr = backup(cluster, "incr")
+        conn.execute("INSERT INTO chain VALUES ('after-incr')")
+    assert (diff.type, incr.type, incr.prior) == ("diff", "incr", diff.label)
+    archive_now(cluster)
+    with scratch_copy(core(cluster).pgb, Target.latest(), base_url(cluster), str(cluster.base)) as (sc, _):
+        import psycopg
+
+        with psycopg.connect(sc.url(base_url(cluster)).conninfo) as conn:
+            steps = [r[0] for r in conn.execute("SELECT step FROM chain ORDER BY step")]
+    assert steps == ["after-diff", "after-full", "after-incr"]
+
+
+def test_missing_stanza_is_one_line(cluster):
+    from charhub_ops.pitr.command import PgBackRest
+
+    pgb = core(cluster).pgb
+    wrong = PgBackRest(pgb.pitr.model_copy(update={"stanza": "nosuchstanza"}))
+    with pytest.raises(DatabaseError) as caught:
+        restore_local(wrong, Target.latest(), cluster.base / "never")
+    message = str(caught.value)
+    assert "\n" not in message and "stanza" in message, message
+    assert not (cluster.base / "never").exists()

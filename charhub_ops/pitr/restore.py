@@ -16,10 +16,11 @@ Contracts:
     The pgBackRest options: ``--pg1-path`` of the new directory, the target, and always ``--archive-mode=off``:
     a restored copy that archived into the production stanza would push a new timeline's WAL and history
     file into the live archive. ``--delta``/``--force`` are never used (they overwrite a directory in place).
-``restore_local(pgb, pitr, target, into) -> RestoreResult``
+``restore_local(pgb, target, into) -> RestoreResult``
     Local mode (the database runs on this host): creates ``into`` (0700, owner of the live data directory's
     parent, as pgBackRest runs as that user) and runs ``pgbackrest restore`` through ``pgb``. On failure the
     half-restored files are removed (the directory was new or empty: nothing of anyone else's is lost).
+    Before anything is written, ``preflight``: a missing stanza or an empty repository is one line.
 Container mode (the database in a container) lives in :mod:`charhub_ops.pitr.scratch`
 (``ScratchContainer``): a new container from ``pitr_image`` with a new named volume.
 """
@@ -33,19 +34,15 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
-from charhub_ops.errors import ConfigError
+from charhub_ops.errors import ConfigError, DatabaseError
+from charhub_ops.pitr.command import PgBackRest
+from charhub_ops.pitr.info import StanzaInfo
 from charhub_ops.settings import PitrSettings
 
-__all__ = ["Target", "RestoreResult", "Runner", "check_into", "restore_options", "restore_local", "data_owner",
+__all__ = ["Target", "RestoreResult", "preflight", "check_into", "restore_options", "restore_local", "data_owner",
            "target_text"]
-
-
-class Runner(Protocol):
-    """What restore needs of :class:`charhub_ops.pitr.command.PgBackRest`."""
-
-    def run(self, command: str, *options: str) -> str: ...
 
 
 def target_text(when: datetime) -> str:
@@ -140,19 +137,41 @@ def _create(new: Path, owner: pwd.struct_passwd) -> None:
         raise ConfigError(f"--into: cannot create {new}: {exc.strerror}") from exc
 
 
-def restore_local(pgb: Runner, pitr: PitrSettings, target: Target, into: str | os.PathLike) -> RestoreResult:
+def _restorer(pgb: PgBackRest, new: Path) -> PgBackRest:
+    """``pgb`` running as the new directory's owner: the live directory may be gone (the instance died)."""
+    return PgBackRest(pgb.pitr.model_copy(update={"pg_path": str(new)}), secrets=pgb.secrets)
+
+
+def preflight(pgb: PgBackRest) -> StanzaInfo:
+    """The stanza, which must exist and hold a backup (else one line naming what to run)."""
+    stanza = pgb.info()
+    if not stanza.exists:
+        raise pgb.fail("restore", "ERROR: [055]: unable to load info file: stanza missing (stanza-create)")
+    if stanza.newest is None:
+        raise DatabaseError(f"pgbackrest restore (stanza {pgb.pitr.stanza}): the repository holds no backup yet: "
+                            "run `charhub-ops pitr backup` first")
+    return stanza
+
+
+def _clear(new: Path, existed: bool) -> None:
+    if existed:
+        for child in new.iterdir():
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(new, ignore_errors=True)
+
+
+def restore_local(pgb: PgBackRest, target: Target, into: str | os.PathLike) -> RestoreResult:
     """Restore ``target`` into the new directory ``into`` on this host (see the module docstring)."""
-    new = check_into(into, pitr.pg_path)
+    new = check_into(into, pgb.pitr.pg_path)
     existed = new.exists()
-    _create(new, data_owner(pitr))
+    _create(new, data_owner(pgb.pitr))
     started = time.monotonic()
     try:
-        pgb.run("restore", *restore_options(target, str(new)))
+        runner = _restorer(pgb, new)
+        preflight(runner)
+        runner.run("restore", *restore_options(target, str(new)))
     except BaseException:
-        if existed:
-            for child in new.iterdir():
-                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
-        else:
-            shutil.rmtree(new, ignore_errors=True)
+        _clear(new, existed)
         raise
     return RestoreResult(target=target.describe(), into=str(new), seconds=time.monotonic() - started)

@@ -10,7 +10,7 @@ Contracts:
     connections. Recovery that fails (a target after the end of the archive, a missing WAL segment) raises
     ``DatabaseError`` with the server's own FATAL line. ``url(base)`` is ``base`` (user, password, database)
     pointed at the scratch socket. ``remove()`` stops it (immediate) and deletes the directory; never raises.
-``scratch_copy(pgb, pitr, target, base, work_dir) -> Iterator[(LocalScratch, RestoreResult)]``
+``scratch_copy(pgb, target, base, work_dir) -> Iterator[(LocalScratch, RestoreResult)]``
     Restore ``target`` into a new directory under ``work_dir``, start it, yield it, and always remove it
     (also when the restore or the start fails).
 """
@@ -32,8 +32,8 @@ import psycopg
 
 from charhub_ops.errors import ConfigError, DatabaseError
 from charhub_ops.pgurl import PgUrl
-from charhub_ops.pitr.restore import RestoreResult, Runner, Target, data_owner, restore_local
-from charhub_ops.settings import PitrSettings
+from charhub_ops.pitr.command import PgBackRest
+from charhub_ops.pitr.restore import RestoreResult, Target, data_owner, restore_local
 
 __all__ = ["LocalScratch", "scratch_copy", "free_port", "last_fatal"]
 
@@ -145,13 +145,13 @@ def _work_base(work_dir: str | None) -> Path:
 
 
 @contextmanager
-def scratch_copy(pgb: Runner, pitr: PitrSettings, target: Target, base: PgUrl, work_dir: str | None = None,
+def scratch_copy(pgb: PgBackRest, target: Target, base: PgUrl, work_dir: str | None = None,
                  timeout: float = 3600.0) -> Iterator[tuple[LocalScratch, RestoreResult]]:
     """Restore ``target`` into a new directory, start it, yield (instance, restore result); always removed."""
     parent = _work_base(work_dir)
-    scratch = LocalScratch(parent / "data", data_owner(pitr))
+    scratch = LocalScratch(parent / "data", data_owner(pgb.pitr))
     try:
-        restored = restore_local(pgb, pitr, target, scratch.datadir)
+        restored = restore_local(pgb, target, scratch.datadir)
         scratch.start(base, timeout)
         yield scratch, restored
     finally:
