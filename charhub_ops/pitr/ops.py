@@ -32,7 +32,8 @@ from charhub_ops.pitr.info import BackupInfo, StanzaInfo
 from charhub_ops.pitr.retention import RetentionMapping, map_retention
 from charhub_ops.settings import Settings
 
-__all__ = ["BACKUP_KINDS", "Pitr", "SetupResult", "ExpireResult", "connect", "setup", "backup", "expire", "info"]
+__all__ = ["BACKUP_KINDS", "Pitr", "SetupResult", "ExpireResult", "connect", "setup", "backup", "expire", "info",
+           "backup_summary", "stanza_summary"]
 
 BACKUP_KINDS = ("full", "diff", "incr")
 _LABEL = r"\d{8}-\d{6}F(?:_\d{8}-\d{6}[DI])?"
@@ -120,3 +121,18 @@ def expire(pgb: PgBackRest, mapping: RetentionMapping, dry_run: bool = False) ->
     expired = [label for m in _EXPIRED.finditer(log) for label in m.group(1).split(", ")]
     return ExpireResult(dry_run=dry_run, expired=tuple(dict.fromkeys(expired)),
                         archive_ranges=tuple(_ARCHIVE.findall(log)), mapping=mapping)
+
+
+def backup_summary(b: BackupInfo) -> dict:
+    """One backup as JSON-ready data (``pitr info --json``, artifacts)."""
+    return {"label": b.label, "type": b.type, "start": b.start.isoformat(), "stop": b.stop.isoformat(),
+            "seconds": b.seconds, "size_bytes": b.size, "delta_bytes": b.delta, "repo_size_bytes": b.repo_size,
+            "repo_delta_bytes": b.repo_delta, "wal_start": b.wal_start, "wal_stop": b.wal_stop, "prior": b.prior,
+            "error": b.error}
+
+
+def stanza_summary(s: StanzaInfo) -> dict:
+    """The stanza as JSON-ready data: status, WAL range archived, backups oldest first."""
+    return {"stanza": s.name, "exists": s.exists, "status_code": s.status_code, "status": s.status_message,
+            "cipher": s.cipher, "wal_min": s.wal_min, "wal_max": s.wal_max, "backup_running": s.backup_running,
+            "backups": [backup_summary(b) for b in sorted(s.backups, key=lambda b: b.start)]}
