@@ -41,7 +41,7 @@ from charhub_ops.pitr.command import PgBackRest
 from charhub_ops.pitr.info import StanzaInfo
 from charhub_ops.settings import PitrSettings
 
-__all__ = ["Target", "RestoreResult", "preflight", "check_into", "restore_options", "restore_local", "data_owner",
+__all__ = ["Target", "RestoreResult", "preflight", "check_into", "restore_options", "restore_local", "restore_into", "data_owner",
            "target_text"]
 
 
@@ -175,3 +175,13 @@ def restore_local(pgb: PgBackRest, target: Target, into: str | os.PathLike) -> R
         _clear(new, existed)
         raise
     return RestoreResult(target=target.describe(), into=str(new), seconds=time.monotonic() - started)
+
+
+def restore_into(pgb: PgBackRest, target: Target, into: str) -> RestoreResult:
+    """``restore_local``, or with the database in a container (``pgb.container``) a new container holding a new
+    volume ``into`` (:func:`charhub_ops.pitr.scratch_container.restore_container`)."""
+    if pgb.container:
+        from charhub_ops.pitr.scratch_container import restore_container
+
+        return restore_container(pgb, target, into)
+    return restore_local(pgb, target, into)
