@@ -67,3 +67,18 @@ def test_restore_into_a_new_container_and_volume(live):
     with pytest.raises(docker.errors.NotFound):
         client.volumes.get(volume)
     assert pc.pg.psql("SELECT count(*) FROM kept").strip() == "2"  # the live one untouched
+
+
+INSIDE = "postgresql://postgres@/postgres?host=/var/run/postgresql"  # the live database as seen in its container
+
+
+def test_verify_in_a_scratch_container(live):
+    from charhub_ops.pitr.verify import verify
+
+    pc, pitr, client = live
+    before = {c.name for c in client.containers.list(all=True)}
+    result = verify(pitr.pgb, parse_pg_url(INSIDE), hash_limit_bytes=32 << 20)
+    assert result.ok, result.mismatches
+    assert result.tables >= 1 and result.hashed_tables == result.tables
+    assert {c.name for c in client.containers.list(all=True)} == before  # the scratch container is gone
+    assert not [v for v in client.volumes.list() if v.name.startswith("charhub-ops-scratch-")]

@@ -12,7 +12,8 @@ Contracts:
     pointed at the scratch socket. ``remove()`` stops it (immediate) and deletes the directory; never raises.
 ``scratch_copy(pgb, target, base, work_dir) -> Iterator[(LocalScratch, RestoreResult)]``
     Restore ``target`` into a new directory under ``work_dir``, start it, yield it, and always remove it
-    (also when the restore or the start fails).
+    (also when the restore or the start fails). With the database in a container (``pgb.container``): a new
+    container and volume instead (:class:`charhub_ops.pitr.scratch_container.ScratchContainer`), removed too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +36,7 @@ from charhub_ops.errors import ConfigError, DatabaseError
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.pitr.command import PgBackRest
 from charhub_ops.pitr.restore import RestoreResult, Target, data_owner, restore_local
+from charhub_ops.postgres import PsycopgSession, SqlSession
 
 __all__ = ["LocalScratch", "scratch_copy", "free_port", "last_fatal"]
 
@@ -104,6 +107,9 @@ class LocalScratch:
         url = PgUrl("", params, base.setting, base.prisma_schema)
         return url.with_params(host=str(self.datadir), port=str(self.port), dbname=dbname or base.dbname)
 
+    def session(self, base: PgUrl, dbname: str | None = None) -> SqlSession:
+        return PsycopgSession(self.url(base, dbname))
+
     def _running(self) -> bool:
         return self._run("status", check=False).returncode == 0
 
@@ -147,7 +153,11 @@ def _work_base(work_dir: str | None) -> Path:
 @contextmanager
 def scratch_copy(pgb: PgBackRest, target: Target, base: PgUrl, work_dir: str | None = None,
                  timeout: float = 3600.0) -> Iterator[tuple[LocalScratch, RestoreResult]]:
-    """Restore ``target`` into a new directory, start it, yield (instance, restore result); always removed."""
+    """Restore ``target`` into a new directory (or, with ``pgb.container``, a new container and volume), start it,
+    yield (instance, restore result); always removed. Both instances have ``url(base)`` and ``session(base)``."""
+    if pgb.container:
+        yield from _container_copy(pgb, target, base, timeout)
+        return
     parent = _work_base(work_dir)
     scratch = LocalScratch(parent / "data", data_owner(pgb.pitr))
     try:
@@ -157,3 +167,19 @@ def scratch_copy(pgb: PgBackRest, target: Target, base: PgUrl, work_dir: str | N
     finally:
         scratch.remove()
         shutil.rmtree(parent, ignore_errors=True)
+
+
+def _container_copy(pgb: PgBackRest, target: Target, base: PgUrl, timeout: float):
+    from charhub_ops.pitr.scratch_container import ScratchContainer
+
+    scratch = ScratchContainer(pgb, f"charhub-ops-scratch-{uuid.uuid4().hex[:12]}")
+    started = time.monotonic()
+    try:
+        scratch.create()
+        scratch.restore(target)
+        restored = RestoreResult(target=target.describe(), into=scratch.volume, seconds=time.monotonic() - started,
+                                 container=scratch.name)
+        scratch.start(base, timeout)
+        yield scratch, restored
+    finally:
+        scratch.remove()

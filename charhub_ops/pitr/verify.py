@@ -19,7 +19,8 @@ state of the live database:
    writes without ever going idle for a minute can still make its table look mismatched (a false alarm,
    never a missed one for a table nobody wrote).
 
-The drill needs the rights of the backup itself: ``pg_create_restore_point`` and ``pg_switch_wal`` (a
+With the database in a container, both sides are psql sessions inside the containers (the scratch one is a new
+container, :mod:`charhub_ops.pitr.scratch_container`). The drill needs the rights of the backup itself: ``pg_create_restore_point`` and ``pg_switch_wal`` (a
 superuser, CharHub's ``POSTGRES_USER``, or the grants). The verdict is a :class:`VerifyResult`; the scratch
 instance is always removed.
 """
@@ -38,7 +39,7 @@ from charhub_ops.pgurl import PgUrl
 from charhub_ops.pitr.command import PgBackRest
 from charhub_ops.pitr.restore import Target
 from charhub_ops.pitr.scratch import scratch_copy
-from charhub_ops.postgres import HASH_FORMAT, PsycopgSession, SqlSession, list_tables, table_checks
+from charhub_ops.postgres import HASH_FORMAT, SqlSession, list_tables, open_session, table_checks
 from charhub_ops.restore.engine import check_tables
 
 __all__ = ["VerifyResult", "verify", "restore_point_name", "snapshot_stats", "write_counters", "STATS_SETTLE"]
@@ -110,16 +111,16 @@ def verify(pgb: PgBackRest, live_url: PgUrl, *, hash_limit_bytes: int, work_dir:
     """The drill described in the module docstring, on ``live_url``'s database."""
     started, point = time.monotonic(), restore_point_name(datetime.now(UTC))
     label = pgb.info().newest
-    with PsycopgSession(live_url) as live:
+    with open_session(live_url, pgb.container) as live:
         before = write_counters(live)
         stats = snapshot_stats(live, hash_limit_bytes)
         _make_point(live, point, archive_timeout)
     pointed = time.monotonic()
     with scratch_copy(pgb, Target.point(point), live_url, work_dir, timeout) as (scratch, restored):
         time.sleep(max(0.0, STATS_SETTLE - (time.monotonic() - pointed)))
-        with PsycopgSession(live_url) as live:
+        with open_session(live_url, pgb.container) as live:
             written = _written(before, write_counters(live), stats)
-        with PsycopgSession(scratch.url(live_url)) as copy:
+        with scratch.session(live_url) as copy:
             checked = check_tables(copy, [t for t in stats if (t.schema_name, t.name) not in written],
                                    HASH_FORMAT, source="live snapshot")
     return VerifyResult(ok=checked.ok, database=live_url.dbname, target=restored.target, restore_point=point,
