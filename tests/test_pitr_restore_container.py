@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 import time
 import uuid
 
@@ -81,4 +82,28 @@ def test_verify_in_a_scratch_container(live):
     assert result.ok, result.mismatches
     assert result.tables >= 1 and result.hashed_tables == result.tables
     assert {c.name for c in client.containers.list(all=True)} == before  # the scratch container is gone
+    assert not [v for v in client.volumes.list() if v.name.startswith("charhub-ops-scratch-")]
+
+
+def test_recover_table_between_containers(live):
+    from charhub_ops.pitr.recover import plan_recovery, recover_table
+    from charhub_ops.postgres import open_session
+
+    pc, pitr, client = live
+    pc.pg.psql("CREATE TABLE msgs (id int PRIMARY KEY, body text NOT NULL); "
+               "INSERT INTO msgs SELECT g, 'm' || g FROM generate_series(1, 30) g")
+    time.sleep(1.1)
+    at = datetime.fromisoformat(pc.pg.psql("SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', "
+                                           "'YYYY-MM-DD\"T\"HH24:MI:SS.US+00:00')").strip())
+    time.sleep(1.1)
+    pc.pg.psql("DELETE FROM msgs WHERE id > 3; INSERT INTO kept VALUES ('newer')")
+    _archive(pc)
+    url = parse_pg_url(INSIDE)
+    with open_session(url, pc.name) as session:
+        plan = plan_recovery(session, "msgs", at, "postgres")
+    result = recover_table(pitr.pgb, plan, url)
+    assert (result.rows, result.columns) == (30, 2)
+    assert pc.pg.psql(f'SELECT count(*) FROM "{plan.new_name}"').strip() == "30"
+    assert pc.pg.psql("SELECT count(*) FROM msgs").strip() == "3"
+    assert pc.pg.psql("SELECT count(*) FROM kept WHERE v = 'newer'").strip() == "1"
     assert not [v for v in client.volumes.list() if v.name.startswith("charhub-ops-scratch-")]

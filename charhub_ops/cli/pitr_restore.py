@@ -116,13 +116,13 @@ def recover_table(
     nothing else (the cluster is restored into a scratch instance, removed afterwards)."""
     from charhub_ops.pitr.recover import plan_recovery
     from charhub_ops.pitr.recover import recover_table as recover
-    from charhub_ops.postgres import PsycopgSession
+    from charhub_ops.postgres import open_session
 
     def plan():
         pitr = connect_from_settings()
         url = _live_url(pitr)
         url = url.with_dbname(database) if database else url
-        with PsycopgSession(url) as session:
+        with open_session(url, pitr.pgb.container) as session:
             return pitr, url, plan_recovery(session, table, parse_time(at, "--at"), url.dbname)
 
     pitr, url, the_plan = run_guarded(plan)

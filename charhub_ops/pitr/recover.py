@@ -19,6 +19,8 @@ Contracts:
     fire; NOT NULL neither) — and streams the rows with ``COPY ... TO STDOUT`` on the scratch instance into
     ``COPY ... FROM STDIN`` on the live one (text format, bounded memory). A failure rolls the
     transaction back: the live database is as before. Identifiers always go through ``psycopg.sql``.
+    With the database in a container: the scratch instance is a new container, the new table is built there
+    and moved with ``pg_dump -Fc -t`` → ``pg_restore --single-transaction`` between the two containers.
 ``dry run``: the caller stops after ``plan_recovery`` and prints ``RecoverPlan.describe()``.
 """
 
@@ -36,7 +38,8 @@ from charhub_ops.pgurl import PgUrl
 from charhub_ops.pitr.command import PgBackRest
 from charhub_ops.pitr.restore import RestoreResult, Target
 from charhub_ops.pitr.scratch import scratch_copy
-from charhub_ops.postgres import PsycopgSession, SqlSession
+from charhub_ops.docker_exec import ContainerExec
+from charhub_ops.postgres import PsycopgSession, SqlSession, open_session, tool_command
 
 __all__ = ["RecoverPlan", "RecoverResult", "split_table", "recovered_name", "plan_recovery", "recover_table"]
 
@@ -123,13 +126,18 @@ def _columns(conn: psycopg.Connection, plan: RecoverPlan) -> list[tuple[str, str
     return columns
 
 
+def _create(new: sql.Identifier, columns: list[tuple[str, str]]) -> sql.Composed:
+    """CREATE TABLE with the column names and types only (format_type's text: no defaults, no constraints)."""
+    return sql.SQL("CREATE TABLE {} ({})").format(new, sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns))
+
+
 def _copy(source: psycopg.Connection, live: psycopg.Connection, plan: RecoverPlan,
           columns: list[tuple[str, str]]) -> int:
     """CREATE the new table and stream the rows, in one live transaction; returns the rows copied."""
     names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in columns)
     new = sql.Identifier(plan.schema, plan.new_name)
-    create = sql.SQL("CREATE TABLE {} ({})").format(new, sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in columns))
+    create = _create(new, columns)
     read = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(names, sql.Identifier(plan.schema, plan.table))
     with live.transaction(), live.cursor() as cur:
         if cur.execute(sql.SQL(_EXISTS).format(sql.Literal(plan.schema), sql.Literal(plan.new_name))).fetchone():
@@ -141,16 +149,47 @@ def _copy(source: psycopg.Connection, live: psycopg.Connection, plan: RecoverPla
         return cur.rowcount
 
 
+def _copy_in_containers(pgb: PgBackRest, scratch, plan: RecoverPlan, url: PgUrl) -> tuple[int, int]:
+    """Container mode: the new table is built in the scratch instance (same columns, no constraints), then
+    ``pg_dump -Fc -t`` of it in the scratch container is streamed into ``pg_restore --single-transaction`` in the
+    database container (nothing but that table; a failure rolls back). Returns (rows, columns)."""
+    new = sql.Identifier(plan.schema, plan.new_name)
+    with scratch.session(url) as session:
+        columns = [(str(n), str(t)) for n, t in session.query(
+            sql.SQL(_COLUMNS).format(sql.Literal(plan.schema), sql.Literal(plan.table)).as_string(None))]
+        if not columns:
+            raise NotFoundError(f"recover-table: {plan.schema}.{plan.table} did not exist in database "
+                                f"{plan.database} at {plan.target.describe()}")
+        names = sql.SQL(", ").join(sql.Identifier(n) for n, _ in columns)
+        session.query(_create(new, columns).as_string(None))
+        ((rows,),) = session.query(sql.SQL("WITH i AS (INSERT INTO {} SELECT {} FROM {} RETURNING 1) SELECT count(*) "
+                                           "FROM i").format(new, names, sql.Identifier(plan.schema, plan.table))
+                                   .as_string(None))
+    with open_session(url, pgb.container) as live:
+        if _exists(live, plan.schema, plan.new_name):
+            raise ConfigError(f"--table: {plan.schema}.{plan.new_name} appeared meanwhile; nothing was changed")
+    source_url = scratch.url(url)
+    dump = ContainerExec(scratch.name, scratch.client).stream(tool_command(source_url, [
+        "pg_dump", "-Fc", "--no-owner", "--no-privileges", "-t", new.as_string(None)]), env=source_url.tool_env())
+    with dump:
+        ContainerExec(pgb.container, scratch.client).run_with_input(tool_command(url, [
+            "pg_restore", "--single-transaction", "--no-owner", "--no-privileges"]), dump, env=url.tool_env())
+    return int(rows), len(columns)
+
+
 def recover_table(pgb: PgBackRest, plan: RecoverPlan, live_url: PgUrl, *, work_dir: str | None = None,
                   timeout: float = 3600.0) -> RecoverResult:
     started = time.monotonic()
     url = live_url.with_dbname(plan.database)
     with scratch_copy(pgb, plan.target, url, work_dir, timeout) as (scratch, restored):
-        try:
-            with PsycopgSession(scratch.url(url)) as source, PsycopgSession(url) as live:
-                columns = _columns(source.conn, plan)
-                rows = _copy(source.conn, live.conn, plan, columns)
-        except psycopg.Error as exc:
-            raise DatabaseError(f"recover-table: {str(exc).strip().splitlines()[0]}") from exc
-    return RecoverResult(plan=plan, rows=rows, columns=len(columns), seconds=time.monotonic() - started,
+        if pgb.container:
+            rows, ncolumns = _copy_in_containers(pgb, scratch, plan, url)
+        else:
+            try:
+                with PsycopgSession(scratch.url(url)) as source, PsycopgSession(url) as live:
+                    columns = _columns(source.conn, plan)
+                    rows, ncolumns = _copy(source.conn, live.conn, plan, columns), len(columns)
+            except psycopg.Error as exc:
+                raise DatabaseError(f"recover-table: {str(exc).strip().splitlines()[0]}") from exc
+    return RecoverResult(plan=plan, rows=rows, columns=ncolumns, seconds=time.monotonic() - started,
                          restored=restored)
