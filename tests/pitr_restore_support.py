@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-
 from contextlib import contextmanager
 
 import pytest
@@ -14,7 +13,6 @@ from charhub_ops.pitr import ops
 from charhub_ops.pitr.ops import Pitr, connect
 from charhub_ops.settings import PitrSettings, load_settings
 from tests.harness.pitr import PitrCluster, pgbackrest_available, start_archiving_cluster
-
 
 CIPHER = "restore-test-passphrase-7f3a"
 

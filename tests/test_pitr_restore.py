@@ -8,14 +8,13 @@ from datetime import UTC, datetime
 import pytest
 
 from charhub_ops.errors import ConfigError, DatabaseError
-from charhub_ops.pitr.restore import Target, check_into, restore_local, restore_options, target_text
+from charhub_ops.pitr.restore import Target, check_into, data_owner, restore_local, restore_options, target_text
 from charhub_ops.pitr.scratch import LocalScratch, scratch_copy
-from charhub_ops.pitr.restore import data_owner
 from tests.pitr_restore_support import (
-    core,
     archive_now,
     backup,
     base_url,
+    core,
     new_cluster,
     pitr_settings,
 )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime
 import time
 import uuid
+from datetime import datetime
 
 import docker
 import pytest

@@ -53,7 +53,8 @@ def _live_url(pitr):
 def restore(
     into: IntoOpt,
     target_time: Annotated[str | None, typer.Option(
-        "--target-time", help="Recover up to this time (ISO 8601; naive = UTC), commits at that time included.")] = None,
+        "--target-time",
+        help="Recover up to this time (ISO 8601; naive = UTC), commits at that time included.")] = None,
     latest: Annotated[bool, typer.Option("--latest", help="Recover every archived WAL (the newest state).")] = False,
     restore_point: Annotated[str | None, typer.Option(
         "--restore-point", help="Recover to a named restore point (pg_create_restore_point).")] = None,

@@ -33,17 +33,18 @@ from datetime import UTC, datetime
 import psycopg
 from psycopg import sql
 
+from charhub_ops.docker_exec import ContainerExec
 from charhub_ops.errors import ConfigError, DatabaseError, NotFoundError
 from charhub_ops.pgurl import PgUrl
 from charhub_ops.pitr.command import PgBackRest
 from charhub_ops.pitr.restore import RestoreResult, Target
 from charhub_ops.pitr.scratch import scratch_copy
-from charhub_ops.docker_exec import ContainerExec
 from charhub_ops.postgres import PsycopgSession, SqlSession, open_session, tool_command
 
 __all__ = ["RecoverPlan", "RecoverResult", "split_table", "recovered_name", "plan_recovery", "recover_table"]
 
-_EXISTS = "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = {} AND c.relname = {}"
+_EXISTS = ("SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+           "WHERE n.nspname = {} AND c.relname = {}")
 _COLUMNS = """SELECT a.attname, format_type(a.atttypid, a.atttypmod)
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = {} AND c.relname = {} AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped

@@ -41,7 +41,8 @@ from charhub_ops.pitr.command import PgBackRest
 from charhub_ops.pitr.info import StanzaInfo
 from charhub_ops.settings import PitrSettings
 
-__all__ = ["Target", "RestoreResult", "preflight", "check_into", "restore_options", "restore_local", "restore_into", "data_owner",
+__all__ = ["Target", "RestoreResult", "preflight", "check_into", "restore_options", "restore_local", "restore_into",
+           "data_owner",
            "target_text"]
 
 
