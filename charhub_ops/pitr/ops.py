@@ -1,9 +1,11 @@
 """The pgBackRest operations of the ``pitr`` pipeline: setup, backup, expire, info.
 
 ``setup(pgb, config_text) -> SetupResult``
-    Writes the configuration (``PgBackRest.install_config``), creates the stanza only when ``info`` says it
-    is missing, then runs ``check`` (a WAL switch must reach the repository through PostgreSQL's
-    ``archive_command``). Idempotent: a second run rewrites the same file, finds the stanza and checks again.
+    Writes the configuration as a candidate (``<pitr_config_path>.new``), reads the repository with it
+    (``info``: passphrase, reachability) and creates the stanza only when ``info`` says it is missing; only
+    then does the candidate replace the live file (``archive_command`` reads it: a refused configuration never
+    breaks archiving), and ``check`` runs (a WAL switch must reach the repository through PostgreSQL's
+    ``archive_command``). Idempotent: a second run writes the same file, finds the stanza and checks again.
 ``backup(pgb, kind="full") -> BackupInfo``
     ``backup --type=<kind>`` (full | diff | incr; else ``ConfigError`` naming ``--type``), then the new
     backup as ``info`` lists it (pgBackRest makes a full one when a diff/incr has no full to build on).
@@ -14,7 +16,8 @@
 ``connect(settings, cipher_pass=None) -> Pitr``
     The wiring from the settings: a ``PgBackRest`` (in ``docker_container`` when set), the configuration text
     ``setup`` writes (port and user from ``database_url``) and the retention mapping.
-``info(pgb) -> StanzaInfo``: our stanza (``.exists`` False before setup).
+``info(pgb, *, must_exist=False) -> StanzaInfo``: our stanza (``.exists`` False before setup, unless
+    ``must_exist``: then the missing-stanza error).
 
 Every pgBackRest failure is a one-line ``PgBackRestError`` (``command.py``).
 """
@@ -85,17 +88,29 @@ def connect(settings: Settings, cipher_pass: str | None = None, client=None) -> 
     return Pitr(pgb=pgb, mapping=mapping, settings=settings, cipher_pass=cipher_pass)
 
 
-def info(pgb: PgBackRest) -> StanzaInfo:
-    return pgb.info()
+_MISSING = "ERROR: [055]: unable to load info file: the stanza is missing (stanza-create)"
+
+
+def info(pgb: PgBackRest, *, must_exist: bool = False) -> StanzaInfo:
+    """Our stanza; ``must_exist``: a missing stanza raises the one-line missing-stanza error."""
+    stanza = pgb.info()
+    if must_exist and not stanza.exists:
+        raise pgb.fail("info", _MISSING)
+    return stanza
 
 
 def setup(pgb: PgBackRest, config_text: str) -> SetupResult:
+    candidate = pgb.with_config(pgb.config_path + ".new")
+    candidate.install_config(config_text)
+    try:
+        created = not candidate.info().exists  # passphrase, reachability, repository: before it goes live
+        if created:
+            candidate.run("stanza-create")
+    finally:
+        candidate.remove_config()
     pgb.install_config(config_text)
-    created = not pgb.info().exists
-    if created:
-        pgb.run("stanza-create")
     pgb.run("check")
-    return SetupResult(stanza=pgb.pitr.stanza, config_path=pgb.pitr.config_path, created=created, checked=True)
+    return SetupResult(stanza=pgb.pitr.stanza, config_path=pgb.config_path, created=created, checked=True)
 
 
 def backup(pgb: PgBackRest, kind: str = "full") -> BackupInfo:
@@ -103,7 +118,7 @@ def backup(pgb: PgBackRest, kind: str = "full") -> BackupInfo:
         raise ConfigError(f"--type: '{kind}' is not one of {', '.join(BACKUP_KINDS)}")
     before = pgb.info()
     if not before.exists:
-        raise pgb.fail("backup", "ERROR: [055]: unable to load info file: stanza missing (stanza-create)")
+        raise pgb.fail("backup", _MISSING)
     known = {b.label for b in before.backups}
     pgb.run("backup", f"--type={kind}")
     new = [b for b in pgb.info().backups if b.label not in known]
@@ -114,7 +129,7 @@ def backup(pgb: PgBackRest, kind: str = "full") -> BackupInfo:
 
 def expire(pgb: PgBackRest, mapping: RetentionMapping, dry_run: bool = False) -> ExpireResult:
     if not pgb.info().exists:
-        raise pgb.fail("expire", "ERROR: [055]: unable to load info file: stanza missing (stanza-create)")
+        raise pgb.fail("expire", _MISSING)
     options = ["--log-level-console=info", *(f"--{k}={v}" for k, v in mapping.options().items())]
     options += ["--dry-run"] if dry_run else []
     log = pgb.run("expire", *options)
