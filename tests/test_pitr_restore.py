@@ -147,7 +147,7 @@ def test_missing_stanza_is_one_line(cluster):
 @pytest.mark.parametrize(("module", "names"), [
     ("charhub_ops.pitr.restore", {"Target", "RestoreResult", "preflight", "check_into", "restore_options",
                                   "restore_local", "restore_into", "data_owner", "target_text"}),
-    ("charhub_ops.pitr.scratch", {"LocalScratch", "scratch_copy", "free_port", "last_fatal"}),
+    ("charhub_ops.pitr.scratch", {"LocalScratch", "scratch_copy", "free_port", "last_fatal", "server_options"}),
     ("charhub_ops.pitr.scratch_container", {"ScratchContainer", "restore_container"}),
     ("charhub_ops.pitr.verify", {"VerifyResult", "verify", "restore_point_name", "snapshot_stats", "write_counters",
                                  "STATS_SETTLE"}),
