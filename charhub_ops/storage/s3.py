@@ -21,7 +21,6 @@ from botocore.config import Config
 from charhub_ops.errors import ConfigError
 from charhub_ops.settings.shared import endpoint_url_problem
 from charhub_ops.storage.base import (
-    MIB,
     DeleteResult,
     ExactReader,
     ObjectInfo,
