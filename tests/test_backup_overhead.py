@@ -2,8 +2,9 @@
 
 Behaviour, not timings (timings are bench/run_overhead.py's): boto3 is imported only for an ``s3://``
 repository, every S3 client of a process shares one copy of botocore's service models, the progress artifact
-is created only once a dump has run long enough to show progress, and the CLI freezes what it imported when the
-command is done (the interpreter's exit then skips collecting it).
+is created only once a dump has run long enough to show progress, the previous backup of a single database is
+read while preflight runs, and the CLI keeps the garbage collector off Prefect's modules: imported with it paused
+and frozen, and everything frozen again when the command is done (the interpreter's exit then skips collecting).
 """
 
 from __future__ import annotations
@@ -101,3 +102,17 @@ def test_cli_freezes_what_it_imported_when_the_command_is_done(monkeypatch):
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_prefect_is_imported_frozen_once_per_process():
+    """The CLI imports Prefect with the collector paused and freezes it: later collections skip those objects."""
+    code = ("import gc, sys\n"
+            "from charhub_ops.cli.app import prepare_prefect\n"
+            "prepare_prefect()\n"
+            "frozen = gc.get_freeze_count()\n"
+            "assert 'prefect.flows' in sys.modules and 'prefect.tasks' in sys.modules\n"
+            "assert gc.isenabled() and frozen > 100_000, frozen\n"
+            "prepare_prefect()\n"
+            "assert gc.get_freeze_count() == frozen, 'frozen again'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
