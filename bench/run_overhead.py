@@ -11,7 +11,9 @@ flow run on a server also registers the flow; reported apart), runs ``--runs`` r
 - with ``--baseline DIR``, before it, ``baseline``: the same with the code in DIR first on the PYTHONPATH
   (before/after a change in one run, under the same load: ``git archive REV | tar -x -C DIR``),
 
-in that order, and prints the medians side by side, with, for each flow run, from the server's records:
+in that order in odd rounds and with the two flow variants swapped in even ones (a CLI run right after another
+meets the server still recording the other's logs and events), and prints the medians side by side, with, for
+each flow run, from the server's records:
 
 - ``in flow``: the flow run's own run time; ``before``: from the CLI process's start to the flow run's creation
   on the server (interpreter, imports, the CLI's input checks, the flow's registration); ``after``: from the flow
@@ -139,7 +141,8 @@ def main() -> int:
         for i in range(args.runs):
             raws.append(raw())
             line = f"  round {i + 1}: raw {raws[-1]:.2f} s"
-            for name, env in envs.items():
+            order = list(envs.items())  # alternate: a run right after another CLI run meets the server still
+            for name, env in (order if i % 2 == 0 else order[::-1]):  # recording that run's logs and events
                 f = flow(env)
                 runs[name].append(f)
                 line += (f"; {name} {f['seconds']:.2f} s (in flow {f['in_flow']:.2f}, slot {f['slot']:.2f}, "
