@@ -4,6 +4,7 @@ globals, the previous backup, the manifest (written last), the report artifact."
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from uuid import UUID
 
@@ -66,7 +67,8 @@ class _ProgressSink:
     the task run that made the sink. Units: raw dump bytes against ``expected``, an estimate of the raw size
     (progress.expected_total)."""
 
-    def __init__(self, name: str, expected: int | None, every: float = 2.0, clock=time.monotonic) -> None:
+    def __init__(self, name: str, expected: int | None, every: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.name, self.expected, self.done, self.every, self.clock = name, expected, 0, every, clock
         self.last = clock()
         self.run_ids = get_task_and_flow_run_ids()  # (task run, flow run): the stream thread has no run context
