@@ -11,9 +11,13 @@ flow run on a server also registers the flow; reported apart), runs ``--runs`` r
 - with ``--baseline DIR``, before it, ``baseline``: the same with the code in DIR first on the PYTHONPATH
   (before/after a change in one run, under the same load: ``git archive REV | tar -x -C DIR``),
 
-in that order, and prints the medians side by side, with, for each flow run, from the server's records:
+in that order in odd rounds and with the two flow variants swapped in even ones (a CLI run right after another
+meets the server still recording the other's logs and events), and prints the medians side by side, with, for
+each flow run, from the server's records:
 
-- ``in flow``: the flow run's own run time (the rest is process start, imports, exit);
+- ``in flow``: the flow run's own run time; ``before``: from the CLI process's start to the flow run's creation
+  on the server (interpreter, imports, the CLI's input checks, the flow's registration); ``after``: from the flow
+  run's end to the process's exit (Prefect's final API calls, its log and event workers flushing, exit);
 - ``slot``: from the end of ``previous-backup`` (the task before the slot) to the run's ``postgres-<db>:
   acquired`` log line — creating the dump task run, making sure the one-slot limit exists, taking the slot;
 - ``task→slot``: the same from the start of ``dump-database`` (what the lock itself costs);
@@ -31,12 +35,14 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import backup_bench as bb
+from measure import api_post
 
 from tests.harness.services import start_pg_cluster
 
@@ -47,15 +53,19 @@ def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def slot_times(api: str) -> dict[str, float]:
-    """Of the newest flow run: its run time, previous-backup end → acquired, dump-database start → acquired."""
-    run = bb.api_post(api, "/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 1})[0]
-    tasks = bb.api_post(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}, "limit": 200})
+def slot_times(api: str, started: float, seconds: float) -> dict[str, float]:
+    """Of the newest flow run (its process started at ``started``, epoch seconds, and ran ``seconds``): its run
+    time, what came before it (process start → flow run created: interpreter, imports, checks) and after it
+    (flow run ended → process gone), previous-backup end → acquired, dump-database start → acquired."""
+    run = api_post(api, "/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 1})[0]
+    tasks = api_post(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}, "limit": 200})
     by_name = {t["name"].rsplit("-", 1)[0]: t for t in tasks}
-    logs = bb.api_post(api, "/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}},
+    logs = api_post(api, "/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}},
                                              "sort": "TIMESTAMP_ASC", "limit": 200})
     acquired = next(_ts(r["timestamp"]) for r in logs if r["message"].endswith(": acquired"))
     return {"in_flow": float(run["total_run_time"]),
+            "before": _ts(run["created"]).timestamp() - started,
+            "after": started + seconds - _ts(run["end_time"]).timestamp(),
             "slot": (acquired - _ts(by_name["previous-backup"]["end_time"])).total_seconds(),
             "task_slot": (acquired - _ts(by_name["dump-database"]["start_time"])).total_seconds()}
 
@@ -106,13 +116,14 @@ def main() -> int:
         def flow(env: dict[str, str]) -> dict[str, float]:
             counter[0] += 1
             before = server_503s(server_home)
+            started = time.time()
             run = bb.run_measured([("cli", [bb.CLI, "backup", "--database-url", cluster.url(DB), "--to",
                                             f"s3://{bb.BUCKET}/flow-{counter[0]}", "--json"])], env, cwd=bb.ROOT)
             json.loads(run.stdout)
             locked = server_503s(server_home)[len(before):]
             if locked:
                 bb.log(f"  503 answered to: {'; '.join(locked)}")
-            return {"seconds": run.seconds, **slot_times(api), "503s": len(locked)}
+            return {"seconds": run.seconds, **slot_times(api, started, run.seconds), "503s": len(locked)}
 
         def raw() -> float:
             counter[0] += 1
@@ -130,7 +141,8 @@ def main() -> int:
         for i in range(args.runs):
             raws.append(raw())
             line = f"  round {i + 1}: raw {raws[-1]:.2f} s"
-            for name, env in envs.items():
+            order = list(envs.items())  # alternate: a run right after another CLI run meets the server still
+            for name, env in (order if i % 2 == 0 else order[::-1]):  # recording that run's logs and events
                 f = flow(env)
                 runs[name].append(f)
                 line += (f"; {name} {f['seconds']:.2f} s (in flow {f['in_flow']:.2f}, slot {f['slot']:.2f}, "
@@ -140,7 +152,8 @@ def main() -> int:
     return 0
 
 
-ROWS = (("end to end", "seconds"), ("  flow run on the server", "in_flow"),
+ROWS = (("end to end", "seconds"), ("  start → flow run created", "before"), ("  flow run on the server", "in_flow"),
+        ("  flow run ended → process gone", "after"),
         ("  previous-backup end → acquired", "slot"), ("  dump-database start → acquired", "task_slot"))
 
 

@@ -1,8 +1,9 @@
 """Nightly logical backup of CharHub's PostgreSQL to R2 (or any S3 / local repository).
 
 Runbook: resolve configuration → preflight (versions, sizes, where pg_dump runs) → for each database:
-previous backup (part size, anomaly baseline) → streamed dump → globals → manifest (last) → events
-→ one report artifact. A failure notifies through the notification block in settings.
+previous backup (part size, anomaly baseline; of a single database, read while preflight runs) → streamed
+dump → globals → manifest (last) → events → one report artifact. A failure notifies through the notification
+block in settings.
 """
 
 from __future__ import annotations
@@ -49,12 +50,14 @@ def backup_flow(
     settings = run_settings(repository=repository, docker_container=access.docker_container,
                             encrypt_to=encrypt_to or None)
     cfg = resolve_backup_config(settings, access.database_url_secret)
+    # one database: its previous backup is read while preflight runs (the URL names it)
+    early = {} if all_databases else {cfg.url.dbname: previous_backup.submit(cfg.repo, cfg.url.dbname)}
     pre = preflight(cfg.url, cfg.container, all_databases)
     limit = BACKUP_LIMIT if len(pre.databases) > 1 else None  # one database: the deployment's limit suffices
     if limit:
         ensure_concurrency_limit(limit, cfg.options.parallel_databases)
 
-    previous = {db: previous_backup.submit(cfg.repo, db) for db in pre.databases}
+    previous = {db: early.get(db) or previous_backup.submit(cfg.repo, db) for db in pre.databases}
     runs, opts = {}, cfg.options
     keys, level = opts.encrypt_to, opts.zstd_level
     for db in pre.databases:

@@ -4,12 +4,17 @@ globals, the previous backup, the manifest (written last), the report artifact."
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from uuid import UUID
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_markdown_artifact, update_progress_artifact
 from prefect.cache_policies import NONE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import ArtifactCreate
 from prefect.concurrency.sync import concurrency
+from prefect.utilities.context import get_task_and_flow_run_ids
 from pydantic import BaseModel
 
 from charhub_ops import progress
@@ -56,25 +61,40 @@ def preflight(url: PgUrl, container: str | None, all_databases: bool) -> engine.
 
 
 class _ProgressSink:
-    """Feeds dump progress to the CLI listeners and (throttled: every 2 s, the first 2 s after the start, so a
-    short dump makes no update from its stream thread — each one opens a new API client there) to a Prefect
-    progress artifact. Units: raw dump bytes against ``expected``, an estimate of the raw size
+    """Feeds dump progress to the CLI listeners and, throttled, to a Prefect progress artifact: every ``every``
+    seconds (2), the first one ``every`` seconds after the start — so a short dump makes no API call for it at all
+    (each one from the stream thread opens a new API client). The artifact is created at that first update, for
+    the task run that made the sink. Units: raw dump bytes against ``expected``, an estimate of the raw size
     (progress.expected_total)."""
 
-    def __init__(self, name: str, expected: int | None) -> None:
-        self.name, self.expected, self.done, self.last = name, expected, 0, time.monotonic()
-        self.artifact = create_progress_artifact(0.0, key=None, description=f"Backing up {name}")
+    def __init__(self, name: str, expected: int | None, every: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.name, self.expected, self.done, self.every, self.clock = name, expected, 0, every, clock
+        self.last = clock()
+        self.run_ids = get_task_and_flow_run_ids()  # (task run, flow run): the stream thread has no run context
+        self.artifact: UUID | None = None
 
     def __call__(self, n: int) -> None:
         self.done += n
         progress.report(self.name, n, self.expected)
-        now = time.monotonic()
-        if self.expected and now - self.last > 2:
+        now = self.clock()
+        if self.expected and now - self.last > self.every:
             self.last = now
-            update_progress_artifact(self.artifact, min(99.0, 100.0 * self.done / self.expected))
+            self._show(min(99.0, 100.0 * self.done / self.expected))
+
+    def _show(self, percent: float) -> None:
+        if self.artifact is not None:
+            update_progress_artifact(self.artifact, percent)
+            return
+        task_run_id, flow_run_id = self.run_ids
+        with get_client(sync_client=True) as client:
+            self.artifact = client.create_artifact(ArtifactCreate(
+                type="progress", data=percent, description=f"Backing up {self.name}",
+                task_run_id=task_run_id, flow_run_id=flow_run_id)).id
 
     def finish(self) -> None:
-        update_progress_artifact(self.artifact, 100.0)
+        if self.artifact is not None:
+            update_progress_artifact(self.artifact, 100.0)
 
 
 @task(name="dump-database", cache_policy=NONE, **RETRY)

@@ -22,6 +22,8 @@ parameters. ``python -m charhub_ops.cli`` runs :func:`main` too (``__main__.py``
 
 from __future__ import annotations
 
+import gc
+
 import typer
 
 from charhub_ops.cli import (
@@ -72,3 +74,8 @@ def main() -> None:
     except SystemExit as exc:
         exit_now_if_api_gone(exc.code)
         raise
+    finally:
+        # The command is done: what is alive now (mostly Prefect's and boto3's modules) lives until the process
+        # ends. Frozen, the interpreter's last collections skip it: ~0.3 s less at exit once Prefect is imported.
+        # Exit handlers (Prefect's event and log workers flushing) run as before.
+        gc.freeze()

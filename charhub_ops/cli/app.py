@@ -7,6 +7,8 @@ away mid-run) when ``PREFECT_API_URL`` names a server.
 
 from __future__ import annotations
 
+import functools
+import gc
 import json
 import logging
 import os
@@ -120,7 +122,9 @@ _PREFECT_CONTEXT = ExitStack()  # settings held for the rest of the CLI process
 def prepare_prefect() -> None:
     """Prefect settings of a foreground CLI run. No flow-run heartbeat: the operator watches the process,
     and each run would otherwise wait up to 1 s at its end for the heartbeat thread (deployment runs on
-    workers keep Prefect's heartbeat: they are not started through this CLI)."""
+    workers keep Prefect's heartbeat: they are not started through this CLI). Prefect is imported frozen
+    (:func:`_import_prefect_frozen`)."""
+    _import_prefect_frozen()
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     _PREFECT_CONTEXT.enter_context(temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
@@ -132,6 +136,22 @@ def prepare_prefect() -> None:
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", "prefect.flow_engine",
                  "prefect.task_engine", "prefect.engine"):
         logging.getLogger(name).addFilter(_NoExpectedTracebacks())
+
+
+@functools.cache
+def _import_prefect_frozen() -> None:
+    """Import Prefect's flow and task machinery with the garbage collector paused, then freeze what is alive
+    (once per process). Those modules live as long as the process; frozen, no later collection traverses them
+    again: ~0.2 s less CPU for a tiny backup, most of it during the import itself."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        import prefect.flows
+        import prefect.tasks  # noqa: F401
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 def progress_bar(enabled: bool) -> AbstractContextManager[None]:

@@ -87,7 +87,8 @@ class StorageSettings(Group):
 
     def s3_options(self):
         """The S3/R2 client options (storage.S3Options) these settings give."""
-        from charhub_ops.storage.s3 import MIB, S3Options
+        from charhub_ops.storage.base import MIB
+        from charhub_ops.storage.s3_options import S3Options
 
         endpoint = self.r2_endpoint_url
         if not endpoint and self.r2_account_id:
