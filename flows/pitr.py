@@ -1,0 +1,104 @@
+"""Physical backups with pgBackRest, orchestrated like the logical ones (issue 19).
+
+``pitr-backup`` — runbook: resolve configuration (settings + parameters; the port from the database URL) →
+plan (``info``: the stanza exists, a diff/incr without a full becomes full) → act (``pgbackrest backup`` under
+the lock ``pitr-<stanza>``) → report: ``info`` again, the artifact ``pitr-backup-report`` (label, type,
+duration, sizes, repository size, WAL range) and ``charhub.pitr.backup.completed`` on ``charhub.pitr.<stanza>``
+with the same figures. Any failure after the settings were read emits ``charhub.pitr.backup.failed`` (the
+error's one line; a transient one only after the task's retries) and fails the run, which notifies.
+Deployments ``pitr-full`` (Sundays) and ``pitr-diff`` (the other days), prefect.yaml.
+
+``pitr-expire`` — runbook: resolve → the retention mapping (keep_weekly/keep_daily → repo1-retention-*,
+logged and in the artifact) → ``info`` → ``pgbackrest expire`` (``--dry-run`` with ``dry_run``) → ``info``
+→ artifact ``pitr-expire-report``: the mapping and the backups that went (labels listed before, not
+after). Deployment ``pitr-expire``: after each ``charhub.pitr.backup.completed``.
+
+The drills and restores (``pitr-verify``, ``pitr-restore``, ``pitr-recover-table``) are in flows/pitr_restore.py.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from prefect import flow, get_run_logger
+from pydantic import Field
+
+from charhub_ops.pitr.summary import (
+    backup_markdown,
+    backup_payload,
+    backup_plan,
+    expire_markdown,
+    expired,
+    resource_id,
+)
+from flows.params import Access, described
+from flows.pitr_params import KIND_HELP, PitrKind
+from tasks.common import run_settings
+from tasks.notify import emit, notify_failure
+from tasks.pitr import (
+    pitr_artifact,
+    pitr_backup,
+    pitr_expire,
+    pitr_info,
+    resolve_pitr_config,
+    retention_mapping,
+)
+
+__all__ = ["pitr_backup_flow", "pitr_expire_flow", "COMPLETED", "FAILED", "ACCESS_HELP"]
+
+COMPLETED = "charhub.pitr.backup.completed"
+FAILED = "charhub.pitr.backup.failed"
+ACCESS_HELP = ("How to reach the database server: its URL gives the port pgBackRest connects to; with a container, "
+               "pgBackRest runs inside it")
+
+
+def one_line(exc: BaseException) -> str:
+    """The error as one line for an event (charhub-ops errors carry no secret; see charhub_ops/errors.py)."""
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+
+
+@flow(name="pitr-backup", on_failure=[notify_failure])
+@described
+def pitr_backup_flow(
+    kind: Annotated[PitrKind, Field(description=KIND_HELP)] = "full",
+    access: Annotated[Access, Field(description=ACCESS_HELP)] = Access(),
+) -> dict:
+    """One pgBackRest backup of the cluster; returns the figures of charhub.pitr.backup.completed."""
+    settings = run_settings(docker_container=access.docker_container)
+    subject = resource_id(settings.pitr.stanza)
+    try:
+        cfg = resolve_pitr_config(settings, access.database_url_secret)
+        plan = backup_plan(pitr_info(cfg), kind, cfg.repository)
+        for note in plan.notes:
+            get_run_logger().warning("%s", note)
+        backup = pitr_backup(cfg, kind)
+        payload = backup_payload(backup, pitr_info(cfg), cfg.repository, kind)
+    except Exception as exc:  # every failure is announced once, then the run fails with it
+        emit(FAILED, subject, {"stanza": settings.pitr.stanza, "repository": settings.pitr.repository,
+                               "requested": kind, "error": one_line(exc)})
+        raise
+    pitr_artifact("pitr-backup-report", backup_markdown(payload, plan.notes), "charhub-ops pgBackRest backup")
+    emit(COMPLETED, subject, payload)
+    return payload
+
+
+@flow(name="pitr-expire", on_failure=[notify_failure])
+@described
+def pitr_expire_flow(
+    dry_run: Annotated[bool, Field(description="Show what the retention would expire; expire nothing")] = False,
+    access: Annotated[Access, Field(description=ACCESS_HELP)] = Access(),
+) -> dict:
+    """Apply pgBackRest's retention (mapped from keep_weekly / keep_daily); returns the mapping and what went."""
+    settings = run_settings(docker_container=access.docker_container)
+    cfg = resolve_pitr_config(settings, access.database_url_secret)
+    mapping = retention_mapping(cfg.pitr)
+    before = pitr_info(cfg)
+    result = pitr_expire(cfg, dry_run)
+    after = before if dry_run else pitr_info(cfg)
+    gone = expired(before, after) if not dry_run else [b for b in before.backups
+                                                        if b.label in set(getattr(result, "labels", ()) or ())]
+    pitr_artifact("pitr-expire-report", expire_markdown(cfg.stanza, cfg.repository, mapping.options(), gone, after,
+                                                        dry_run), "charhub-ops pgBackRest expire")
+    return {"stanza": cfg.stanza, "repository": cfg.repository, "dry_run": dry_run, "retention": mapping.options(),
+            "explanation": list(mapping.explanation), "expired": [b.label for b in gone],
+            "kept": [b.label for b in after.backups if b.label not in {g.label for g in gone}]}
