@@ -12,6 +12,8 @@ One module per command group, each registered here, explicitly, on the one root 
   ``maintenance start|stop|list``; :mod:`.ops`: ``setup``, ``serve``, ``status`` (the Prefect server itself);
   :mod:`.capacity`: ``capacity``.
 * :mod:`.deploy`: ``deploy pre|post``, ``rollback`` (the deploy guard).
+* :mod:`.pitr`: ``pitr setup|backup|info|expire`` (pgBackRest; :mod:`.pitr_restore` adds restore, verify,
+  recover-table to the same group).
 
 Every expected error (an ``OpsError``, an unreachable Prefect API) becomes one red line on stderr and exit
 code 1, without a traceback. Secrets passed as options go to the process environment, never into flow
@@ -33,6 +35,7 @@ from charhub_ops.cli import (
     migrate,
     monitor,
     ops,
+    pitr,
     repository,
     restore,
     retention,
@@ -60,6 +63,7 @@ app.command()(ops.status)
 app.command()(capacity.capacity)
 app.add_typer(deploy.app, name="deploy")
 app.command()(deploy.rollback)
+app.add_typer(pitr.app, name="pitr")
 
 
 def main() -> None:
