@@ -41,7 +41,6 @@ from tasks.pitr import (
     pitr_expire,
     pitr_info,
     resolve_pitr_config,
-    retention_mapping,
 )
 
 __all__ = ["pitr_backup_flow", "pitr_expire_flow", "COMPLETED", "FAILED", "ACCESS_HELP"]
@@ -91,14 +90,16 @@ def pitr_expire_flow(
     """Apply pgBackRest's retention (mapped from keep_weekly / keep_daily); returns the mapping and what went."""
     settings = run_settings(docker_container=access.docker_container)
     cfg = resolve_pitr_config(settings, access.database_url_secret)
-    mapping = retention_mapping(cfg.pitr)
     before = pitr_info(cfg)
     result = pitr_expire(cfg, dry_run)
     after = before if dry_run else pitr_info(cfg)
-    gone = expired(before, after) if not dry_run else [b for b in before.backups
-                                                        if b.label in set(getattr(result, "labels", ()) or ())]
-    pitr_artifact("pitr-expire-report", expire_markdown(cfg.stanza, cfg.repository, mapping.options(), gone, after,
-                                                        dry_run), "charhub-ops pgBackRest expire")
-    return {"stanza": cfg.stanza, "repository": cfg.repository, "dry_run": dry_run, "retention": mapping.options(),
-            "explanation": list(mapping.explanation), "expired": [b.label for b in gone],
-            "kept": [b.label for b in after.backups if b.label not in {g.label for g in gone}]}
+    gone = [b for b in before.backups if b.label in set(result.expired)]
+    if not dry_run:  # what info no longer lists, whatever the log said
+        gone = expired(before, after)
+    kept = [b for b in after.backups if b not in gone]
+    mapping = result.mapping.options()
+    pitr_artifact("pitr-expire-report", expire_markdown(cfg.stanza, cfg.repository, mapping, gone, kept,
+                                                        after.wal_min, dry_run), "charhub-ops pgBackRest expire")
+    return {"stanza": cfg.stanza, "repository": cfg.repository, "dry_run": dry_run, "retention": mapping,
+            "explanation": list(result.mapping.explanation), "expired": [b.label for b in gone],
+            "kept": [b.label for b in kept], "archive_removed": [list(r) for r in result.archive_ranges]}

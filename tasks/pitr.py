@@ -1,10 +1,10 @@
 """Prefect tasks of the pgBackRest flows (flows/pitr.py): thin wrappers of :mod:`charhub_ops.pitr`.
 
-Configuration (:func:`resolve_pitr_config`): the run's ``pitr``/``storage`` settings, where pgBackRest runs (the
-database container, else this host) and the port of the database URL (setting or Secret block); the repository
-passphrase only where a step writes pgBackRest's configuration (setup): ``CHARHUB_OPS_PITR_CIPHER_PASS``, else the
-Secret block ``pitr_cipher_block``. It travels as a ``SecretStr`` and reaches pgBackRest only through the config file
-or its environment (the core's contract), never a command line, a log, an artifact or an event.
+Configuration (:func:`resolve_pitr_config`): the run's settings (where pgBackRest runs: the database container,
+else this host; the database URL of a Secret block replaces the setting) and the repository passphrase:
+``CHARHUB_OPS_PITR_CIPHER_PASS``, else the Secret block ``pitr_cipher_block``, else none. Only setup writes it
+(into pgBackRest's configuration file, the core's contract); the other steps pass it to the core so that it is
+masked in every message. It travels as a ``SecretStr``: never a command line, a log, an artifact or an event.
 
 Lock: every step that runs pgBackRest against the stanza's repository (backup, expire, restore, verify) holds the
 global concurrency limit ``pitr-<stanza>`` (tasks/locks.py), so our own runs take turns instead of failing on
@@ -26,39 +26,38 @@ from pydantic import BaseModel, SecretStr
 
 from charhub_ops.errors import ConfigError
 from charhub_ops.pitr import ops
-from charhub_ops.pitr.command import PgBackRest
 from charhub_ops.pitr.info import BackupInfo, StanzaInfo
-from charhub_ops.pitr.retention import RetentionMapping, map_retention
-from charhub_ops.settings import PitrSettings, Settings, StorageSettings
+from charhub_ops.settings import PitrSettings, Settings
 from tasks.common import RETRY, database_url
 from tasks.locks import resource_lock
 
 __all__ = ["PitrConfig", "resolve_pitr_config", "cipher_pass", "pitr_info", "pitr_setup", "pitr_backup",
-           "pitr_expire", "retention_mapping", "pitr_artifact", "stanza_lock"]
+           "pitr_expire", "pitr_artifact", "stanza_lock"]
 
 
 class PitrConfig(BaseModel):
-    """Everything a pgBackRest step needs (the passphrase only when asked for)."""
+    """The run's settings (the database URL of a Secret block already in them) and the passphrase."""
 
     model_config = {"arbitrary_types_allowed": True}
 
-    pitr: PitrSettings
-    storage: StorageSettings
-    container: str | None
-    pg_port: int
-    production: bool
+    settings: Settings
     cipher_pass: SecretStr | None = None
 
     @property
     def repository(self) -> str:
-        return self.pitr.repository or ""
+        return self.settings.pitr.repository or ""
 
     @property
     def stanza(self) -> str:
-        return self.pitr.stanza
+        return self.settings.pitr.stanza
 
-    def runner(self) -> PgBackRest:
-        return PgBackRest(self.pitr, container=self.container)
+    @property
+    def production(self) -> bool:
+        return self.settings.database.production
+
+    def connect(self) -> ops.Pitr:
+        """pgBackRest wired for these settings (the passphrase, when known, is masked in its messages)."""
+        return ops.connect(self.settings, self.cipher_pass.get_secret_value() if self.cipher_pass else None)
 
 
 def cipher_pass(pitr: PitrSettings) -> SecretStr | None:
@@ -73,18 +72,17 @@ def cipher_pass(pitr: PitrSettings) -> SecretStr | None:
 
 
 @task(name="resolve-pitr-config", cache_policy=NONE)
-def resolve_pitr_config(settings: Settings, database_url_secret: str | None = None,
-                        with_cipher: bool = False) -> PitrConfig:
-    """The run's settings (read by the flow) checked before any work: the repository is set, the database URL
-    (setting or Secret block) gives the port pgBackRest connects to; the passphrase with ``with_cipher``."""
+def resolve_pitr_config(settings: Settings, database_url_secret: str | None = None) -> PitrConfig:
+    """The run's settings (read by the flow) checked before any work: the repository is set; the database URL
+    of the Secret block ``database_url_secret`` (if given) replaces the setting; the passphrase is read."""
     if not settings.pitr.repository:
         raise ConfigError("pitr_repository: not set (CHARHUB_OPS_PITR_REPOSITORY=s3://bucket/prefix or "
                           "file:///path)")
-    url = database_url(settings.database, database_url_secret)
-    port = int((url.params.get("port") or "5432").split(",")[0])
-    return PitrConfig(pitr=settings.pitr, storage=settings.storage, container=settings.database.docker_container,
-                      pg_port=port, production=settings.database.production,
-                      cipher_pass=cipher_pass(settings.pitr) if with_cipher else None)
+    if database_url_secret:
+        url = database_url(settings.database, database_url_secret)
+        database = settings.database.model_copy(update={"database_url": SecretStr(url.conninfo)})
+        settings = settings.model_copy(update={"database": database})
+    return PitrConfig(settings=settings, cipher_pass=cipher_pass(settings.pitr))
 
 
 def stanza_lock(cfg: PitrConfig):
@@ -95,40 +93,36 @@ def stanza_lock(cfg: PitrConfig):
 @task(name="pitr-info", cache_policy=NONE, **RETRY)
 def pitr_info(cfg: PitrConfig) -> StanzaInfo:
     """pgBackRest ``info --output=json`` of the stanza (read only)."""
-    return cfg.runner().info()
+    return ops.info(cfg.connect().pgb)
 
 
 @task(name="pitr-setup", cache_policy=NONE, **RETRY)
 def pitr_setup(cfg: PitrConfig) -> ops.SetupResult:
     """Install the configuration, create the stanza when missing, check archiving (idempotent)."""
+    pitr = cfg.connect()
     with stanza_lock(cfg):
-        return ops.setup(cfg.runner(), cfg.pitr, cfg.storage, pg_port=cfg.pg_port,
-                         cipher_pass=cfg.cipher_pass.get_secret_value() if cfg.cipher_pass else None)
+        return ops.setup(pitr.pgb, pitr.config_text())
 
 
 @task(name="pitr-backup", cache_policy=NONE, **RETRY)
 def pitr_backup(cfg: PitrConfig, kind: str) -> BackupInfo:
     """One pgBackRest backup of ``kind`` (full | diff | incr) under ``pitr-<stanza>``; returns its info."""
     with stanza_lock(cfg):
-        backup = ops.backup(cfg.runner(), kind)
+        backup = ops.backup(cfg.connect().pgb, kind)
     get_run_logger().info("%s backup %s: %d bytes of cluster, %d copied, %.1f s", backup.type, backup.label,
                           backup.size, backup.delta, backup.seconds)
     return backup
 
 
-def retention_mapping(pitr: PitrSettings) -> RetentionMapping:
-    """keep_weekly / keep_daily → pgBackRest ``repo1-retention-*`` options (what expire applies), logged."""
-    mapping = map_retention(pitr.keep_weekly, pitr.keep_daily)
-    for line in mapping.explanation:
-        get_run_logger().info("%s", line)
-    return mapping
-
-
 @task(name="pitr-expire", cache_policy=NONE, **RETRY)
 def pitr_expire(cfg: PitrConfig, dry_run: bool) -> ops.ExpireResult:
-    """pgBackRest ``expire`` with the retention mapping (``--dry-run`` with ``dry_run``) under ``pitr-<stanza>``."""
+    """pgBackRest ``expire`` with the retention mapping (``--dry-run`` with ``dry_run``) under ``pitr-<stanza>``;
+    the mapping's explanation goes to the run's log first."""
+    pitr = cfg.connect()
+    for line in pitr.mapping.explanation:
+        get_run_logger().info("%s", line)
     with stanza_lock(cfg):
-        return ops.expire(cfg.runner(), cfg.pitr, dry_run=dry_run)
+        return ops.expire(pitr.pgb, pitr.mapping, dry_run=dry_run)
 
 
 @task(name="pitr-artifact", cache_policy=NONE)

@@ -54,7 +54,7 @@ def pitr_env(cluster, prefect_server, monkeypatch, tmp_path):
     monkeypatch.setenv("CHARHUB_OPS_PITR_CIPHER_PASS", PASSPHRASE)
     monkeypatch.setenv("CHARHUB_OPS_REPOSITORY", f"file://{tmp_path}/logical")
     monkeypatch.setenv("CHARHUB_OPS_TASK_RETRY_DELAY", "0.1")
-    cfg = resolve_pitr_config.fn(load_settings(), None, with_cipher=True)
+    cfg = resolve_pitr_config.fn(load_settings(), None)
     pitr_setup.fn(cfg)  # idempotent: once per module in effect
     return cluster
 
@@ -78,24 +78,37 @@ def test_full_backup_flow_reports_and_emits_completed(pitr_env, prefect_server):
     assert summary["label"] in report and summary["wal_start"] in report and "| full |" in report
 
 
-def test_unreachable_repository_fails_at_once_and_emits_failed(pitr_env, prefect_server, monkeypatch):
+def test_a_repository_refusing_writes_fails_the_backup_at_once_and_emits_failed(pitr_env, prefect_server,
+                                                                               monkeypatch):
+    """info still reads the repository, the backup cannot write into it: a permanent error, not retried."""
     from flows.pitr import pitr_backup_flow
 
     monkeypatch.setenv("CHARHUB_OPS_TASK_RETRIES", "2")  # a transient error would be tried 3 times
     since = datetime.now(UTC)
-    moved = pitr_env.repo.with_name("repo-away")
-    pitr_env.repo.rename(moved)  # the repository is gone: pgBackRest cannot reach it
+    backups = pitr_env.repo / "backup" / pitr_env.stanza
+    backups.chmod(0o555)  # pgBackRest runs as postgres: it can list, not write
     try:
-        state = pitr_backup_flow(kind="diff", return_state=True)
+        state = pitr_backup_flow(kind="incr", return_state=True)
     finally:
-        shutil.rmtree(pitr_env.repo, ignore_errors=True)
-        moved.rename(pitr_env.repo)
+        backups.chmod(0o750)
     assert state.is_failed()
     event = _wait_for_event(prefect_server, "charhub.pitr.backup.failed", f"charhub.pitr.{pitr_env.stanza}", since)
-    assert event["payload"]["requested"] == "diff" and "\n" not in event["payload"]["error"]
+    error = event["payload"]["error"]
+    assert event["payload"]["requested"] == "incr" and "\n" not in error and error.startswith("PgBackRestError: ")
     assert PASSPHRASE not in json.dumps(event)
-    runs = _task_runs(state.state_details.flow_run_id, "pitr-info")
-    assert runs and all(r.run_count <= 1 for r in runs), [(r.name, r.run_count) for r in runs]  # permanent: no retry
+    (run,) = _task_runs(state.state_details.flow_run_id, "pitr-backup")
+    assert run.run_count == 1 and run.state.is_failed()  # permanent: failed at once, no retry
+
+
+def test_missing_stanza_is_one_line_naming_setup(pitr_env, prefect_server, monkeypatch):
+    from flows.pitr import pitr_backup_flow
+
+    monkeypatch.setenv("CHARHUB_OPS_PITR_STANZA", "nosuchstanza")
+    since = datetime.now(UTC)
+    state = pitr_backup_flow(return_state=True)
+    assert state.is_failed()
+    event = _wait_for_event(prefect_server, "charhub.pitr.backup.failed", "charhub.pitr.nosuchstanza", since)
+    assert "pitr setup" in event["payload"]["error"] and "nosuchstanza" in event["payload"]["error"]
 
 
 def test_diff_after_full_and_expire_prints_the_mapping(pitr_env, prefect_server):

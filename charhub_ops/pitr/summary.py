@@ -101,12 +101,12 @@ def expired(before: StanzaInfo, after: StanzaInfo) -> list[BackupInfo]:
 
 
 def expire_markdown(stanza: str, repository: str, mapping: dict[str, str], gone: list[BackupInfo],
-                    after: StanzaInfo, dry_run: bool) -> str:
+                    kept: list[BackupInfo], wal_min: str | None, dry_run: bool) -> str:
     head = "would expire" if dry_run else "expired"
     lines = [f"# pgBackRest expire of stanza `{stanza}`{' (dry run)' if dry_run else ''}", "",
              f"Repository `{repository}`", "", "| setting | pgBackRest option |", "|---|---|"]
     lines += [f"| {k} | `{v}` |" for k, v in mapping.items()]
-    lines += ["", f"{len(gone)} backup(s) {head}; {len(after.backups)} kept; WAL kept from `{after.wal_min}`", ""]
+    lines += ["", f"{len(gone)} backup(s) {head}; {len(kept)} kept; WAL kept from `{wal_min}`", ""]
     if gone:
         lines += ["| label | type | finished UTC | size |", "|---|---|---|---|"]
         lines += [f"| `{b.label}` | {b.type} | {b.stop:%Y-%m-%d %H:%M} | {_size(b.repo_delta)} |" for b in gone]
