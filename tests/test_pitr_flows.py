@@ -122,3 +122,32 @@ def test_diff_after_full_and_expire_prints_the_mapping(pitr_env, prefect_server)
     assert diff["label"] in out["kept"] and out["expired"] == []
     report = _artifact("pitr-expire-report", state.state_details.flow_run_id)
     assert "repo1-retention-full" in report and "0 backup(s) expired" in report
+
+
+def test_backups_list_and_capacity_show_both_kinds(pitr_env, prefect_server, tmp_path):
+    """After a physical full (above) and one logical backup: ``backups list`` lists both, with their kind, and
+    the capacity report has pgBackRest's repository size and backup count beside the logical repository."""
+    from flows.pitr import pitr_backup_flow
+    from tests.test_cli import run_cli
+
+    full = pitr_backup_flow(kind="full")
+    repo = f"file://{tmp_path}/logical"
+    api = {"PREFECT_API_URL": prefect_server, "COLUMNS": "240"}
+    logical = run_cli("backup", "--database-url", pitr_env.url(), "--to", repo, "--json", env=api)
+    assert logical.returncode == 0, logical.stderr
+    listed = run_cli("backups", "list", "--from", repo, "--json")
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    rows = json.loads(listed.stdout)
+    kinds = {r["kind"] for r in rows}
+    physical = [r for r in rows if r["kind"] == "physical"]
+    assert kinds == {"logical", "physical"} and full["label"] in [r["backup_id"] for r in physical]
+    assert all(r["database"] == f"cluster:{pitr_env.stanza}" and r["encrypted"] for r in physical)
+    table = run_cli("backups", "list", "--from", repo, env=api)
+    assert f"│ physical │ {full['label']} " in table.stdout and "│ logical  │" in table.stdout, table.stdout
+    capacity = run_cli("capacity", "--from", repo, "--json", "--chart", str(tmp_path / "c.png"))
+    assert capacity.returncode == 0, capacity.stderr
+    report = json.loads(capacity.stdout)
+    assert report["pitr"]["backups"] == len(physical) and report["pitr"]["repository_size_bytes"] > 0
+    assert report["pitr"]["by_type"]["full"] >= 1 and report["databases"]  # the logical repository too
+    markdown = run_cli("capacity", "--from", repo, "--chart", str(tmp_path / "c.png"), env=api)
+    assert "physical backups (pgBackRest)" in markdown.stdout, markdown.stdout
