@@ -135,3 +135,4 @@ def expire(dry_run: DryRunOpt = False, as_json: JsonOpt = False) -> None:
 
 
 # charhub_ops.cli.pitr_restore (restore, verify, recover-table) registers its commands on `app` below this line.
+from charhub_ops.cli import pitr_restore  # noqa: E402,F401

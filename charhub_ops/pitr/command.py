@@ -1,7 +1,7 @@
 """Run pgBackRest where PostgreSQL runs — on this host or in the database container — and classify its errors.
 
 ``PgBackRest(pitr, *, container=None, client=None, secrets=())``
-    ``container`` set: every command is a Docker exec as user ``postgres`` in that container
+    ``container`` set: every command is a Docker exec, as the owner of ``pitr_pg_path`` there, in that container
     (:class:`charhub_ops.docker_exec.ContainerExec`; its ``DockerError``s pass through). Unset: a subprocess on
     this host, as the owner of ``pitr_pg_path`` when we are root (pgBackRest must run as the cluster's owner).
     ``secrets`` (``Settings.secret_values()``) are masked in every message.
@@ -20,6 +20,7 @@
     ``info --output=json`` of our stanza. pgBackRest answers ``info`` with exit 0 even when it could not
     read the repository: status 99 (the repository's ``[ErrorName] message``), 4 (different cipher) and 5
     (database mismatch) raise as ``run`` would; a missing stanza (1, 3) is returned (``.exists`` False).
+``read_info(text, stanza, *, config="", secrets=()) -> StanzaInfo``: the pure part of ``info``.
 ``install_config(text)``
     Writes ``pitr_config_path`` atomically (temporary file → rename), mode 0640, owned by the cluster's
     owner; in the container through an exec as root with the text on stdin (never on a command line).
@@ -40,7 +41,7 @@ from charhub_ops.monitoring.redact import redact
 from charhub_ops.pitr.info import StanzaInfo, parse_info
 from charhub_ops.settings.pipelines import PitrSettings
 
-__all__ = ["PgBackRest", "PgBackRestError", "classify", "ERROR_NAMES"]
+__all__ = ["PgBackRest", "PgBackRestError", "classify", "read_info", "ERROR_NAMES"]
 
 _ERROR_LINE = re.compile(r"ERROR: \[(\d+)\]: (.*)")
 _REPO_STATUS = re.compile(r"\[(\w+)\] (.*)", re.S)
@@ -100,12 +101,37 @@ def classify(command: str, stderr: str, *, exit_code: int | None = None, stanza:
                            transient=code in _TRANSIENT)
 
 
+def _repo_error(raw: list, stanza: StanzaInfo) -> str:
+    """The repository's status message as an ``ERROR: [NNN]: ...`` text (info reports errors as data)."""
+    if stanza.status_code == 4:
+        return "ERROR: [095]: unable to load info file: the repository's cipher differs from the configuration"
+    entry = next((r for r in raw if isinstance(r, dict) and r.get("name") == stanza.name), {})
+    for repo in entry.get("repo") or []:
+        message = str((repo.get("status") or {}).get("message", ""))
+        if match := _REPO_STATUS.match(message):
+            code = ERROR_NAMES.get(match.group(1), 0)
+            return f"ERROR: [{code:03d}]: {match.group(2).splitlines()[0]}\n{match.group(2)}"
+    return f"ERROR: [000]: {stanza.status_message or 'status ' + str(stanza.status_code)}"
+
+
+def read_info(text: str, stanza: str, *, config: str = "", secrets: Iterable[str] = ()) -> StanzaInfo:
+    """``stanza`` from ``info --output=json``; statuses 4, 5 and 99 raise the classified ``PgBackRestError``
+    (pgBackRest's ``info`` exits 0 when it could not read the repository)."""
+    found = [s for s in parse_info(text) if s.name == stanza]
+    if not found:
+        raise DatabaseError(f"pgbackrest info: no answer for stanza {stanza}")
+    if found[0].status_code in (4, 5, 99):
+        detail = _repo_error(jsonlib.loads(text, strict=False), found[0])
+        raise classify("info", detail, stanza=stanza, config=config, secrets=secrets)
+    return found[0]
+
+
 class PgBackRest:
     def __init__(self, pitr: PitrSettings, *, container: str | None = None, client=None,
                  secrets: Iterable[str] = ()) -> None:
         self.pitr, self.container = pitr, container
         self.secrets = [s for s in secrets if s]
-        self._exec = None
+        self._exec, self._owner = None, None
         if container:
             from charhub_ops.docker_exec import ContainerExec
 
@@ -127,8 +153,20 @@ class PgBackRest:
             raise self.fail(command, proc.stderr, proc.returncode) from None
         return proc.stdout
 
+    def container_owner(self) -> str:
+        """``uid:gid`` of ``pitr_pg_path`` in the container (pgBackRest runs as it; numeric, so it works
+        whatever the image's user names)."""
+        if self._owner is None:
+            try:
+                out = self._exec.run(["stat", "-c", "%u:%g", self.pitr.pg_path])
+            except DatabaseError:
+                raise ConfigError(f"pitr_pg_path: '{self.pitr.pg_path}' does not exist in container "
+                                  f"{self.container}") from None
+            self._owner = out.decode().strip()
+        return self._owner
+
     def _run_container(self, command: str, argv: list[str]) -> str:
-        stream = self._exec.stream(argv, user="postgres")
+        stream = self._exec.stream(argv, user=self.container_owner())
         try:
             with stream:
                 return stream.readall().decode("utf-8", "replace")
@@ -155,40 +193,20 @@ class PgBackRest:
     def json(self, command: str, *options: str) -> object:
         text = self.run(command, "--output=json", *options)
         try:
-            return jsonlib.loads(text)
+            return jsonlib.loads(text, strict=False)
         except ValueError:
             raise DatabaseError(f"pgbackrest {command}: --output=json gave unexpected output") from None
 
     def info(self) -> StanzaInfo:
-        text = self.run("info", "--output=json")
-        stanzas = [s for s in parse_info(text) if s.name == self.pitr.stanza]
-        if not stanzas:
-            raise DatabaseError(f"pgbackrest info: no answer for stanza {self.pitr.stanza}")
-        stanza = stanzas[0]
-        if stanza.status_code in (4, 5, 99):
-            raise self.fail("info", self._repo_error(text, stanza))
-        return stanza
-
-    def _repo_error(self, text: str, stanza: StanzaInfo) -> str:
-        """The repository's status message as an ``ERROR: [NNN]: ...`` line (info reports errors as data)."""
-        if stanza.status_code == 4:
-            return "ERROR: [095]: unable to load info file: the repository's cipher differs from the configuration"
-        raw = next(r for r in jsonlib.loads(text) if r.get("name") == stanza.name)
-        for repo in raw.get("repo") or []:
-            message = str((repo.get("status") or {}).get("message", ""))
-            if match := _REPO_STATUS.match(message):
-                code = ERROR_NAMES.get(match.group(1))
-                first = match.group(2).splitlines()[0] if match.group(2) else match.group(1)
-                return f"ERROR: [{code or 0:03d}]: {first}\n{match.group(2)}"
-        return f"ERROR: [000]: {stanza.status_message or 'status ' + str(stanza.status_code)}"
+        return read_info(self.run("info", "--output=json"), self.pitr.stanza, config=self.pitr.config_path,
+                         secrets=self.secrets)
 
     def install_config(self, text: str) -> None:
         if self._exec is not None:
-            script = ('set -e; umask 027; d=$(dirname "$1"); '
-                      '[ -d "$d" ] || { mkdir -p "$d"; chown postgres:postgres "$d"; }; '
-                      'cat > "$1.tmp"; chown postgres:postgres "$1.tmp"; chmod 0640 "$1.tmp"; mv "$1.tmp" "$1"')
-            self._exec.run_with_input(["sh", "-c", script, "sh", self.pitr.config_path],
-                                      io.BytesIO(text.encode()), user="root")
+            script = ('set -e; umask 027; d=$(dirname "$1"); [ -d "$d" ] || { mkdir -p "$d"; chown "$2" "$d"; }; '
+                      'cat > "$1.tmp"; chown "$2" "$1.tmp"; chmod 0640 "$1.tmp"; mv "$1.tmp" "$1"')
+            self._exec.run_with_input(["sh", "-c", script, "sh", self.pitr.config_path, self.container_owner()],
+                                      io.BytesIO(text.encode()), user="0")
             return
         self._write_local(text)
 

@@ -97,9 +97,9 @@ def _stanza(raw: dict) -> StanzaInfo:
 
 def parse_info(text: str | bytes) -> list[StanzaInfo]:
     try:
-        data = json.loads(text)
+        data = json.loads(text, strict=False)  # a wrong passphrase puts raw control bytes in messages
         if not isinstance(data, list):
             raise TypeError("not a list")
         return [_stanza(item) for item in data]
-    except (ValueError, TypeError, KeyError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise DatabaseError(f"pgbackrest: info --output=json gave unexpected output ({exc})") from None

@@ -15,14 +15,14 @@ from pathlib import Path
 import pyrage
 from psycopg import sql
 
-from charhub_ops.backup.manifest import DatabaseLocale, Manifest
+from charhub_ops.backup.manifest import DatabaseLocale, Manifest, TableStat
 from charhub_ops.errors import ConfigError, DatabaseError, NotFoundError, OpsError
 from charhub_ops.postgres import SqlSession, TableInfo, table_checks
 
 __all__ = [
     "pick_backup", "load_identities", "restore_name", "database_exists", "ensure_absent",
     "create_database", "create_database_sql",
-    "drop_database", "check_restored", "CheckResult", "missing_roles_sql", "existing_roles",
+    "drop_database", "check_restored", "check_tables", "CheckResult", "missing_roles_sql", "existing_roles",
     "run_sql_file",
 ]
 
@@ -173,17 +173,19 @@ def _read_checks(session: SqlSession, infos: list[TableInfo], hash_format: int) 
         session.query("ROLLBACK")
 
 
-def check_restored(session: SqlSession, manifest: Manifest, with_hashes: bool = True) -> CheckResult:
-    """Compare row counts (and content hashes, where the manifest has them) of a restored copy."""
-    infos = [TableInfo(t.schema_name, t.name, 0 if (with_hashes and t.content_hash) else 1)
-             for t in manifest.tables]
+def check_tables(session: SqlSession, tables: list[TableStat], hash_format: int,
+                 with_hashes: bool = True, source: str = "manifest") -> CheckResult:
+    """Compare row counts (and content hashes, where ``tables`` have them) of a restored copy with ``tables``
+    (a manifest's, or counts read from the live database by ``table_checks``: the same hash either way).
+    ``source`` names the reference in the mismatch lines."""
+    infos = [TableInfo(t.schema_name, t.name, 0 if (with_hashes and t.content_hash) else 1) for t in tables]
     result = CheckResult(tables=len(infos))
     try:
-        found = _read_checks(session, infos, manifest.hash_format)
+        found = _read_checks(session, infos, hash_format)
     except OpsError as exc:
         result.mismatches.append(f"cannot read the restored tables: {exc}")
         return result
-    for t in manifest.tables:
+    for t in tables:
         rows, digest = found.get((t.schema_name, t.name), (None, None))
         name = f"{t.schema_name}.{t.name}"
         if rows is None:
@@ -191,11 +193,14 @@ def check_restored(session: SqlSession, manifest: Manifest, with_hashes: bool = 
             continue
         result.rows += rows
         if rows != t.rows:
-            result.mismatches.append(f"{name}: {rows} rows, manifest says {t.rows}")
+            result.mismatches.append(f"{name}: {rows} rows, {source} says {t.rows}")
         elif with_hashes and t.content_hash:
             result.hashed += 1
             if digest != t.content_hash:
-                result.mismatches.append(f"{name}: content hash differs from the manifest")
+                result.mismatches.append(f"{name}: content hash differs from the {source}")
     return result
 
 
+def check_restored(session: SqlSession, manifest: Manifest, with_hashes: bool = True) -> CheckResult:
+    """Compare row counts (and content hashes, where the manifest has them) of a restored copy."""
+    return check_tables(session, manifest.tables, manifest.hash_format, with_hashes)

@@ -150,12 +150,14 @@ def postgres_major_version(base: Path = Path("/usr/lib/postgresql")) -> int:
 
 def start_postgres_container(client: docker.DockerClient, name: str, *,
                              initdb_args: tuple[str, ...] = DEFAULT_INITDB_ARGS, initdb_env: dict | None = None,
-                             server_options: dict[str, str] | None = None, tcp: bool = False) -> PgContainer:
+                             server_options: dict[str, str] | None = None, tcp: bool = False,
+                             extra_volumes: dict[str, dict] | None = None) -> PgContainer:
     """Start a container named ``name`` running an initialised, started cluster; wait until it is ready.
 
     ``initdb_args`` replace the encoding/locale arguments (``()`` = initdb's defaults under ``initdb_env``,
     e.g. ``{"LC_ALL": "C"}`` gives SQL_ASCII); ``server_options`` become ``-c name=value``; ``tcp`` publishes
-    the server on a random 127.0.0.1 port (trust authentication from anywhere: a throwaway test cluster)."""
+    the server on a random 127.0.0.1 port (trust authentication from anywhere: a throwaway test cluster);
+    ``extra_volumes`` are added to the read-only system mounts (docker SDK ``volumes`` form)."""
     image = ensure_busybox_image(client)
     major = postgres_major_version()
     uid = pwd.getpwnam("postgres").pw_uid
@@ -169,7 +171,8 @@ def start_postgres_container(client: docker.DockerClient, name: str, *,
         init=True,  # tini as PID 1 reaps the orphans of terminated execs
         user=f"{uid}:{gid}",
         tmpfs={"/tmp": "mode=1777", PG_SOCKET_DIR: "mode=1777"},
-        volumes={path: {"bind": path, "mode": "ro"} for path in _READ_ONLY_MOUNTS if os.path.exists(path)},
+        volumes={**{path: {"bind": path, "mode": "ro"} for path in _READ_ONLY_MOUNTS if os.path.exists(path)},
+                 **(extra_volumes or {})},
         environment={"PATH": f"/usr/lib/postgresql/{major}/bin:/bin", "LC_ALL": "C.UTF-8", "TZ": "UTC"},
         labels={"charhub-ops-test": "postgres"},
         ports={"5432/tcp": ("127.0.0.1", None)} if tcp else {},

@@ -106,3 +106,122 @@ def start_archiving_cluster(stanza: str = "charhub") -> PitrCluster:
                                  "--auth=trust", "-E", "UTF8", "--no-sync"]), check=True, capture_output=True)
     cluster.start()
     return cluster
+
+
+# --- the container path and the S3 repository behind TLS (added by the core part of issue 19) -------------
+
+CONTAINER_REPO = "/pgbackrest-repo"  # the posix repository's mount point inside the PostgreSQL container
+CONTAINER_CONFIG = "/etc/pgbackrest/pgbackrest.conf"
+
+
+@dataclass
+class PitrContainer:
+    """A PostgreSQL container archiving with the host's pgbackrest (bind-mounted read-only at /bin/pgbackrest;
+    its libraries are under the already mounted /usr/lib/x86_64-linux-gnu) into a posix repository bind-mounted
+    from ``repo`` (owned by postgres)."""
+
+    pg: object  # tests.harness.docker_pg.PgContainer
+    repo: Path
+    stanza: str
+
+    @property
+    def name(self) -> str:
+        return self.pg.name
+
+    def settings_env(self) -> dict[str, str]:
+        from tests.harness.docker_pg import PG_DATA, PG_SOCKET_DIR
+
+        return {"CHARHUB_OPS_DATABASE_URL": "postgresql://postgres@localhost/postgres",
+                "CHARHUB_OPS_DOCKER_CONTAINER": self.pg.name, "CHARHUB_OPS_PITR_REPOSITORY": f"file://{CONTAINER_REPO}",
+                "CHARHUB_OPS_PITR_STANZA": self.stanza, "CHARHUB_OPS_PITR_PG_PATH": PG_DATA,
+                "CHARHUB_OPS_PITR_SOCKET_PATH": PG_SOCKET_DIR, "CHARHUB_OPS_PITR_CONFIG_PATH": CONTAINER_CONFIG}
+
+    def remove(self) -> None:
+        from tests.harness.docker_pg import stop
+
+        stop(self.pg.client, self.pg.name)
+        shutil.rmtree(self.repo, ignore_errors=True)
+
+
+def start_pitr_container(client, name: str, stanza: str = "charhub") -> PitrContainer:
+    """``start_postgres_container`` with archiving through pgBackRest (not configured yet: setup writes
+    ``/etc/pgbackrest/pgbackrest.conf`` in the container) and a repository bind mount."""
+    from tests.harness.docker_pg import start_postgres_container
+
+    repo = Path(tempfile.mkdtemp(prefix="charhub-ops-pitr-repo-"))
+    pw = pwd.getpwnam("postgres")
+    os.chown(repo, pw.pw_uid, pw.pw_gid)
+    archive = f"/bin/pgbackrest --config={CONTAINER_CONFIG} --stanza={stanza} archive-push %p"
+    options = {"wal_level": "replica", "archive_mode": "on", "archive_timeout": "60", "archive_command": archive}
+    mounts = {"/usr/bin/pgbackrest": {"bind": "/bin/pgbackrest", "mode": "ro"},
+              str(repo): {"bind": CONTAINER_REPO, "mode": "rw"}}
+    try:
+        pg = start_postgres_container(client, name, server_options=options, extra_volumes=mounts)
+    except BaseException:
+        shutil.rmtree(repo, ignore_errors=True)
+        raise
+    return PitrContainer(pg=pg, repo=repo, stanza=stanza)
+
+
+@dataclass
+class TlsS3:
+    """moto's S3 server behind stunnel4 (TLS with a self-signed certificate for 127.0.0.1)."""
+
+    endpoint: str  # https://127.0.0.1:<port>
+    plain_endpoint: str  # moto's own http endpoint (for boto3 in fixtures)
+    ca_file: Path  # the certificate to trust (pitr_s3_ca_file)
+    processes: list
+    base: Path
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.terminate()
+            proc.wait(10)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _wait_port(port: int, timeout: float = 30.0) -> None:
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def start_tls_s3_server(bucket: str | None = None) -> TlsS3:
+    """moto (tests.harness.services.start_s3_server) with stunnel4 in front; ``bucket`` is created if given."""
+    from tests.harness.services import start_s3_server
+
+    base = Path(tempfile.mkdtemp(prefix="charhub-ops-tls-s3-"))
+    os.chmod(base, 0o755)
+    cert, key = base / "cert.pem", base / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", str(key),
+                    "-out", str(cert), "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=DNS:127.0.0.1,IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    os.chmod(cert, 0o644)
+    s3 = start_s3_server()
+    port = free_port()
+    moto_port = int(s3.endpoint.rsplit(":", 1)[1])
+    (base / "stunnel.conf").write_text(f"foreground = yes\npid =\n[s3]\naccept = 127.0.0.1:{port}\n"
+                                       f"connect = 127.0.0.1:{moto_port}\ncert = {cert}\nkey = {key}\n")
+    tunnel = subprocess.Popen(["stunnel4", str(base / "stunnel.conf")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    server = TlsS3(f"https://127.0.0.1:{port}", s3.endpoint, cert, [tunnel, s3.process], base)
+    try:
+        _wait_port(port)
+        if bucket:
+            import boto3
+
+            boto3.client("s3", endpoint_url=s3.endpoint, region_name="us-east-1", aws_access_key_id="test",
+                         aws_secret_access_key="test").create_bucket(Bucket=bucket)
+    except BaseException:
+        server.stop()
+        raise
+    return server
