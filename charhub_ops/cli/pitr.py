@@ -46,7 +46,7 @@ def connect_from_settings(*, need_passphrase: bool = False):
 
     settings = load_settings()
     passphrase = None
-    if need_passphrase and settings.pitr.cipher_pass is None:
+    if need_passphrase and not (settings.pitr.cipher_pass and settings.pitr.cipher_pass.get_secret_value()):
         passphrase = _block_passphrase(settings.pitr.cipher_block)
     return connect(settings, cipher_pass=passphrase)
 
@@ -98,7 +98,7 @@ def info(as_json: JsonOpt = False) -> None:
 
     from charhub_ops.pitr import ops
 
-    stanza = run_guarded(lambda: ops.info(connect_from_settings().pgb))
+    stanza = run_guarded(lambda: ops.info(connect_from_settings().pgb, must_exist=True))
     if as_json:
         print_json(ops.stanza_summary(stanza))
         return

@@ -165,6 +165,7 @@ def render_config(pitr: PitrSettings, storage: StorageSettings, *, pg_port: int,
     repo = repository_options(pitr, storage, media_repository=media_repository)
     general = {"compress-type": "zst", "compress-level": str(pitr.compress_level),
                "process-max": str(pitr.process_max), "start-fast": "y", "archive-async": "n",
+               "io-timeout": str(pitr.io_timeout),
                "log-level-console": "off", "log-level-stderr": "warn", "log-level-file": "off"}
     stanza = {"pg1-path": pitr.pg_path, "pg1-port": str(pg_port), "pg1-socket-path": pitr.socket_path}
     if pg_user:

@@ -14,7 +14,8 @@
 ``connect(settings, cipher_pass=None) -> Pitr``
     The wiring from the settings: a ``PgBackRest`` (in ``docker_container`` when set), the configuration text
     ``setup`` writes (port and user from ``database_url``) and the retention mapping.
-``info(pgb) -> StanzaInfo``: our stanza (``.exists`` False before setup).
+``info(pgb, *, must_exist=False) -> StanzaInfo``: our stanza (``.exists`` False before setup, unless
+    ``must_exist``: then the missing-stanza error).
 
 Every pgBackRest failure is a one-line ``PgBackRestError`` (``command.py``).
 """
@@ -85,8 +86,15 @@ def connect(settings: Settings, cipher_pass: str | None = None, client=None) -> 
     return Pitr(pgb=pgb, mapping=mapping, settings=settings, cipher_pass=cipher_pass)
 
 
-def info(pgb: PgBackRest) -> StanzaInfo:
-    return pgb.info()
+_MISSING = "ERROR: [055]: unable to load info file: the stanza is missing (stanza-create)"
+
+
+def info(pgb: PgBackRest, *, must_exist: bool = False) -> StanzaInfo:
+    """Our stanza; ``must_exist``: a missing stanza raises the one-line missing-stanza error."""
+    stanza = pgb.info()
+    if must_exist and not stanza.exists:
+        raise pgb.fail("info", _MISSING)
+    return stanza
 
 
 def setup(pgb: PgBackRest, config_text: str) -> SetupResult:
@@ -103,7 +111,7 @@ def backup(pgb: PgBackRest, kind: str = "full") -> BackupInfo:
         raise ConfigError(f"--type: '{kind}' is not one of {', '.join(BACKUP_KINDS)}")
     before = pgb.info()
     if not before.exists:
-        raise pgb.fail("backup", "ERROR: [055]: unable to load info file: stanza missing (stanza-create)")
+        raise pgb.fail("backup", _MISSING)
     known = {b.label for b in before.backups}
     pgb.run("backup", f"--type={kind}")
     new = [b for b in pgb.info().backups if b.label not in known]
@@ -114,7 +122,7 @@ def backup(pgb: PgBackRest, kind: str = "full") -> BackupInfo:
 
 def expire(pgb: PgBackRest, mapping: RetentionMapping, dry_run: bool = False) -> ExpireResult:
     if not pgb.info().exists:
-        raise pgb.fail("expire", "ERROR: [055]: unable to load info file: stanza missing (stanza-create)")
+        raise pgb.fail("expire", _MISSING)
     options = ["--log-level-console=info", *(f"--{k}={v}" for k, v in mapping.options().items())]
     options += ["--dry-run"] if dry_run else []
     log = pgb.run("expire", *options)

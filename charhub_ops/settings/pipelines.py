@@ -158,6 +158,11 @@ class PitrSettings(Group):
     s3_ca_file: str | None = Field(
         None, description="CA certificate file pgBackRest trusts for the S3 endpoint (a private CA).")
     s3_verify_tls: bool = Field(True, description="Verify the S3 endpoint's TLS certificate (off only for tests).")
+    io_timeout: int = Field(
+        60, ge=1, le=3600,
+        description="pgBackRest's `io-timeout` (seconds): how long it retries a refused or stalled repository "
+                    "connection before failing; `info` reads four files, so an unreachable repository is "
+                    "reported after about four times this.")
     keep_weekly: int = Field(
         4, ge=1, le=9999999,
         description="Full backups kept (weekly fulls → weeks; `repo1-retention-full`, count).")
