@@ -43,7 +43,7 @@ from tasks.pitr import (
     resolve_pitr_config,
 )
 
-__all__ = ["pitr_backup_flow", "pitr_expire_flow", "COMPLETED", "FAILED", "ACCESS_HELP"]
+__all__ = ["pitr_backup_flow", "pitr_expire_flow", "COMPLETED", "FAILED", "ACCESS_HELP", "one_line"]
 
 COMPLETED = "charhub.pitr.backup.completed"
 FAILED = "charhub.pitr.backup.failed"

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-__all__ = ["PitrKind", "PitrTarget", "RecoverTable", "KIND_HELP"]
+__all__ = ["PitrKind", "PitrTarget", "TableName", "KIND_HELP"]
 
 PitrKind = Literal["full", "diff", "incr"]
 KIND_HELP = ("full (the whole cluster), diff (what changed since the last full) or incr (since the last backup of "
@@ -18,6 +18,7 @@ KIND_HELP = ("full (the whole cluster), diff (what changed since the last full) 
 POINT_PATTERN = r"^[^'\n\r]{1,200}$"
 # a table as `name` (public) or `schema.name`; quoted identifiers are not accepted in a form
 TABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$"
+TableName = Annotated[str, StringConstraints(pattern=TABLE_PATTERN, max_length=127)]
 _FORM = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -35,15 +36,3 @@ class PitrTarget(BaseModel):
         None, title="Into (new data directory or container)",
         description="A NEW empty data directory (local database) or the name of a new scratch container; "
                     "never the live one; default: <pg_path>_restore_<UTC time> or charhub-pitr-restore-<time>")
-
-
-class RecoverTable(BaseModel):
-    """The table brought back, and the moment it is taken from."""
-
-    model_config = ConfigDict(_FORM, title="Table to recover")
-
-    table: Annotated[str, StringConstraints(pattern=TABLE_PATTERN, max_length=127)] = Field(
-        ..., title="Table", description="The table as it was (name or schema.name), e.g. CreditTransaction")
-    at: datetime = Field(..., title="At (UTC)", description="The moment before the bad DELETE or DROP TABLE")
-    database: Annotated[str, StringConstraints(min_length=1, max_length=63)] | None = Field(
-        None, title="Database", description="Whose table; default: the database of the database URL")

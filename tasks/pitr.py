@@ -18,6 +18,8 @@ Retries: only transient errors (tasks.common.RETRY); pgBackRest's classification
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.blocks.system import Secret
@@ -26,13 +28,19 @@ from pydantic import BaseModel, SecretStr
 
 from charhub_ops.errors import ConfigError
 from charhub_ops.pitr import ops
+from charhub_ops.pgurl import PgUrl
 from charhub_ops.pitr.info import BackupInfo, StanzaInfo
+from charhub_ops.pitr.recover import RecoverPlan, RecoverResult, plan_recovery, recover_table
+from charhub_ops.pitr.restore import RestoreResult, Target, restore_into
+from charhub_ops.pitr.verify import VerifyResult, verify
+from charhub_ops.postgres import open_session
 from charhub_ops.settings import PitrSettings, Settings
 from tasks.common import RETRY, database_url
-from tasks.locks import resource_lock
+from tasks.locks import database_lock, resource_lock
 
 __all__ = ["PitrConfig", "resolve_pitr_config", "cipher_pass", "pitr_info", "pitr_setup", "pitr_backup",
-           "pitr_expire", "pitr_artifact", "stanza_lock"]
+           "pitr_expire", "pitr_artifact", "stanza_lock", "live_url", "pitr_verify", "pitr_restore",
+           "plan_recover_table", "recover_one_table"]
 
 
 class PitrConfig(BaseModel):
@@ -130,3 +138,45 @@ def pitr_artifact(key: str, markdown: str, description: str) -> str:
     """A markdown artifact (a run's report)."""
     create_markdown_artifact(markdown, key=key, description=description)
     return markdown
+
+
+# --- restores and drills (charhub_ops.pitr.restore / verify / recover) ------------------------------------------
+
+def live_url(cfg: PitrConfig) -> PgUrl:
+    """The live database's URL (the setting, or the Secret block's that resolve put in its place)."""
+    return database_url(cfg.settings.database)
+
+
+@task(name="pitr-verify", cache_policy=NONE, **RETRY)
+def pitr_verify(cfg: PitrConfig) -> VerifyResult:
+    """The physical drill (restore point → scratch instance → row counts and hashes) under ``pitr-<stanza>``:
+    an expire cannot remove the backup it restores from meanwhile."""
+    s = cfg.settings
+    with stanza_lock(cfg):
+        return verify(cfg.connect().pgb, live_url(cfg), hash_limit_bytes=s.backup.hash_limit_mib << 20,
+                      work_dir=s.runs.work_dir)
+
+
+@task(name="pitr-restore", cache_policy=NONE, **RETRY)
+def pitr_restore(cfg: PitrConfig, target: Target, into: str) -> RestoreResult:
+    """Restore ``target`` into the NEW directory (or container volume) ``into``, never the live one."""
+    with stanza_lock(cfg):
+        return restore_into(cfg.connect().pgb, target, into)
+
+
+@task(name="plan-recover-table", cache_policy=NONE, **RETRY)
+def plan_recover_table(cfg: PitrConfig, table: str, at: datetime | None, database: str | None) -> RecoverPlan:
+    """Checks before anything is restored (the schema exists, the new name is free); reads only."""
+    url = live_url(cfg)
+    url = url.with_dbname(database) if database else url
+    with open_session(url, cfg.settings.database.docker_container) as session:
+        return plan_recovery(session, table, at, url.dbname)
+
+
+@task(name="recover-table", cache_policy=NONE)
+def recover_one_table(cfg: PitrConfig, plan: RecoverPlan) -> RecoverResult:
+    """Restore at the plan's time into a scratch instance and copy the table in as a NEW table, holding
+    ``pitr-<stanza>`` and the database's slot ``postgres-<db>`` (it writes into the live database). Not retried:
+    a second attempt would find its own new table."""
+    with stanza_lock(cfg), database_lock(plan.database):
+        return recover_table(cfg.connect().pgb, plan, live_url(cfg), work_dir=cfg.settings.runs.work_dir)
