@@ -74,7 +74,7 @@ def _verify_markdown(cfg: PitrConfig, verdict: dict) -> str:
 @flow(name="pitr-verify", on_failure=[notify_failure])
 @described
 def pitr_verify_flow(
-    access: Annotated[Access, Field(description=ACCESS_HELP + " (the LIVE database the drill compares with)")] = Access(),
+    access: Annotated[Access, Field(description=ACCESS_HELP + "; the drill compares with its database")] = Access(),
 ) -> dict:
     """Restore the cluster to a fresh restore point in a scratch instance and compare it with the live database."""
     cfg = _config(access)
@@ -118,7 +118,7 @@ def _into(cfg: PitrConfig, into: str | None, now: datetime) -> str:
 @flow(name="pitr-restore", on_failure=[notify_failure])
 @described
 def pitr_restore_flow(
-    target: Annotated[PitrTarget, Field(description="The point in time and the NEW place to restore to")] = PitrTarget(),
+    target: Annotated[PitrTarget, Field(description="The point in time and the NEW place")] = PitrTarget(),
     dry_run: Annotated[bool, Field(description=DRY_RUN_HELP)] = True,
     access: Annotated[Access, Field(description=ACCESS_HELP)] = Access(),
 ) -> dict:
@@ -127,10 +127,11 @@ def pitr_restore_flow(
     chosen, into = restore_target(target), _into(cfg, target.into, now)
     newest = pitr_info(cfg).newest
     if newest is None:
-        raise ConfigError(f"pitr_repository: no backup of stanza {cfg.stanza} in {cfg.repository} to restore from")
+        raise ConfigError(f"pitr_repository: no backup of stanza {cfg.stanza} in {cfg.repository} to restore")
+    place = "volume" if cfg.settings.database.docker_container else "data directory"
     plan = (f"Restore stanza `{cfg.stanza}` from `{cfg.repository}` (newest backup `{newest.label}`) to "
-            f"**{chosen.describe()}** into the NEW {'volume' if cfg.settings.database.docker_container else 'data directory'} "
-            f"`{into}`; archive_mode is off in the copy; the live cluster is not touched.")
+            f"**{chosen.describe()}** into the NEW {place} `{into}`; archive_mode is off in the copy; the live "
+            f"cluster is not touched.")
     pitr_artifact("pitr-restore-plan", f"# pgBackRest restore plan\n\n{plan}\n", "charhub-ops pgBackRest restore plan")
     out = {"dry_run": dry_run, "target": chosen.describe(), "into": into, "newest_backup": newest.label}
     if dry_run:
@@ -138,8 +139,9 @@ def pitr_restore_flow(
     decision = approve(plan) if cfg.production else None
     result = pitr_restore(cfg, chosen, into)
     where = f"container `{result.container}`, volume `{result.into}`" if result.container else f"`{result.into}`"
-    pitr_artifact("pitr-restore-report", f"# pgBackRest restore\n\nRestored to {result.target} into {where} in "
-                  f"{result.seconds:.0f} s.\n\n{decision.line() if decision else ''}\n", "charhub-ops pgBackRest restore")
+    report = (f"# pgBackRest restore\n\nRestored to {result.target} into {where} in {result.seconds:.0f} s.\n\n"
+              f"{decision.line() if decision else ''}\n")
+    pitr_artifact("pitr-restore-report", report, "charhub-ops pgBackRest restore")
     return {**out, **asdict(result), "approval": decision.model_dump(mode="json") if decision else None}
 
 

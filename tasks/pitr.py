@@ -27,8 +27,8 @@ from prefect.cache_policies import NONE
 from pydantic import BaseModel, SecretStr
 
 from charhub_ops.errors import ConfigError
-from charhub_ops.pitr import ops
 from charhub_ops.pgurl import PgUrl
+from charhub_ops.pitr import ops
 from charhub_ops.pitr.info import BackupInfo, StanzaInfo
 from charhub_ops.pitr.recover import RecoverPlan, RecoverResult, plan_recovery, recover_table
 from charhub_ops.pitr.restore import RestoreResult, Target, restore_into

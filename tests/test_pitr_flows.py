@@ -5,7 +5,6 @@ failing backup's ``charhub.pitr.backup.failed`` without retries, and expire's ma
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 from datetime import UTC, datetime
 
@@ -47,7 +46,7 @@ def cluster():
 def pitr_env(cluster, prefect_server, monkeypatch, tmp_path):
     """The cluster's settings (local pgBackRest, posix repository) with the stanza set up."""
     from charhub_ops.settings import load_settings
-    from tasks.pitr import resolve_pitr_config, pitr_setup
+    from tasks.pitr import pitr_setup, resolve_pitr_config
 
     for name, value in cluster.settings_env().items():
         monkeypatch.setenv(name, value)

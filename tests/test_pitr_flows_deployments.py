@@ -24,7 +24,8 @@ def test_every_pitr_deployment_exists_with_the_project_tag():
     assert PITR <= set(DEPLOYMENTS)
     for name in PITR:
         dep = DEPLOYMENTS[name]
-        assert dep["entrypoint"].startswith(("flows/pitr.py:", "flows/pitr_restore.py:")) and "charhub-ops" in dep["tags"], name
+        assert dep["entrypoint"].startswith(("flows/pitr.py:", "flows/pitr_restore.py:")), name
+        assert "charhub-ops" in dep["tags"], name
         assert dep["concurrency_limit"]["limit"] == 1 and dep["work_pool"]["name"] == "charhub-ops", name
 
 

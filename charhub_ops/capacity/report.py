@@ -3,8 +3,8 @@
 Model: ``databases`` (``size_bytes``, ``growth_bytes_per_week``, ``top_tables``, backup size trend, weeks,
 ``days_to_outgrow_disk``, ``outpacing``), ``disks`` (``used_percent``, ``days_to_critical``), ``chart``,
 ``notes``, and ``pitr`` (pgBackRest's repository size and backups, None without ``pitr_repository``;
-set by :func:`charhub_ops.capacity.run.capacity_report`). Growth is the least-squares slope over the window (:mod:`.forecast`); None where it cannot
-be told (one backup, one sample). Pure: the clock is an argument.
+set by :func:`charhub_ops.capacity.run.capacity_report`). Growth is the least-squares slope over the window
+(:mod:`.forecast`); None where it cannot be told (one backup, one sample). Pure: the clock is an argument.
 """
 
 from __future__ import annotations
