@@ -1,9 +1,10 @@
 """Physical backups with pgBackRest, orchestrated like the logical ones (issue 19).
 
-``pitr-backup`` — runbook: resolve configuration (settings + parameters; the port from the database URL) →
-plan (``info``: the stanza exists, a diff/incr without a full becomes full) → act (``pgbackrest backup`` under
-the lock ``pitr-<stanza>``) → report: ``info`` again, the artifact ``pitr-backup-report`` (label, type,
-duration, sizes, repository size, WAL range) and ``charhub.pitr.backup.completed`` on ``charhub.pitr.<stanza>``
+``pitr-backup`` — runbook: resolve configuration (settings + parameters, checked: the repository is set; the
+form's ``kind`` is checked by the server) → act (``pgbackrest backup`` under the lock ``pitr-<stanza>``; the core
+refuses a missing stanza with one line naming ``pitr setup``) → report: ``info`` right after, in the same task;
+the artifact ``pitr-backup-report`` (label, type, duration, sizes, repository size, WAL range; a note when a
+diff/incr without a full became a full) and ``charhub.pitr.backup.completed`` on ``charhub.pitr.<stanza>``
 with the same figures. Any failure after the settings were read emits ``charhub.pitr.backup.failed`` (the
 error's one line; a transient one only after the task's retries) and fails the run, which notifies.
 Deployments ``pitr-full`` (Sundays) and ``pitr-diff`` (the other days), prefect.yaml.
@@ -25,8 +26,8 @@ from pydantic import Field
 
 from charhub_ops.pitr.summary import (
     backup_markdown,
+    backup_notes,
     backup_payload,
-    backup_plan,
     expire_markdown,
     expired,
     resource_id,
@@ -67,16 +68,15 @@ def pitr_backup_flow(
     subject = resource_id(settings.pitr.stanza)
     try:
         cfg = resolve_pitr_config(settings, access.database_url_secret)
-        plan = backup_plan(pitr_info(cfg), kind, cfg.repository)
-        for note in plan.notes:
-            get_run_logger().warning("%s", note)
-        backup = pitr_backup(cfg, kind)
-        payload = backup_payload(backup, pitr_info(cfg), cfg.repository, kind)
+        backup, stanza = pitr_backup(cfg, kind)
     except Exception as exc:  # every failure is announced once, then the run fails with it
         emit(FAILED, subject, {"stanza": settings.pitr.stanza, "repository": settings.pitr.repository,
                                "requested": kind, "error": one_line(exc)})
         raise
-    pitr_artifact("pitr-backup-report", backup_markdown(payload, plan.notes), "charhub-ops pgBackRest backup")
+    payload, notes = backup_payload(backup, stanza, cfg.repository, kind), backup_notes(kind, backup)
+    for note in notes:
+        get_run_logger().warning("%s", note)
+    pitr_artifact("pitr-backup-report", backup_markdown(payload, notes), "charhub-ops pgBackRest backup")
     emit(COMPLETED, subject, payload)
     return payload
 

@@ -113,13 +113,15 @@ def pitr_setup(cfg: PitrConfig) -> ops.SetupResult:
 
 
 @task(name="pitr-backup", cache_policy=NONE, **RETRY)
-def pitr_backup(cfg: PitrConfig, kind: str) -> BackupInfo:
-    """One pgBackRest backup of ``kind`` (full | diff | incr) under ``pitr-<stanza>``; returns its info."""
+def pitr_backup(cfg: PitrConfig, kind: str) -> tuple[BackupInfo, StanzaInfo]:
+    """One pgBackRest backup of ``kind`` (full | diff | incr) under ``pitr-<stanza>``; returns it and the stanza's
+    ``info`` right after (the repository's totals). A missing stanza fails with the core's line naming setup."""
+    pgb = cfg.connect().pgb
     with stanza_lock(cfg):
-        backup = ops.backup(cfg.connect().pgb, kind)
+        backup = ops.backup(pgb, kind)
     get_run_logger().info("%s backup %s: %d bytes of cluster, %d copied, %.1f s", backup.type, backup.label,
                           backup.size, backup.delta, backup.seconds)
-    return backup
+    return backup, ops.info(pgb)
 
 
 @task(name="pitr-expire", cache_policy=NONE, **RETRY)

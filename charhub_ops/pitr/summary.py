@@ -1,7 +1,7 @@
 """What the pgBackRest runs report, from ``info`` (:mod:`.info`): pure functions, no I/O, no Prefect.
 
-* :func:`backup_plan` — before a backup: the stanza must exist (``pitr setup`` made it); a diff or incr with
-  no full backup yet becomes a full one (pgBackRest does so itself: the plan says it first).
+* :func:`backup_notes` — a diff or incr with no full backup to build on became a full one (pgBackRest does so
+  itself): the report says it.
 * :func:`backup_payload` / :func:`backup_markdown` — after it: label, type, duration, cluster size, bytes
   copied, repository size of this backup and of the whole stanza, WAL range (event payload and artifact).
 * :func:`expired` / :func:`expire_markdown` — what an ``expire`` removed (labels present before, gone after)
@@ -14,14 +14,12 @@ Nothing here holds a secret: info's JSON has none (the passphrase stays in pgBac
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 
-from charhub_ops.errors import ConfigError
 from charhub_ops.fmt import human_bytes
 from charhub_ops.pitr.info import BackupInfo, StanzaInfo
 
-__all__ = ["KINDS", "BackupPlan", "backup_plan", "backup_payload", "backup_markdown", "expired", "expire_markdown",
+__all__ = ["KINDS", "backup_notes", "backup_payload", "backup_markdown", "expired", "expire_markdown",
            "physical_rows", "repository_usage", "stanza_repo_size", "resource_id"]
 
 KINDS = ("full", "diff", "incr")
@@ -36,28 +34,11 @@ def _iso(t: datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
-@dataclass(frozen=True)
-class BackupPlan:
-    kind: str                   # what was asked
-    effective: str              # what pgBackRest will make (a diff/incr without a full becomes full)
-    notes: list[str] = field(default_factory=list)
-
-
-def backup_plan(info: StanzaInfo, kind: str, repository: str) -> BackupPlan:
-    """Checks before a backup; ConfigError (one line) when it cannot start."""
-    if kind not in KINDS:
-        raise ConfigError(f"kind: '{kind}' is not one of {', '.join(KINDS)}")
-    if not info.exists:
-        raise ConfigError(f"pitr_stanza: stanza '{info.name}' does not exist in {repository} "
-                          f"({info.status_message}): run `charhub-ops pitr setup` first")
-    notes = []
-    effective = kind
-    if kind != "full" and info.newest_of("full") is None:
-        effective = "full"
-        notes.append(f"no full backup in {repository} yet: pgBackRest makes this {kind} a full backup")
-    if info.backup_running:
-        notes.append("another pgBackRest backup holds the stanza's lock: this one will fail")
-    return BackupPlan(kind=kind, effective=effective, notes=notes)
+def backup_notes(kind: str, backup: BackupInfo) -> list[str]:
+    """What the report should say about a backup that is not what was asked (a diff/incr without a full)."""
+    if backup.type != kind:
+        return [f"no full backup to build on: pgBackRest made this {kind} backup a {backup.type} one"]
+    return []
 
 
 def stanza_repo_size(info: StanzaInfo) -> int | None:
