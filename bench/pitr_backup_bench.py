@@ -13,7 +13,7 @@ One run (see bench/README.md):
    * ``flow``: a new Python process running ``pitr_backup_flow(kind="full")`` against the server — what a
      worker does — timed end to end (imports included) and as the server saw the flow run (``total_run_time``:
      plan, lock, backup, info, artifact, event; the process's start-up excluded);
-   the best of each is reported; goal: flow <= 1.10x by hand;
+   the best of each is reported (and the medians logged); goal: flow <= 1.10x by hand;
 3. ``charhub-ops backup`` (logical, zstd) of the same database into a local repository, untimed: its stored
    size beside the physical full backup's (repository bytes, pgBackRest's zst) and the cluster's size;
 4. prints the figures with the machine's load average before and after; removes everything it started.
@@ -31,6 +31,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from statistics import median
 
 import measure
 from datagen import db_size, generate
@@ -98,6 +99,9 @@ def main() -> int:
             process.append(end_to_end)
             flow.append(in_flow)
             log(f"round {n + 1}: by hand {hand[-1]:.2f} s, flow run {flow[-1]:.2f} s (process {process[-1]:.2f} s)")
+        mid = median(flow) / median(hand)
+        log(f"medians: by hand {median(hand):.2f} s, flow run {median(flow):.2f} s ({mid:.2f}x), "
+            f"process {median(process):.2f} s")
         report(size, min(hand), min(flow), min(process), sizes(cluster, env), load_before, measure.loadavg(), args)
     return 0
 

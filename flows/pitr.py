@@ -48,8 +48,8 @@ __all__ = ["pitr_backup_flow", "pitr_expire_flow", "COMPLETED", "FAILED", "ACCES
 
 COMPLETED = "charhub.pitr.backup.completed"
 FAILED = "charhub.pitr.backup.failed"
-ACCESS_HELP = ("How to reach the database server: its URL gives the port pgBackRest connects to; with a container, "
-               "pgBackRest runs inside it")
+ACCESS_HELP = ("How to reach the database server: with a container, pgBackRest runs inside it; the URL (setting or "
+               "Secret block) is the live database the drill and recover-table read")
 
 
 def one_line(exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""Prefect tasks of the pgBackRest flows (flows/pitr.py): thin wrappers of :mod:`charhub_ops.pitr`.
+"""Prefect tasks of the pgBackRest flows (flows/pitr.py, flows/pitr_restore.py): thin wrappers of charhub_ops.pitr.
 
 Configuration (:func:`resolve_pitr_config`): the run's settings (where pgBackRest runs: the database container,
 else this host; the database URL of a Secret block replaces the setting) and the repository passphrase:
@@ -11,7 +11,8 @@ global concurrency limit ``pitr-<stanza>`` (tasks/locks.py), so our own runs tak
 pgBackRest's own stanza lock ("unable to acquire lock"). They do not take ``postgres-<db>``: a physical backup
 copies files and holds no lock inside PostgreSQL, so it is safe beside a pg_dump, a restore drill or a migration,
 and holding every database's slot for the length of a full backup would delay the nightly logical backup behind
-it. The two share the disk and CPU instead: the schedules keep them an hour apart (prefect.yaml).
+it. The two share the disk and CPU instead: the schedules keep them an hour apart (prefect.yaml). recover-table
+is the exception: it writes a new table into a live database, so it also holds that database's ``postgres-<db>``.
 
 Retries: only transient errors (tasks.common.RETRY); pgBackRest's classification is the core's.
 """
