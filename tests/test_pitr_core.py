@@ -115,9 +115,14 @@ def test_bad_input_is_one_line(cluster):
 def test_wrong_passphrase_is_one_line_and_the_right_one_repairs(cluster):
     ok_json(pitr(cluster, "setup", "--json"))
     ok_json(pitr(cluster, "backup", "--json"))
-    for args in (("setup",), ("info",), ("backup",)):
-        one_error(pitr(cluster, *args, CHARHUB_OPS_PITR_CIPHER_PASS=WRONG), "cannot decrypt the repository",
-                  "wrong passphrase (pitr_cipher_pass")
+    working = cluster.config.read_text()
+    one_error(pitr(cluster, "setup", CHARHUB_OPS_PITR_CIPHER_PASS=WRONG), "cannot decrypt the repository",
+              "wrong passphrase (pitr_cipher_pass")
+    assert cluster.config.read_text() == working, "the refused configuration went live"  # archive_command works
+    assert sorted(p.name for p in cluster.base.iterdir() if "pgbackrest.conf" in p.name) == ["pgbackrest.conf"]
+    cluster.config.write_text(working.replace(PASS, WRONG))  # a wrong passphrase in the live configuration
+    for args in (("info",), ("backup",)):
+        one_error(pitr(cluster, *args), "cannot decrypt the repository", "wrong passphrase (pitr_cipher_pass")
     assert len(ok_json(pitr(cluster, "setup", "--json")) and ok_json(pitr(cluster, "info", "--json"))["backups"]) == 1
 
 
@@ -142,3 +147,21 @@ def test_setup_reads_the_passphrase_from_the_secret_block(prefect_server, cluste
     assert f"repo1-cipher-pass={PASS}\n" in cluster.config.read_text()
     one_error(pitr(cluster, "setup", **{**env, "CHARHUB_OPS_PITR_CIPHER_BLOCK": "pitr-no-such-block"}),
               "pitr_cipher_pass: not set", "Secret block pitr-no-such-block")
+
+
+def test_a_lock_held_by_another_pgbackrest_is_one_line(cluster):
+    import fcntl
+
+    ok_json(pitr(cluster, "setup", "--json"))
+    lock_dir = Path("/tmp/pgbackrest")  # pgBackRest's default lock-path
+    lock_dir.mkdir(exist_ok=True)
+    pw = pwd.getpwnam("postgres")
+    os.chown(lock_dir, pw.pw_uid, pw.pw_gid)
+    lock = lock_dir / f"{cluster.stanza}-backup.lock"
+    with open(lock, "a") as held:  # what a running `pgbackrest backup` holds
+        os.chown(lock, pw.pw_uid, pw.pw_gid)
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        one_error(pitr(cluster, "backup"), f"pgbackrest backup (stanza {cluster.stanza}): another pgBackRest "
+                                           f"command holds this stanza's lock")
+    lock.unlink()
+    assert ok_json(pitr(cluster, "backup", "--json"))["type"] == "full"

@@ -21,13 +21,18 @@
     read the repository: status 99 (the repository's ``[ErrorName] message``), 4 (different cipher) and 5
     (database mismatch) raise as ``run`` would; a missing stanza (1, 3) is returned (``.exists`` False).
 ``read_info(text, stanza, *, config="", secrets=()) -> StanzaInfo``: the pure part of ``info``.
+``with_config(path) -> PgBackRest``: the same runner on another configuration file (``setup``'s candidate);
+``remove_config()`` removes that file.
 ``install_config(text)``
-    Writes ``pitr_config_path`` atomically (temporary file → rename), mode 0640, owned by the cluster's
-    owner; in the container through an exec as root with the text on stdin (never on a command line).
+    Writes the configuration file (``pitr_config_path`` unless ``with_config``) atomically (temporary file →
+    rename), mode 0640, owned by the cluster's owner; in the container through an exec as root with the text
+    on stdin (never on a command line).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import io
 import json as jsonlib
 import os
@@ -128,8 +133,9 @@ def read_info(text: str, stanza: str, *, config: str = "", secrets: Iterable[str
 
 class PgBackRest:
     def __init__(self, pitr: PitrSettings, *, container: str | None = None, client=None,
-                 secrets: Iterable[str] = ()) -> None:
+                 secrets: Iterable[str] = (), config_path: str | None = None) -> None:
         self.pitr, self.container = pitr, container
+        self.config_path = config_path or pitr.config_path
         self.secrets = [s for s in secrets if s]
         self._exec, self._owner = None, None
         if container:
@@ -137,11 +143,17 @@ class PgBackRest:
 
             self._exec = ContainerExec(container, client)
 
+    def with_config(self, path: str) -> PgBackRest:
+        """The same runner reading the configuration at ``path`` (a candidate, before it goes live)."""
+        other = copy.copy(self)
+        other.config_path = path
+        return other
+
     def argv(self, command: str, *options: str) -> list[str]:
-        return ["pgbackrest", f"--config={self.pitr.config_path}", f"--stanza={self.pitr.stanza}", *options, command]
+        return ["pgbackrest", f"--config={self.config_path}", f"--stanza={self.pitr.stanza}", *options, command]
 
     def fail(self, command: str, stderr: str, exit_code: int | None = None) -> PgBackRestError:
-        return classify(command, stderr, exit_code=exit_code, stanza=self.pitr.stanza, config=self.pitr.config_path,
+        return classify(command, stderr, exit_code=exit_code, stanza=self.pitr.stanza, config=self.config_path,
                         secrets=self.secrets)
 
     def run(self, command: str, *options: str) -> str:
@@ -198,21 +210,21 @@ class PgBackRest:
             raise DatabaseError(f"pgbackrest {command}: --output=json gave unexpected output") from None
 
     def info(self) -> StanzaInfo:
-        return read_info(self.run("info", "--output=json"), self.pitr.stanza, config=self.pitr.config_path,
+        return read_info(self.run("info", "--output=json"), self.pitr.stanza, config=self.config_path,
                          secrets=self.secrets)
 
     def install_config(self, text: str) -> None:
         if self._exec is not None:
             script = ('set -e; umask 027; d=$(dirname "$1"); [ -d "$d" ] || { mkdir -p "$d"; chown "$2" "$d"; }; '
                       'cat > "$1.tmp"; chown "$2" "$1.tmp"; chmod 0640 "$1.tmp"; mv "$1.tmp" "$1"')
-            self._exec.run_with_input(["sh", "-c", script, "sh", self.pitr.config_path, self.container_owner()],
+            self._exec.run_with_input(["sh", "-c", script, "sh", self.config_path, self.container_owner()],
                                       io.BytesIO(text.encode()), user="0")
             return
         self._write_local(text)
 
     def _write_local(self, text: str) -> None:
         uid, gid = self.owner()
-        path = self.pitr.config_path
+        path = self.config_path
         folder = os.path.dirname(os.path.abspath(path))
         try:
             if not os.path.isdir(folder):
@@ -230,3 +242,11 @@ class PgBackRest:
             os.replace(tmp, path)
         except OSError as exc:
             raise ConfigError(f"pitr_config_path: cannot write '{path}': {exc.strerror}") from None
+
+    def remove_config(self) -> None:
+        """Remove the configuration file (a refused candidate); no error when it is gone."""
+        if self._exec is not None:
+            self._exec.run(["rm", "-f", self.config_path], user="0")
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.config_path)

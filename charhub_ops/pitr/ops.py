@@ -1,9 +1,11 @@
 """The pgBackRest operations of the ``pitr`` pipeline: setup, backup, expire, info.
 
 ``setup(pgb, config_text) -> SetupResult``
-    Writes the configuration (``PgBackRest.install_config``), creates the stanza only when ``info`` says it
-    is missing, then runs ``check`` (a WAL switch must reach the repository through PostgreSQL's
-    ``archive_command``). Idempotent: a second run rewrites the same file, finds the stanza and checks again.
+    Writes the configuration as a candidate (``<pitr_config_path>.new``), reads the repository with it
+    (``info``: passphrase, reachability) and creates the stanza only when ``info`` says it is missing; only
+    then does the candidate replace the live file (``archive_command`` reads it: a refused configuration never
+    breaks archiving), and ``check`` runs (a WAL switch must reach the repository through PostgreSQL's
+    ``archive_command``). Idempotent: a second run writes the same file, finds the stanza and checks again.
 ``backup(pgb, kind="full") -> BackupInfo``
     ``backup --type=<kind>`` (full | diff | incr; else ``ConfigError`` naming ``--type``), then the new
     backup as ``info`` lists it (pgBackRest makes a full one when a diff/incr has no full to build on).
@@ -98,12 +100,17 @@ def info(pgb: PgBackRest, *, must_exist: bool = False) -> StanzaInfo:
 
 
 def setup(pgb: PgBackRest, config_text: str) -> SetupResult:
+    candidate = pgb.with_config(pgb.config_path + ".new")
+    candidate.install_config(config_text)
+    try:
+        created = not candidate.info().exists  # passphrase, reachability, repository: before it goes live
+        if created:
+            candidate.run("stanza-create")
+    finally:
+        candidate.remove_config()
     pgb.install_config(config_text)
-    created = not pgb.info().exists
-    if created:
-        pgb.run("stanza-create")
     pgb.run("check")
-    return SetupResult(stanza=pgb.pitr.stanza, config_path=pgb.pitr.config_path, created=created, checked=True)
+    return SetupResult(stanza=pgb.pitr.stanza, config_path=pgb.config_path, created=created, checked=True)
 
 
 def backup(pgb: PgBackRest, kind: str = "full") -> BackupInfo:
