@@ -142,3 +142,20 @@ def test_missing_stanza_is_one_line(cluster):
     message = str(caught.value)
     assert "\n" not in message and "stanza" in message, message
     assert not (cluster.base / "never").exists()
+
+
+@pytest.mark.parametrize(("module", "names"), [
+    ("charhub_ops.pitr.restore", {"Target", "RestoreResult", "preflight", "check_into", "restore_options",
+                                  "restore_local", "restore_into", "data_owner", "target_text"}),
+    ("charhub_ops.pitr.scratch", {"LocalScratch", "scratch_copy", "free_port", "last_fatal", "server_options"}),
+    ("charhub_ops.pitr.scratch_container", {"ScratchContainer", "restore_container"}),
+    ("charhub_ops.pitr.verify", {"VerifyResult", "verify", "restore_point_name", "snapshot_stats", "write_counters",
+                                 "STATS_SETTLE"}),
+    ("charhub_ops.pitr.recover", {"RecoverPlan", "RecoverResult", "split_table", "recovered_name", "plan_recovery",
+                                  "recover_table"}),
+])
+def test_restore_part_api_is_pinned(module, names):
+    import importlib
+
+    mod = importlib.import_module(module)
+    assert set(mod.__all__) == names and all(hasattr(mod, n) for n in names)

@@ -81,3 +81,12 @@ def test_verify_and_recover_table(cluster):
         assert conn.execute("SELECT count(*) FROM notes").fetchone()[0] == 5
     again = cli(cluster, "recover-table", "--table", "notes", "--at", at.isoformat())
     assert "already exists" in _one_error_line(again)
+
+
+def test_missing_stanza_is_one_line(cluster):
+    env_stanza = {**cluster_env(cluster), "CHARHUB_OPS_PITR_STANZA": "nosuchstanza"}
+    proc = subprocess.run([sys.executable, "-m", "charhub_ops.cli", "pitr", "restore", "--latest", "--into",
+                           str(cluster.base / "never")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **env_stanza, "COLUMNS": "200"})
+    assert "stanza" in _one_error_line(proc)
+    assert not (cluster.base / "never").exists()

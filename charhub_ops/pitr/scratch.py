@@ -3,13 +3,14 @@
 Contracts:
 
 ``LocalScratch(datadir, owner)``
-    A restored directory on this host. ``start(timeout)`` runs the directory's own major version's
-    ``pg_ctl`` as ``owner`` on a free port, listening on a Unix socket inside the directory only (no TCP),
-    with ``archive_mode=off`` (pgBackRest's ``--archive-mode=off`` also wrote it) and the log in
-    ``<datadir>/scratch.log``; then waits until recovery ended (``pg_is_in_recovery()`` false) and it accepts
-    connections. Recovery that fails (a target after the end of the archive, a missing WAL segment) raises
-    ``DatabaseError`` with the server's own FATAL line. ``url(base)`` is ``base`` (user, password, database)
-    pointed at the scratch socket. ``remove()`` stops it (immediate) and deletes the directory; never raises.
+    A restored directory on this host. ``start(base, timeout)`` runs the directory's own major version's
+    ``pg_ctl`` as ``owner`` on a free port, listening on a Unix socket inside the directory only (no TCP,
+    its own ``pg_hba.conf``: trust on that socket — see ``HBA``), with ``archive_mode=off`` (pgBackRest's
+    ``--archive-mode=off`` also wrote it) and the log in ``<datadir>/scratch.log``; then waits until recovery
+    ended (``pg_is_in_recovery()`` false) and it accepts connections. Recovery that fails (a target after the
+    end of the archive, a missing WAL segment) raises ``DatabaseError`` with the server's own FATAL line.
+    ``url(base)`` is ``base`` (user, password, database) pointed at the scratch socket; ``session(base)`` a
+    ``SqlSession`` on it. ``remove()`` stops it (immediate) and deletes the directory; never raises.
 ``scratch_copy(pgb, target, base, work_dir) -> Iterator[(LocalScratch, RestoreResult)]``
     Restore ``target`` into a new directory under ``work_dir``, start it, yield it, and always remove it
     (also when the restore or the start fails). With the database in a container (``pgb.container``): a new
@@ -38,9 +39,20 @@ from charhub_ops.pitr.command import PgBackRest
 from charhub_ops.pitr.restore import RestoreResult, Target, data_owner, restore_local
 from charhub_ops.postgres import PsycopgSession, SqlSession
 
-__all__ = ["LocalScratch", "scratch_copy", "free_port", "last_fatal"]
+__all__ = ["LocalScratch", "scratch_copy", "free_port", "last_fatal", "server_options"]
 
 LOG = "scratch.log"
+# The scratch instance's own pg_hba.conf: trust on its Unix socket only. The socket lies in the data directory
+# (0700, the owner's): only that user and root can reach it, and there is no TCP listener. The live cluster's
+# rules (peer, scram with passwords the operator may not have here) would otherwise decide who may check it.
+HBA = "scratch_hba.conf"
+HBA_TEXT = "local all all trust\n"
+
+
+def server_options(port: int, datadir: str) -> str:
+    """pg_ctl -o for a scratch instance: private socket, no TCP, no archiving, our hba file, log on stderr."""
+    return (f"-p {port} -k {datadir} -c listen_addresses='' -c archive_mode=off -c hba_file={datadir}/{HBA} "
+            "-c logging_collector=off -c log_destination=stderr -c cluster_name=charhub-ops-scratch")
 
 
 def free_port() -> int:
@@ -94,8 +106,11 @@ class LocalScratch:
     def start(self, base: PgUrl, timeout: float = 3600.0) -> None:
         """Start it and wait (connecting as ``base``'s user to ``base``'s database) until recovery ended."""
         self.port = free_port()
-        options = (f"-p {self.port} -k {self.datadir} -c listen_addresses='' -c archive_mode=off "
-                   "-c logging_collector=off -c log_destination=stderr -c cluster_name=charhub-ops-scratch")
+        hba = self.datadir / HBA
+        hba.write_text(HBA_TEXT)
+        if os.geteuid() == 0:
+            os.chown(hba, self.owner.pw_uid, self.owner.pw_gid)
+        options = server_options(self.port, str(self.datadir))
         # -w: pg_ctl returns once it accepts connections (consistent, still replaying) or reports its death
         self._run("-o", options, "-l", str(self.datadir / LOG), "-w", "-t", str(int(timeout)), "start")
         self.started_at = time.monotonic()

@@ -12,7 +12,8 @@ that container may ever mount (FIELD-NOTES: a second PostgreSQL on a live volume
     an S3/R2 repository is reached over the network. The live container's ``pitr_config_path`` is copied
     into it (``PgBackRest.install_config``: 0640, never on a command line). Then ``pgbackrest restore`` runs
     there (``--archive-mode=off``, as in local mode).
-    ``start(base, timeout)``: ``pg_ctl start`` in it (socket in the data directory only, archive_mode off),
+    ``start(base, timeout)``: ``pg_ctl start`` in it (socket in the data directory only, its own hba file,
+    archive_mode off — :func:`charhub_ops.pitr.scratch.server_options`),
     waits until recovery ended. ``session(base)``: a psql session inside it (``SqlSession``).
     ``remove()``: the container and its volume (only ever these two, by the names it created).
 ``restore_container(pgb, target, volume) -> RestoreResult``: create + restore; the container stays (stopped
@@ -31,7 +32,7 @@ from charhub_ops.pgurl import PgUrl
 from charhub_ops.pitr.command import PgBackRest
 from charhub_ops.pitr.config import parse_repository
 from charhub_ops.pitr.restore import RestoreResult, Target, preflight, restore_options
-from charhub_ops.pitr.scratch import LOG, last_fatal
+from charhub_ops.pitr.scratch import HBA, HBA_TEXT, LOG, last_fatal, server_options
 from charhub_ops.postgres import DockerTools, SqlSession
 
 __all__ = ["ScratchContainer", "restore_container"]
@@ -111,8 +112,10 @@ class ScratchContainer:
         return DockerTools(self.url(base, dbname), self.name).session()
 
     def start(self, base: PgUrl, timeout: float = 3600.0) -> None:
-        options = (f"-p 5432 -k {self.pitr.pg_path} -c listen_addresses='' -c archive_mode=off "
-                   "-c logging_collector=off -c log_destination=stderr -c cluster_name=charhub-ops-scratch")
+        ContainerExec(self.name, self.client).run(
+            ["sh", "-c", 'printf "%s" "$1" > "$2"', "sh", HBA_TEXT, f"{self.pitr.pg_path}/{HBA}"],
+            user=self.pgb.container_owner())
+        options = server_options(5432, self.pitr.pg_path)
         log = f"{self.pitr.pg_path}/{LOG}"
         try:
             self._pg("-o", options, "-l", log, "-w", "-t", str(int(timeout)), "start")

@@ -21,8 +21,8 @@ state of the live database:
 
 With the database in a container, both sides are psql sessions inside the containers (the scratch one is a new
 container, :mod:`charhub_ops.pitr.scratch_container`). The drill needs the rights of the backup itself:
-``pg_create_restore_point`` and ``pg_switch_wal`` (a superuser, CharHub's ``POSTGRES_USER``, or the grants). The verdict is a :class:`VerifyResult`; the scratch
-instance is always removed.
+``pg_create_restore_point`` and ``pg_switch_wal`` (a superuser, CharHub's ``POSTGRES_USER``, or the grants).
+The verdict is a :class:`VerifyResult`; the scratch instance is always removed.
 """
 
 from __future__ import annotations
