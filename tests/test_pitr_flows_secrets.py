@@ -53,7 +53,10 @@ def _runs(cluster, texts: dict[str, str]) -> None:
 
 
 def _wrong_passphrase(cluster, texts: dict[str, str], monkeypatch) -> None:
+    """Setup with a wrong passphrase fails (and keeps the working configuration); a configuration written with
+    it (by hand, here) makes the backup flow fail on it."""
     from charhub_ops.errors import DatabaseError
+    from charhub_ops.pitr.ops import connect
     from charhub_ops.settings import load_settings
     from flows.pitr import pitr_backup_flow
     from tasks.pitr import pitr_setup, resolve_pitr_config
@@ -63,8 +66,13 @@ def _wrong_passphrase(cluster, texts: dict[str, str], monkeypatch) -> None:
         pitr_setup.fn(resolve_pitr_config.fn(load_settings(), None))
     texts["wrong passphrase (setup)"] = error_text(info.value)
     assert "passphrase" in texts["wrong passphrase (setup)"]
+    assert pitr_backup_flow(kind="incr")["type"] == "incr"  # the working configuration was kept
+    wrong = connect(load_settings(), WRONG)
+    wrong.pgb.install_config(wrong.config_text())
     state = pitr_backup_flow(return_state=True)
+    assert state.is_failed()
     texts["wrong passphrase (backup)"] = error_text(state.result(raise_on_failure=False))
+    assert "passphrase" in texts["wrong passphrase (backup)"]
 
 
 def test_pitr_flows_leave_no_passphrase(prefect_server, monkeypatch):
