@@ -2,8 +2,9 @@
 
 Model: ``databases`` (``size_bytes``, ``growth_bytes_per_week``, ``top_tables``, backup size trend, weeks,
 ``days_to_outgrow_disk``, ``outpacing``), ``disks`` (``used_percent``, ``days_to_critical``), ``chart``,
-``notes``. Growth is the least-squares slope over the window (:mod:`.forecast`); None where it cannot
-be told (one backup, one sample). Pure: the clock is an argument.
+``notes``, and ``pitr`` (pgBackRest's repository size and backups, None without ``pitr_repository``;
+set by :func:`charhub_ops.capacity.run.capacity_report`). Growth is the least-squares slope over the window
+(:mod:`.forecast`); None where it cannot be told (one backup, one sample). Pure: the clock is an argument.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ def render_markdown(report: dict, image: str | None = None) -> str:
               f"| {_bytes(d['backup_size_bytes'])} | {_bytes(d['backup_growth_bytes_per_week'], True)} "
               f"| {d['backups']} | {_outgrow_cell(d)} |"
               for d in report["databases"]]
+    lines += _pitr_md(report.get("pitr"))
     if report["disks"]:
         lines += ["", "| disk | used | critical | growth | critical in |", "|---|---|---|---|---|"]
     lines += [f"| {d['check']} `{d['path']}` | {_pct(d['used_percent'])} | {d['critical_percent']:g} % "
@@ -126,6 +128,18 @@ def render_markdown(report: dict, image: str | None = None) -> str:
         lines += _tables_md(d)
     lines += [f"- note: {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _pitr_md(p: dict | None) -> list[str]:
+    """The physical backups (pgBackRest) beside the logical ones: repository size and backup count."""
+    if not p:
+        return []
+    counts = ", ".join(f"{n} {kind}" for kind, n in p["by_type"].items() if n)
+    return ["", "| physical backups (pgBackRest) | repository size | backups | cluster size | newest | WAL |",
+            "|---|---|---|---|---|---|",
+            f"| stanza {p['stanza']} in `{p['repository']}` | {_bytes(p['repository_size_bytes'])} "
+            f"| {p['backups']} ({counts or 'none'}) | {_bytes(p['cluster_size_bytes'])} "
+            f"| {(p['newest_at'] or '—')[:16].replace('T', ' ')} | `{p['wal_min']}` … `{p['wal_max']}` |"]
 
 
 def _outgrow_cell(d: dict) -> str:

@@ -32,6 +32,7 @@ class CapacityInputs:
     database_disk: str | None = None
     window_days: float = 90
     notes: list[str] | None = None
+    pitr: dict | None = None                      # pgBackRest's repository (charhub_ops.pitr.catalog.pitr_usage)
 
 
 def monitor_config(path: str) -> tuple[MonitorConfig | None, list[str]]:
@@ -60,13 +61,17 @@ def load_policies(path: str | None) -> dict[str, str]:
 def inputs_from_settings(settings, config: str | None, open_state: Callable[[], MonitorState]) -> CapacityInputs:
     """The inputs the settings name: the monitor config (``config`` or setting monitor_config), the disk
     samples in the state store ``open_state`` returns (opened only when there are disk checks), the cleanup
-    policy file, the window and the database disk."""
+    policy file, the window, the database disk and, when ``pitr_repository`` is set, pgBackRest's repository
+    (size and backups from its ``info``; a note when pgBackRest cannot answer)."""
+    from charhub_ops.pitr.catalog import pitr_usage
+
     cfg, notes = monitor_config(config or settings.monitor.config)
+    pitr = pitr_usage(settings, notes.append)
     has_disks = cfg is not None and any(isinstance(c, DiskCheck) for c in cfg.checks)
     return CapacityInputs(monitor=cfg, samples=disk_samples(open_state(), cfg) if has_disks else {},
                           policies=load_policies(settings.cleanup.policy_file),
                           database_disk=settings.capacity.database_disk,
-                          window_days=settings.capacity.window_days, notes=notes)
+                          window_days=settings.capacity.window_days, notes=notes, pitr=pitr)
 
 
 def default_chart_path(work_dir: str | None, now: datetime) -> Path:
@@ -83,6 +88,7 @@ def capacity_report(storage: Storage, inputs: CapacityInputs, now: datetime, cha
     report = build_report(dbs, disks, now, policies=inputs.policies, database_disk=inputs.database_disk,
                           window_days=inputs.window_days, chart=chart)
     report["repository"] = storage.url
+    report["pitr"] = inputs.pitr
     report["notes"] = (inputs.notes or []) + report["notes"]
     if not dbs:
         report["notes"].append(f"no backups in {storage.url} within {inputs.window_days:g} days")

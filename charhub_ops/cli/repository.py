@@ -30,29 +30,49 @@ app = typer.Typer(help="Inspect and prune the backups of a repository.", no_args
 
 @app.command("list")
 def backups_list(repository: RepoOpt = None, database: Annotated[str | None, typer.Option(
-        help="Only this database.")] = None, as_json: JsonOpt = False) -> None:
-    """List complete backups, newest first."""
+        help="Only this database (physical backups hold the whole cluster: always listed).")] = None,
+        as_json: JsonOpt = False) -> None:
+    """List complete backups, newest first: the logical ones of the repository and, when ``pitr_repository`` is
+    set, pgBackRest's physical backups of the cluster beside them (column ``kind``)."""
     from charhub_ops.backup.catalog import backup_summary, list_backups_verified
 
     def work() -> list[dict]:
+        from charhub_ops.pitr.catalog import physical_backups
+        from charhub_ops.settings import load_settings
+
         storage = open_repo(repository)
-        return [backup_summary(storage.url, m, v) for m, v in list_backups_verified(storage, database)]
+        rows = [{"kind": "logical", **backup_summary(storage.url, m, v)}
+                for m, v in list_backups_verified(storage, database)]
+        rows += physical_backups(load_settings(repository=repository), _warn)
+        return sorted(rows, key=lambda r: r["finished_at"], reverse=True)
 
     rows = run_guarded(work)
     if as_json:
         print_json(rows)
         return
+    _print_backups(rows)
+
+
+def _print_backups(rows: list[dict]) -> None:
     from charhub_ops.fmt import human_bytes
 
-    table = Table("backup id", "database", "finished UTC", "size", "tables", "rows", "age", "verified")
-    for column in table.columns[:3]:
+    table = Table("kind", "backup id", "database", "finished UTC", "size", "tables", "rows", "encrypted", "verified")
+    for column in table.columns[:4]:
         column.no_wrap = True
     for r in rows:
         verified = "—" if r["verified_ok"] is None else ("ok" if r["verified_ok"] else "FAILED")
-        table.add_row(r["backup_id"], r["database"], r["finished_at"][:16].replace("T", " "),
-                      human_bytes(r["size_bytes"]), str(r["tables"]), str(r["rows"]),
-                      "age" if r["encrypted"] else "no", verified)
+        encrypted = ("age" if r["kind"] == "logical" else "aes") if r["encrypted"] else "no"
+        table.add_row(r["kind"], r["backup_id"], r["database"], r["finished_at"][:16].replace("T", " "),
+                      human_bytes(r["size_bytes"]), _count(r["tables"]), _count(r["rows"]), encrypted, verified)
     Console().print(table)
+
+
+def _warn(line: str) -> None:
+    err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+
+
+def _count(n: int | None) -> str:
+    return "—" if n is None else str(n)
 
 
 @app.command("prune")
