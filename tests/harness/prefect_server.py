@@ -70,7 +70,9 @@ def start_prefect_server(home: Path, *, database_url: str | None = None, ui: boo
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_UI_API_URL": api, "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
-           "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2"}
+           "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
+           # a run waiting for a held global limit (postgres-<db>) asks again after at most this (default 30 s)
+           "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": "2"}
     env.pop("PREFECT_API_URL", None)
     env.update(settings or {})
     if auth:
