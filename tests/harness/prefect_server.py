@@ -93,6 +93,15 @@ def start_prefect_server(home: Path, *, database_url: str | None = None, ui: boo
     return proc, api
 
 
+def drain_events() -> None:
+    """Send this process's pending Prefect events and retire the worker sending them, while its server still
+    answers: a later event opens a new one for the settings of that moment. Otherwise the worker stays bound
+    to a stopped server: a later test's events are lost, and its reconnect attempts hold up the teardown."""
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=30)
+
+
 def kill(proc: subprocess.Popen) -> None:
     """Kill a process started with ``start_new_session`` and everything it started."""
     if proc.poll() is None:
@@ -227,6 +236,7 @@ class OpsStack:
         return self.request("POST", "/logs/filter", body)
 
     def stop(self) -> None:
+        drain_events()
         for proc in [*self.workers, self.server]:
             kill(proc)
 
