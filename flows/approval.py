@@ -19,6 +19,7 @@ from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
 from charhub_ops.errors import ConfigError
+from tasks.common import setting
 
 __all__ = ["Approval", "Decision", "approve"]
 
@@ -55,7 +56,8 @@ def approve(plan: str) -> Decision | None:
     if runtime.deployment.id is None:
         return None
     asked = datetime.now(UTC)
-    answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=plan), timeout=3600)
+    answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=plan), timeout=3600,
+                            poll_interval=setting("approval_poll_seconds", 10))
     decision = Decision(approved=answer.approve, reason=answer.reason.strip(), asked_at=asked,
                         answered_at=datetime.now(UTC))
     create_markdown_artifact("\n".join(["# Approval", "", decision.line(), "", "## Plan", "", plan]),

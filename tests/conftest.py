@@ -15,7 +15,9 @@ from tests.harness.services import start_pg_cluster, start_s3_server
 pytest_plugins = ["tests.harness.ci_guard"]
 
 # S3 credentials for the moto server; set before any boto3 client is made.
+# A paused run checks for its approval every second (production: every 10 s; it also waits that long first).
 os.environ.update({"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "CHARHUB_OPS_TASK_RETRIES": "0",
+                   "CHARHUB_OPS_APPROVAL_POLL_SECONDS": "1",
                    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret",
                    "AWS_DEFAULT_REGION": "us-east-1"})
 for var in ("DATABASE_URL", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "R2_ENDPOINT_URL", "R2_ACCOUNT_ID"):

@@ -132,7 +132,8 @@ def test_serve_after_setup_runs_the_flows(tmp_path):
     serve = None
     try:
         stack.register()
-        env = {**os.environ, **stack.client_env(), "CHARHUB_OPS_HOME": str(ROOT)}
+        env = {**os.environ, **stack.client_env(), "CHARHUB_OPS_HOME": str(ROOT),
+               "PREFECT_RUNNER_POLL_FREQUENCY": "1"}  # serve's poll for runs (10 s by default)
         with open(tmp_path / "serve.log", "wb") as out:
             serve = subprocess.Popen([str(BIN / "charhub-ops"), "serve"], cwd=ROOT, env=env, stdout=out,
                                      stderr=subprocess.STDOUT, start_new_session=True)

@@ -23,7 +23,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from deployments.automations import HEARTBEAT_AUTOMATION, apply_automations
 from deployments.serve import load_deployments
-from tests.harness.prefect_server import kill, start_prefect_server
+from tests.harness.prefect_server import drain_events, kill, start_prefect_server
 from tests.harness.webhook import notification_hook, wait_for_body
 
 DEPLOYMENT = f"e2e-not-ready-{uuid.uuid4().hex[:6]}"
@@ -42,6 +42,7 @@ def foreman_server(tmp_path_factory):
     try:
         yield api
     finally:
+        drain_events()
         kill(proc)
 
 

@@ -13,7 +13,7 @@ group          settings
 =============  =====================================================================================
 database       database_url, docker_container, production
 storage        repository, r2_*, s3_*, part_size_mib, upload_concurrency
-runs           notify_block, task_retries, task_retry_delay, lock_lease_seconds, work_dir
+runs           notify_block, task_retries, task_retry_delay, lock_lease_seconds, approval_poll_*, work_dir
 backup         encrypt_to, zstd_*, hash_limit_mib, parallel_databases, anomaly_*
 retention      keep_*, min_keep
 restore        age_identity_file, restore_jobs, restore_mode, app_containers

@@ -119,6 +119,10 @@ class RunSettings(Group):
                     "renewed every quarter: a Prefect API outage shorter than ¾ of it never lets another run "
                     "in; a run killed inside its section (SIGKILL, a lost worker) keeps the slot until the "
                     "lease expires (docs/deployments.md, Scale-out).")
+    approval_poll_seconds: int = Field(
+        10, ge=1, le=600,
+        description="How often (s) a run paused for approval (restore or swap into production, deploy's restore_data) "
+                    "checks whether it was answered; its first check comes this long after it paused.")
     work_dir: str | None = Field(
         None, description="Where file-mode restores decompress a dump (needs the raw dump size free; a full one "
                           "is one error, never retried) and capacity charts go; default: the system temp dir.")

@@ -70,7 +70,9 @@ def start_prefect_server(home: Path, *, database_url: str | None = None, ui: boo
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "PREFECT_UI_API_URL": api, "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
-           "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2"}
+           "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
+           # a run waiting for a held global limit (postgres-<db>) asks again after at most this (default 30 s)
+           "PREFECT_SERVER_CONCURRENCY_MAXIMUM_CONCURRENCY_SLOT_WAIT_SECONDS": "2"}
     env.pop("PREFECT_API_URL", None)
     env.update(settings or {})
     if auth:
@@ -89,6 +91,15 @@ def start_prefect_server(home: Path, *, database_url: str | None = None, ui: boo
         kill(proc)
         raise
     return proc, api
+
+
+def drain_events() -> None:
+    """Send this process's pending Prefect events and retire the worker sending them, while its server still
+    answers: a later event opens a new one for the settings of that moment. Otherwise the worker stays bound
+    to a stopped server: a later test's events are lost, and its reconnect attempts hold up the teardown."""
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=30)
 
 
 def kill(proc: subprocess.Popen) -> None:
@@ -225,6 +236,7 @@ class OpsStack:
         return self.request("POST", "/logs/filter", body)
 
     def stop(self) -> None:
+        drain_events()
         for proc in [*self.workers, self.server]:
             kill(proc)
 
