@@ -300,7 +300,7 @@ def test_a_deployment_run_pauses_for_approval_before_restoring_in_production(pre
     monkeypatch.setenv("CHARHUB_OPS_PRODUCTION", "1")
     asked = []
 
-    def pause(wait_for_input, timeout):  # the approval form, refused by the operator
+    def pause(wait_for_input, timeout, poll_interval):  # the approval form, refused by the operator
         asked.append(wait_for_input)
         return flows.approval.Approval(approve=False, reason="not now")
 
