@@ -45,6 +45,8 @@ def wanted_blocks(settings: Settings, yaml_secrets: dict[str, list[str]] | None 
         boot.scratch_url_block: (boot.scratch_url, "CHARHUB_OPS_SCRATCH_URL"),
         boot.age_identity_block: (_file_text(settings.restore.age_identity_file), "CHARHUB_OPS_AGE_IDENTITY_FILE"),
     }
+    if settings.pitr.repository:  # point-in-time recovery is on: its repository passphrase
+        specs[settings.pitr.cipher_block] = (settings.pitr.cipher_pass, "CHARHUB_OPS_PITR_CIPHER_PASS")
     out = [BlockSpec(f"secret/{name}", value, variable, tuple(users.get(name, ["forms"])))
            for name, (value, variable) in specs.items()]
     out += [BlockSpec(f"secret/{name}", None, "", tuple(deps)) for name, deps in users.items() if name not in specs]

@@ -101,6 +101,25 @@ def test_setup_creates_the_blocks_named_in_settings_from_the_environment_once(pr
     assert Secret.load(names["scratch_url_block"]).get() == values["scratch"]  # never overwritten
 
 
+def test_setup_stores_the_pitr_passphrase_once_when_pitr_is_on(prefect_server, monkeypatch, tmp_path):
+    """With CHARHUB_OPS_PITR_REPOSITORY set, `setup` creates the Secret block pgBackRest's passphrase is read from
+    (the operator then removes the variable); without it, no such block is wanted."""
+    tag = uuid.uuid4().hex[:8]
+    block, passphrase = f"pitr-{tag}", f"pass-{tag}-phrase"
+    monkeypatch.setenv("CHARHUB_OPS_PITR_CIPHER_BLOCK", block)
+    monkeypatch.setenv("CHARHUB_OPS_PITR_CIPHER_PASS", passphrase)
+    monkeypatch.delenv("CHARHUB_OPS_NOTIFY_BLOCK", raising=False)
+    runner, env = CliRunner(), {"PREFECT_API_URL": prefect_server}
+    off = runner.invoke(app, ["setup", "--json"], env=env)
+    assert off.exit_code == 0, off.output
+    assert f"secret/{block}" not in json.loads(off.stdout)["blocks"]
+    monkeypatch.setenv("CHARHUB_OPS_PITR_REPOSITORY", f"file://{tmp_path}/pitr")
+    on = runner.invoke(app, ["setup", "--json"], env=env)
+    assert on.exit_code == 0, on.output
+    assert json.loads(on.stdout)["blocks"][f"secret/{block}"] == "created"
+    assert Secret.load(block).get() == passphrase and passphrase not in on.output
+
+
 def test_setup_names_the_variable_for_a_block_nobody_gave(prefect_server, monkeypatch):
     tag = uuid.uuid4().hex[:8]
     monkeypatch.setenv("CHARHUB_OPS_SCRATCH_URL_BLOCK", f"scratch-{tag}")

@@ -148,7 +148,8 @@ class PitrSettings(Group):
     cipher_block: str = Field(
         "charhub-ops-pitr-cipher", pattern=BLOCK_NAME,
         description="Secret block holding the repository passphrase, used when `CHARHUB_OPS_PITR_CIPHER_PASS` "
-                    "is unset (`setup` creates it from that variable when missing).")
+                    "is unset (`charhub-ops setup` creates it from that variable when missing and "
+                    "`pitr_repository` is set).")
     process_max: int = Field(2, ge=1, le=32, description="pgBackRest's `process-max` for backup and restore.")
     compress_level: int = Field(3, ge=1, le=19, description="zstd level of pgBackRest's `compress-level`.")
     block_incremental: bool = Field(
