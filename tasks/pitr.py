@@ -70,8 +70,9 @@ class PitrConfig(BaseModel):
 
 
 def cipher_pass(pitr: PitrSettings) -> SecretStr | None:
-    """The repository passphrase: the setting, else the Secret block ``pitr_cipher_block``, else None."""
-    if pitr.cipher_pass is not None:
+    """The repository passphrase: the setting, else (unset or empty, as the CLI reads it) the Secret block
+    ``pitr_cipher_block``, else None."""
+    if pitr.cipher_pass is not None and pitr.cipher_pass.get_secret_value():
         return pitr.cipher_pass
     try:
         value = Secret.load(pitr.cipher_block).get()

@@ -79,3 +79,21 @@ def test_capacity_section_counts_by_type():
 def test_public_api_is_pinned(module, names):
     mod = importlib.import_module(module)
     assert set(mod.__all__) == names and all(hasattr(mod, n) for n in names)
+
+
+def test_an_empty_passphrase_setting_falls_back_to_the_secret_block_as_the_cli_does(prefect_server, monkeypatch):
+    """The flows read the passphrase as `charhub-ops pitr` does: an empty CHARHUB_OPS_PITR_CIPHER_PASS is unset."""
+    import uuid
+
+    from prefect.blocks.system import Secret
+
+    from charhub_ops.settings import load_group
+    from tasks.pitr import cipher_pass
+
+    block = f"pitr-{uuid.uuid4().hex[:8]}"
+    Secret(value="from-the-block").save(block)
+    monkeypatch.setenv("CHARHUB_OPS_PITR_CIPHER_BLOCK", block)
+    monkeypatch.setenv("CHARHUB_OPS_PITR_CIPHER_PASS", "")
+    assert cipher_pass(load_group("pitr")).get_secret_value() == "from-the-block"
+    monkeypatch.setenv("CHARHUB_OPS_PITR_CIPHER_PASS", "from-the-setting")
+    assert cipher_pass(load_group("pitr")).get_secret_value() == "from-the-setting"
